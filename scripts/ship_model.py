@@ -1,0 +1,48 @@
+"""Ship a trained run as a named zoo model: evaluate it, stamp its card, copy recipe and log.
+
+    .venv/bin/python scripts/ship_model.py runs/upnet-x2 x2
+
+Evaluates ``RUN/final.safetensors`` on Set5, Set14 and BSD100 (standard protocol, the same
+``evaluate`` that ``upres eval`` runs), writes ``src/upres/zoo/NAME.safetensors`` with the measured
+PSNR/SSIM in its model card, and copies ``config.yaml`` -> ``NAME.yaml`` and
+``train.log`` -> ``NAME.log`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from upres.evaluate import evaluate
+from upres.inference.upscaler import Upscaler
+from upres.models.weights import load_model, save_model
+from upres.models.zoo import ZOO_DIR
+
+BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--notes", default="")
+    args = ap.parse_args()
+    model, card = load_model(args.run / "final.safetensors")
+    up = Upscaler(model, card, device="cpu")
+    psnr, ssim = {}, {}
+    for ds in ("Set5", "Set14", "BSD100"):
+        res = evaluate(up.upscale, model_name=args.name, dataset=BENCH / ds, scale=card.scale)
+        psnr[ds], ssim[ds] = round(res.psnr_y, 4), round(res.ssim_y, 5)
+        print(f"{args.name} {ds} x{card.scale}: PSNR-Y {res.psnr_y:.3f} SSIM-Y {res.ssim_y:.4f}")
+    trained_on = "291 images (T91 + BSD200), LR by MATLAB bicubic"
+    card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
+                      notes=args.notes)
+    out = save_model(ZOO_DIR / f"{args.name}.safetensors", model, card)
+    shutil.copy(args.run / "config.yaml", ZOO_DIR / f"{args.name}.yaml")
+    shutil.copy(args.run / "train.log", ZOO_DIR / f"{args.name}.log")
+    print(f"shipped {out}")
+
+
+if __name__ == "__main__":
+    main()

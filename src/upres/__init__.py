@@ -1,0 +1,19 @@
+"""upres: deep-learning image super-resolution.
+
+Public API::
+
+    up = upres.load("x4")            # shipped name, "bicubic"/"lanczos", or a weights path
+    out = up.upscale(img, tile=512)  # numpy / PIL / path in, same kind and dtype out
+    lr = upres.imresize(hr, 1 / 4)   # MATLAB-compatible bicubic
+"""
+
+from upres.api import load
+from upres.errors import UpresError
+from upres.inference.upscaler import Interpolator, Upscaler
+from upres.models.descriptor import ModelCard
+from upres.resize import imresize
+
+__version__ = "0.1.0"
+
+__all__ = ["Interpolator", "ModelCard", "UpresError", "Upscaler", "__version__", "imresize",
+           "load"]

@@ -1,0 +1,255 @@
+"""The ``upres`` command line: thin commands over the library.
+
+Exit status: 0 all done, 1 some inputs failed (the rest still done), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+from upres.errors import UpresError
+
+__all__ = ["main"]
+
+_FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+
+
+def _err(msg: str) -> None:
+    print(f"upres: {msg}", file=sys.stderr)
+
+
+class _UsageError(Exception):
+    """A usage error (exit status 2)."""
+
+
+# -- upscale -----------------------------------------------------------------------------------
+def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path]]:
+    """``(file, base)`` pairs; ``base`` is the folder the output tree mirrors from."""
+    from upres.io import IMAGE_EXTS
+
+    found: list[tuple[Path, Path]] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            files = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            if not files:
+                _err(f"{p}: no images in this folder")
+            found.extend((f, p) for f in files)
+        elif any(c in item for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                _err(f"{item}: pattern matches no file")
+            found.extend((f, f.parent) for f in files)
+        else:
+            found.append((p, p.parent))
+    return found
+
+
+def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int,
+              single: bool) -> Path:
+    ext = src.suffix.lower() if args.format == "same" else _FORMAT_EXT[args.format]
+    if ext == ".jpeg":
+        ext = ".jpg"
+    name = f"{src.stem}{args.suffix.format(scale=scale)}{ext}"
+    if args.output is None:
+        return src.parent / name
+    out = Path(args.output)
+    if single and out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
+                                         ".bmp"):
+        return out
+    try:
+        rel = src.parent.relative_to(base)
+    except ValueError:
+        rel = Path()
+    return out / rel / name
+
+
+def _auto_tile(h: int, w: int) -> int | None:
+    """Whole image up to 1 megapixel of input, else 512-pixel tiles (bounded memory)."""
+    return None if h * w <= 1024 * 1024 else 512
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    import upres
+    from upres.io import read_image, write_image
+
+    if args.tile is not None and args.tile < 16:
+        raise _UsageError("--tile must be at least 16 pixels")
+    inputs = _collect_inputs(args.inputs, args.recursive)
+    if not inputs:
+        return 1
+    try:
+        up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
+                        precision=args.precision, scale=args.scale)
+    except UpresError as exc:
+        raise _UsageError(str(exc)) from None
+    single = len(inputs) == 1
+    failed = 0
+    from tqdm import tqdm
+
+    bar = tqdm(inputs, unit="img", disable=args.quiet or not sys.stderr.isatty() or single)
+    for src, base in bar:
+        dst = _out_path(src, base, args, up.scale, single)
+        try:
+            if dst.exists() and not args.overwrite:
+                raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
+            img = read_image(src)
+            h, w = img.shape[:2]
+            tile = args.tile if args.tile is not None else _auto_tile(h, w)
+            out = up.upscale(img, tile=tile, tile_overlap=args.tile_overlap)
+            write_image(dst, out, overwrite=args.overwrite)
+        except UpresError as exc:
+            msg = str(exc)
+            _err(msg if msg.startswith(str(src)) or msg.startswith(str(dst)) else f"{src}: {msg}")
+            failed += 1
+            continue
+        if not args.quiet:
+            tqdm.write(f"{src} -> {dst} ({out.shape[1]}x{out.shape[0]})", file=sys.stdout)
+    return 1 if failed else 0
+
+
+# -- models ------------------------------------------------------------------------------------
+def _model_rows() -> list[dict]:
+    from upres.models import zoo
+
+    rows = [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
+             "psnr": dict(c.psnr)} for c in zoo.shipped()]
+    return rows + zoo.baseline_rows()
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = _model_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    sets = sorted({k for r in rows for k in r["psnr"]}, key=["Set5", "Set14", "BSD100"].index)
+    print(f"{'name':<10} {'arch':<9} {'scale':>5} {'params':>8}  "
+          + "  ".join(f"{s:>7}" for s in sets) + "   (PSNR-Y dB, standard protocol)")
+    for r in rows:
+        vals = "  ".join(f"{r['psnr'][s]:7.2f}" if s in r["psnr"] else f"{'-':>7}" for s in sets)
+        print(f"{r['name']:<10} {r['arch']:<9} {'x' + str(r['scale']):>5} {r['params']:>8}  "
+              + vals)
+    return 0
+
+
+# -- eval --------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    import upres
+    from upres.evaluate import evaluate, load_benchmark
+
+    ups = []
+    for m in args.model:
+        try:
+            ups.append((m, upres.load(m, device=args.device, scale=args.scale)))
+        except UpresError as exc:
+            raise _UsageError(str(exc)) from None
+    results = []
+    for d in args.dataset:
+        if not Path(d).is_dir():
+            raise _UsageError(f"{d}: no such dataset folder")
+        images = load_benchmark(d, args.scale)
+        for name, up in ups:
+            res = evaluate(lambda lr, up=up: up.upscale(lr, tile=args.tile), model_name=name,
+                           dataset=d, scale=args.scale, images=images)
+            results.append(res)
+            print(f"{res.model:<24} {res.dataset:<10} x{res.scale}  PSNR-Y {res.psnr_y:6.2f}  "
+                  f"SSIM-Y {res.ssim_y:.4f}  ({res.n_images} images)", flush=True)
+    print("(standard protocol: MATLAB-bicubic LR, Y channel, border shaved by the scale)")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps([r.to_json() for r in results], indent=2))
+        print(f"wrote {out}")
+    return 0
+
+
+# -- train -------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from upres.train.config import load_config
+    from upres.train.trainer import Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "last.pt").is_file():
+            raise _UsageError(f"{run_dir}: no checkpoint last.pt to resume from")
+        cfg = load_config(run_dir / "config.yaml", args.set)
+        Trainer(cfg, run_dir).run(resume=True, until=args.stop_after)
+        return 0
+    if args.config is None:
+        raise _UsageError("train needs CONFIG.yaml (or --resume RUN_DIR)")
+    cfg = load_config(args.config, args.set)
+    Trainer(cfg, args.run_dir).run(until=args.stop_after)
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="upres", description="Deep-learning image super-resolution.")
+    p.add_argument("--version", action="version", version="upres 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    u = sub.add_parser("upscale", help="upscale images with a model")
+    u.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
+    u.add_argument("-o", "--output", help="output folder, or a file path for one input")
+    u.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), help="scale (picks model x{s})")
+    u.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path")
+    u.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
+    u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
+    u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    u.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    u.add_argument("--format", default="same", choices=("same", "png", "jpg", "webp", "tiff"))
+    u.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
+    u.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    u.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    u.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    u.set_defaults(func=cmd_upscale)
+
+    m = sub.add_parser("models", help="list shipped models and baselines")
+    m.add_argument("--json", action="store_true", help="machine-readable list")
+    m.set_defaults(func=cmd_models)
+
+    e = sub.add_parser("eval", help="PSNR/SSIM by the standard protocol")
+    e.add_argument("-m", "--model", nargs="+", required=True, metavar="MODEL")
+    e.add_argument("-d", "--dataset", nargs="+", required=True, metavar="DATASET_DIR")
+    e.add_argument("-s", "--scale", type=int, required=True, choices=(2, 3, 4, 8))
+    e.add_argument("--json", metavar="PATH", help="write results as JSON")
+    e.add_argument("--tile", type=int, help="tile size in input pixels (default: whole image)")
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="train a model from a YAML recipe")
+    t.add_argument("config", nargs="?", metavar="CONFIG.yaml")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.lr=5e-4 (repeatable)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    t.add_argument("--run-dir", help="run folder (default runs/<name>)")
+    t.add_argument("--stop-after", type=int, metavar="STEP",
+                   help="checkpoint and stop after this step (continue later with --resume)")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except _UsageError as exc:
+        _err(str(exc))
+        return 2
+    except UpresError as exc:
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training data: HR folders, LR synthesis, patch sampling."""

@@ -1,0 +1,94 @@
+"""HR image folders and the paired LR/HR patch sampler used for training."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from upres.data.degrade import bicubic_down, modcrop
+from upres.errors import UpresError
+from upres.io import IMAGE_EXTS, read_rgb8
+
+__all__ = ["PairedPatchSampler", "scan_images"]
+
+
+def scan_images(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """All image files under ``folders`` (recursive), sorted for a stable order."""
+    files: list[Path] = []
+    for folder in folders:
+        root = Path(folder)
+        if root.is_file():
+            files.append(root)
+            continue
+        if not root.is_dir():
+            raise UpresError(f"{root}: no such folder")
+        files.extend(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise UpresError(f"no images found under {', '.join(map(str, folders))}")
+    return sorted(files)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    name: str
+    hr: np.ndarray  # (H*s, W*s, 3) uint8
+    lr: np.ndarray  # (H, W, 3) uint8
+
+
+class PairedPatchSampler:
+    """Random aligned LR/HR patches from HR images, LR made by MATLAB bicubic.
+
+    The whole image is downscaled once (as in the papers' pre-made LR sets) and kept in memory;
+    a patch is a random LR window of ``patch x patch`` and the matching HR window, with one random
+    flip / 90-degree rotation drawn per sample and applied to both.
+
+    ``sample`` returns ``lr`` ``(B, 3, patch, patch)`` and ``hr`` ``(B, 3, patch*s, patch*s)``,
+    float32 in [0, 1].
+    """
+
+    def __init__(self, folders: Sequence[str | os.PathLike[str]], *, scale: int, patch: int,
+                 augment: bool = True) -> None:
+        self.scale, self.patch, self.augment = scale, patch, augment
+        pairs: list[_Pair] = []
+        self.skipped: list[str] = []
+        for f in scan_images(folders):
+            hr = modcrop(read_rgb8(f), scale)
+            if min(hr.shape[:2]) < patch * scale:
+                self.skipped.append(f.name)
+                continue
+            pairs.append(_Pair(f.name, np.ascontiguousarray(hr), bicubic_down(hr, scale)))
+        if not pairs:
+            raise UpresError(f"no training image is at least {patch * scale} pixels on each side")
+        self.pairs = pairs
+        # Draw images in proportion to the number of patch positions they hold.
+        area = np.array([(p.lr.shape[0] - patch + 1) * (p.lr.shape[1] - patch + 1)
+                         for p in pairs], dtype=np.float64)
+        self.weights = area / area.sum()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        s, p = self.scale, self.patch
+        lrs = np.empty((batch, p, p, 3), np.uint8)
+        hrs = np.empty((batch, p * s, p * s, 3), np.uint8)
+        picks = rng.choice(len(self.pairs), size=batch, p=self.weights)
+        for i, k in enumerate(picks):
+            pair = self.pairs[k]
+            y = int(rng.integers(0, pair.lr.shape[0] - p + 1))
+            x = int(rng.integers(0, pair.lr.shape[1] - p + 1))
+            lr = pair.lr[y:y + p, x:x + p]
+            hr = pair.hr[y * s:(y + p) * s, x * s:(x + p) * s]
+            if self.augment:
+                rot, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
+                lr, hr = np.rot90(lr, rot), np.rot90(hr, rot)
+                if flip:
+                    lr, hr = lr[:, ::-1], hr[:, ::-1]
+            lrs[i], hrs[i] = lr, hr
+        to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
+        return to_t(lrs).contiguous(), to_t(hrs).contiguous()

@@ -1,0 +1,1 @@
+"""Inference: tiling and the Upscaler that routes images through a model."""

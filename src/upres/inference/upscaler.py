@@ -1,0 +1,172 @@
+"""The Upscaler: one image in, one upscaled image of the same kind and dtype out.
+
+Data path: array/PIL/path -> float32 ``(1, 3, H, W)`` in [0, 1] per tile -> model -> clip,
+scale and round once into the output array's dtype. Gray images go through the RGB model as
+three equal channels and come back as the channel mean; alpha is upscaled the same way as a
+gray image and re-attached.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from upres.errors import UpresError
+from upres.inference.tiling import tile_grid
+from upres.io import read_image
+from upres.models.descriptor import ModelCard
+from upres.resize import imresize
+
+__all__ = ["Interpolator", "Upscaler", "pick_device", "to_dtype"]
+
+_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit device must be available."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UpresError("device cuda requested but CUDA is not available")
+    if device == "mps" and not (getattr(torch.backends, "mps", None)
+                                and torch.backends.mps.is_available()):
+        raise UpresError("device mps requested but MPS is not available")
+    if device not in ("cpu", "cuda", "mps"):
+        raise UpresError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+def to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float ``[0, 1]`` -> ``dtype``: clip, scale, round half up (never truncate)."""
+    dt = np.dtype(dtype)
+    if dt in _MAX:
+        return np.floor(np.clip(x, 0.0, 1.0) * _MAX[dt] + 0.5).astype(dt)
+    return x.astype(dt)
+
+
+def _as_array(img: Any) -> tuple[np.ndarray, str]:
+    if isinstance(img, np.ndarray):
+        return img, "array"
+    if isinstance(img, Image.Image):
+        return np.asarray(img), "pil"
+    if isinstance(img, str | os.PathLike):
+        return read_image(Path(img)), "array"
+    raise UpresError(f"cannot upscale an object of type {type(img).__name__}")
+
+
+def _check(arr: np.ndarray) -> None:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise UpresError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        raise UpresError(f"expected uint8, uint16 or float32 pixels, got {arr.dtype}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise UpresError(f"image is empty: shape {arr.shape}")
+
+
+def _back(arr: np.ndarray, kind: str) -> Any:
+    return Image.fromarray(arr) if kind == "pil" else arr
+
+
+class Interpolator:
+    """``bicubic``/``lanczos`` baselines (MATLAB ``imresize``) with the Upscaler's interface."""
+
+    def __init__(self, name: str, scale: int) -> None:
+        if name not in ("bicubic", "lanczos"):
+            raise UpresError(f"unknown interpolation {name!r}")
+        self.name, self.scale = name, int(scale)
+        self.card = ModelCard(name=name, arch=name, scale=self.scale, hparams={}, params=0)
+        self._kernel = "cubic" if name == "bicubic" else "lanczos3"
+
+    def upscale(self, img: Any, **_: Any) -> Any:
+        """Enlarge by ``scale``; integer images are rounded per pass as MATLAB does."""
+        arr, kind = _as_array(img)
+        _check(arr)
+        return _back(imresize(arr, float(self.scale), kernel=self._kernel), kind)
+
+
+class Upscaler:
+    """A loaded network ready to upscale images.
+
+    ``upscale`` takes a numpy ``(H, W)``/``(H, W, 3)``/``(H, W, 4)`` array (uint8, uint16 or
+    float32 in [0, 1]), a PIL image or a path, and returns the same kind with the same dtype,
+    ``scale`` times larger.
+    """
+
+    def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
+                 precision: str = "fp32") -> None:
+        self.card = card
+        self.name, self.scale = card.name, int(card.scale)
+        self.device = pick_device(device)
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
+        if precision == "fp16" and self.device.type == "cpu":
+            print("upres: fp16 is not supported on CPU; using fp32", file=sys.stderr)
+            precision = "fp32"
+        self.precision = precision
+        self.model = model.eval().to(self.device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, 3, h, w)`` float32 [0, 1] -> ``(1, 3, h*s, w*s)`` float32 (unclipped), on CPU."""
+        x = x.to(self.device)
+        if self.precision == "fp32":
+            y = self.model(x)
+        else:
+            dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            with torch.autocast(self.device.type, dtype=dt):
+                y = self.model(x)
+        return y.float().cpu()
+
+    def _upscale_planes(self, rgb: np.ndarray, out_dtype: np.dtype, tile: int | None,
+                        overlap: int) -> np.ndarray:
+        """``(H, W, 3)`` float32 [0, 1] -> ``(H*s, W*s, 3)`` of ``out_dtype``, tile by tile."""
+        h, w = rgb.shape[:2]
+        s = self.scale
+        out = np.empty((h * s, w * s, 3), dtype=out_dtype)
+        size = tile if tile else max(h, w)
+        for t in tile_grid(h, w, size, overlap if tile else 0):
+            py0, py1, px0, px1 = t.padded
+            x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
+            y = self._run(x[None])[0].numpy().transpose(1, 2, 0)
+            cy0, cy1, cx0, cx1 = t.crop
+            y0, y1, x0, x1 = t.core
+            out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(y[cy0 * s:cy1 * s, cx0 * s:cx1 * s],
+                                                         out_dtype)
+        return out
+
+    def upscale(self, img: Any, *, tile: int | None = None, tile_overlap: int = 16) -> Any:
+        """Upscale one image; ``tile`` bounds the input window per model call (None: whole)."""
+        arr, kind = _as_array(img)
+        _check(arr)
+        dt = arr.dtype
+        scale_in = _MAX.get(dt, 1.0)
+        f = arr.astype(np.float32) / np.float32(scale_in)
+        out_dt = np.dtype(np.float32) if dt == np.float64 else dt
+
+        def gray(plane: np.ndarray) -> np.ndarray:
+            up = self._upscale_planes(np.repeat(plane[:, :, None], 3, axis=2), np.float32,
+                                      tile, tile_overlap)
+            return to_dtype(up.mean(axis=2), out_dt)
+
+        if f.ndim == 2 or f.shape[2] == 1:
+            res = gray(f if f.ndim == 2 else f[:, :, 0])
+            if arr.ndim == 3:
+                res = res[:, :, None]
+        else:
+            res = self._upscale_planes(f[:, :, :3], out_dt, tile, tile_overlap)
+            if f.shape[2] == 4:
+                res = np.concatenate([res, gray(f[:, :, 3])[:, :, None]], axis=2)
+        return _back(res, kind)

@@ -1,0 +1,46 @@
+"""The frozen description that travels with every model (stored in safetensors metadata)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+__all__ = ["ModelCard"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is and how it was made.
+
+    ``psnr`` maps a benchmark name (``"Set5"``) to PSNR-Y in dB by the standard protocol,
+    measured by ``upres eval`` on the shipped weights. ``hparams`` are the constructor's keyword
+    arguments (``scale`` included). Inputs and outputs are RGB in [0, 1].
+    """
+
+    name: str
+    arch: str
+    scale: int
+    hparams: dict[str, Any]
+    params: int
+    trained_on: str = ""
+    steps: int = 0
+    psnr: dict[str, float] = field(default_factory=dict)
+    ssim: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""
+        return {"upres": json.dumps(asdict(self), sort_keys=True)}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str] | None) -> ModelCard | None:
+        if not meta or "upres" not in meta:
+            return None
+        data = json.loads(meta["upres"])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_(self, **changes: Any) -> ModelCard:
+        return replace(self, **changes)

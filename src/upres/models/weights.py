@@ -1,0 +1,109 @@
+"""Saving and loading weights: upres ``.safetensors`` (with a :class:`ModelCard`) and
+third-party ``.pth``/``.pt`` state dicts, loaded with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from upres.errors import UpresError
+from upres.models.descriptor import ModelCard
+from upres.models.registry import REGISTRY
+
+__all__ = ["canonicalize", "load_model", "save_model"]
+
+_CONTAINERS = ("params_ema", "params", "state_dict", "model", "net", "generator")
+
+
+def canonicalize(obj: object) -> dict[str, torch.Tensor]:
+    """Unwrap the usual containers (``params_ema``, ``params``, ``state_dict``, ...) and strip a
+    ``module.`` prefix, returning a flat ``name -> tensor`` dict."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _CONTAINERS if k in obj and isinstance(obj[k], Mapping)),
+                     None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise UpresError(f"expected a state dict, found {type(obj).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[k.removeprefix("module.")] = v
+    if not out:
+        raise UpresError("the file holds no tensors")
+    return out
+
+
+def save_model(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) -> Path:
+    """Write ``model``'s weights (float32, contiguous) and ``card`` to a ``.safetensors`` file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = p.with_suffix(p.suffix + ".part")
+    save_file(state, str(tmp), metadata=card.to_metadata())
+    os.replace(tmp, p)
+    return p
+
+
+def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata()
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types
+        raise UpresError(f"{p}: not a readable safetensors file ({exc})") from None
+    return state, ModelCard.from_metadata(meta)
+
+
+def _read_pth(p: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+        raise UpresError(
+            f"{p}: refused: the file needs arbitrary unpickling (a whole pickled model, not a "
+            f"state dict), which upres never executes ({first})"
+        ) from None
+    except Exception as exc:
+        raise UpresError(f"{p}: cannot read weights ({exc})") from None
+    try:
+        return canonicalize(obj)
+    except UpresError as exc:
+        raise UpresError(f"{p}: {exc}") from None
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
+    """Build and load a model from ``.safetensors`` (upres) or ``.pth``/``.pt`` (third party).
+
+    Returns the model in eval mode on CPU, float32, and its card (a minimal one for files that
+    carry none).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UpresError(f"{p}: no such weights file")
+    if p.suffix == ".safetensors":
+        state, card = _read_safetensors(p)
+    else:
+        state, card = _read_pth(p), None
+    if card is None:
+        try:
+            arch, hp = REGISTRY.detect(state)
+        except UpresError as exc:
+            raise UpresError(f"{p}: {exc}") from None
+        params = sum(int(v.numel()) for v in state.values())
+        card = ModelCard(name=p.stem, arch=arch, scale=int(hp["scale"]), hparams=hp, params=params)
+    model = REGISTRY.build(card.arch, card.hparams)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[0]
+        raise UpresError(f"{p}: weights do not fit architecture {card.arch!r} ({msg})") from None
+    return model.eval(), card

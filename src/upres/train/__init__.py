@@ -1,0 +1,1 @@
+"""Training: configs, losses and the trainer."""

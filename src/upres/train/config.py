@@ -1,0 +1,169 @@
+"""Training recipes: YAML -> frozen, validated dataclasses, once.
+
+An unknown or mistyped key is an error naming it; ``--set a.b=c`` overrides are applied to the
+YAML mapping before validation, so the frozen result is never mutated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from upres.errors import UpresError
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "apply_overrides",
+           "load_config"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "upnet"
+    params: dict[str, Any] = field(default_factory=dict)  # constructor kwargs except scale
+    init: str | None = None  # weights to start from (tensors whose shapes match are copied)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[str, ...] = ("../shared/data/train",)
+    val: tuple[str, ...] = ("../shared/data/benchmark/Set5",)
+    patch: int = 48  # LR patch side
+    batch: int = 16
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    steps: int = 10000
+    loss: str = "l1"  # l1 | mse | charbonnier
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | constant
+    warmup: int = 0
+    grad_clip: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    scale: int
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    log_every: int = 100
+    val_every: int = 1000
+    ckpt_every: int = 500
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise UpresError(f"config key {key!r}: expected a list, got {value!r}")
+        return tuple(_convert(v, typing.get_args(tp)[0], key) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UpresError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # PyYAML reads "1e-5" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is Any:
+        return value
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise UpresError(f"config key {key!r}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: Any, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise UpresError(f"config key {prefix or '<root>'!r}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise UpresError(f"unknown config key {where!r}; allowed: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise UpresError(f"config {prefix or '<root>'}: {exc}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b=c`` overrides applied (values parsed as YAML)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UpresError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UpresError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.scale not in (2, 3, 4, 8):
+        raise UpresError(f"config key 'scale': must be 2, 3, 4 or 8, got {cfg.scale}")
+    if cfg.optim.loss not in ("l1", "mse", "charbonnier"):
+        raise UpresError(f"config key 'optim.loss': unknown loss {cfg.optim.loss!r}")
+    if cfg.optim.optimizer not in ("adam", "adamw", "sgd", "rmsprop"):
+        raise UpresError(f"config key 'optim.optimizer': unknown optimizer "
+                         f"{cfg.optim.optimizer!r}")
+    if cfg.optim.schedule not in ("cosine", "constant"):
+        raise UpresError(f"config key 'optim.schedule': unknown schedule {cfg.optim.schedule!r}")
+    for key, v in (("optim.steps", cfg.optim.steps), ("data.patch", cfg.data.patch),
+                   ("data.batch", cfg.data.batch)):
+        if v < 1:
+            raise UpresError(f"config key {key!r}: must be >= 1, got {v}")
+    if "scale" in cfg.model.params:
+        raise UpresError("config key 'model.params.scale': set the top-level 'scale' instead")
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe, apply overrides, validate, and return a frozen :class:`TrainConfig`."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise UpresError(f"{p}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise UpresError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = apply_overrides(data, overrides or [])
+    cfg = _build(TrainConfig, data, "")
+    _validate(cfg)
+    return cfg

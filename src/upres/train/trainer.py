@@ -1,0 +1,198 @@
+"""The training loop: config -> model, data, optimizer -> checkpoints, log, exported weights.
+
+Run folder layout (``runs/<name>`` unless given):
+``config.yaml`` (resolved recipe), ``train.log``, ``last.pt`` (resumable checkpoint: model,
+optimizer, step, RNG states), ``best.safetensors`` (best first-val-set PSNR),
+``final.safetensors`` (weights after the last step, with a model card).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from upres.data.datasets import PairedPatchSampler
+from upres.evaluate import evaluate, load_benchmark
+from upres.inference.upscaler import Upscaler
+from upres.models.descriptor import ModelCard
+from upres.models.registry import REGISTRY
+from upres.models.weights import load_model, save_model
+from upres.train.config import TrainConfig
+from upres.train.losses import make_loss
+
+__all__ = ["Trainer"]
+
+
+def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optimizer == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate for 0-based ``step``: linear warm-up, then cosine to ``min_lr`` or constant."""
+    o = cfg.optim
+    if o.warmup and step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    if o.schedule == "constant":
+        return o.lr
+    t = (step - o.warmup) / max(1, o.steps - o.warmup)
+    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+class Trainer:
+    """Trains one model from a :class:`TrainConfig`; ``run()`` returns the final weights' path."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | os.PathLike[str] | None = None,
+                 *, log=print) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir or Path("runs") / cfg.name)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log_sink = log
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        hp = {**cfg.model.params, "scale": cfg.scale}
+        self.hparams = hp
+        self.model: nn.Module = REGISTRY.build(cfg.model.arch, hp)
+        if cfg.model.init:
+            self._init_from(cfg.model.init)
+        self.opt = _make_optimizer(cfg, self.model.parameters())
+        self.loss_fn = make_loss(cfg.optim.loss)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        self.best = -math.inf
+        self.history: list[dict] = []
+
+    # -- logging -------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        with open(self.run_dir / "train.log", "a") as f:
+            f.write(line + "\n")
+        self._log_sink(line)
+
+    def _init_from(self, path: str) -> None:
+        src, _ = load_model(path)
+        own = self.model.state_dict()
+        copied = [k for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape]
+        own.update({k: src.state_dict()[k] for k in copied})
+        self.model.load_state_dict(own)
+        skipped = sorted(set(own) - set(copied))
+        self.init_note = f"initialised {len(copied)} tensors from {path}; fresh: {skipped}"
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+            "best": self.best, "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(), "history": self.history,
+        }
+        tmp = self.run_dir / "last.pt.part"
+        torch.save(state, tmp)
+        os.replace(tmp, self.run_dir / "last.pt")
+
+    def resume(self) -> None:
+        ck = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
+        self.rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}")
+
+    def card(self, psnr: dict[str, float] | None = None) -> ModelCard:
+        params = sum(p.numel() for p in self.model.parameters())
+        return ModelCard(
+            name=self.cfg.name, arch=self.cfg.model.arch, scale=self.cfg.scale,
+            hparams=self.hparams, params=params, trained_on=", ".join(self.cfg.data.train),
+            steps=self.step, psnr=psnr or {}, config=self.cfg.to_dict(),
+        )
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """PSNR-Y on each validation folder, through the same Upscaler and evaluate() as
+        ``upres eval`` (standard protocol)."""
+        model = copy.deepcopy(self.model).eval()
+        up = Upscaler(model, self.card(), device="cpu")
+        out = {}
+        for folder, images in self._val_sets:
+            res = evaluate(up.upscale, model_name=self.cfg.name, dataset=folder,
+                           scale=self.cfg.scale, with_ssim=False, images=images)
+            out[Path(folder).name] = res.psnr_y
+        return out
+
+    # -- loop ----------------------------------------------------------------------------
+    def run(self, *, resume: bool = False, until: int | None = None) -> Path:
+        """Train to ``optim.steps`` (or stop after step ``until``, checkpointed, for time-boxed
+        sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early)."""
+        cfg = self.cfg
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if resume:
+            self.resume()
+        elif hasattr(self, "init_note"):
+            self.log(self.init_note)
+        t0 = time.time()
+        data = PairedPatchSampler(cfg.data.train, scale=cfg.scale, patch=cfg.data.patch)
+        self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]
+        params = sum(p.numel() for p in self.model.parameters())
+        self.log(f"run {cfg.name}: {cfg.model.arch} {self.hparams} ({params} params), "
+                 f"{len(data)} training images ({len(data.skipped)} too small, skipped), "
+                 f"data ready in {time.time() - t0:.1f}s, threads {torch.get_num_threads()}")
+        self.model.train()
+        loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
+        while self.step < cfg.optim.steps:
+            lr = lr_at(cfg, self.step)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            td = time.time()
+            lr_b, hr_b = data.sample(cfg.data.batch, self.rng)
+            t_data += time.time() - td
+            loss = self.loss_fn(self.model(lr_b), hr_b)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.opt.step()
+            self.step += 1
+            loss_sum += loss.item()
+            n += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.optim.steps:
+                dt = time.time() - t_last
+                self.log(f"step {self.step}/{cfg.optim.steps} loss {loss_sum / n:.5f} "
+                         f"lr {lr:.2e} {n / dt:.2f} steps/s data {100 * t_data / dt:.1f}%")
+                loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
+            last = self.step == cfg.optim.steps
+            if self._val_sets and (self.step % cfg.val_every == 0 or last):
+                scores = self.validate()
+                self.history.append({"step": self.step, **scores})
+                first = next(iter(scores.values()))
+                text = " ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                if first > self.best:
+                    self.best = first
+                    save_model(self.run_dir / "best.safetensors", self.model,
+                               self.card(scores))
+                    text += " (best)"
+                self.log(f"val step {self.step}: PSNR-Y {text}")
+                self.model.train()
+                t_last = time.time()
+            if self.step % cfg.ckpt_every == 0 or last or self.step == until:
+                self.save_checkpoint()
+            if until is not None and self.step >= until and not last:
+                self.log(f"stopped at step {self.step}; resume with --resume {self.run_dir}")
+                return self.run_dir / "last.pt"
+        final = save_model(self.run_dir / "final.safetensors", self.model, self.card())
+        self.log(f"done: {final}")
+        return final

@@ -1,0 +1,110 @@
+"""The command line on real images: outputs, exit codes, one-line errors, JSON schemas."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from conftest import BENCH, ROOT
+from upres.cli import main
+from upres.io import read_image
+
+SAMPLE = ROOT / "src" / "upres" / "assets" / "butterfly.png"
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder with two Set14 images (one gray), a corrupt PNG and a text file."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(BENCH / "Set14" / "bridge.png", d / "bridge.png")
+    Image.open(BENCH / "Set5" / "bird.png").crop((0, 0, 64, 48)).save(d / "bird.png")
+    (d / "broken.png").write_bytes((BENCH / "Set5" / "baby.png").read_bytes()[:300])
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_upscale_folder_continues_past_bad_file(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["upscale", str(images), "-o", str(out), "-m", "bicubic", "-s", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1 and "broken.png" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["bird_x2.png", "bridge_x2.png"]
+    gray = read_image(out / "bridge_x2.png")
+    src = read_image(images / "bridge.png")
+    assert gray.ndim == 2 and gray.shape == (src.shape[0] * 2, src.shape[1] * 2)
+
+
+def test_upscale_never_overwrites(images, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    args = ["upscale", str(images / "bird.png"), "-o", str(out), "-m", "bicubic", "-s", "3"]
+    assert main(args) == 0
+    assert Image.open(out).size == (192, 144)
+    before = out.read_bytes()
+    assert main([*args[:-2], "-s", "2"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main([*args[:-2], "-s", "2", "--overwrite"]) == 0
+    assert Image.open(out).size == (128, 96)
+
+
+def test_upscale_default_name_and_format(images, tmp_path):
+    assert main(["upscale", str(images / "bird.png"), "-m", "lanczos", "-s", "2",
+                 "--format", "jpg"]) == 0
+    assert Image.open(images / "bird_x2.jpg").format == "JPEG"
+
+
+def test_usage_errors_exit_2(images, capsys):
+    assert main(["upscale", str(images / "bird.png"), "-m", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["upscale"])
+    assert exc.value.code == 2
+
+
+def test_missing_input_is_one_line(tmp_path, capsys):
+    rc = main(["upscale", str(tmp_path / "nope.png"), "-m", "bicubic", "-s", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "nope.png" in err[0] and "no such file" in err[0]
+
+
+def test_eval_bicubic_json_schema(tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1
+    r = rows[0]
+    assert set(r) == {"model", "dataset", "scale", "psnr_y", "ssim_y", "n_images", "per_image"}
+    assert r["model"] == "bicubic" and r["dataset"] == "Set5" and r["scale"] == 4
+    assert round(r["psnr_y"], 2) == 28.43 and round(r["ssim_y"], 4) == 0.8111
+    assert r["n_images"] == 5 and {p["name"] for p in r["per_image"]} == {
+        "baby", "bird", "butterfly", "head", "woman"}
+    assert "28.43" in capsys.readouterr().out
+
+
+def test_models_json_schema(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for r in rows:
+        assert set(r) == {"name", "arch", "scale", "params", "psnr"}
+    names = {r["name"] for r in rows}
+    assert {"bicubic", "lanczos", "x2", "x3", "x4"} <= names
+    bic = [r for r in rows if r["name"] == "bicubic"]
+    assert all(r["params"] == 0 for r in bic)
+
+
+def test_console_script_runs_main_job(tmp_path):
+    """The README's main job through the installed ``upres`` script, default model."""
+    exe = shutil.which("upres") or str(ROOT / ".venv" / "bin" / "upres")
+    proc = subprocess.run([exe, "upscale", str(SAMPLE), "-o", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "butterfly_x4.png"
+    assert str(out) in proc.stdout
+    assert Image.open(out).size == (1024, 1024)
