@@ -46,8 +46,8 @@ def test_upscale_never_overwrites(images, tmp_path, capsys):
     assert main(args) == 0
     assert Image.open(out).size == (192, 144)
     before = out.read_bytes()
-    assert main([*args[:-2], "-s", "2"]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert main([*args[:-2], "-s", "2"]) == 0
+    assert "exists, skipped" in capsys.readouterr().err
     assert out.read_bytes() == before
     assert main([*args[:-2], "-s", "2", "--overwrite"]) == 0
     assert Image.open(out).size == (128, 96)

@@ -72,7 +72,7 @@ def test_to_dtype_rounds_not_truncates():
 
 def test_bad_inputs(up):
     with pytest.raises(UpresError, match="expected"):
-        up.upscale(np.zeros((4, 4, 2), np.uint8))
+        up.upscale(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(UpresError, match="int32"):
         up.upscale(np.zeros((4, 4), np.int32))
     with pytest.raises(UpresError):

@@ -14,7 +14,8 @@ __all__ = ["load"]
 
 
 def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
-         precision: str = "fp32", scale: int | None = None) -> Upscaler | Interpolator:
+         precision: str = "fp32", scale: int | None = None,
+         channels_last: bool = False) -> Upscaler | Interpolator:
     """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
     is needed, default 4) or a weights file (``.safetensors`` from upres, third-party ``.pth``).
 
@@ -32,4 +33,4 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
     net, card = load_model(path)
     if scale is not None and scale != card.scale:
         raise UpresError(f"{name}: model upscales x{card.scale}, not x{scale}")
-    return Upscaler(net, card, device=device, precision=precision)
+    return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last)

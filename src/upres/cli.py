@@ -51,11 +51,15 @@ def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path]
     return found
 
 
-def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int,
-              single: bool) -> Path:
-    ext = src.suffix.lower() if args.format == "same" else _FORMAT_EXT[args.format]
-    if ext == ".jpeg":
-        ext = ".jpg"
+def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, single: bool,
+              src_format: str) -> Path:
+    from upres.io import FORMAT_EXTS
+
+    if args.format == "same":
+        ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
+        ext = ext or FORMAT_EXTS.get(src_format, ".png")
+    else:
+        ext = _FORMAT_EXT[args.format]
     name = f"{src.stem}{args.suffix.format(scale=scale)}{ext}"
     if args.output is None:
         return src.parent / name
@@ -70,17 +74,17 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int,
     return out / rel / name
 
 
-def _auto_tile(h: int, w: int) -> int | None:
-    """Whole image up to 1 megapixel of input, else 512-pixel tiles (bounded memory)."""
-    return None if h * w <= 1024 * 1024 else 512
+def _guess_format(src: Path) -> str:
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+            ".bmp": "BMP"}.get(src.suffix.lower(), "PNG")
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
-    from upres.io import read_image, write_image
+    from upres.io import read_image_info, write_image
 
-    if args.tile is not None and args.tile < 16:
-        raise _UsageError("--tile must be at least 16 pixels")
+    if args.tile is not None and args.tile != 0 and args.tile < 16:
+        raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
     inputs = _collect_inputs(args.inputs, args.recursive)
     if not inputs:
         return 1
@@ -93,20 +97,28 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     failed = 0
     from tqdm import tqdm
 
-    bar = tqdm(inputs, unit="img", disable=args.quiet or not sys.stderr.isatty() or single)
+    bar = tqdm(inputs, unit="img", disable=args.quiet or not sys.stderr.isatty() or single,
+               dynamic_ncols=True)
     for src, base in bar:
-        dst = _out_path(src, base, args, up.scale, single)
+        # The suffix decides the output format for "same"; the decoded format refines it below.
+        dst = _out_path(src, base, args, up.scale, single, _guess_format(src))
         try:
             if dst.exists() and not args.overwrite:
-                raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
-            img = read_image(src)
-            h, w = img.shape[:2]
-            tile = args.tile if args.tile is not None else _auto_tile(h, w)
-            out = up.upscale(img, tile=tile, tile_overlap=args.tile_overlap)
-            write_image(dst, out, overwrite=args.overwrite)
+                tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",
+                           file=sys.stderr)
+                continue
+            img, info = read_image_info(src, max_pixels=args.max_pixels)
+            dst = _out_path(src, base, args, up.scale, single, info.format)
+            out = up.upscale(img, tile=args.tile, tile_overlap=args.tile_overlap)
+            write_image(dst, out, info=info, overwrite=args.overwrite)
         except UpresError as exc:
             msg = str(exc)
-            _err(msg if msg.startswith(str(src)) or msg.startswith(str(dst)) else f"{src}: {msg}")
+            tqdm.write("upres: " + (msg if msg.startswith((str(src), str(dst)))
+                                    else f"{src}: {msg}"), file=sys.stderr)
+            failed += 1
+            continue
+        except MemoryError:
+            tqdm.write(f"upres: {src}: out of memory (try a smaller --tile)", file=sys.stderr)
             failed += 1
             continue
         if not args.quiet:
@@ -169,6 +181,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench -----------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from upres.bench import bench, machine
+
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise _UsageError(f"--size must look like 320x180, got {args.size!r}") from None
+    if w < 1 or h < 1:
+        raise _UsageError(f"--size must be positive, got {args.size!r}")
+    print(f"# {machine()}")
+    results = []
+    for m in args.model:
+        try:
+            r = bench(m, scale=args.scale, width=w, height=h, device=args.device,
+                      precision=args.precision, repeat=args.repeat,
+                      channels_last=args.channels_last)
+        except UpresError as exc:
+            raise _UsageError(str(exc)) from None
+        results.append(r)
+        print(f"{r.model:<12} x{r.scale} {r.input} -> {w * r.scale}x{h * r.scale} {r.device} "
+              f"{r.precision}{' channels_last' if r.channels_last else ''}: "
+              f"{r.latency_ms:9.1f} ms  {r.mpix_per_s:7.2f} MP/s  peak RSS {r.peak_rss_mb:.0f} MB",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_json() for r in results], indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 # -- train -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from upres.train.config import load_config
@@ -199,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-o", "--output", help="output folder, or a file path for one input")
     u.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), help="scale (picks model x{s})")
     u.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path")
-    u.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
+    u.add_argument("--tile", type=int,
+                   help="tile size in input pixels; 0 = whole image (default: automatic)")
     u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
     u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     u.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
@@ -208,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--overwrite", action="store_true", help="replace existing output files")
     u.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     u.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    u.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse inputs with more pixels than this (default 200000000; 0 = no "
+                        "limit)")
     u.set_defaults(func=cmd_upscale)
 
     m = sub.add_parser("models", help="list shipped models and baselines")
@@ -219,9 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-d", "--dataset", nargs="+", required=True, metavar="DATASET_DIR")
     e.add_argument("-s", "--scale", type=int, required=True, choices=(2, 3, 4, 8))
     e.add_argument("--json", metavar="PATH", help="write results as JSON")
-    e.add_argument("--tile", type=int, help="tile size in input pixels (default: whole image)")
+    e.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="latency, throughput and peak memory")
+    b.add_argument("-m", "--model", nargs="+", required=True, metavar="MODEL")
+    b.add_argument("-s", "--scale", type=int, required=True, choices=(2, 3, 4, 8))
+    b.add_argument("--size", default="320x180", help="input size WxH (default 320x180)")
+    b.add_argument("--json", metavar="PATH", help="write results as JSON")
+    b.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
+    b.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    b.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")
+    b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("train", help="train a model from a YAML recipe")
     t.add_argument("config", nargs="?", metavar="CONFIG.yaml")

@@ -3,7 +3,7 @@
 Data path: array/PIL/path -> float32 ``(1, 3, H, W)`` in [0, 1] per tile -> model -> clip,
 scale and round once into the output array's dtype. Gray images go through the RGB model as
 three equal channels and come back as the channel mean; alpha is upscaled the same way as a
-gray image and re-attached.
+gray image and re-attached (gray+alpha ``(H, W, 2)`` and RGBA ``(H, W, 4)`` alike).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from upres.io import read_image
 from upres.models.descriptor import ModelCard
 from upres.resize import imresize
 
-__all__ = ["Interpolator", "Upscaler", "pick_device", "to_dtype"]
+__all__ = ["Interpolator", "Upscaler", "fill_transparent", "pick_device", "to_dtype"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -66,8 +66,8 @@ def _as_array(img: Any) -> tuple[np.ndarray, str]:
 
 
 def _check(arr: np.ndarray) -> None:
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-        raise UpresError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
+        raise UpresError(f"expected an (H, W) or (H, W, 1|2|3|4) image, got shape {arr.shape}")
     if arr.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise UpresError(f"expected uint8, uint16 or float32 pixels, got {arr.dtype}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
@@ -104,7 +104,7 @@ class Upscaler:
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", channels_last: bool = False) -> None:
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
         self.device = pick_device(device)
@@ -114,7 +114,10 @@ class Upscaler:
             print("upres: fp16 is not supported on CPU; using fp32", file=sys.stderr)
             precision = "fp32"
         self.precision = precision
+        self.channels_last = channels_last
         self.model = model.eval().to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -122,51 +125,129 @@ class Upscaler:
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """``(1, 3, h, w)`` float32 [0, 1] -> ``(1, 3, h*s, w*s)`` float32 (unclipped), on CPU."""
         x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
             y = self.model(x)
         else:
             dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
             with torch.autocast(self.device.type, dtype=dt):
                 y = self.model(x)
-        return y.float().cpu()
+        return y.float().cpu().contiguous()
 
-    def _upscale_planes(self, rgb: np.ndarray, out_dtype: np.dtype, tile: int | None,
-                        overlap: int) -> np.ndarray:
-        """``(H, W, 3)`` float32 [0, 1] -> ``(H*s, W*s, 3)`` of ``out_dtype``, tile by tile."""
+    def auto_tile(self, height: int, width: int) -> int:
+        """Tile side (input pixels) whose activations fit the memory budget, or 0 for whole.
+
+        Estimate: ``4 bytes x (3 x widest layer + 12 x scale^2)`` floats per input pixel, within
+        a quarter of the available memory, at most 256 MiB.
+        """
+        channels = int(self.card.hparams.get("channels", 64))
+        per_px = 4 * (3 * channels + 12 * self.scale**2)
+        budget = min(256 * 2**20, _available_memory() // 4)
+        side = int((budget / per_px) ** 0.5)
+        if height * width <= side * side:
+            return 0
+        return max(64, side // 32 * 32)
+
+    def _upscale_planes(self, rgb: np.ndarray, out_dtype: np.dtype, tile: int,
+                        overlap: int, *, gray: bool = False) -> np.ndarray:
+        """``(H, W, 3)`` float32 [0, 1] -> ``(H*s, W*s, 3)`` of ``out_dtype`` (``(H*s, W*s)``,
+        the mean of the three output channels, with ``gray``), tile by tile.
+
+        Each tile's core is converted to ``out_dtype`` and written into the output at once: no
+        float canvas of the whole output is ever held.
+        """
         h, w = rgb.shape[:2]
         s = self.scale
-        out = np.empty((h * s, w * s, 3), dtype=out_dtype)
-        size = tile if tile else max(h, w)
-        for t in tile_grid(h, w, size, overlap if tile else 0):
+        out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), dtype=out_dtype)
+        size = tile if tile > 0 else max(h, w)
+        for t in tile_grid(h, w, size, overlap if tile > 0 else 0):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
             y = self._run(x[None])[0].numpy().transpose(1, 2, 0)
             cy0, cy1, cx0, cx1 = t.crop
             y0, y1, x0, x1 = t.core
-            out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(y[cy0 * s:cy1 * s, cx0 * s:cx1 * s],
+            core = y[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
+            out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(core.mean(axis=2) if gray else core,
                                                          out_dtype)
         return out
 
+    def _upscale_gray(self, plane: np.ndarray, out_dtype: np.dtype, tile: int,
+                      overlap: int) -> np.ndarray:
+        """``(H, W)`` float32 -> ``(H*s, W*s)``: through the RGB model as three equal channels."""
+        return self._upscale_planes(np.repeat(plane[:, :, None], 3, axis=2), out_dtype, tile,
+                                    overlap, gray=True)
+
     def upscale(self, img: Any, *, tile: int | None = None, tile_overlap: int = 16) -> Any:
-        """Upscale one image; ``tile`` bounds the input window per model call (None: whole)."""
+        """Upscale one image by ``self.scale``.
+
+        Args:
+            img: numpy ``(H, W)``, ``(H, W, 1|2|3|4)`` (uint8, uint16, or float32 in [0, 1]), a
+                PIL image, or a path.
+            tile: input-pixel tile side; ``None`` picks one from the image size and available
+                memory, ``0`` runs the whole image at once.
+            tile_overlap: context pixels read around each tile (>= the network's receptive-field
+                radius makes tiling exact).
+
+        Returns:
+            The same kind (array or PIL image) and dtype, ``scale`` times larger. Colour and
+            alpha are upscaled separately; colour under fully transparent pixels is replaced by
+            the nearest visible colour first, so it cannot bleed into visible edges; a fully
+            opaque alpha stays fully opaque.
+        """
         arr, kind = _as_array(img)
         _check(arr)
         dt = arr.dtype
-        scale_in = _MAX.get(dt, 1.0)
-        f = arr.astype(np.float32) / np.float32(scale_in)
         out_dt = np.dtype(np.float32) if dt == np.float64 else dt
-
-        def gray(plane: np.ndarray) -> np.ndarray:
-            up = self._upscale_planes(np.repeat(plane[:, :, None], 3, axis=2), np.float32,
-                                      tile, tile_overlap)
-            return to_dtype(up.mean(axis=2), out_dt)
-
-        if f.ndim == 2 or f.shape[2] == 1:
-            res = gray(f if f.ndim == 2 else f[:, :, 0])
-            if arr.ndim == 3:
-                res = res[:, :, None]
+        peak = _MAX.get(dt, 1.0)
+        if tile is None:
+            tile = self.auto_tile(arr.shape[0], arr.shape[1])
+        if tile < 0 or tile_overlap < 0:
+            raise UpresError(f"tile and tile_overlap must be >= 0, got {tile}, {tile_overlap}")
+        squeeze = arr.ndim == 2
+        a3 = arr[:, :, None] if squeeze else arr
+        channels = a3.shape[2]
+        colour = a3[:, :, :1] if channels <= 2 else a3[:, :, :3]
+        alpha = a3[:, :, -1] if channels in (2, 4) else None
+        f = colour.astype(np.float32) / np.float32(peak)
+        if alpha is not None:
+            f = fill_transparent(f, alpha)
+        if f.shape[2] == 1:
+            res = self._upscale_gray(f[:, :, 0], out_dt, tile, tile_overlap)[:, :, None]
         else:
-            res = self._upscale_planes(f[:, :, :3], out_dt, tile, tile_overlap)
-            if f.shape[2] == 4:
-                res = np.concatenate([res, gray(f[:, :, 3])[:, :, None]], axis=2)
+            res = self._upscale_planes(f, out_dt, tile, tile_overlap)
+        if alpha is not None:
+            if alpha.min() >= peak:  # fully opaque stays exactly opaque
+                a_up = np.full(res.shape[:2], peak, dtype=out_dt)
+            else:
+                a_up = self._upscale_gray(alpha.astype(np.float32) / np.float32(peak), out_dt,
+                                          tile, tile_overlap)
+            res = np.concatenate([res, a_up[:, :, None]], axis=2)
+        if squeeze:
+            res = res[:, :, 0]
         return _back(res, kind)
+
+
+def fill_transparent(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Replace colour under fully transparent pixels (``alpha == 0``) by the colour of the
+    nearest pixel that is not fully transparent. ``colour`` ``(H, W, C)``; returns a new array
+    (or ``colour`` itself when nothing is transparent or everything is)."""
+    hidden = alpha == 0
+    if not hidden.any() or hidden.all():
+        return colour
+    from scipy.ndimage import distance_transform_edt
+
+    iy, ix = distance_transform_edt(hidden, return_distances=False, return_indices=True)
+    return colour[iy, ix]
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to this process (Linux MemAvailable; 4 GiB if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30

@@ -1,0 +1,36 @@
+"""Shared helpers for the benchmark scripts: machine line and docs/benchmarks.md sections."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from upres.bench import machine
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Every figure here was measured by the script named in its section, on the machine it names.
+Re-run a script to refresh its section; the others are left as they are.
+"""
+
+
+def command() -> str:
+    """The command line that is running now, as a user would type it."""
+    return " ".join([".venv/bin/python", *(shlex.quote(a) for a in sys.argv)])
+
+
+def update_section(name: str, title: str, body: str) -> None:
+    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else HEADER
+    block = (f"<!-- BEGIN {name} -->\n## {title}\n\nCommand: `{command()}`  \n"
+             f"Machine: {machine()}\n\n{body.strip()}\n<!-- END {name} -->")
+    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->",
+                         re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
+        text.rstrip() + "\n\n" + block + "\n")
+    DOC.write_text(text)
+    print(f"updated section {name!r} of {DOC}")

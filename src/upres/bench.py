@@ -1,0 +1,100 @@
+"""Latency, throughput and peak memory of models on one input size (``upres bench``).
+
+Each model is measured in a fresh child process, so that its peak RSS is its own: the figure is
+the whole process (Python, torch and the model), as a user running ``upres`` would see it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["BenchResult", "bench", "machine"]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One measurement; the JSON schema of ``upres bench --json``."""
+
+    model: str
+    scale: int
+    input: str  # "WxH"
+    device: str
+    precision: str
+    latency_ms: float  # median over the timed runs, after warm-up
+    mpix_per_s: float  # output megapixels per second
+    peak_rss_mb: float
+    channels_last: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def machine() -> str:
+    """A one-line description of this machine (CPU model, cores, torch version)."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith(
+                "model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def _frame(width: int, height: int) -> np.ndarray:
+    """A real photo (the bundled sample) resized to ``width x height``, uint8 RGB."""
+    from pathlib import Path
+
+    from upres.io import read_rgb8
+    from upres.resize import imresize
+
+    sample = read_rgb8(Path(__file__).parent / "assets" / "butterfly.png")
+    return imresize(sample, size=(height, width))
+
+
+def _measure(model: str, scale: int, width: int, height: int, device: str, precision: str,
+             repeat: int, warmup: int, channels_last: bool) -> dict:
+    import upres
+
+    up = upres.load(model, device=device, precision=precision, scale=scale,
+                    channels_last=channels_last)
+    img = _frame(width, height)
+    for _ in range(warmup):
+        up.upscale(img, tile=0)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = up.upscale(img, tile=0)
+        times.append(time.perf_counter() - t)
+    lat = statistics.median(times)
+    dev = str(getattr(up, "device", "cpu"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return BenchResult(
+        model=model, scale=up.scale, input=f"{width}x{height}", device=dev,
+        precision=getattr(up, "precision", "fp32"), latency_ms=round(lat * 1000, 2),
+        mpix_per_s=round(out.shape[0] * out.shape[1] / 1e6 / lat, 3),
+        peak_rss_mb=round(peak, 1), channels_last=channels_last,
+    ).to_json()
+
+
+def bench(model: str, *, scale: int, width: int = 320, height: int = 180, device: str = "cpu",
+          precision: str = "fp32", repeat: int = 10, warmup: int = 2,
+          channels_last: bool = False) -> BenchResult:
+    """Measure one model in a child process; see :class:`BenchResult`."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        res = pool.apply(_measure, (model, scale, width, height, device, precision, repeat,
+                                    warmup, channels_last))
+    return BenchResult(**res)

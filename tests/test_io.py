@@ -1,0 +1,219 @@
+"""Real files in every format, mode and bit depth through ``upres upscale``.
+
+The odd inputs (16-bit, palette, CMYK, EXIF-rotated, ICC-tagged, hard-edged alpha) are made from
+the shared benchmark images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from conftest import BENCH
+from upres.cli import main
+from upres.errors import UpresError
+from upres.io import read_image, read_image_info, write_image
+
+MODEL = ["-m", "x2"]  # the shipped x2 model: real weights through the whole path
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    """A 48x64 RGB crop of a real photo."""
+    return np.asarray(Image.open(BENCH / "Set5" / "bird.png").convert("RGB"))[100:148, 80:144]
+
+
+def _run(src, tmp_path, *extra) -> tuple[int, np.ndarray | None, object]:
+    out = tmp_path / "out"
+    rc = main(["upscale", str(src), "-o", str(out), *MODEL, "-q", *extra])
+    files = [p for p in out.iterdir()] if out.exists() else []
+    assert not [p for p in files if p.name.endswith(".part")], "temporary file left behind"
+    if not files:
+        return rc, None, None
+    arr, info = read_image_info(files[0])
+    return rc, arr, (files[0], info)
+
+
+def _rgb16(rgb: np.ndarray) -> np.ndarray:
+    """A 16-bit image with detail below the 8-bit step (not just v*257)."""
+    ramp = (np.arange(rgb.shape[1]) * 97 % 257).astype(np.uint16)
+    return rgb.astype(np.uint16) * 257 + ramp[None, :, None] // 2
+
+
+@pytest.mark.parametrize(("ext", "fmt"), [(".png", "PNG"), (".jpg", "JPEG"), (".webp", "WEBP"),
+                                          (".tiff", "TIFF"), (".bmp", "BMP")])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_8bit_formats_round_trip(rgb, tmp_path, ext, fmt, mode):
+    src = tmp_path / f"in{ext}"
+    Image.fromarray(rgb).convert(mode).save(src, format=fmt)
+    rc, arr, (dst, info) = _run(src, tmp_path)
+    assert rc == 0 and dst.suffix == ext and info.format == fmt
+    assert arr.dtype == np.uint8
+    if mode == "L" and fmt == "WEBP":  # WebP has no gray mode: three equal channels
+        assert arr.shape == (96, 128, 3)
+        assert np.abs(arr.astype(int) - arr[:, :, :1]).max() <= 2
+    elif mode == "L":
+        assert arr.shape == (96, 128)
+    else:
+        assert arr.shape == (96, 128, 3)
+        ref = np.asarray(Image.fromarray(rgb).resize((128, 96), Image.BICUBIC)).astype(int)
+        assert np.abs(arr.astype(int) - ref).mean() < 12  # same picture, no colour shift
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_stays_16bit(rgb, tmp_path, ext, channels):
+    a16 = _rgb16(rgb)
+    if channels == 1:
+        a16 = a16[:, :, 1]
+    elif channels == 4:
+        alpha = np.full(a16.shape[:2], 65535, np.uint16)
+        alpha[:, :20] = 30000
+        a16 = np.concatenate([a16, alpha[:, :, None]], axis=2)
+    src = tmp_path / f"in{ext}"
+    write_image(src, a16)
+    back = read_image(src)
+    np.testing.assert_array_equal(back, a16)  # the codec itself is lossless at 16 bits
+    rc, arr, _ = _run(src, tmp_path)
+    assert rc == 0 and arr.dtype == np.uint16
+    assert arr.shape[:2] == (96, 128) and arr.shape[2:] == a16.shape[2:]
+    assert len(np.unique(arr % 257)) > 20  # sub-8-bit detail survived
+
+
+def test_16bit_to_jpeg_is_8bit(rgb, tmp_path):
+    src = tmp_path / "in.png"
+    write_image(src, _rgb16(rgb))
+    rc, arr, (dst, info) = _run(src, tmp_path, "--format", "jpg")
+    assert rc == 0 and dst.suffix == ".jpg" and arr.dtype == np.uint8 and info.bit_depth == 8
+
+
+def test_palette_and_gray_alpha(rgb, tmp_path):
+    src = tmp_path / "pal.png"
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=32).save(src)
+    rc, arr, _ = _run(src, tmp_path)
+    assert rc == 0 and arr.shape == (96, 128, 3)
+    la = tmp_path / "la.png"
+    g = np.asarray(Image.fromarray(rgb).convert("L"))
+    Image.fromarray(np.stack([g, np.full_like(g, 200)], axis=2), mode="LA").save(la)
+    rc, arr, _ = _run(la, tmp_path / "b")
+    assert rc == 0 and arr.shape == (96, 128, 2)
+    assert np.abs(arr[:, :, 1].astype(int) - 200).max() <= 2
+
+
+def test_cmyk_becomes_rgb(rgb, tmp_path):
+    src = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(src, quality=98)
+    assert Image.open(src).mode == "CMYK"
+    rc, arr, _ = _run(src, tmp_path)
+    assert rc == 0 and arr.shape == (96, 128, 3)
+    ref = np.asarray(Image.fromarray(rgb).resize((128, 96), Image.BICUBIC)).astype(int)
+    assert np.abs(arr.astype(int) - ref).mean() < 12
+
+
+def test_exif_orientation_applied_and_reset(rgb, tmp_path):
+    src = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    exif[0x010F] = "upres-test-camera"
+    Image.fromarray(rgb).save(src, exif=exif, quality=95)
+    arr0 = read_image(src)
+    assert arr0.shape == (64, 48, 3)  # upright on read
+    rc, arr, (dst, _) = _run(src, tmp_path)
+    assert rc == 0 and arr.shape == (128, 96, 3)
+    out_exif = Image.open(dst).getexif()
+    assert out_exif.get(0x0112, 1) == 1 and out_exif.get(0x010F) == "upres-test-camera"
+
+
+@pytest.mark.parametrize(("ext", "sixteen"), [(".png", False), (".png", True), (".jpg", False),
+                                              (".tiff", True), (".webp", False)])
+def test_icc_profile_carried(rgb, tmp_path, ext, sixteen):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    src = tmp_path / f"in{ext}"
+    if sixteen:
+        from upres.io import ImageInfo
+
+        write_image(src, _rgb16(rgb), info=ImageInfo("PNG", 16, icc_profile=icc))
+    else:
+        Image.fromarray(rgb).save(src, icc_profile=icc)
+    assert read_image_info(src)[1].icc_profile == icc
+    rc, _, (_, info) = _run(src, tmp_path)
+    assert rc == 0 and info.icc_profile == icc
+
+
+def test_format_same_and_rgba_never_to_jpeg(rgb, tmp_path, capsys):
+    src = tmp_path / "a.png"
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 128, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(src)
+    out = tmp_path / "o"
+    assert main(["upscale", str(src), "-o", str(out), *MODEL, "--format", "jpg"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "transparency" in err[0]
+    assert not out.exists() or not list(out.iterdir())
+    webp = tmp_path / "w.webp"
+    Image.fromarray(rgba).save(webp, lossless=True)
+    rc, arr, (_, info) = _run(webp, tmp_path)
+    assert rc == 0 and info.format == "WEBP" and arr.shape == (96, 128, 4)
+
+
+def test_alpha_hard_edge_has_no_dark_fringe(rgb, tmp_path):
+    """Left: opaque white; right: fully transparent with black colour underneath."""
+    img = np.zeros((48, 64, 4), np.uint8)
+    img[:, :32, :3] = 255
+    img[:, :32, 3] = 255
+    src = tmp_path / "edge.png"
+    Image.fromarray(img).save(src)
+    rc, arr, _ = _run(src, tmp_path)
+    assert rc == 0 and arr.shape == (96, 128, 4)
+    visible = arr[:, :, 3] > 0
+    assert visible[:, :64].all()
+    # Every visible pixel keeps the white it had: no black bleeding in from under alpha 0.
+    assert arr[:, :, :3][visible].min() >= 250
+
+
+def test_opaque_alpha_stays_opaque(rgb, tmp_path):
+    src = tmp_path / "opaque.png"
+    Image.fromarray(np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], 2)).save(
+        src)
+    rc, arr, _ = _run(src, tmp_path)
+    assert rc == 0 and (arr[:, :, 3] == 255).all()
+
+
+def test_bad_files_one_line_each_batch_goes_on(rgb, tmp_path, capsys):
+    d = tmp_path / "batch"
+    d.mkdir()
+    Image.fromarray(rgb).save(d / "a_good.png")
+    (d / "b_empty.png").write_bytes(b"")
+    full = (BENCH / "Set5" / "baby.png").read_bytes()
+    (d / "c_truncated.png").write_bytes(full[: len(full) // 2])
+    (d / "d_text.jpg").write_text("hello")
+    Image.fromarray(rgb).save(d / "e_good.jpg")
+    out = tmp_path / "o"
+    rc = main(["upscale", str(d), "-o", str(out), *MODEL, "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert [line.split(": ")[1].split("/")[-1] for line in err] == [
+        "b_empty.png", "c_truncated.png", "d_text.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_good_x2.png", "e_good_x2.jpg"]
+
+
+def test_decompression_bomb_refused(rgb, tmp_path, capsys):
+    src = tmp_path / "big.png"
+    Image.fromarray(rgb).save(src)
+    rc, arr, _ = _run(src, tmp_path, "--max-pixels", "1000")
+    assert rc == 1 and arr is None
+    assert "too large" in capsys.readouterr().err
+    with pytest.raises(UpresError, match="too large"):
+        read_image(src, max_pixels=100)
+
+
+def test_recursive_tree_is_mirrored(rgb, tmp_path):
+    d = tmp_path / "tree"
+    (d / "sub" / "deeper").mkdir(parents=True)
+    Image.fromarray(rgb).save(d / "top.png")
+    Image.fromarray(rgb).save(d / "sub" / "deeper" / "low.png")
+    out = tmp_path / "o"
+    assert main(["upscale", str(d), "-r", "-o", str(out), *MODEL, "-q"]) == 0
+    assert (out / "top_x2.png").is_file() and (out / "sub" / "deeper" / "low_x2.png").is_file()
+    assert main(["upscale", str(d / "**" / "*.png"), "-r", "-o", str(tmp_path / "g"), *MODEL,
+                 "-q"]) == 0
