@@ -17,11 +17,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _report import update_section
 
 import upres
 from upres.bench import _frame
 from upres.evaluate import evaluate
+
+from _report import update_section
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "opencv_dnn_superres"
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"

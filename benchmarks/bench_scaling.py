@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import update_section
-
 from upres.bench import _frame
 from upres.io import write_image
+
+from _report import update_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

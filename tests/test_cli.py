@@ -9,9 +9,10 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import BENCH, ROOT
 from upres.cli import main
 from upres.io import read_image
+
+from conftest import BENCH, ROOT
 
 SAMPLE = ROOT / "src" / "upres" / "assets" / "butterfly.png"
 

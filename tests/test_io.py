@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from conftest import BENCH
 from upres.cli import main
 from upres.errors import UpresError
 from upres.io import read_image, read_image_info, write_image
+
+from conftest import BENCH
 
 MODEL = ["-m", "x2"]  # the shipped x2 model: real weights through the whole path
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from conftest import BENCH
 from upres import imresize
 from upres.data.degrade import bicubic_down, modcrop
 from upres.evaluate import evaluate
 from upres.io import read_rgb8
 from upres.metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y
+
+from conftest import BENCH
 
 # PROTOCOL.md, measured by an independent implementation of the standard recipe.
 TABLE = {

@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BENCH
 from upres import imresize
 from upres.data.degrade import modcrop
 from upres.io import read_rgb8
+
+from conftest import BENCH
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

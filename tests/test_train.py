@@ -11,12 +11,13 @@ import torch
 import yaml
 
 import upres
-from conftest import BENCH, DATA
 from upres.cli import main
 from upres.data.datasets import PairedPatchSampler
 from upres.errors import UpresError
 from upres.train.config import load_config
 from upres.train.trainer import Trainer, lr_at
+
+from conftest import BENCH, DATA
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,12 @@ import pytest
 from safetensors import safe_open
 
 import upres
-from conftest import BENCH, ROOT
 from upres.cli import main
 from upres.io import read_rgb8
 from upres.models import zoo
 from upres.resize import imresize
+
+from conftest import BENCH, ROOT
 
 # SRCNN's published Set5 PSNR (Dong et al., TPAMI 2016): the floor for the first models.
 SRCNN_SET5 = {2: 36.66, 3: 32.75, 4: 30.48}

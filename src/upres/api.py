@@ -30,7 +30,5 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
         if not path.is_file():
             known = ", ".join([c.name for c in zoo.shipped()] + list(zoo.BASELINES))
             raise UpresError(f"{name}: not a shipped model ({known}) nor a weights file")
-    net, card = load_model(path)
-    if scale is not None and scale != card.scale:
-        raise UpresError(f"{name}: model upscales x{card.scale}, not x{scale}")
+    net, card = load_model(path, scale)
     return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last)

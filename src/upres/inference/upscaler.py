@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
 from upres.errors import UpresError
 from upres.inference.tiling import tile_grid
@@ -24,7 +25,8 @@ from upres.io import read_image
 from upres.models.descriptor import ModelCard
 from upres.resize import imresize
 
-__all__ = ["Interpolator", "Upscaler", "fill_transparent", "pick_device", "to_dtype"]
+__all__ = ["Interpolator", "Upscaler", "fill_transparent", "pick_device", "rgb_to_ycbcr",
+           "to_dtype", "ycbcr_to_rgb"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -123,8 +125,19 @@ class Upscaler:
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """``(1, 3, h, w)`` float32 [0, 1] -> ``(1, 3, h*s, w*s)`` float32 (unclipped), on CPU."""
+        """``(1, C, h, w)`` float32 [0, 1] -> ``(1, C, h*s, w*s)`` float32 (unclipped), on CPU.
+
+        Applies the card's input convention: value range, and reflection padding up to
+        ``min_size`` (the padded part of the output is cropped off).
+        """
+        card, s = self.card, self.scale
+        h, w = x.shape[2:]
+        ph, pw = max(0, card.min_size - h), max(0, card.min_size - w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         x = x.to(self.device)
+        if card.value_range != 1.0:
+            x = x * card.value_range
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
@@ -133,7 +146,22 @@ class Upscaler:
             dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
             with torch.autocast(self.device.type, dtype=dt):
                 y = self.model(x)
-        return y.float().cpu().contiguous()
+        y = y.float()
+        if card.value_range != 1.0:
+            y = y / card.value_range
+        return y[:, :, : h * s, : w * s].cpu().contiguous()
+
+    def _forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """``(1, 3, h, w)`` RGB [0, 1] -> ``(1, 3, h*s, w*s)`` RGB, through the model's colour
+        convention (luma-only models get Y; chroma is enlarged by MATLAB bicubic)."""
+        if self.card.color != "y":
+            return self._run(rgb)
+        ycc = rgb_to_ycbcr(rgb)
+        y = self._run(ycc[:, :1])
+        chroma = ycc[0, 1:].permute(1, 2, 0).numpy().astype(np.float64)
+        up = imresize(chroma, float(self.scale)).astype(np.float32)
+        cbcr = torch.from_numpy(up).permute(2, 0, 1)[None]
+        return ycbcr_to_rgb(torch.cat([y, cbcr], dim=1))
 
     def auto_tile(self, height: int, width: int) -> int:
         """Tile side (input pixels) whose activations fit the memory budget, or 0 for whole.
@@ -164,7 +192,7 @@ class Upscaler:
         for t in tile_grid(h, w, size, overlap if tile > 0 else 0):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
-            y = self._run(x[None])[0].numpy().transpose(1, 2, 0)
+            y = self._forward(x[None])[0].numpy().transpose(1, 2, 0)
             cy0, cy1, cx0, cx1 = t.crop
             y0, y1, x0, x1 = t.core
             core = y[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
@@ -239,6 +267,25 @@ def fill_transparent(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
     iy, ix = distance_transform_edt(hidden, return_distances=False, return_indices=True)
     return colour[iy, ix]
+
+
+# BT.601 (MATLAB rgb2ycbcr) on [0, 1] values: ycc = M @ rgb + offset.
+_YCC_M = torch.tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0],
+                       [112.0, -93.786, -18.214]], dtype=torch.float64) / 255.0
+_YCC_OFF = torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64) / 255.0
+_YCC_INV = torch.linalg.inv(_YCC_M)
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> BT.601 YCbCr in [0, 1] (Y in [16/255, 235/255])."""
+    m, off = _YCC_M.to(x.dtype), _YCC_OFF.to(x.dtype)
+    return torch.einsum("ij,bjhw->bihw", m, x) + off.view(1, 3, 1, 1)
+
+
+def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_ycbcr`."""
+    inv, off = _YCC_INV.to(x.dtype), _YCC_OFF.to(x.dtype)
+    return torch.einsum("ij,bjhw->bihw", inv, x - off.view(1, 3, 1, 1))
 
 
 def _available_memory() -> int:

@@ -15,7 +15,12 @@ class ModelCard:
 
     ``psnr`` maps a benchmark name (``"Set5"``) to PSNR-Y in dB by the standard protocol,
     measured by ``upres eval`` on the shipped weights. ``hparams`` are the constructor's keyword
-    arguments (``scale`` included). Inputs and outputs are RGB in [0, 1].
+    arguments (``scale`` included).
+
+    The input convention, which the inference path follows: ``color`` ``"rgb"`` (the network
+    sees RGB) or ``"y"`` (it sees BT.601 luma; chroma is enlarged by bicubic); ``value_range``
+    1.0 (pixels in [0, 1]) or 255.0 (pixels in [0, 255]); ``min_size``: the smallest input side
+    the network accepts (smaller inputs are padded by reflection and the result cropped).
     """
 
     name: str
@@ -29,6 +34,9 @@ class ModelCard:
     ssim: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    color: str = "rgb"
+    value_range: float = 1.0
+    min_size: int = 1
 
     def to_metadata(self) -> dict[str, str]:
         """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""

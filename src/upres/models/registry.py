@@ -1,38 +1,63 @@
 """An explicit registry of architectures: name -> builder, hyper-parameters, state-dict detector.
 
-Adding an architecture is one file in ``archs/`` plus one ``REGISTRY.register(...)`` line below.
-Nothing is registered by import side effects elsewhere.
+Adding an architecture is one file in ``archs/`` plus one ``REGISTRY.register(...)`` entry in
+``_register_all`` below. Nothing is registered by import side effects elsewhere.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from upres.errors import UpresError
+from upres.models.archs.carn import CARNM
+from upres.models.archs.fsrcnn import FSRCNN
+from upres.models.archs.imdn import IMDN
+from upres.models.archs.rfdn import RFDN
 from upres.models.archs.upnet import UpNet
 
-__all__ = ["REGISTRY", "ArchSpec", "Registry"]
+__all__ = ["REGISTRY", "ArchSpec", "Detected", "Registry"]
 
 StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a detector learned from a state dict.
+
+    ``hparams``: constructor keyword arguments, without ``scale``. ``scales``: the scales the
+    weights can run at (one for most; CARN-M holds three; FSRCNN's weights do not record theirs,
+    so any of 2, 3, 4 is possible and the caller must say which). ``color``: ``"rgb"`` or ``"y"``
+    (the model sees the luma only); ``value_range``: 1.0 for inputs in [0, 1], 255.0 for
+    [0, 255]; ``min_size``: smallest input side the network accepts (smaller inputs are padded).
+    """
+
+    hparams: dict[str, Any]
+    scales: tuple[int, ...]
+    color: str = "rgb"
+    value_range: float = 1.0
+    min_size: int = 1
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class ArchSpec:
     """One architecture: how to build it and how to recognise its weights.
 
-    ``detect(state)`` returns the constructor's keyword arguments (``scale`` included) when the
-    state dict is this architecture's, else ``None``.
+    ``detect(state)`` returns a :class:`Detected` when the state dict is this architecture's,
+    else ``None``. ``defaults`` holds the conventions of weights that upres trains itself.
     """
 
     name: str
     build: Callable[..., nn.Module]
-    detect: Callable[[StateDict], dict[str, Any] | None]
+    detect: Callable[[StateDict], Detected | None]
     summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 class Registry:
@@ -64,41 +89,119 @@ class Registry:
         except TypeError as exc:
             raise UpresError(f"architecture {name!r}: bad hyper-parameters ({exc})") from None
 
-    def detect(self, state: StateDict) -> tuple[str, dict[str, Any]]:
+    def detect(self, state: StateDict) -> tuple[str, Detected]:
         """Find the architecture whose detector accepts ``state``; error lists the keys seen."""
         for spec in self._specs.values():
-            hp = spec.detect(state)
-            if hp is not None:
-                return spec.name, hp
+            found = spec.detect(state)
+            if found is not None:
+                return spec.name, found
         keys = list(state)
         shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} keys)" if len(keys) > 8 else "")
         raise UpresError(f"weights match no known architecture; keys seen: {shown}")
 
 
-def _detect_upnet(state: StateDict) -> dict[str, Any] | None:
-    need = ("head.weight", "head.bias", "tail.weight", "tail.bias")
-    if not all(k in state for k in need):
+# -- detectors ---------------------------------------------------------------------------------
+def _count(state: StateDict, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in state if (m := rx.match(k))})
+
+
+def _shuffle_scale(out_channels: int, colours: int) -> int | None:
+    s = round((out_channels / colours) ** 0.5)
+    return s if s * s * colours == out_channels else None
+
+
+def _detect_upnet(state: StateDict) -> Detected | None:
+    fixed = {"head.weight", "head.bias", "tail.weight", "tail.bias"}
+    if not fixed <= set(state) or any(k not in fixed and not k.startswith("body.")
+                                      for k in state):
         return None
-    body = sorted({int(k.split(".")[1]) for k in state if k.startswith("body.")})
-    convs = [i for i in body if f"body.{i}.weight" in state and state[f"body.{i}.weight"].ndim == 4]
+    convs = [k for k in state if k.startswith("body.") and k.endswith(".weight")
+             and state[k].ndim == 4]
+    prelu = any(k.startswith("body.") and state[k].ndim == 1 and k.endswith(".weight")
+                for k in state)
     channels, in_ch = state["head.weight"].shape[:2]
-    out = state["tail.weight"].shape[0]
-    scale2 = out // in_ch
-    scale = round(scale2**0.5)
-    if scale * scale * in_ch != out or set(state) - {"head.weight", "head.bias", "tail.weight",
-                                                     "tail.bias"} - {
-        k for k in state if k.startswith("body.")
-    }:
+    scale = _shuffle_scale(state["tail.weight"].shape[0], int(in_ch))
+    if scale is None:
         return None
-    act = "prelu" if any(
-        state[f"body.{i}.weight"].ndim == 1 for i in body if f"body.{i}.weight" in state
-    ) else "relu"
-    return {"scale": scale, "channels": int(channels), "depth": len(convs),
-            "in_ch": int(in_ch), "out_ch": int(in_ch), "act": act}
+    return Detected({"channels": int(channels), "depth": len(convs), "in_ch": int(in_ch),
+                     "out_ch": int(in_ch), "act": "prelu" if prelu else "relu"}, (scale,))
+
+
+def _detect_imdn(state: StateDict) -> Detected | None:
+    if not {"fea_conv.weight", "IMDB1.c1.weight", "LR_conv.weight", "upsampler.0.weight"} <= set(
+            state):
+        return None
+    channels, in_ch = state["fea_conv.weight"].shape[:2]
+    scale = _shuffle_scale(state["upsampler.0.weight"].shape[0], 3)
+    if scale is None:
+        return None
+    return Detected({"channels": int(channels), "blocks": _count(state, r"IMDB(\d+)\.c1\.weight"),
+                     "in_ch": int(in_ch)}, (scale,))
+
+
+def _detect_rfdn(state: StateDict) -> Detected | None:
+    if not {"fea_conv.weight", "B1.c1_d.weight", "LR_conv.weight", "upsampler.0.weight"} <= set(
+            state):
+        return None
+    channels, in_ch = state["fea_conv.weight"].shape[:2]
+    blocks = _count(state, r"B(\d+)\.c1_d\.weight")
+    scale = _shuffle_scale(state["upsampler.0.weight"].shape[0], 3)
+    if scale is None:
+        return None
+    # The AIM 2020 challenge release (50 channels, 4 blocks) was trained on [0, 255] inputs;
+    # the keys cannot tell, so this layout is taken to be that release.
+    aim = int(channels) == 50 and blocks == 4
+    return Detected({"channels": int(channels), "blocks": blocks, "in_ch": int(in_ch)}, (scale,),
+                    value_range=255.0 if aim else 1.0, min_size=15,
+                    note="RFDN AIM 2020 layout: inputs in [0, 255]" if aim else "")
+
+
+def _detect_carnm(state: StateDict) -> Detected | None:
+    if not {"entry.weight", "sub_mean.shifter.weight", "b1.b1.body.0.weight"} <= set(state):
+        return None
+    channels = int(state["entry.weight"].shape[0])
+    groups = channels // int(state["b1.b1.body.0.weight"].shape[1])
+    hp = {"channels": channels, "groups": groups}
+    if "upsample.up2.body.0.weight" in state:
+        return Detected({**hp, "multi_scale": True}, (2, 3, 4))
+    first = state.get("upsample.up.body.0.weight")
+    if first is None:
+        return None
+    if first.shape[0] == 9 * channels:
+        scale = 3
+    else:
+        scale = 4 if "upsample.up.body.3.weight" in state else 2
+    return Detected({**hp, "multi_scale": False}, (scale,))
+
+
+def _detect_fsrcnn(state: StateDict) -> Detected | None:
+    if not {"first_part.0.weight", "mid_part.0.weight", "last_part.weight"} <= set(state):
+        return None
+    d, in_ch = state["first_part.0.weight"].shape[:2]
+    s = state["mid_part.0.weight"].shape[0]
+    m = sum(1 for k, v in state.items() if k.startswith("mid_part.") and v.ndim == 4
+            and v.shape[-1] == 3)
+    return Detected({"d": int(d), "s": int(s), "m": m, "in_ch": int(in_ch)}, (2, 3, 4),
+                    color="y" if int(in_ch) == 1 else "rgb",
+                    note="FSRCNN weights do not record their scale")
+
+
+def _register_all(reg: Registry) -> None:
+    reg.register(ArchSpec(
+        "upnet", UpNet, _detect_upnet,
+        "plain 3x3 CNN at LR resolution, pixel shuffle, nearest-neighbour anchor (upres's own)"))
+    reg.register(ArchSpec("imdn", IMDN, _detect_imdn,
+                          "information multi-distillation network (Hui et al., ACM MM 2019)"))
+    reg.register(ArchSpec("rfdn", RFDN, _detect_rfdn,
+                          "residual feature distillation network (Liu et al., ECCVW 2020)",
+                          defaults={"min_size": 15}))
+    reg.register(ArchSpec("carn_m", CARNM, _detect_carnm,
+                          "cascading residual network, mobile (Ahn et al., ECCV 2018)"))
+    reg.register(ArchSpec("fsrcnn", FSRCNN, _detect_fsrcnn,
+                          "fast SRCNN on the luma channel (Dong et al., ECCV 2016)",
+                          defaults={"color": "y"}))
 
 
 REGISTRY = Registry()
-REGISTRY.register(ArchSpec(
-    "upnet", UpNet, _detect_upnet,
-    "plain 3x3 CNN at LR resolution, pixel shuffle, nearest-neighbour anchor (upres's own)",
-))
+_register_all(REGISTRY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -80,11 +81,30 @@ def _read_pth(p: Path) -> dict[str, torch.Tensor]:
         raise UpresError(f"{p}: {exc}") from None
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
+def _pick_scale(p: Path, scales: tuple[int, ...], scale: int | None) -> int:
+    if scale is not None:
+        if scale not in scales:
+            raise UpresError(f"{p}: these weights upscale x{'/x'.join(map(str, scales))}, "
+                             f"not x{scale}")
+        return scale
+    if len(scales) == 1:
+        return scales[0]
+    hint = re.search(r"x([2-8])(?![0-9])", p.stem.lower())
+    if hint and int(hint.group(1)) in scales:
+        return int(hint.group(1))
+    if 4 in scales:
+        return 4
+    raise UpresError(f"{p}: the weights do not record their scale; pass one of {scales}")
+
+
+def load_model(path: str | os.PathLike[str],
+               scale: int | None = None) -> tuple[nn.Module, ModelCard]:
     """Build and load a model from ``.safetensors`` (upres) or ``.pth``/``.pt`` (third party).
 
-    Returns the model in eval mode on CPU, float32, and its card (a minimal one for files that
-    carry none).
+    ``scale`` picks the scale for weights that hold several (CARN-M) or do not record theirs
+    (FSRCNN; the file name's ``x2``/``x3``/``x4`` is used when no scale is given); for others it
+    must match. Returns the model in eval mode on CPU, float32, and its card (for third-party
+    files, one made from what the detector found).
     """
     p = Path(path)
     if not p.is_file():
@@ -95,11 +115,18 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
         state, card = _read_pth(p), None
     if card is None:
         try:
-            arch, hp = REGISTRY.detect(state)
+            arch, det = REGISTRY.detect(state)
         except UpresError as exc:
             raise UpresError(f"{p}: {exc}") from None
+        s = _pick_scale(p, det.scales, scale)
         params = sum(int(v.numel()) for v in state.values())
-        card = ModelCard(name=p.stem, arch=arch, scale=int(hp["scale"]), hparams=hp, params=params)
+        card = ModelCard(name=p.stem, arch=arch, scale=s, hparams={**det.hparams, "scale": s},
+                         params=params, color=det.color, value_range=det.value_range,
+                         min_size=det.min_size, notes=det.note)
+    elif scale is not None and scale != card.scale:
+        if not card.hparams.get("multi_scale"):
+            raise UpresError(f"{p}: model upscales x{card.scale}, not x{scale}")
+        card = card.with_(scale=scale, hparams={**card.hparams, "scale": scale})
     model = REGISTRY.build(card.arch, card.hparams)
     try:
         model.load_state_dict(state, strict=True)

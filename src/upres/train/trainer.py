@@ -119,6 +119,7 @@ class Trainer:
             name=self.cfg.name, arch=self.cfg.model.arch, scale=self.cfg.scale,
             hparams=self.hparams, params=params, trained_on=", ".join(self.cfg.data.train),
             steps=self.step, psnr=psnr or {}, config=self.cfg.to_dict(),
+            **REGISTRY.get(self.cfg.model.arch).defaults,
         )
 
     # -- validation ----------------------------------------------------------------------
