@@ -21,11 +21,24 @@ SMALL = {
     "rfdn": {"channels": 16, "blocks": 2},
     "carn_m": {"channels": 16, "groups": 4, "multi_scale": False},
     "fsrcnn": {"d": 8, "s": 4, "m": 1},
+    "srvgg": {"num_feat": 8, "num_conv": 2},
+    "srresnet": {"channels": 8, "blocks": 2},
+    "espcn": {"f1": 8, "f2": 4},
+    "srcnn": {"f1": 8, "f2": 4},
+    "vdsr": {"channels": 8, "depth": 4},
+    "edsr": {"channels": 8, "blocks": 2},
 }
+SCALES = {"srresnet": (2, 4)}  # the SRGAN generator doubles the size per stage
 
 
 def _in_ch(arch: str) -> int:
-    return int(SMALL[arch].get("in_ch", 1 if arch == "fsrcnn" else 3))
+    return int(SMALL[arch].get("in_ch", 1 if REGISTRY.get(arch).defaults.get("color") == "y"
+                               else 3))
+
+
+def _factor(arch: str, scale: int) -> int:
+    """How much the network itself enlarges (pre-upsampling networks keep the size)."""
+    return 1 if REGISTRY.get(arch).defaults.get("pre_upsample") else scale
 
 
 def _build(arch: str, scale: int) -> torch.nn.Module:
@@ -46,24 +59,33 @@ def test_every_arch_has_small_test_params():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_forward_backward(arch, scale):
-    m = _build(arch, scale).train()
-    c = _in_ch(arch)
-    x = torch.rand(2, c, 15, 17, requires_grad=True)
-    y = m(x)
-    assert y.shape == (2, c, 15 * scale, 17 * scale) and y.dtype == torch.float32
-    y.mean().backward()
-    trainable = [p for p in m.parameters() if p.requires_grad]
-    assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all()
-                             for p in trainable)
+def test_forward_backward_every_scale_odd_sizes(arch):
+    for scale in SCALES.get(arch, (2, 3, 4)):
+        m = _build(arch, scale).train()
+        c, f = _in_ch(arch), _factor(arch, scale)
+        x = torch.rand(2, c, 15, 17, requires_grad=True)
+        y = m(x)
+        assert y.shape == (2, c, 15 * f, 17 * f) and y.dtype == torch.float32
+        y.mean().backward()
+        trainable = [p for p in m.parameters() if p.requires_grad]
+        assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all()
+                                 for p in trainable)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_runs(arch):
+    m = _build(arch, 4)
+    x = torch.rand(1, _in_ch(arch), 16, 16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert torch.isfinite(y.float()).all()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_safetensors_round_trip(arch, tmp_path):
-    m = _build(arch, 3)
-    hp = {**SMALL[arch], "scale": 3}
-    card = ModelCard(name="t", arch=arch, scale=3, hparams=hp,
+    m = _build(arch, 4)
+    hp = {**SMALL[arch], "scale": 4}
+    card = ModelCard(name="t", arch=arch, scale=4, hparams=hp,
                      params=sum(p.numel() for p in m.parameters()), psnr={"Set5": 1.0})
     path = save_model(tmp_path / "t.safetensors", m, card)
     m2, card2 = load_model(path)

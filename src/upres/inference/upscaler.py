@@ -127,10 +127,11 @@ class Upscaler:
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """``(1, C, h, w)`` float32 [0, 1] -> ``(1, C, h*s, w*s)`` float32 (unclipped), on CPU.
 
-        Applies the card's input convention: value range, and reflection padding up to
-        ``min_size`` (the padded part of the output is cropped off).
+        Applies the card's input convention: value range, and edge padding up to ``min_size``
+        (the padded part of the output is cropped off). Pre-upsampling models keep the size.
         """
-        card, s = self.card, self.scale
+        card = self.card
+        s = 1 if card.pre_upsample else self.scale
         h, w = x.shape[2:]
         ph, pw = max(0, card.min_size - h), max(0, card.min_size - w)
         if ph or pw:
@@ -151,17 +152,25 @@ class Upscaler:
             y = y / card.value_range
         return y[:, :, : h * s, : w * s].cpu().contiguous()
 
+    def _bicubic(self, t: torch.Tensor) -> torch.Tensor:
+        """``(1, C, h, w)`` float32 -> MATLAB bicubic enlargement by the scale (float, unrounded)."""
+        arr = t[0].permute(1, 2, 0).numpy().astype(np.float64)
+        up = imresize(arr, float(self.scale)).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(up)).permute(2, 0, 1)[None]
+
     def _forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``(1, 3, h, w)`` RGB [0, 1] -> ``(1, 3, h*s, w*s)`` RGB, through the model's colour
-        convention (luma-only models get Y; chroma is enlarged by MATLAB bicubic)."""
-        if self.card.color != "y":
-            return self._run(rgb)
-        ycc = rgb_to_ycbcr(rgb)
-        y = self._run(ycc[:, :1])
-        chroma = ycc[0, 1:].permute(1, 2, 0).numpy().astype(np.float64)
-        up = imresize(chroma, float(self.scale)).astype(np.float32)
-        cbcr = torch.from_numpy(up).permute(2, 0, 1)[None]
-        return ycbcr_to_rgb(torch.cat([y, cbcr], dim=1))
+        convention (luma-only models get BT.601 Y, chroma is enlarged by MATLAB bicubic) and
+        enlarging the input first for pre-upsampling models."""
+        card = self.card
+        x = rgb_to_ycbcr(rgb) if card.color == "y" else rgb
+        net_in = x[:, :1] if card.color == "y" else x
+        if card.pre_upsample:
+            net_in = self._bicubic(net_in)
+        out = self._run(net_in)
+        if card.color != "y":
+            return out
+        return ycbcr_to_rgb(torch.cat([out, self._bicubic(x[:, 1:])], dim=1))
 
     def auto_tile(self, height: int, width: int) -> int:
         """Tile side (input pixels) whose activations fit the memory budget, or 0 for whole.

@@ -16,9 +16,14 @@ from torch import nn
 
 from upres.errors import UpresError
 from upres.models.archs.carn import CARNM
+from upres.models.archs.edsr import EDSR
+from upres.models.archs.espcn import ESPCN
 from upres.models.archs.fsrcnn import FSRCNN
 from upres.models.archs.imdn import IMDN
 from upres.models.archs.rfdn import RFDN
+from upres.models.archs.srcnn import SRCNN, VDSR
+from upres.models.archs.srresnet import SRResNet
+from upres.models.archs.srvgg import SRVGGNetCompact
 from upres.models.archs.upnet import UpNet
 
 __all__ = ["REGISTRY", "ArchSpec", "Detected", "Registry"]
@@ -42,7 +47,13 @@ class Detected:
     color: str = "rgb"
     value_range: float = 1.0
     min_size: int = 1
+    pre_upsample: bool = False
     note: str = ""
+
+    def conventions(self) -> dict[str, Any]:
+        """The card fields this detection fixes."""
+        return {"color": self.color, "value_range": self.value_range,
+                "min_size": self.min_size, "pre_upsample": self.pre_upsample}
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ def _count(state: StateDict, pattern: str) -> int:
 
 def _shuffle_scale(out_channels: int, colours: int) -> int | None:
     s = round((out_channels / colours) ** 0.5)
-    return s if s * s * colours == out_channels else None
+    return s if s >= 2 and s * s * colours == out_channels else None
 
 
 def _detect_upnet(state: StateDict) -> Detected | None:
@@ -187,6 +198,86 @@ def _detect_fsrcnn(state: StateDict) -> Detected | None:
                     note="FSRCNN weights do not record their scale")
 
 
+def _detect_srvgg(state: StateDict) -> Detected | None:
+    if "body.0.weight" not in state or any(not k.startswith("body.") for k in state):
+        return None
+    convs = sorted((int(k.split(".")[1]) for k in state
+                    if k.endswith(".weight") and state[k].ndim == 4), key=int)
+    if len(convs) < 2 or convs[0] != 0:
+        return None
+    num_feat, in_ch = state["body.0.weight"].shape[:2]
+    last = state[f"body.{convs[-1]}.weight"]
+    scale = _shuffle_scale(last.shape[0], int(in_ch))
+    if scale is None:
+        return None
+    prelu = "body.1.weight" in state
+    return Detected({"num_feat": int(num_feat), "num_conv": len(convs) - 2,
+                     "act": "prelu" if prelu else "lrelu", "in_ch": int(in_ch),
+                     "out_ch": int(in_ch)}, (scale,))
+
+
+def _detect_srresnet(state: StateDict) -> Detected | None:
+    if "block1.0.weight" not in state or "block2.conv1.weight" not in state:
+        return None
+    channels = int(state["block1.0.weight"].shape[0])
+    blocks = _count(state, r"block(\d+)\.conv1\.weight")
+    ups = _count(state, rf"block{blocks + 3}\.(\d+)\.conv\.weight")
+    if ups == 0:
+        return None
+    return Detected({"channels": channels, "blocks": blocks}, (2**ups,))
+
+
+def _detect_espcn(state: StateDict) -> Detected | None:
+    if set(state) != {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}:
+        return None
+    f1, in_ch, k1 = state["conv1.weight"].shape[:3]
+    if k1 != 5 or state["conv2.weight"].shape[-1] != 3:
+        return None
+    scale = _shuffle_scale(state["conv3.weight"].shape[0], int(in_ch))
+    if scale is None:
+        return None
+    return Detected({"f1": int(f1), "f2": int(state["conv2.weight"].shape[0]),
+                     "in_ch": int(in_ch)}, (scale,), color="y" if in_ch == 1 else "rgb")
+
+
+def _detect_srcnn(state: StateDict) -> Detected | None:
+    if set(state) != {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}:
+        return None
+    w1, w2, w3 = (state[f"conv{i}.weight"] for i in (1, 2, 3))
+    if w3.shape[0] != w1.shape[1]:
+        return None
+    in_ch = int(w1.shape[1])
+    return Detected({"f1": int(w1.shape[0]), "f2": int(w2.shape[0]), "k1": int(w1.shape[-1]),
+                     "k2": int(w2.shape[-1]), "k3": int(w3.shape[-1]), "in_ch": in_ch},
+                    (2, 3, 4), color="y" if in_ch == 1 else "rgb", pre_upsample=True,
+                    note="SRCNN weights do not record their scale")
+
+
+def _detect_vdsr(state: StateDict) -> Detected | None:
+    if not {"input.weight", "output.weight", "residual_layer.0.conv.weight"} <= set(state):
+        return None
+    channels, in_ch = state["input.weight"].shape[:2]
+    depth = _count(state, r"residual_layer\.(\d+)\.conv\.weight") + 2
+    return Detected({"channels": int(channels), "depth": depth, "in_ch": int(in_ch)}, (2, 3, 4),
+                    color="y" if in_ch == 1 else "rgb", pre_upsample=True,
+                    note="VDSR weights do not record their scale")
+
+
+def _detect_edsr(state: StateDict) -> Detected | None:
+    if not {"sub_mean.weight", "head.0.weight", "tail.1.weight"} <= set(state):
+        return None
+    channels = int(state["head.0.weight"].shape[0])
+    blocks = _count(state, r"body\.(\d+)\.body\.0\.weight")
+    first = state["tail.0.0.weight"]
+    if first.shape[0] == 9 * channels:
+        scale = 3
+    else:
+        scale = 2 ** _count(state, r"tail\.0\.(\d+)\.weight")
+    res_scale = 0.1 if channels >= 256 else 1.0  # the paper's two configurations
+    return Detected({"channels": channels, "blocks": blocks, "res_scale": res_scale}, (scale,),
+                    value_range=255.0)
+
+
 def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec(
         "upnet", UpNet, _detect_upnet,
@@ -201,6 +292,21 @@ def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec("fsrcnn", FSRCNN, _detect_fsrcnn,
                           "fast SRCNN on the luma channel (Dong et al., ECCV 2016)",
                           defaults={"color": "y"}))
+    reg.register(ArchSpec("srvgg", SRVGGNetCompact, _detect_srvgg,
+                          "compact VGG-style generator of Real-ESRGAN (Wang et al., ICCVW 2021)"))
+    reg.register(ArchSpec("srresnet", SRResNet, _detect_srresnet,
+                          "SRResNet / SRGAN generator (Ledig et al., CVPR 2017)"))
+    reg.register(ArchSpec("espcn", ESPCN, _detect_espcn,
+                          "efficient sub-pixel CNN (Shi et al., CVPR 2016)"))
+    reg.register(ArchSpec("srcnn", SRCNN, _detect_srcnn,
+                          "SRCNN 9-5-5 on the bicubic-enlarged image (Dong et al., TPAMI 2016)",
+                          defaults={"pre_upsample": True}))
+    reg.register(ArchSpec("vdsr", VDSR, _detect_vdsr,
+                          "very deep residual CNN on the bicubic-enlarged luma (Kim et al., "
+                          "CVPR 2016)", defaults={"pre_upsample": True, "color": "y"}))
+    reg.register(ArchSpec("edsr", EDSR, _detect_edsr,
+                          "enhanced deep residual network (Lim et al., CVPRW 2017)",
+                          defaults={"value_range": 255.0}))
 
 
 REGISTRY = Registry()

@@ -121,16 +121,23 @@ def load_model(path: str | os.PathLike[str],
         s = _pick_scale(p, det.scales, scale)
         params = sum(int(v.numel()) for v in state.values())
         card = ModelCard(name=p.stem, arch=arch, scale=s, hparams={**det.hparams, "scale": s},
-                         params=params, color=det.color, value_range=det.value_range,
-                         min_size=det.min_size, notes=det.note)
+                         params=params, notes=det.note, **det.conventions())
     elif scale is not None and scale != card.scale:
         if not card.hparams.get("multi_scale"):
             raise UpresError(f"{p}: model upscales x{card.scale}, not x{scale}")
         card = card.with_(scale=scale, hparams={**card.hparams, "scale": scale})
     model = REGISTRY.build(card.arch, card.hparams)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()[0]
-        raise UpresError(f"{p}: weights do not fit architecture {card.arch!r} ({msg})") from None
+    own = model.state_dict()
+    # State dicts from before PyTorch 0.4.1 lack BatchNorm's step counter; it is unused here.
+    state = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected),
+                                    ("wrong shape", wrong)) if keys]
+        raise UpresError(f"{p}: weights do not fit architecture {card.arch!r} "
+                         f"({'; '.join(parts)})")
+    model.load_state_dict(state, strict=True)
     return model.eval(), card

@@ -21,10 +21,11 @@ from torch import nn
 
 from upres.data.datasets import PairedPatchSampler
 from upres.evaluate import evaluate, load_benchmark
-from upres.inference.upscaler import Upscaler
+from upres.inference.upscaler import Upscaler, rgb_to_ycbcr
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 from upres.models.weights import load_model, save_model
+from upres.resize import imresize
 from upres.train.config import TrainConfig
 from upres.train.losses import make_loss
 
@@ -68,6 +69,7 @@ class Trainer:
         hp = {**cfg.model.params, "scale": cfg.scale}
         self.hparams = hp
         self.model: nn.Module = REGISTRY.build(cfg.model.arch, hp)
+        self.conv = REGISTRY.get(cfg.model.arch).defaults  # input conventions of this arch
         if cfg.model.init:
             self._init_from(cfg.model.init)
         self.opt = _make_optimizer(cfg, self.model.parameters())
@@ -92,6 +94,17 @@ class Trainer:
         self.model.load_state_dict(own)
         skipped = sorted(set(own) - set(copied))
         self.init_note = f"initialised {len(copied)} tensors from {path}; fresh: {skipped}"
+
+    def _convention(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn RGB [0, 1] patches into what the architecture trains on: luma only for ``y``
+        models, the LR enlarged by MATLAB bicubic for pre-upsampling models."""
+        if self.conv.get("color") == "y":
+            lr, hr = rgb_to_ycbcr(lr)[:, :1], rgb_to_ycbcr(hr)[:, :1]
+        if self.conv.get("pre_upsample"):
+            arr = lr.permute(0, 2, 3, 1).numpy().astype(np.float64)
+            up = np.stack([imresize(a, float(self.cfg.scale)) for a in arr]).astype(np.float32)
+            lr = torch.from_numpy(up).permute(0, 3, 1, 2).contiguous()
+        return lr, hr
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -119,7 +132,7 @@ class Trainer:
             name=self.cfg.name, arch=self.cfg.model.arch, scale=self.cfg.scale,
             hparams=self.hparams, params=params, trained_on=", ".join(self.cfg.data.train),
             steps=self.step, psnr=psnr or {}, config=self.cfg.to_dict(),
-            **REGISTRY.get(self.cfg.model.arch).defaults,
+            **self.conv,
         )
 
     # -- validation ----------------------------------------------------------------------
@@ -159,9 +172,11 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             td = time.time()
-            lr_b, hr_b = data.sample(cfg.data.batch, self.rng)
+            lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
             t_data += time.time() - td
-            loss = self.loss_fn(self.model(lr_b), hr_b)
+            vr = self.conv.get("value_range", 1.0)
+            pred = self.model(lr_b * vr) / vr if vr != 1.0 else self.model(lr_b)
+            loss = self.loss_fn(pred, hr_b)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:
