@@ -153,7 +153,7 @@ class Upscaler:
         return y[:, :, : h * s, : w * s].cpu().contiguous()
 
     def _bicubic(self, t: torch.Tensor) -> torch.Tensor:
-        """``(1, C, h, w)`` float32 -> MATLAB bicubic enlargement by the scale (float, unrounded)."""
+        """``(1, C, h, w)`` float32 -> MATLAB bicubic enlargement by the scale (unrounded)."""
         arr = t[0].permute(1, 2, 0).numpy().astype(np.float64)
         up = imresize(arr, float(self.scale)).astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(up)).permute(2, 0, 1)[None]

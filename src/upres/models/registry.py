@@ -268,11 +268,8 @@ def _detect_edsr(state: StateDict) -> Detected | None:
         return None
     channels = int(state["head.0.weight"].shape[0])
     blocks = _count(state, r"body\.(\d+)\.body\.0\.weight")
-    first = state["tail.0.0.weight"]
-    if first.shape[0] == 9 * channels:
-        scale = 3
-    else:
-        scale = 2 ** _count(state, r"tail\.0\.(\d+)\.weight")
+    stages = _count(state, r"tail\.0\.(\d+)\.weight")
+    scale = 3 if state["tail.0.0.weight"].shape[0] == 9 * channels else 2**stages
     res_scale = 0.1 if channels >= 256 else 1.0  # the paper's two configurations
     return Detected({"channels": channels, "blocks": blocks, "res_scale": res_scale}, (scale,),
                     value_range=255.0)
