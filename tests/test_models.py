@@ -27,8 +27,11 @@ SMALL = {
     "srcnn": {"f1": 8, "f2": 4},
     "vdsr": {"channels": 8, "depth": 4},
     "edsr": {"channels": 8, "blocks": 2},
+    "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
+    "span": {"channels": 8, "blocks": 2},
 }
-SCALES = {"srresnet": (2, 4)}  # the SRGAN generator doubles the size per stage
+# Scales each architecture supports (default 2, 3, 4).
+SCALES = {"srresnet": (2, 4), "rrdbnet": (2, 4)}
 
 
 def _in_ch(arch: str) -> int:
@@ -63,9 +66,10 @@ def test_forward_backward_every_scale_odd_sizes(arch):
     for scale in SCALES.get(arch, (2, 3, 4)):
         m = _build(arch, scale).train()
         c, f = _in_ch(arch), _factor(arch, scale)
-        x = torch.rand(2, c, 15, 17, requires_grad=True)
+        h, w = (16, 18) if arch == "rrdbnet" and scale == 2 else (15, 17)  # even sizes at x2
+        x = torch.rand(2, c, h, w, requires_grad=True)
         y = m(x)
-        assert y.shape == (2, c, 15 * f, 17 * f) and y.dtype == torch.float32
+        assert y.shape == (2, c, h * f, w * f) and y.dtype == torch.float32
         y.mean().backward()
         trainable = [p for p in m.parameters() if p.requires_grad]
         assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all()

@@ -79,13 +79,15 @@ def test_bad_inputs(up):
         up.upscale(42)
 
 
-def test_tile_grid_covers_exactly_once():
+@pytest.mark.parametrize("align", [1, 2, 4])
+def test_tile_grid_covers_exactly_once(align):
     cover = np.zeros((50, 33), int)
-    for t in tile_grid(50, 33, 16, 5):
+    for t in tile_grid(50, 33, 16, 5, align):
         y0, y1, x0, x1 = t.core
         cover[y0:y1, x0:x1] += 1
         py0, py1, px0, px1 = t.padded
         assert py0 <= y0 and py1 >= y1 and px0 <= x0 and px1 >= x1
+        assert y0 % align == x0 % align == py0 % align == px0 % align == 0
     assert (cover == 1).all()
 
 

@@ -9,6 +9,7 @@ whole image: each tile's core is converted and written straight into the output 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
@@ -31,21 +32,27 @@ class Tile:
         return y0 - py0, y1 - py0, x0 - px0, x1 - px0
 
 
-def _starts(n: int, tile: int) -> list[int]:
-    count = -(-n // tile)
-    # Spread tiles evenly so that no tile is a thin sliver.
-    size = -(-n // count)
-    return [i * size for i in range(count)] + [n]
+def _starts(n: int, tile: int, align: int) -> list[int]:
+    count = math.ceil(n / tile)
+    # Spread tiles evenly so that no tile is a thin sliver; starts are multiples of ``align``.
+    size = math.ceil(math.ceil(n / count) / align) * align
+    starts = [i * size for i in range(count) if i * size < n]
+    return [*starts, n]
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> Iterator[Tile]:
+def tile_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) -> Iterator[Tile]:
     """Tiles covering an ``height x width`` input, row by row.
 
-    ``tile``: core size in input pixels (>= 1); ``overlap``: context on each side (>= 0).
+    ``tile``: core size in input pixels (>= 1); ``overlap``: context on each side (>= 0);
+    ``align``: every core and padded window starts at a multiple of it (for networks that fold
+    pixels into channels, whose output depends on the grid's phase); the overlap is rounded up
+    to a multiple of it.
     """
-    if tile < 1 or overlap < 0:
-        raise ValueError(f"tile must be >= 1 and overlap >= 0, got {tile} and {overlap}")
-    ys, xs = _starts(height, tile), _starts(width, tile)
+    if tile < 1 or overlap < 0 or align < 1:
+        raise ValueError(f"tile and align must be >= 1 and overlap >= 0, got {tile}, {align} "
+                         f"and {overlap}")
+    overlap = math.ceil(overlap / align) * align
+    ys, xs = _starts(height, tile, align), _starts(width, tile, align)
     for y0, y1 in pairwise(ys):
         for x0, x1 in pairwise(xs):
             yield Tile(

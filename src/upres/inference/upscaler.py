@@ -128,12 +128,17 @@ class Upscaler:
         """``(1, C, h, w)`` float32 [0, 1] -> ``(1, C, h*s, w*s)`` float32 (unclipped), on CPU.
 
         Applies the card's input convention: value range, and edge padding up to ``min_size``
-        (the padded part of the output is cropped off). Pre-upsampling models keep the size.
+        and to a multiple of ``size_multiple`` (from the card or the network itself; the padded
+        part of the output is cropped off).
+        Pre-upsampling models keep the size.
         """
         card = self.card
         s = 1 if card.pre_upsample else self.scale
         h, w = x.shape[2:]
-        ph, pw = max(0, card.min_size - h), max(0, card.min_size - w)
+        m = max(1, card.size_multiple, getattr(self.model, "size_multiple", 1))
+        low = max(card.min_size, getattr(self.model, "min_size", 1))
+        ph = max(low, -(-h // m) * m) - h
+        pw = max(low, -(-w // m) * m) - w
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         x = x.to(self.device)
@@ -198,7 +203,8 @@ class Upscaler:
         s = self.scale
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), dtype=out_dtype)
         size = tile if tile > 0 else max(h, w)
-        for t in tile_grid(h, w, size, overlap if tile > 0 else 0):
+        align = max(1, self.card.size_multiple, getattr(self.model, "size_multiple", 1))
+        for t in tile_grid(h, w, size, overlap if tile > 0 else 0, align):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
             y = self._forward(x[None])[0].numpy().transpose(1, 2, 0)

@@ -20,7 +20,8 @@ class ModelCard:
     The input convention, which the inference path follows: ``color`` ``"rgb"`` (the network
     sees RGB) or ``"y"`` (it sees BT.601 luma; chroma is enlarged by bicubic); ``value_range``
     1.0 (pixels in [0, 1]) or 255.0 (pixels in [0, 255]); ``min_size``: the smallest input side
-    the network accepts (smaller inputs are edge-padded and the result cropped); ``pre_upsample``:
+    the network accepts (smaller inputs are edge-padded and the result cropped);
+    ``size_multiple``: input sides must be multiples of it (padded likewise); ``pre_upsample``:
     the network maps a bicubic-enlarged image to one of the same size (SRCNN, VDSR).
     """
 
@@ -38,6 +39,7 @@ class ModelCard:
     color: str = "rgb"
     value_range: float = 1.0
     min_size: int = 1
+    size_multiple: int = 1
     pre_upsample: bool = False
 
     def to_metadata(self) -> dict[str, str]:

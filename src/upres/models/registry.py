@@ -21,6 +21,8 @@ from upres.models.archs.espcn import ESPCN
 from upres.models.archs.fsrcnn import FSRCNN
 from upres.models.archs.imdn import IMDN
 from upres.models.archs.rfdn import RFDN
+from upres.models.archs.rrdbnet import RRDBNet
+from upres.models.archs.span import SPAN
 from upres.models.archs.srcnn import SRCNN, VDSR
 from upres.models.archs.srresnet import SRResNet
 from upres.models.archs.srvgg import SRVGGNetCompact
@@ -47,13 +49,15 @@ class Detected:
     color: str = "rgb"
     value_range: float = 1.0
     min_size: int = 1
+    size_multiple: int = 1
     pre_upsample: bool = False
     note: str = ""
 
     def conventions(self) -> dict[str, Any]:
         """The card fields this detection fixes."""
         return {"color": self.color, "value_range": self.value_range,
-                "min_size": self.min_size, "pre_upsample": self.pre_upsample}
+                "min_size": self.min_size, "size_multiple": self.size_multiple,
+                "pre_upsample": self.pre_upsample}
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,32 @@ def _detect_edsr(state: StateDict) -> Detected | None:
                     value_range=255.0)
 
 
+def _detect_rrdbnet(state: StateDict) -> Detected | None:
+    if not {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_up1.weight",
+            "conv_last.weight"} <= set(state):
+        return None
+    num_feat, cin = state["conv_first.weight"].shape[:2]
+    out_ch = int(state["conv_last.weight"].shape[0])
+    fold = round((int(cin) / out_ch) ** 0.5)
+    scale = {1: 4, 2: 2, 4: 1}.get(fold)
+    if scale is None:
+        return None
+    return Detected({"num_feat": int(num_feat), "num_block": _count(state, r"body\.(\d+)\.rdb1"),
+                     "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0]),
+                     "in_ch": out_ch, "out_ch": out_ch}, (scale,), size_multiple=fold)
+
+
+def _detect_span(state: StateDict) -> Detected | None:
+    if not {"conv_1.sk.weight", "block_1.c1_r.sk.weight", "conv_cat.weight",
+            "upsampler.0.weight"} <= set(state):
+        return None
+    scale = _shuffle_scale(state["upsampler.0.weight"].shape[0], 3)
+    if scale is None:
+        return None
+    return Detected({"channels": int(state["conv_1.sk.weight"].shape[0]),
+                     "blocks": _count(state, r"block_(\d+)\.c1_r\.sk\.weight")}, (scale,))
+
+
 def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec(
         "upnet", UpNet, _detect_upnet,
@@ -304,6 +334,12 @@ def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec("edsr", EDSR, _detect_edsr,
                           "enhanced deep residual network (Lim et al., CVPRW 2017)",
                           defaults={"value_range": 255.0}))
+    reg.register(ArchSpec("rrdbnet", RRDBNet, _detect_rrdbnet,
+                          "ESRGAN generator, residual-in-residual dense blocks (Wang et al., "
+                          "ECCVW 2018)"))
+    reg.register(ArchSpec("span", SPAN, _detect_span,
+                          "swift parameter-free attention network, re-parameterisable "
+                          "(Wan et al., CVPRW 2024)"))
 
 
 REGISTRY = Registry()

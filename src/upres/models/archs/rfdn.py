@@ -75,6 +75,7 @@ class RFDN(nn.Module):
         super().__init__()
         self.scale = scale
         self.blocks = blocks
+        self.min_size = 15  # the attention branch pools 7x7 windows of a stride-2 map
         self.fea_conv = _conv(in_ch, channels, 3)
         for i in range(blocks):
             self.add_module(f"B{i + 1}", _RFDB(channels))
