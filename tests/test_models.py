@@ -29,6 +29,7 @@ SMALL = {
     "edsr": {"channels": 8, "blocks": 2},
     "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
     "span": {"channels": 8, "blocks": 2},
+    "swinir": {"embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4},
 }
 # Scales each architecture supports (default 2, 3, 4).
 SCALES = {"srresnet": (2, 4), "rrdbnet": (2, 4)}
@@ -109,6 +110,8 @@ def test_detect_third_party_pth(arch, wrap, tmp_path):
         obj = {"state_dict": {f"module.{k}": v for k, v in sd.items()}}
     else:
         obj = sd
+    if arch == "swinir":  # the authors' files also hold the shifted windows' attention masks
+        obj = {**obj, "layers.0.residual_group.blocks.1.attn_mask": torch.zeros(4, 16, 16)}
     torch.save(obj, tmp_path / "w.pth")
     m2, card = load_model(tmp_path / "w.pth")
     assert card.arch == arch and card.scale == 4

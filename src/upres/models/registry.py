@@ -26,6 +26,7 @@ from upres.models.archs.span import SPAN
 from upres.models.archs.srcnn import SRCNN, VDSR
 from upres.models.archs.srresnet import SRResNet
 from upres.models.archs.srvgg import SRVGGNetCompact
+from upres.models.archs.swinir import SwinIR
 from upres.models.archs.upnet import UpNet
 
 __all__ = ["REGISTRY", "ArchSpec", "Detected", "Registry"]
@@ -52,6 +53,7 @@ class Detected:
     size_multiple: int = 1
     pre_upsample: bool = False
     note: str = ""
+    drop: tuple[str, ...] = ()  # key suffixes the file carries that the module does not hold
 
     def conventions(self) -> dict[str, Any]:
         """The card fields this detection fixes."""
@@ -305,6 +307,27 @@ def _detect_span(state: StateDict) -> Detected | None:
                      "blocks": _count(state, r"block_(\d+)\.c1_r\.sk\.weight")}, (scale,))
 
 
+def _detect_swinir(state: StateDict) -> Detected | None:
+    if not {"conv_first.weight", "patch_embed.norm.weight", "conv_after_body.weight",
+            "upsample.0.weight"} <= set(state):
+        return None
+    dim = int(state["conv_first.weight"].shape[0])
+    layers = _count(state, r"layers\.(\d+)\.residual_group")
+    depths = list(_count(state, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.norm1")
+                   for i in range(layers))
+    table = state["layers.0.residual_group.blocks.0.attn.relative_position_bias_table"]
+    heads = list(int(state[f"layers.{i}.residual_group.blocks.0.attn."
+                            "relative_position_bias_table"].shape[1]) for i in range(layers))
+    ws = (round(table.shape[0] ** 0.5) + 1) // 2
+    hidden = int(state["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0])
+    scale = _shuffle_scale(state["upsample.0.weight"].shape[0], 3)
+    if scale is None:
+        return None
+    return Detected({"embed_dim": dim, "depths": depths, "num_heads": heads, "window_size": ws,
+                     "mlp_ratio": hidden / dim}, (scale,), size_multiple=ws,
+                    drop=(".attn_mask",))
+
+
 def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec(
         "upnet", UpNet, _detect_upnet,
@@ -340,6 +363,9 @@ def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec("span", SPAN, _detect_span,
                           "swift parameter-free attention network, re-parameterisable "
                           "(Wan et al., CVPRW 2024)"))
+    reg.register(ArchSpec("swinir", SwinIR, _detect_swinir,
+                          "Swin Transformer restoration network, lightweight SR configuration "
+                          "(Liang et al., ICCVW 2021)"))
 
 
 REGISTRY = Registry()

@@ -119,6 +119,7 @@ def load_model(path: str | os.PathLike[str],
         except UpresError as exc:
             raise UpresError(f"{p}: {exc}") from None
         s = _pick_scale(p, det.scales, scale)
+        state = {k: v for k, v in state.items() if not k.endswith(det.drop)}
         params = sum(int(v.numel()) for v in state.values())
         card = ModelCard(name=p.stem, arch=arch, scale=s, hparams={**det.hparams, "scale": s},
                          params=params, notes=det.note, **det.conventions())
