@@ -1,0 +1,90 @@
+"""Write docs/models.md: every registered architecture with its parameters and multiply-adds.
+
+    .venv/bin/python scripts/model_table.py
+
+MACs are counted by ``torch.utils.flop_counter`` (convolutions and matrix products; element-wise
+operations are not counted) on the meta device, for an output of 1280x720, in inference mode
+(SPAN folded). Nothing is computed, so the large models cost nothing to list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from upres.models.registry import REGISTRY
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+
+# (label, arch, hyper-parameters without scale): the configurations papers compare.
+CONFIGS = [
+    ("UpNet (upres, shipped x2/x3/x4)", "upnet", {"channels": 48, "depth": 6}),
+    ("SRCNN 9-5-5 (RGB)", "srcnn", {}),
+    ("FSRCNN (d56 s12 m4, Y)", "fsrcnn", {}),
+    ("ESPCN (RGB)", "espcn", {}),
+    ("VDSR (Y)", "vdsr", {}),
+    ("EDSR-baseline", "edsr", {"channels": 64, "blocks": 16, "res_scale": 1.0}),
+    ("EDSR", "edsr", {"channels": 256, "blocks": 32, "res_scale": 0.1}),
+    ("CARN-M (one net, x2/x3/x4)", "carn_m", {}),
+    ("IMDN", "imdn", {}),
+    ("RFDN (AIM 2020: 50 ch, 4 blocks)", "rfdn", {}),
+    ("SPAN (48 ch, 6 blocks)", "span", {}),
+    ("SwinIR lightweight", "swinir", {}),
+    ("SRVGGNetCompact (64, 16 convs)", "srvgg", {}),
+    ("SRResNet / SRGAN G", "srresnet", {}),
+    ("RRDBNet (ESRGAN, 23 blocks)", "rrdbnet", {}),
+]
+SCALES = {"srresnet": (2, 4), "rrdbnet": (2, 4)}
+
+
+def count(arch: str, hp: dict, scale: int) -> tuple[int, float]:
+    with torch.device("meta"):
+        m = REGISTRY.build(arch, {**hp, "scale": scale}).eval()
+        pre = REGISTRY.get(arch).defaults.get("pre_upsample", False)
+        c = 1 if REGISTRY.get(arch).defaults.get("color") == "y" or hp.get("in_ch") == 1 else 3
+        h, w = (720, 1280) if pre else (720 // scale, 1280 // scale)
+        x = torch.empty(1, c, h, w)
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(x)
+    return inference_params(m), fc.get_total_flops() / 2e9
+
+
+def inference_params(m: torch.nn.Module) -> int:
+    """Parameters of the inference form: a re-parameterisable block counts its folded conv."""
+    if hasattr(m, "eval_conv"):
+        return sum(p.numel() for p in m.eval_conv.parameters())
+    own = sum(p.numel() for p in m.parameters(recurse=False))
+    return own + sum(inference_params(c) for c in m.children())
+
+
+def main() -> None:
+    lines = ["| model | arch | x2 params / GMACs | x3 params / GMACs | x4 params / GMACs |",
+             "|---|---|---|---|---|"]
+    for label, arch, hp in CONFIGS:
+        cells = []
+        for s in (2, 3, 4):
+            if s not in SCALES.get(arch, (2, 3, 4)):
+                cells.append("-")
+                continue
+            params, gmacs = count(arch, hp, s)
+            cells.append(f"{params / 1e3:,.1f}k / {gmacs:,.1f}")
+        lines.append(f"| {label} | `{arch}` | " + " | ".join(cells) + " |")
+        print(lines[-1])
+    summaries = "\n".join(f"- `{n}`: {REGISTRY.get(n).summary}" for n in REGISTRY.names())
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(
+        "# Architectures\n\nEvery architecture in `upres.models.REGISTRY`, in the configurations "
+        "papers compare. Parameters are those of the inference form (SPAN folded; it trains with "
+        "about four times as many); GMACs are "
+        "multiply-adds for a 1280x720 output (inputs 640x360, 427x240, 320x180; pre-upsampling "
+        "models see 1280x720), counted by `torch.utils.flop_counter` (convolutions and matrix "
+        "products only), in inference form (SPAN folded).\n\n"
+        "Command: `.venv/bin/python scripts/model_table.py`\n\n" + "\n".join(lines)
+        + "\n\n## Registered architectures\n\n" + summaries + "\n")
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
