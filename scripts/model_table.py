@@ -30,6 +30,7 @@ CONFIGS = [
     ("CARN-M (one net, x2/x3/x4)", "carn_m", {}),
     ("IMDN", "imdn", {}),
     ("RFDN (AIM 2020: 50 ch, 4 blocks)", "rfdn", {}),
+    ("SAFMN (36 dim, 8 blocks)", "safmn", {}),
     ("SPAN (48 ch, 6 blocks)", "span", {}),
     ("SwinIR lightweight", "swinir", {}),
     ("SRVGGNetCompact (64, 16 convs)", "srvgg", {}),

@@ -29,6 +29,7 @@ SMALL = {
     "edsr": {"channels": 8, "blocks": 2},
     "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
     "span": {"channels": 8, "blocks": 2},
+    "safmn": {"dim": 8, "n_blocks": 2},
     "swinir": {"embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4},
 }
 # Scales each architecture supports (default 2, 3, 4).
@@ -119,7 +120,12 @@ def test_detect_third_party_pth(arch, wrap, tmp_path):
     torch.testing.assert_close(m(x), m2(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+def test_tile_exactness_is_declared():
+    """Only networks with image-size-dependent pooling may say tiles differ from the whole."""
+    assert {a for a in ARCHS if not REGISTRY.get(a).tile_exact} == {"rfdn", "safmn"}
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if REGISTRY.get(a).tile_exact])
 @pytest.mark.parametrize("tile", [24, 40])
 def test_tiled_equals_untiled(arch, tile):
     card = ModelCard("t", arch, 2, {}, 0, **REGISTRY.get(arch).defaults)

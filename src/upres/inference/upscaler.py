@@ -23,6 +23,7 @@ from upres.errors import UpresError
 from upres.inference.tiling import tile_grid
 from upres.io import read_image
 from upres.models.descriptor import ModelCard
+from upres.models.registry import REGISTRY
 from upres.resize import imresize
 
 __all__ = ["Interpolator", "Upscaler", "fill_transparent", "pick_device", "rgb_to_ycbcr",
@@ -117,6 +118,8 @@ class Upscaler:
             precision = "fp32"
         self.precision = precision
         self.channels_last = channels_last
+        known = card.arch in REGISTRY.names()
+        self.tile_exact = REGISTRY.get(card.arch).tile_exact if known else True
         self.model = model.eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -181,11 +184,14 @@ class Upscaler:
         """Tile side (input pixels) whose activations fit the memory budget, or 0 for whole.
 
         Estimate: ``4 bytes x (3 x widest layer + 12 x scale^2)`` floats per input pixel, within
-        a quarter of the available memory, at most 256 MiB.
+        a quarter of the available memory, at most 256 MiB (half the available memory for
+        architectures whose tiles cannot equal the whole image).
         """
         channels = int(self.card.hparams.get("channels", 64))
         per_px = 4 * (3 * channels + 12 * self.scale**2)
         budget = min(256 * 2**20, _available_memory() // 4)
+        if not self.tile_exact:  # tiles would differ from the whole image: avoid them
+            budget = _available_memory() // 2
         side = int((budget / per_px) ** 0.5)
         if height * width <= side * side:
             return 0

@@ -22,6 +22,7 @@ from upres.models.archs.fsrcnn import FSRCNN
 from upres.models.archs.imdn import IMDN
 from upres.models.archs.rfdn import RFDN
 from upres.models.archs.rrdbnet import RRDBNet
+from upres.models.archs.safmn import SAFMN
 from upres.models.archs.span import SPAN
 from upres.models.archs.srcnn import SRCNN, VDSR
 from upres.models.archs.srresnet import SRResNet
@@ -68,6 +69,9 @@ class ArchSpec:
 
     ``detect(state)`` returns a :class:`Detected` when the state dict is this architecture's,
     else ``None``. ``defaults`` holds the conventions of weights that upres trains itself.
+    ``tile_exact``: the network's receptive field is bounded, so tiles with enough overlap give
+    exactly the untiled result. False for networks with image-size-dependent pooling (RFDN's
+    attention, SAFMN's modulation): they run whole images unless memory forbids it.
     """
 
     name: str
@@ -75,6 +79,7 @@ class ArchSpec:
     detect: Callable[[StateDict], Detected | None]
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    tile_exact: bool = True
 
 
 class Registry:
@@ -328,6 +333,19 @@ def _detect_swinir(state: StateDict) -> Detected | None:
                     drop=(".attn_mask",))
 
 
+def _detect_safmn(state: StateDict) -> Detected | None:
+    if not {"to_feat.weight", "feats.0.norm1.weight", "feats.0.safm.aggr.weight",
+            "to_img.0.weight"} <= set(state):
+        return None
+    dim = int(state["to_feat.weight"].shape[0])
+    scale = _shuffle_scale(state["to_img.0.weight"].shape[0], 3)
+    if scale is None:
+        return None
+    hidden = int(state["feats.0.ccm.ccm.0.weight"].shape[0])
+    return Detected({"dim": dim, "n_blocks": _count(state, r"feats\.(\d+)\.norm1\.weight"),
+                     "ffn_scale": hidden / dim}, (scale,))
+
+
 def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec(
         "upnet", UpNet, _detect_upnet,
@@ -336,7 +354,7 @@ def _register_all(reg: Registry) -> None:
                           "information multi-distillation network (Hui et al., ACM MM 2019)"))
     reg.register(ArchSpec("rfdn", RFDN, _detect_rfdn,
                           "residual feature distillation network (Liu et al., ECCVW 2020)",
-                          defaults={"min_size": 15}))
+                          defaults={"min_size": 15}, tile_exact=False))
     reg.register(ArchSpec("carn_m", CARNM, _detect_carnm,
                           "cascading residual network, mobile (Ahn et al., ECCV 2018)"))
     reg.register(ArchSpec("fsrcnn", FSRCNN, _detect_fsrcnn,
@@ -363,6 +381,9 @@ def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec("span", SPAN, _detect_span,
                           "swift parameter-free attention network, re-parameterisable "
                           "(Wan et al., CVPRW 2024)"))
+    reg.register(ArchSpec("safmn", SAFMN, _detect_safmn,
+                          "spatially-adaptive feature modulation network (Sun et al., "
+                          "ICCV 2023)", tile_exact=False))
     reg.register(ArchSpec("swinir", SwinIR, _detect_swinir,
                           "Swin Transformer restoration network, lightweight SR configuration "
                           "(Liang et al., ICCVW 2021)"))
