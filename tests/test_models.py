@@ -29,7 +29,7 @@ SMALL = {
     "edsr": {"channels": 8, "blocks": 2},
     "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
     "span": {"channels": 8, "blocks": 2},
-    "safmn": {"dim": 8, "n_blocks": 2},
+    "safmn": {"dim": 8, "n_blocks": 2, "variant": "paper"},
     "swinir": {"embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4},
 }
 # Scales each architecture supports (default 2, 3, 4).

@@ -20,6 +20,7 @@ TABLE = {
     ("CARN-M/carn_m.pth", 3): (34.06, "carn_m", "rgb", 1.0),
     ("CARN-M/carn_m.pth", 4): (31.88, "carn_m", "rgb", 1.0),
     ("RFDN/RFDN_AIM.pth", 4): (32.16, "rfdn", "rgb", 255.0),
+    ("SAFMN/SAFMN_NTIRE2023_x4.pth", 4): (32.16, "safmn", "rgb", 1.0),
     ("FSRCNN_yjn870/fsrcnn_x2.pth", 2): (37.12, "fsrcnn", "y", 1.0),
     ("FSRCNN_yjn870/fsrcnn_x3.pth", 3): (32.60, "fsrcnn", "y", 1.0),
     ("FSRCNN_yjn870/fsrcnn_x4.pth", 4): (30.52, "fsrcnn", "y", 1.0),

@@ -334,16 +334,16 @@ def _detect_swinir(state: StateDict) -> Detected | None:
 
 
 def _detect_safmn(state: StateDict) -> Detected | None:
-    if not {"to_feat.weight", "feats.0.norm1.weight", "feats.0.safm.aggr.weight",
-            "to_img.0.weight"} <= set(state):
+    if not {"to_feat.weight", "feats.0.safm.aggr.weight", "to_img.0.weight"} <= set(state):
         return None
     dim = int(state["to_feat.weight"].shape[0])
     scale = _shuffle_scale(state["to_img.0.weight"].shape[0], 3)
     if scale is None:
         return None
     hidden = int(state["feats.0.ccm.ccm.0.weight"].shape[0])
-    return Detected({"dim": dim, "n_blocks": _count(state, r"feats\.(\d+)\.norm1\.weight"),
-                     "ffn_scale": hidden / dim}, (scale,))
+    variant = "ntire2023" if "norm.gamma" in state else "paper"
+    return Detected({"dim": dim, "n_blocks": _count(state, r"feats\.(\d+)\.safm\.aggr\.weight"),
+                     "ffn_scale": hidden / dim, "variant": variant}, (scale,))
 
 
 def _register_all(reg: Registry) -> None:
