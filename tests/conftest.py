@@ -13,6 +13,27 @@ DATA = SHARED / "data"
 BENCH = DATA / "benchmark"
 PEERS = SHARED / "peers"
 
+# Small hyper-parameters per architecture so that the tests stay fast.
+SMALL = {
+    "upnet": {"channels": 8, "depth": 2},
+    "imdn": {"channels": 16, "blocks": 2},
+    "rfdn": {"channels": 16, "blocks": 2},
+    "carn_m": {"channels": 16, "groups": 4, "multi_scale": False},
+    "fsrcnn": {"d": 8, "s": 4, "m": 1},
+    "srvgg": {"num_feat": 8, "num_conv": 2},
+    "srresnet": {"channels": 8, "blocks": 2},
+    "espcn": {"f1": 8, "f2": 4},
+    "srcnn": {"f1": 8, "f2": 4},
+    "vdsr": {"channels": 8, "depth": 4},
+    "edsr": {"channels": 8, "blocks": 2},
+    "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
+    "span": {"channels": 8, "blocks": 2},
+    "safmn": {"dim": 8, "n_blocks": 2, "variant": "paper"},
+    "swinir": {"embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4},
+}
+# Scales each architecture supports (default 2, 3, 4).
+SCALES = {"srresnet": (2, 4), "rrdbnet": (2, 4)}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if not BENCH.is_dir():

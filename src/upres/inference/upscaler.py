@@ -116,6 +116,9 @@ class Upscaler:
         if precision == "fp16" and self.device.type == "cpu":
             print("upres: fp16 is not supported on CPU; using fp32", file=sys.stderr)
             precision = "fp32"
+        if precision != "fp32" and not card.supports_half:
+            print(f"upres: {card.name} does not support {precision}; using fp32", file=sys.stderr)
+            precision = "fp32"
         self.precision = precision
         self.channels_last = channels_last
         known = card.arch in REGISTRY.names()

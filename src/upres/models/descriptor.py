@@ -22,7 +22,9 @@ class ModelCard:
     1.0 (pixels in [0, 1]) or 255.0 (pixels in [0, 255]); ``min_size``: the smallest input side
     the network accepts (smaller inputs are edge-padded and the result cropped);
     ``size_multiple``: input sides must be multiples of it (padded likewise); ``pre_upsample``:
-    the network maps a bicubic-enlarged image to one of the same size (SRCNN, VDSR).
+    the network maps a bicubic-enlarged image to one of the same size (SRCNN, VDSR);
+    ``supports_half``: the network runs under bf16/fp16 autocast (every registered architecture
+    is checked under bf16 by the tests); when False, half precision requests fall back to fp32.
     """
 
     name: str
@@ -41,6 +43,7 @@ class ModelCard:
     min_size: int = 1
     size_multiple: int = 1
     pre_upsample: bool = False
+    supports_half: bool = True
 
     def to_metadata(self) -> dict[str, str]:
         """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""
