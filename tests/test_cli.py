@@ -109,3 +109,20 @@ def test_console_script_runs_main_job(tmp_path):
     out = tmp_path / "butterfly_x4.png"
     assert str(out) in proc.stdout
     assert Image.open(out).size == (1024, 1024)
+
+
+def test_eval_lr_dir_markdown_and_rgb(tmp_path, capsys):
+    """MATLAB's own LR images (--lr-dir) give the same scores as upres's bicubic; --rgb adds
+    labelled RGB figures; --markdown writes a table."""
+    js, md = tmp_path / "e.json", tmp_path / "e.md"
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "3",
+                 "--lr-dir", str(BENCH / "Set5_LR_bicubic"), "--json", str(js),
+                 "--markdown", str(md), "--rgb"]) == 0
+    (r,) = json.loads(js.read_text())
+    assert round(r["psnr_y"], 2) == 30.40 and r["psnr_rgb"] < r["psnr_y"] - 1.0
+    assert {"psnr_rgb", "ssim_rgb"} <= set(r["per_image"][0])
+    assert "| bicubic | 30.40 / 0.8689 |" in md.read_text()
+    assert "not the protocol's" in capsys.readouterr().out
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "3",
+                 "--lr-dir", str(tmp_path)]) == 1
+    assert "no LR image for baby.png" in capsys.readouterr().err

@@ -161,23 +161,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ups.append((m, upres.load(m, device=args.device, scale=args.scale)))
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
+    from upres.evaluate import to_markdown
+
+    lr_dirs = args.lr_dir or []
+    if lr_dirs and len(lr_dirs) != len(args.dataset):
+        raise _UsageError("give one --lr-dir per dataset (-d), in the same order")
     results = []
-    for d in args.dataset:
+    for i, d in enumerate(args.dataset):
         if not Path(d).is_dir():
             raise _UsageError(f"{d}: no such dataset folder")
-        images = load_benchmark(d, args.scale)
+        images = load_benchmark(d, args.scale, lr_dirs[i] if lr_dirs else None)
         for name, up in ups:
             res = evaluate(lambda lr, up=up: up.upscale(lr, tile=args.tile), model_name=name,
-                           dataset=d, scale=args.scale, images=images)
+                           dataset=d, scale=args.scale, images=images, rgb=args.rgb)
             results.append(res)
+            extra = (f"  | RGB: PSNR {res.psnr_rgb:6.2f}  SSIM {res.ssim_rgb:.4f}"
+                     if args.rgb else "")
             print(f"{res.model:<24} {res.dataset:<10} x{res.scale}  PSNR-Y {res.psnr_y:6.2f}  "
-                  f"SSIM-Y {res.ssim_y:.4f}  ({res.n_images} images)", flush=True)
-    print("(standard protocol: MATLAB-bicubic LR, Y channel, border shaved by the scale)")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps([r.to_json() for r in results], indent=2))
-        print(f"wrote {out}")
+                  f"SSIM-Y {res.ssim_y:.4f}  ({res.n_images} images){extra}", flush=True)
+    lr_note = "LR from --lr-dir" if lr_dirs else "MATLAB-bicubic LR"
+    print(f"(standard protocol: {lr_note}, Y channel, border shaved by the scale"
+          + ("; RGB figures are not the protocol's and not comparable with papers)" if args.rgb
+             else ")"))
+    for path, text in ((args.json, lambda: json.dumps([r.to_json() for r in results], indent=2)),
+                       (args.markdown, lambda: to_markdown(results))):
+        if path:
+            out = Path(path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text())
+            print(f"wrote {out}")
     return 0
 
 
@@ -265,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-d", "--dataset", nargs="+", required=True, metavar="DATASET_DIR")
     e.add_argument("-s", "--scale", type=int, required=True, choices=(2, 3, 4, 8))
     e.add_argument("--json", metavar="PATH", help="write results as JSON")
+    e.add_argument("--markdown", metavar="PATH", help="write a Markdown table")
+    e.add_argument("--lr-dir", nargs="+", metavar="DIR",
+                   help="ready LR images, one folder per dataset (X{s}/{name}x{s}.png, "
+                        "{name}x{s}.png, {name}_x{s}.png or {name}.png)")
+    e.add_argument("--rgb", action="store_true",
+                   help="also PSNR/SSIM on RGB (labelled; not the protocol's Y figures)")
     e.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.set_defaults(func=cmd_eval)

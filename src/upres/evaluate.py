@@ -16,10 +16,11 @@ import numpy as np
 
 from upres.data.datasets import scan_images
 from upres.data.degrade import bicubic_down, modcrop
-from upres.io import read_rgb8
-from upres.metrics import psnr_y, ssim_y
+from upres.errors import UpresError
+from upres.io import IMAGE_EXTS, read_rgb8
+from upres.metrics import psnr, psnr_y, ssim, ssim_y
 
-__all__ = ["EvalResult", "ImageScore", "evaluate", "load_benchmark"]
+__all__ = ["EvalResult", "ImageScore", "evaluate", "find_lr", "load_benchmark", "to_markdown"]
 
 #: ``(H, W, 3)`` uint8 LR -> ``(H*s, W*s, 3)`` uint8 SR
 UpscaleFn = Callable[[np.ndarray], np.ndarray]
@@ -30,6 +31,8 @@ class ImageScore:
     name: str
     psnr_y: float
     ssim_y: float
+    psnr_rgb: float | None = None
+    ssim_rgb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,20 +46,73 @@ class EvalResult:
     ssim_y: float
     n_images: int
     per_image: list[ImageScore] = field(default_factory=list)
+    psnr_rgb: float | None = None  # only with rgb=True: on R, G, B (not the protocol's Y)
+    ssim_rgb: float | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The DESIGN.md schema; RGB figures appear only when they were asked for."""
+        out = asdict(self)
+        if self.psnr_rgb is None:
+            out.pop("psnr_rgb")
+            out.pop("ssim_rgb")
+            for item in out["per_image"]:
+                item.pop("psnr_rgb")
+                item.pop("ssim_rgb")
+        return out
 
 
-def load_benchmark(folder: str | os.PathLike[str], scale: int) -> list[tuple[str, np.ndarray,
-                                                                             np.ndarray]]:
-    """``(name, hr, lr)`` for each image of ``folder``: modcropped 8-bit RGB HR and its MATLAB
-    bicubic LR, both uint8 ``(H, W, 3)``."""
+def find_lr(lr_dir: Path, stem: str, scale: int) -> Path | None:
+    """The ready-made LR image for HR ``stem``: the first existing of ``X{s}/{stem}x{s}.*``,
+    ``{stem}x{s}.*``, ``{stem}_x{s}.*``, ``{stem}.*`` under ``lr_dir`` (the layout of the
+    common benchmark packages, e.g. ``Set5_LR_bicubic/X4/babyx4.png``)."""
+    for sub, name in ((f"X{scale}", f"{stem}x{scale}"), ("", f"{stem}x{scale}"),
+                      ("", f"{stem}_x{scale}"), ("", stem)):
+        for ext in IMAGE_EXTS:
+            p = lr_dir / sub / f"{name}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def load_benchmark(folder: str | os.PathLike[str], scale: int,
+                   lr_dir: str | os.PathLike[str] | None = None
+                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, hr, lr)`` for each image of ``folder``: modcropped 8-bit RGB HR and its LR, both
+    uint8 ``(H, W, 3)``. The LR is MATLAB bicubic of the HR, or read from ``lr_dir`` (see
+    :func:`find_lr`), which must then hold an LR of exactly ``HR / scale`` for every image."""
     out = []
     for f in scan_images([folder]):
-        hr = modcrop(read_rgb8(f), scale)
-        out.append((f.stem, np.ascontiguousarray(hr), bicubic_down(hr, scale)))
+        hr = np.ascontiguousarray(modcrop(read_rgb8(f), scale))
+        if lr_dir is None:
+            lr = bicubic_down(hr, scale)
+        else:
+            p = find_lr(Path(lr_dir), f.stem, scale)
+            if p is None:
+                raise UpresError(f"{lr_dir}: no LR image for {f.name} at x{scale}")
+            lr = read_rgb8(p)
+            want = (hr.shape[0] // scale, hr.shape[1] // scale)
+            if lr.shape[:2] != want:
+                raise UpresError(f"{p}: LR is {lr.shape[1]}x{lr.shape[0]}, expected "
+                                 f"{want[1]}x{want[0]} for {f.name} at x{scale}")
+        out.append((f.stem, hr, lr))
     return out
+
+
+def to_markdown(results: Sequence[EvalResult]) -> str:
+    """A Markdown table: one row per model, PSNR-Y / SSIM-Y per dataset and scale."""
+    cols = list(dict.fromkeys((r.dataset, r.scale) for r in results))
+    models = list(dict.fromkeys(r.model for r in results))
+    cell = {(r.model, r.dataset, r.scale): r for r in results}
+    head = "| model | " + " | ".join(f"{d} x{s}" for d, s in cols) + " |"
+    rows = [head, "|---|" + "---|" * len(cols)]
+    for m in models:
+        vals = []
+        for d, s in cols:
+            r = cell.get((m, d, s))
+            vals.append(f"{r.psnr_y:.2f} / {r.ssim_y:.4f}" if r else "-")
+        rows.append(f"| {m} | " + " | ".join(vals) + " |")
+    return ("\n".join(rows) + "\n\nPSNR-Y (dB) / SSIM-Y by the standard protocol: MATLAB-bicubic "
+            "LR, luma (BT.601), border shaved by the scale.\n")
 
 
 def evaluate(
@@ -67,10 +123,12 @@ def evaluate(
     scale: int,
     with_ssim: bool = True,
     images: Sequence[tuple[str, np.ndarray, np.ndarray]] | None = None,
+    rgb: bool = False,
 ) -> EvalResult:
     """Score ``upscale`` on one dataset folder by the standard protocol.
 
     ``images`` may pass pre-loaded ``load_benchmark`` output (used by training validation).
+    ``rgb`` adds PSNR/SSIM on the R, G, B channels (SSIM: mean over channels), same shave.
     """
     data = images if images is not None else load_benchmark(dataset, scale)
     scores = []
@@ -79,11 +137,18 @@ def evaluate(
         if sr.shape != hr.shape or sr.dtype != np.uint8:
             raise ValueError(f"{name}: upscaler returned {sr.shape} {sr.dtype}, expected "
                              f"{hr.shape} uint8")
+        p_rgb = s_rgb = None
+        if rgb:
+            p_rgb = psnr(sr, hr, shave=scale)
+            s_rgb = float(np.mean([ssim(sr[..., c], hr[..., c], shave=scale) for c in range(3)]))
         scores.append(ImageScore(name, psnr_y(sr, hr, shave=scale),
-                                 ssim_y(sr, hr, shave=scale) if with_ssim else float("nan")))
+                                 ssim_y(sr, hr, shave=scale) if with_ssim else float("nan"),
+                                 p_rgb, s_rgb))
     return EvalResult(
         model=model_name, dataset=Path(dataset).name, scale=scale,
         psnr_y=float(np.mean([s.psnr_y for s in scores])),
         ssim_y=float(np.mean([s.ssim_y for s in scores])),
         n_images=len(scores), per_image=scores,
+        psnr_rgb=float(np.mean([s.psnr_rgb for s in scores])) if rgb else None,
+        ssim_rgb=float(np.mean([s.ssim_rgb for s in scores])) if rgb else None,
     )
