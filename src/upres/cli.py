@@ -167,13 +167,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if lr_dirs and len(lr_dirs) != len(args.dataset):
         raise _UsageError("give one --lr-dir per dataset (-d), in the same order")
     results = []
+    outputs: dict = {}  # (dataset, scale) -> name -> (hr, lr, {model: sr}), for --report
     for i, d in enumerate(args.dataset):
         if not Path(d).is_dir():
             raise _UsageError(f"{d}: no such dataset folder")
         images = load_benchmark(d, args.scale, lr_dirs[i] if lr_dirs else None)
+        table = outputs.setdefault((Path(d).name, args.scale),
+                                   {n: (hr, lr, {}) for n, hr, lr in images})
         for name, up in ups:
+            keep = None
+            if args.report:
+                def keep(n: str, sr, name: str = name, table: dict = table) -> None:
+                    table[n][2][name] = sr
             res = evaluate(lambda lr, up=up: up.upscale(lr, tile=args.tile), model_name=name,
-                           dataset=d, scale=args.scale, images=images, rgb=args.rgb)
+                           dataset=d, scale=args.scale, images=images, rgb=args.rgb,
+                           on_output=keep)
             results.append(res)
             extra = (f"  | RGB: PSNR {res.psnr_rgb:6.2f}  SSIM {res.ssim_rgb:.4f}"
                      if args.rgb else "")
@@ -190,6 +198,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text())
             print(f"wrote {out}")
+    if args.report:
+        from upres.report import write_report
+
+        print(f"wrote {write_report(args.report, results, outputs)}")
     return 0
 
 
@@ -278,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-s", "--scale", type=int, required=True, choices=(2, 3, 4, 8))
     e.add_argument("--json", metavar="PATH", help="write results as JSON")
     e.add_argument("--markdown", metavar="PATH", help="write a Markdown table")
+    e.add_argument("--report", metavar="DIR",
+                   help="write an HTML report with side-by-side crops (DIR/index.html)")
     e.add_argument("--lr-dir", nargs="+", metavar="DIR",
                    help="ready LR images, one folder per dataset (X{s}/{name}x{s}.png, "
                         "{name}x{s}.png, {name}_x{s}.png or {name}.png)")

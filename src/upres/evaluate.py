@@ -124,11 +124,13 @@ def evaluate(
     with_ssim: bool = True,
     images: Sequence[tuple[str, np.ndarray, np.ndarray]] | None = None,
     rgb: bool = False,
+    on_output: Callable[[str, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Score ``upscale`` on one dataset folder by the standard protocol.
 
     ``images`` may pass pre-loaded ``load_benchmark`` output (used by training validation).
     ``rgb`` adds PSNR/SSIM on the R, G, B channels (SSIM: mean over channels), same shave.
+    ``on_output(name, sr)`` receives each uint8 output (for reports).
     """
     data = images if images is not None else load_benchmark(dataset, scale)
     scores = []
@@ -137,6 +139,8 @@ def evaluate(
         if sr.shape != hr.shape or sr.dtype != np.uint8:
             raise ValueError(f"{name}: upscaler returned {sr.shape} {sr.dtype}, expected "
                              f"{hr.shape} uint8")
+        if on_output is not None:
+            on_output(name, sr)
         p_rgb = s_rgb = None
         if rgb:
             p_rgb = psnr(sr, hr, shave=scale)
