@@ -1,0 +1,157 @@
+"""upres's shipped models beside bicubic, the official peer weights (through upres's own
+architectures) and OpenCV dnn_superres, on Set5, Set14 and BSD100 at x2/x3/x4: PSNR-Y/SSIM-Y by
+the standard protocol and CPU latency for a 1280x720 output, in one run on one machine.
+
+    .venv/bin/python benchmarks/compare_peers.py [--scales 2 3 4] [--repeat 5]
+
+Writes the "peers" section of docs/benchmarks.md and docs/peers.png (PSNR against latency).
+Peers are measured only; they are never shipped, copied or trained from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import upres
+from upres.bench import _frame
+from upres.evaluate import evaluate, load_benchmark
+from upres.models import zoo
+
+from _report import DOC, update_section
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+BENCH = SHARED / "data" / "benchmark"
+PT = SHARED / "peers" / "pytorch"
+CV = SHARED / "peers" / "opencv_dnn_superres"
+SETS = ("Set5", "Set14", "BSD100")
+OUT_SIZE = (1280, 720)
+
+# label -> (path, scales): official weights loaded through upres's architectures
+PEERS = {
+    "IMDN": {s: PT / f"IMDN/IMDN_x{s}.pth" for s in (2, 3, 4)},
+    "CARN-M": {s: PT / "CARN-M/carn_m.pth" for s in (2, 3, 4)},
+    "RFDN (AIM)": {4: PT / "RFDN/RFDN_AIM.pth"},
+    "SAFMN (NTIRE23)": {4: PT / "SAFMN/SAFMN_NTIRE2023_x4.pth"},
+    "FSRCNN (PyTorch port)": {s: PT / f"FSRCNN_yjn870/fsrcnn_x{s}.pth" for s in (2, 3, 4)},
+}
+CV_MODELS = {"OpenCV ESPCN": "espcn", "OpenCV FSRCNN": "fsrcnn", "OpenCV LapSRN": "lapsrn"}
+
+
+def timeit(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def opencv_upscaler(kind: str, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    name = {"espcn": "ESPCN", "fsrcnn": "FSRCNN", "lapsrn": "LapSRN"}[kind]
+    path = CV / f"{name}_x{scale}.pb"
+    if not path.is_file():
+        return None
+    sr = cv2.dnn_superres.DnnSuperResImpl_create()
+    sr.readModel(str(path))
+    sr.setModel(kind, scale)
+    return lambda rgb: np.ascontiguousarray(sr.upsample(np.ascontiguousarray(rgb[:, :, ::-1]))
+                                            [:, :, ::-1])
+
+
+def candidates(scale: int) -> list[tuple[str, str, Callable[[np.ndarray], np.ndarray]]]:
+    """``(label, group, rgb uint8 -> rgb uint8)`` for everything measured at ``scale``."""
+    out = []
+    for card in zoo.shipped():
+        if card.scale == scale:
+            up = upres.load(card.name, device="cpu")
+            out.append((f"upres {card.name}", "upres", lambda x, up=up: up.upscale(x, tile=0)))
+    for name in ("bicubic", "lanczos"):
+        up = upres.load(name, scale=scale)
+        out.append((name, "interpolation", up.upscale))
+    for label, paths in PEERS.items():
+        if scale in paths and paths[scale].is_file():
+            up = upres.load(paths[scale], device="cpu", scale=scale)
+            out.append((label, "peer", lambda x, up=up: up.upscale(x, tile=0)))
+    for label, kind in CV_MODELS.items():
+        fn = opencv_upscaler(kind, scale)
+        if fn is not None:
+            out.append((label, "opencv", fn))
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = sorted({r["scale"] for r in rows})
+    fig, axes = plt.subplots(1, len(scales), figsize=(5.2 * len(scales), 4.4), squeeze=False)
+    colours = {"upres": "tab:red", "peer": "tab:blue", "opencv": "tab:green",
+               "interpolation": "tab:gray"}
+    for ax, s in zip(axes[0], scales, strict=True):
+        for r in (r for r in rows if r["scale"] == s):
+            ax.scatter(r["latency_ms"], r["psnr"]["BSD100"], c=colours[r["group"]], s=28)
+            ax.annotate(r["label"], (r["latency_ms"], r["psnr"]["BSD100"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("CPU latency for 1280x720 output (ms, log)")
+        ax.set_ylabel("BSD100 PSNR-Y (dB)")
+        ax.set_title(f"x{s}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    rows = []
+    for s in args.scales:
+        data = {d: load_benchmark(BENCH / d, s) for d in SETS}
+        frame = _frame(OUT_SIZE[0] // s, OUT_SIZE[1] // s)
+        for label, group, fn in candidates(s):
+            psnr, ssim = {}, {}
+            for d in SETS:
+                r = evaluate(fn, model_name=label, dataset=BENCH / d, scale=s, images=data[d],
+                             with_ssim=d != "BSD100")
+                psnr[d], ssim[d] = r.psnr_y, r.ssim_y
+            lat = timeit(lambda fn=fn: fn(frame), args.repeat) * 1000
+            rows.append({"label": label, "group": group, "scale": s, "psnr": psnr,
+                         "ssim": ssim, "latency_ms": lat})
+            print(f"x{s} {label:<24} " + " ".join(f"{d} {psnr[d]:.2f}" for d in SETS)
+                  + f"  {lat:.1f} ms", flush=True)
+    lines = []
+    for s in args.scales:
+        lines += [f"\n### x{s}\n", "| model | kind | Set5 PSNR / SSIM | Set14 PSNR / SSIM | "
+                  "BSD100 PSNR | CPU ms (1280x720 out) |", "|---|---|---|---|---|---|"]
+        for r in sorted((r for r in rows if r["scale"] == s), key=lambda r: r["latency_ms"]):
+            p, q = r["psnr"], r["ssim"]
+            lines.append(f"| {r['label']} | {r['group']} | {p['Set5']:.2f} / {q['Set5']:.4f} | "
+                         f"{p['Set14']:.2f} / {q['Set14']:.4f} | {p['BSD100']:.2f} | "
+                         f"{r['latency_ms']:.1f} |")
+    png = DOC.parent / "peers.png"
+    plot(rows, png)
+    body = ("Standard protocol (MATLAB-bicubic LR from the modcropped HR, Y channel, border "
+            "shaved by the scale; SSIM on Set5/Set14). Latency: median of "
+            f"{args.repeat} runs after one warm-up, whole frame, fp32, uint8 RGB in and out, "
+            "in this one process; OpenCV graphs get BGR. Peers: the authors' weights from "
+            "`../shared/peers`, run by upres's own implementations; OpenCV dnn_superres models "
+            "were trained on OpenCV-bicubic LR, which is why they score near bicubic here.\n"
+            + "\n".join(lines) + f"\n\n![PSNR against CPU latency]({png.name})\n")
+    update_section("peers", "upres against peers (quality and CPU latency)", body)
+
+
+if __name__ == "__main__":
+    main()
