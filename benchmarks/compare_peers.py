@@ -127,7 +127,7 @@ def main() -> None:
                 r = evaluate(fn, model_name=label, dataset=BENCH / d, scale=s, images=data[d],
                              with_ssim=d != "BSD100")
                 psnr[d], ssim[d] = r.psnr_y, r.ssim_y
-            lat = timeit(lambda fn=fn: fn(frame), args.repeat) * 1000
+            lat = timeit(lambda fn=fn, frame=frame: fn(frame), args.repeat) * 1000
             rows.append({"label": label, "group": group, "scale": s, "psnr": psnr,
                          "ssim": ssim, "latency_ms": lat})
             print(f"x{s} {label:<24} " + " ".join(f"{d} {psnr[d]:.2f}" for d in SETS)
