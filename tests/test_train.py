@@ -113,3 +113,34 @@ def test_every_architecture_trains(tiny, tmp_path, arch):
     assert up.card.arch == arch and up.card.steps == 2
     val = [ln for ln in lines if "val step 2" in ln]
     assert val and "nan" not in val[0]
+
+
+def test_losses_and_multistep(tiny):
+    from upres.train.losses import fft_loss, make_loss
+
+    a, b = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    assert float(fft_loss(a, a)) == 0.0 and float(fft_loss(a, b)) > 0
+    mixed = make_loss({"l1": 1.0, "fft": 0.5})
+    assert float(mixed(a, b)) == pytest.approx(float(make_loss("l1")(a, b)
+                                                     + 0.5 * fft_loss(a, b)))
+    with pytest.raises(UpresError, match=r"optim\.loss"):
+        load_config(tiny, ["optim.loss={l1: 1, ssim: 2}"])
+    cfg = load_config(tiny, ["optim.schedule=multistep", "optim.milestones=[2, 4]",
+                             "optim.gamma=0.1"])
+    assert [lr_at(cfg, s) for s in (0, 2, 4)] == pytest.approx([1e-3, 1e-4, 1e-5])
+
+
+def test_ema_is_validated_exported_and_resumed(tiny, tmp_path):
+    cfg = load_config(tiny, ["optim.ema=0.9", "val_every=1000"])
+    full = Trainer(cfg, tmp_path / "full", log=lambda _: None)
+    final = full.run()
+    exported = upres.load(final, device="cpu").model.state_dict()
+    for k, v in full.ema.state_dict().items():
+        torch.testing.assert_close(exported[k], v, rtol=0, atol=0)
+    assert any(not torch.equal(full.ema.state_dict()[k], v)
+               for k, v in full.model.state_dict().items())  # EMA lags the raw weights
+    Trainer(cfg, tmp_path / "half", log=lambda _: None).run(until=3)
+    resumed = Trainer(cfg, tmp_path / "half", log=lambda _: None)
+    resumed.run(resume=True)
+    for k, v in full.ema.state_dict().items():
+        torch.testing.assert_close(resumed.ema.state_dict()[k], v, rtol=0, atol=0)

@@ -40,15 +40,20 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     steps: int = 10000
-    loss: str = "l1"  # l1 | mse | charbonnier
+    loss: Any = "l1"  # l1 | mse | charbonnier | fft, or a weighted sum {l1: 1.0, fft: 0.05}
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     lr: float = 1e-3
     min_lr: float = 1e-6
     weight_decay: float = 0.0
     momentum: float = 0.9
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # cosine | multistep | constant
+    milestones: tuple[int, ...] = ()  # multistep: steps where the rate is multiplied by gamma
+    gamma: float = 0.5
     warmup: int = 0
     grad_clip: float = 0.0
+    ema: float = 0.0  # decay of the exponential moving average of the weights (0: off)
+    amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 on CUDA only)
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,12 +144,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _validate(cfg: TrainConfig) -> None:
     if cfg.scale not in (2, 3, 4, 8):
         raise UpresError(f"config key 'scale': must be 2, 3, 4 or 8, got {cfg.scale}")
-    if cfg.optim.loss not in ("l1", "mse", "charbonnier"):
-        raise UpresError(f"config key 'optim.loss': unknown loss {cfg.optim.loss!r}")
+    from upres.train.losses import make_loss
+
+    try:
+        make_loss(cfg.optim.loss)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UpresError(f"config key 'optim.loss': {exc}") from None
+    if not 0.0 <= cfg.optim.ema < 1.0:
+        raise UpresError(f"config key 'optim.ema': must be in [0, 1), got {cfg.optim.ema}")
+    if cfg.optim.amp not in ("none", "bf16", "fp16"):
+        raise UpresError(f"config key 'optim.amp': must be none, bf16 or fp16, got "
+                         f"{cfg.optim.amp!r}")
     if cfg.optim.optimizer not in ("adam", "adamw", "sgd", "rmsprop"):
         raise UpresError(f"config key 'optim.optimizer': unknown optimizer "
                          f"{cfg.optim.optimizer!r}")
-    if cfg.optim.schedule not in ("cosine", "constant"):
+    if cfg.optim.schedule not in ("cosine", "multistep", "constant"):
         raise UpresError(f"config key 'optim.schedule': unknown schedule {cfg.optim.schedule!r}")
     for key, v in (("optim.steps", cfg.optim.steps), ("data.patch", cfg.data.patch),
                    ("data.batch", cfg.data.batch)):

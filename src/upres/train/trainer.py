@@ -2,8 +2,9 @@
 
 Run folder layout (``runs/<name>`` unless given):
 ``config.yaml`` (resolved recipe), ``train.log``, ``last.pt`` (resumable checkpoint: model,
-optimizer, step, RNG states), ``best.safetensors`` (best first-val-set PSNR),
-``final.safetensors`` (weights after the last step, with a model card).
+optimizer, EMA, step, RNG states), ``best.safetensors`` (best first-val-set PSNR),
+``final.safetensors`` (weights after the last step, with a model card). With EMA on, the EMA
+weights are the ones validated and exported.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for 0-based ``step``: linear warm-up, then cosine to ``min_lr`` or constant."""
+    """Learning rate for 0-based ``step``: linear warm-up, then cosine to ``min_lr``, multistep
+    (times ``gamma`` at each milestone passed) or constant."""
     o = cfg.optim
     if o.warmup and step < o.warmup:
         return o.lr * (step + 1) / o.warmup
     if o.schedule == "constant":
         return o.lr
+    if o.schedule == "multistep":
+        return o.lr * o.gamma ** sum(step >= m for m in o.milestones)
     t = (step - o.warmup) / max(1, o.steps - o.warmup)
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + math.cos(math.pi * min(1.0, t)))
 
@@ -72,6 +76,11 @@ class Trainer:
         self.conv = REGISTRY.get(cfg.model.arch).defaults  # input conventions of this arch
         if cfg.model.init:
             self._init_from(cfg.model.init)
+        if cfg.optim.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema: nn.Module | None = None
+        if cfg.optim.ema > 0:
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = _make_optimizer(cfg, self.model.parameters())
         self.loss_fn = make_loss(cfg.optim.loss)
         self.rng = np.random.default_rng(cfg.seed)
@@ -107,9 +116,25 @@ class Trainer:
         return lr, hr
 
     # -- checkpoints ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = self.cfg.optim.ema
+        for pe, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            pe.lerp_(p.detach(), 1.0 - d)
+        for be, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            be.copy_(b)
+
+    @property
+    def export_model(self) -> nn.Module:
+        """The weights that are validated and exported: the EMA copy when EMA is on."""
+        return self.ema if self.ema is not None else self.model
+
     def save_checkpoint(self) -> None:
         state = {
             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best, "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(), "history": self.history,
         }
@@ -120,6 +145,8 @@ class Trainer:
     def resume(self) -> None:
         ck = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(ck["model"])
+        if self.ema is not None and ck.get("ema") is not None:
+            self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
         self.rng.bit_generator.state = ck["rng"]
@@ -139,7 +166,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """PSNR-Y on each validation folder, through the same Upscaler and evaluate() as
         ``upres eval`` (standard protocol)."""
-        model = copy.deepcopy(self.model).eval()
+        model = copy.deepcopy(self.export_model).eval()
         up = Upscaler(model, self.card(), device="cpu")
         out = {}
         for folder, images in self._val_sets:
@@ -174,14 +201,19 @@ class Trainer:
             td = time.time()
             lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
             t_data += time.time() - td
+            if cfg.optim.channels_last:
+                lr_b = lr_b.contiguous(memory_format=torch.channels_last)
             vr = self.conv.get("value_range", 1.0)
-            pred = self.model(lr_b * vr) / vr if vr != 1.0 else self.model(lr_b)
-            loss = self.loss_fn(pred, hr_b)
+            with torch.autocast(lr_b.device.type, enabled=cfg.optim.amp != "none",
+                                dtype=torch.float16 if cfg.optim.amp == "fp16" else torch.bfloat16):
+                pred = self.model(lr_b * vr) / vr if vr != 1.0 else self.model(lr_b)
+            loss = self.loss_fn(pred.float(), hr_b)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.opt.step()
+            self._update_ema()
             self.step += 1
             loss_sum += loss.item()
             n += 1
@@ -198,7 +230,7 @@ class Trainer:
                 text = " ".join(f"{k} {v:.3f}" for k, v in scores.items())
                 if first > self.best:
                     self.best = first
-                    save_model(self.run_dir / "best.safetensors", self.model,
+                    save_model(self.run_dir / "best.safetensors", self.export_model,
                                self.card(scores))
                     text += " (best)"
                 self.log(f"val step {self.step}: PSNR-Y {text}")
@@ -209,6 +241,6 @@ class Trainer:
             if until is not None and self.step >= until and not last:
                 self.log(f"stopped at step {self.step}; resume with --resume {self.run_dir}")
                 return self.run_dir / "last.pt"
-        final = save_model(self.run_dir / "final.safetensors", self.model, self.card())
+        final = save_model(self.run_dir / "final.safetensors", self.export_model, self.card())
         self.log(f"done: {final}")
         return final
