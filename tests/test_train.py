@@ -144,3 +144,28 @@ def test_ema_is_validated_exported_and_resumed(tiny, tmp_path):
     resumed.run(resume=True)
     for k, v in full.ema.state_dict().items():
         torch.testing.assert_close(resumed.ema.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_validation_equals_upres_eval(tiny, tmp_path, capsys):
+    """The PSNR the trainer prints at step N is what ``upres eval`` gives the step-N weights."""
+    run = tmp_path / "run"
+    assert main(["train", str(tiny), "--run-dir", str(run)]) == 0
+    logged = float((run / "train.log").read_text().split("val step 6: PSNR-Y Set5 ")[1].split()[0])
+    out = tmp_path / "e.json"
+    capsys.readouterr()
+    assert main(["eval", "-m", str(run / "final.safetensors"), "-d", str(BENCH / "Set5"),
+                 "-s", "2", "--json", str(out)]) == 0
+    import json
+
+    assert abs(json.loads(out.read_text())[0]["psnr_y"] - logged) < 0.01
+
+
+def test_paired_lr_folders(tmp_path):
+    """Real LR/HR pairs: the sampler reads the user's LR (here MATLAB's own Set5 LR)."""
+    s = PairedPatchSampler([BENCH / "Set5"], scale=2, patch=16,
+                           lr_folders=[BENCH / "Set5_LR_bicubic"])
+    assert len(s) == 5
+    lr, hr = s.sample(2, np.random.default_rng(0))
+    assert lr.shape == (2, 3, 16, 16) and hr.shape == (2, 3, 32, 32)
+    with pytest.raises(UpresError, match="no LR image"):
+        PairedPatchSampler([BENCH / "Set5"], scale=2, patch=16, lr_folders=[tmp_path])

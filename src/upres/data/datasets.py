@@ -41,7 +41,8 @@ class _Pair:
 
 
 class PairedPatchSampler:
-    """Random aligned LR/HR patches from HR images, LR made by MATLAB bicubic.
+    """Random aligned LR/HR patches from HR images, LR made by MATLAB bicubic (or read from
+    paired ``lr_folders``, matched by name, for users with real LR/HR pairs).
 
     The whole image is downscaled once (as in the papers' pre-made LR sets) and kept in memory;
     a patch is a random LR window of ``patch x patch`` and the matching HR window, with one random
@@ -52,16 +53,22 @@ class PairedPatchSampler:
     """
 
     def __init__(self, folders: Sequence[str | os.PathLike[str]], *, scale: int, patch: int,
-                 augment: bool = True) -> None:
+                 augment: bool = True,
+                 lr_folders: Sequence[str | os.PathLike[str]] | None = None) -> None:
         self.scale, self.patch, self.augment = scale, patch, augment
+        if lr_folders is not None and len(lr_folders) != len(folders):
+            raise UpresError("give one LR folder per HR folder")
         pairs: list[_Pair] = []
         self.skipped: list[str] = []
-        for f in scan_images(folders):
-            hr = modcrop(read_rgb8(f), scale)
-            if min(hr.shape[:2]) < patch * scale:
-                self.skipped.append(f.name)
-                continue
-            pairs.append(_Pair(f.name, np.ascontiguousarray(hr), bicubic_down(hr, scale)))
+        for i, folder in enumerate(folders):
+            for f in scan_images([folder]):
+                hr = modcrop(read_rgb8(f), scale)
+                if min(hr.shape[:2]) < patch * scale:
+                    self.skipped.append(f.name)
+                    continue
+                lr = (bicubic_down(hr, scale) if lr_folders is None
+                      else self._paired_lr(Path(lr_folders[i]), f, hr))
+                pairs.append(_Pair(f.name, np.ascontiguousarray(hr), lr))
         if not pairs:
             raise UpresError(f"no training image is at least {patch * scale} pixels on each side")
         self.pairs = pairs
@@ -69,6 +76,20 @@ class PairedPatchSampler:
         area = np.array([(p.lr.shape[0] - patch + 1) * (p.lr.shape[1] - patch + 1)
                          for p in pairs], dtype=np.float64)
         self.weights = area / area.sum()
+
+    def _paired_lr(self, lr_dir: Path, hr_file: Path, hr: np.ndarray) -> np.ndarray:
+        """The user's own LR for ``hr_file`` (matched by name like ``upres eval --lr-dir``)."""
+        from upres.evaluate import find_lr
+
+        p = find_lr(lr_dir, hr_file.stem, self.scale)
+        if p is None:
+            raise UpresError(f"{lr_dir}: no LR image for {hr_file.name} at x{self.scale}")
+        lr = read_rgb8(p)
+        want = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
+        if lr.shape[:2] != want:
+            raise UpresError(f"{p}: LR is {lr.shape[1]}x{lr.shape[0]}, expected "
+                             f"{want[1]}x{want[0]} for {hr_file.name}")
+        return np.ascontiguousarray(lr)
 
     def __len__(self) -> int:
         return len(self.pairs)

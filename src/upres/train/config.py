@@ -32,6 +32,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     train: tuple[str, ...] = ("../shared/data/train",)
+    train_lr: tuple[str, ...] = ()  # paired LR folders, one per train folder (default: bicubic)
     val: tuple[str, ...] = ("../shared/data/benchmark/Set5",)
     patch: int = 48  # LR patch side
     batch: int = 16
