@@ -169,3 +169,27 @@ def test_paired_lr_folders(tmp_path):
     assert lr.shape == (2, 3, 16, 16) and hr.shape == (2, 3, 32, 32)
     with pytest.raises(UpresError, match="no LR image"):
         PairedPatchSampler([BENCH / "Set5"], scale=2, patch=16, lr_folders=[tmp_path])
+
+
+def test_torchrun_two_processes(tiny, tmp_path):
+    """Data-parallel training on CPU through the real torchrun launcher (gloo backend)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "ddp"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "upres", "train", str(tiny),
+         "--run-dir", str(run), "--set", "optim.steps=4", "--set", "val_every=4"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (run / "train.log").read_text()
+    assert "processes 2" in log and "val step 4: PSNR-Y Set5" in log
+    assert log.count("run tiny:") == 1  # only rank 0 logs
+    up = upres.load(run / "final.safetensors", device="cpu")
+    assert up.card.steps == 4

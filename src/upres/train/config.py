@@ -63,6 +63,7 @@ class TrainConfig:
     scale: int
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    device: str = "auto"  # auto (CUDA, then CPU) | cpu | cuda
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -143,6 +144,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _validate(cfg: TrainConfig) -> None:
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise UpresError(f"config key 'device': must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.scale not in (2, 3, 4, 8):
         raise UpresError(f"config key 'scale': must be 2, 3, 4 or 8, got {cfg.scale}")
     from upres.train.losses import make_loss

@@ -21,6 +21,7 @@ import yaml
 from torch import nn
 
 from upres.data.datasets import PairedPatchSampler
+from upres.errors import UpresError
 from upres.evaluate import evaluate, load_benchmark
 from upres.inference.upscaler import Upscaler, rgb_to_ycbcr
 from upres.models.descriptor import ModelCard
@@ -28,6 +29,7 @@ from upres.models.registry import REGISTRY
 from upres.models.weights import load_model, save_model
 from upres.resize import imresize
 from upres.train.config import TrainConfig
+from upres.train.distributed import setup
 from upres.train.losses import make_loss
 
 __all__ = ["Trainer"]
@@ -69,6 +71,11 @@ class Trainer:
         self._log_sink = log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        dev = "cuda" if cfg.device == "cuda" or (cfg.device == "auto"
+                                                  and torch.cuda.is_available()) else "cpu"
+        self.dist = setup(dev)
+        self.device = torch.device(dev, self.dist.local_rank) if dev == "cuda" else \
+            torch.device("cpu")
         torch.manual_seed(cfg.seed)
         hp = {**cfg.model.params, "scale": cfg.scale}
         self.hparams = hp
@@ -76,6 +83,7 @@ class Trainer:
         self.conv = REGISTRY.get(cfg.model.arch).defaults  # input conventions of this arch
         if cfg.model.init:
             self._init_from(cfg.model.init)
+        self.model = self.model.to(self.device)
         if cfg.optim.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema: nn.Module | None = None
@@ -83,13 +91,23 @@ class Trainer:
             self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = _make_optimizer(cfg, self.model.parameters())
         self.loss_fn = make_loss(cfg.optim.loss)
-        self.rng = np.random.default_rng(cfg.seed)
+        # Each process draws its own patches; rank 0 draws what a single process would.
+        self.rng = np.random.default_rng([cfg.seed, self.dist.rank] if self.dist.rank else
+                                         cfg.seed)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if dev == "cuda" else None)
         self.step = 0
         self.best = -math.inf
         self.history: list[dict] = []
 
     # -- logging -------------------------------------------------------------------------
     def log(self, msg: str) -> None:
+        if not self.dist.main:
+            return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
         with open(self.run_dir / "train.log", "a") as f:
             f.write(line + "\n")
@@ -132,7 +150,16 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     def save_checkpoint(self) -> None:
+        rngs = [self.rng.bit_generator.state]
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            rngs = [None] * self.dist.world
+            tdist.all_gather_object(rngs, self.rng.bit_generator.state)
+        if not self.dist.main:
+            return
         state = {
+            "rank_rngs": rngs,
             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best, "rng": self.rng.bit_generator.state,
@@ -143,13 +170,17 @@ class Trainer:
         os.replace(tmp, self.run_dir / "last.pt")
 
     def resume(self) -> None:
-        ck = torch.load(self.run_dir / "last.pt", map_location="cpu", weights_only=False)
+        ck = torch.load(self.run_dir / "last.pt", map_location=self.device, weights_only=False)
         self.model.load_state_dict(ck["model"])
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
-        self.rng.bit_generator.state = ck["rng"]
+        rngs = ck.get("rank_rngs") or [ck["rng"]]
+        if len(rngs) != self.dist.world:
+            raise UpresError(f"{self.run_dir}: checkpoint was written by {len(rngs)} processes, "
+                             f"resumed with {self.dist.world}")
+        self.rng.bit_generator.state = rngs[self.dist.rank]
         torch.set_rng_state(ck["torch_rng"])
         self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}")
 
@@ -167,7 +198,7 @@ class Trainer:
         """PSNR-Y on each validation folder, through the same Upscaler and evaluate() as
         ``upres eval`` (standard protocol)."""
         model = copy.deepcopy(self.export_model).eval()
-        up = Upscaler(model, self.card(), device="cpu")
+        up = Upscaler(model, self.card(), device=self.device.type)
         out = {}
         for folder, images in self._val_sets:
             res = evaluate(up.upscale, model_name=self.cfg.name, dataset=folder,
@@ -180,7 +211,9 @@ class Trainer:
         """Train to ``optim.steps`` (or stop after step ``until``, checkpointed, for time-boxed
         sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early)."""
         cfg = self.cfg
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if self.dist.main:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(),
+                                                                     sort_keys=False))
         if resume:
             self.resume()
         elif hasattr(self, "init_note"):
@@ -192,7 +225,8 @@ class Trainer:
         params = sum(p.numel() for p in self.model.parameters())
         self.log(f"run {cfg.name}: {cfg.model.arch} {self.hparams} ({params} params), "
                  f"{len(data)} training images ({len(data.skipped)} too small, skipped), "
-                 f"data ready in {time.time() - t0:.1f}s, threads {torch.get_num_threads()}")
+                 f"data ready in {time.time() - t0:.1f}s, device {self.device}, "
+                 f"processes {self.dist.world}, threads {torch.get_num_threads()}")
         self.model.train()
         loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
         while self.step < cfg.optim.steps:
@@ -201,13 +235,14 @@ class Trainer:
                 g["lr"] = lr
             td = time.time()
             lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
+            lr_b, hr_b = lr_b.to(self.device), hr_b.to(self.device)
             t_data += time.time() - td
             if cfg.optim.channels_last:
                 lr_b = lr_b.contiguous(memory_format=torch.channels_last)
             vr = self.conv.get("value_range", 1.0)
             with torch.autocast(lr_b.device.type, enabled=cfg.optim.amp != "none",
                                 dtype=torch.float16 if cfg.optim.amp == "fp16" else torch.bfloat16):
-                pred = self.model(lr_b * vr) / vr if vr != 1.0 else self.model(lr_b)
+                pred = self.net(lr_b * vr) / vr if vr != 1.0 else self.net(lr_b)
             loss = self.loss_fn(pred.float(), hr_b)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -224,7 +259,7 @@ class Trainer:
                          f"lr {lr:.2e} {n / dt:.2f} steps/s data {100 * t_data / dt:.1f}%")
                 loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
             last = self.step == cfg.optim.steps
-            if self._val_sets and (self.step % cfg.val_every == 0 or last):
+            if self.dist.main and self._val_sets and (self.step % cfg.val_every == 0 or last):
                 scores = self.validate()
                 self.history.append({"step": self.step, **scores})
                 first = next(iter(scores.values()))
@@ -242,6 +277,8 @@ class Trainer:
             if until is not None and self.step >= until and not last:
                 self.log(f"stopped at step {self.step}; resume with --resume {self.run_dir}")
                 return self.run_dir / "last.pt"
-        final = save_model(self.run_dir / "final.safetensors", self.export_model, self.card())
+        final = self.run_dir / "final.safetensors"
+        if self.dist.main:
+            save_model(final, self.export_model, self.card())
         self.log(f"done: {final}")
         return final
