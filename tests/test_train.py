@@ -193,3 +193,9 @@ def test_torchrun_two_processes(tiny, tmp_path):
     assert log.count("run tiny:") == 1  # only rank 0 logs
     up = upres.load(run / "final.safetensors", device="cpu")
     assert up.card.steps == 4
+    # Two processes with 2 patches each follow the single process with the batch of 4.
+    single = Trainer(load_config(tiny, ["optim.steps=4", "val_every=4"]), tmp_path / "one",
+                     log=lambda _: None)
+    single.run()
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(up.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)

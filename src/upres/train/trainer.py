@@ -91,9 +91,12 @@ class Trainer:
             self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = _make_optimizer(cfg, self.model.parameters())
         self.loss_fn = make_loss(cfg.optim.loss)
-        # Each process draws its own patches; rank 0 draws what a single process would.
-        self.rng = np.random.default_rng([cfg.seed, self.dist.rank] if self.dist.rank else
-                                         cfg.seed)
+        # Every process draws the same global batch of ``data.batch`` patches and trains on its
+        # own shard, so N processes follow exactly the single-process run with that batch.
+        if cfg.data.batch % self.dist.world:
+            raise UpresError(f"config key 'data.batch': {cfg.data.batch} does not split over "
+                             f"{self.dist.world} processes")
+        self.rng = np.random.default_rng(cfg.seed)
         self.net: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -150,16 +153,9 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     def save_checkpoint(self) -> None:
-        rngs = [self.rng.bit_generator.state]
-        if self.dist.enabled:
-            import torch.distributed as tdist
-
-            rngs = [None] * self.dist.world
-            tdist.all_gather_object(rngs, self.rng.bit_generator.state)
         if not self.dist.main:
             return
         state = {
-            "rank_rngs": rngs,
             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best, "rng": self.rng.bit_generator.state,
@@ -176,12 +172,8 @@ class Trainer:
             self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
-        rngs = ck.get("rank_rngs") or [ck["rng"]]
-        if len(rngs) != self.dist.world:
-            raise UpresError(f"{self.run_dir}: checkpoint was written by {len(rngs)} processes, "
-                             f"resumed with {self.dist.world}")
-        self.rng.bit_generator.state = rngs[self.dist.rank]
-        torch.set_rng_state(ck["torch_rng"])
+        self.rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"].cpu())
         self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}")
 
     def card(self, psnr: dict[str, float] | None = None) -> ModelCard:
@@ -235,6 +227,10 @@ class Trainer:
                 g["lr"] = lr
             td = time.time()
             lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
+            if self.dist.enabled:  # this process's shard of the global batch
+                per = cfg.data.batch // self.dist.world
+                shard = slice(self.dist.rank * per, (self.dist.rank + 1) * per)
+                lr_b, hr_b = lr_b[shard], hr_b[shard]
             lr_b, hr_b = lr_b.to(self.device), hr_b.to(self.device)
             t_data += time.time() - td
             if cfg.optim.channels_last:
