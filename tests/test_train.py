@@ -83,6 +83,13 @@ def test_train_run_writes_loadable_weights(tiny, tmp_path, capsys):
     assert "val step 6: PSNR-Y Set5" in log
     up = upres.load(run / "final.safetensors")
     assert up.card.steps == 6 and up.card.config["name"] == "tiny"
+    assert up.card.train_seconds > 0 and "cores" in up.card.machine
+    assert set(up.card.psnr) == {"Set5"}  # the last validation travels with the weights
+    import json
+
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "lr", "steps_per_s", "data_wait"} <= set(rows[0])
+    assert any("val_psnr_y/Set5" in r for r in rows)
     assert up.upscale(np.zeros((8, 8, 3), np.uint8)).shape == (16, 16, 3)
 
 
@@ -199,3 +206,42 @@ def test_torchrun_two_processes(tiny, tmp_path):
     single.run()
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(up.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tiny, tmp_path):
+    """Kill a training process with SIGKILL mid-run, resume it, and get exactly the weights of
+    an uninterrupted run (same process settings, CPU)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = ["--set", "optim.steps=14", "--set", "ckpt_every=1", "--set", "log_every=1",
+            "--set", "val_every=1000"]
+    cmd = [sys.executable, "-m", "upres", "train", str(tiny), *sets]
+    subprocess.run([*cmd, "--run-dir", str(tmp_path / "full")], env=env, check=True,
+                   capture_output=True, timeout=300)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = run / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "step 5/14" in log.read_text()):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final.safetensors").exists(), "the run finished before it was killed"
+    subprocess.run([sys.executable, "-m", "upres", "train", "--resume", str(run)], env=env,
+                   check=True, capture_output=True, timeout=300)
+    a = upres.load(tmp_path / "full" / "final.safetensors").model.state_dict()
+    b = upres.load(run / "final.safetensors").model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    text = log.read_text()
+    assert "resumed from" in text
+    losses = [ln.split(" loss ")[1].split()[0] for ln in text.splitlines() if " loss " in ln]
+    full = [ln.split(" loss ")[1].split()[0] for ln in
+            (tmp_path / "full" / "train.log").read_text().splitlines() if " loss " in ln]
+    assert losses[-1] == full[-1]

@@ -38,6 +38,8 @@ class ModelCard:
     ssim: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    train_seconds: float = 0.0  # wall time of the training run (resumed runs: all segments)
+    machine: str = ""  # where it was trained
     color: str = "rgb"
     value_range: float = 1.0
     min_size: int = 1

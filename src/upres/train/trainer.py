@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -104,6 +105,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.dist.local_rank] if dev == "cuda" else None)
         self.step = 0
+        self.elapsed = 0.0  # training seconds of earlier segments (resume)
+        self._t_start = time.time()
         self.best = -math.inf
         self.history: list[dict] = []
 
@@ -115,6 +118,18 @@ class Trainer:
         with open(self.run_dir / "train.log", "a") as f:
             f.write(line + "\n")
         self._log_sink(line)
+
+    def metric(self, **values: float) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (and TensorBoard, when installed)."""
+        if not self.dist.main:
+            return
+        import json
+
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **values}) + "\n")
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, v, self.step)
 
     def _init_from(self, path: str) -> None:
         src, _ = load_model(path)
@@ -160,6 +175,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best, "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(), "history": self.history,
+            "elapsed": self.elapsed + time.time() - self._t_start,
         }
         tmp = self.run_dir / "last.pt.part"
         torch.save(state, tmp)
@@ -172,16 +188,24 @@ class Trainer:
             self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
+        self.elapsed, self._t_start = ck.get("elapsed", 0.0), time.time()
         self.rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"].cpu())
         self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}")
 
     def card(self, psnr: dict[str, float] | None = None) -> ModelCard:
+        """The model card of the weights as they are now (validation PSNR: the latest)."""
+        from upres.bench import machine
+
         params = sum(p.numel() for p in self.model.parameters())
+        if psnr is None and self.history:
+            psnr = {k: v for k, v in self.history[-1].items() if k != "step"}
         return ModelCard(
             name=self.cfg.name, arch=self.cfg.model.arch, scale=self.cfg.scale,
             hparams=self.hparams, params=params, trained_on=", ".join(self.cfg.data.train),
             steps=self.step, psnr=psnr or {}, config=self.cfg.to_dict(),
+            train_seconds=round(self.elapsed + time.time() - self._t_start, 1),
+            machine=f"{machine()}, {self.device.type}, {self.dist.world} process(es)",
             **self.conv,
         )
 
@@ -219,6 +243,18 @@ class Trainer:
                  f"{len(data)} training images ({len(data.skipped)} too small, skipped), "
                  f"data ready in {time.time() - t0:.1f}s, device {self.device}, "
                  f"processes {self.dist.world}, threads {torch.get_num_threads()}")
+        self._tb = None
+        if self.dist.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is optional
+                pass
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.optim.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (self.dist.main and sys.stderr.isatty()))
         self.model.train()
         loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
         while self.step < cfg.optim.steps:
@@ -249,10 +285,14 @@ class Trainer:
             self.step += 1
             loss_sum += loss.item()
             n += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if self.step % cfg.log_every == 0 or self.step == cfg.optim.steps:
                 dt = time.time() - t_last
                 self.log(f"step {self.step}/{cfg.optim.steps} loss {loss_sum / n:.5f} "
                          f"lr {lr:.2e} {n / dt:.2f} steps/s data {100 * t_data / dt:.1f}%")
+                self.metric(loss=loss_sum / n, lr=lr, steps_per_s=n / dt,
+                            data_wait=t_data / dt)
                 loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
             last = self.step == cfg.optim.steps
             if self.dist.main and self._val_sets and (self.step % cfg.val_every == 0 or last):
@@ -266,13 +306,18 @@ class Trainer:
                                self.card(scores))
                     text += " (best)"
                 self.log(f"val step {self.step}: PSNR-Y {text}")
+                self.metric(**{f"val_psnr_y/{k}": v for k, v in scores.items()})
                 self.model.train()
                 t_last = time.time()
             if self.step % cfg.ckpt_every == 0 or last or self.step == until:
                 self.save_checkpoint()
             if until is not None and self.step >= until and not last:
+                bar.close()
                 self.log(f"stopped at step {self.step}; resume with --resume {self.run_dir}")
                 return self.run_dir / "last.pt"
+        bar.close()
+        if self._tb is not None:
+            self._tb.close()
         final = self.run_dir / "final.safetensors"
         if self.dist.main:
             save_model(final, self.export_model, self.card())
