@@ -245,3 +245,17 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny, tmp_path):
     full = [ln.split(" loss ")[1].split()[0] for ln in
             (tmp_path / "full" / "train.log").read_text().splitlines() if " loss " in ln]
     assert losses[-1] == full[-1]
+
+
+def test_blind_degradation_in_training(tiny, tmp_path):
+    """data.degradation=second_order makes LR patches on the fly, deterministically."""
+    from upres.data.degrade import second_order
+
+    s = PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=4, patch=16,
+                           degrade=second_order(4))
+    a = s.sample(3, np.random.default_rng(5))
+    b = s.sample(3, np.random.default_rng(5))
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    assert a[0].shape == (3, 3, 16, 16) and a[1].shape == (3, 3, 64, 64)
+    cfg = load_config(tiny, ["data.degradation=second_order", "optim.steps=2", "val_every=2"])
+    assert Trainer(cfg, tmp_path / "blind", log=lambda _: None).run().is_file()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,8 @@ class _Pair:
 
 class PairedPatchSampler:
     """Random aligned LR/HR patches from HR images, LR made by MATLAB bicubic (or read from
-    paired ``lr_folders``, matched by name, for users with real LR/HR pairs).
+    paired ``lr_folders``, matched by name, for users with real LR/HR pairs, or made from each
+    HR patch by a ``degrade(hr_float, rng)`` pipeline such as ``second_order``, for blind SR).
 
     The whole image is downscaled once (as in the papers' pre-made LR sets) and kept in memory;
     a patch is a random LR window of ``patch x patch`` and the matching HR window, with one random
@@ -54,8 +55,13 @@ class PairedPatchSampler:
 
     def __init__(self, folders: Sequence[str | os.PathLike[str]], *, scale: int, patch: int,
                  augment: bool = True,
-                 lr_folders: Sequence[str | os.PathLike[str]] | None = None) -> None:
+                 lr_folders: Sequence[str | os.PathLike[str]] | None = None,
+                 degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+                 ) -> None:
         self.scale, self.patch, self.augment = scale, patch, augment
+        self.degrade = degrade
+        if degrade is not None and lr_folders is not None:
+            raise UpresError("paired LR folders and a degradation pipeline exclude each other")
         if lr_folders is not None and len(lr_folders) != len(folders):
             raise UpresError("give one LR folder per HR folder")
         pairs: list[_Pair] = []
@@ -110,6 +116,11 @@ class PairedPatchSampler:
                 lr, hr = np.rot90(lr, rot), np.rot90(hr, rot)
                 if flip:
                     lr, hr = lr[:, ::-1], hr[:, ::-1]
-            lrs[i], hrs[i] = lr, hr
+            if self.degrade is not None:  # blind SR: the LR comes from the pipeline
+                lrs[i] = np.floor(self.degrade(hr.astype(np.float32) / 255.0, rng) * 255.0
+                                  + 0.5).astype(np.uint8)
+            else:
+                lrs[i] = lr
+            hrs[i] = hr
         to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
         return to_t(lrs).contiguous(), to_t(hrs).contiguous()

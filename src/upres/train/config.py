@@ -33,6 +33,7 @@ class ModelConfig:
 class DataConfig:
     train: tuple[str, ...] = ("../shared/data/train",)
     train_lr: tuple[str, ...] = ()  # paired LR folders, one per train folder (default: bicubic)
+    degradation: str = "bicubic"  # bicubic (MATLAB, the classic task) | second_order (blind)
     val: tuple[str, ...] = ("../shared/data/benchmark/Set5",)
     patch: int = 48  # LR patch side
     batch: int = 16
@@ -144,6 +145,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _validate(cfg: TrainConfig) -> None:
+    if cfg.data.degradation not in ("bicubic", "second_order"):
+        raise UpresError(f"config key 'data.degradation': bicubic or second_order, got "
+                         f"{cfg.data.degradation!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UpresError(f"config key 'device': must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.scale not in (2, 3, 4, 8):

@@ -235,8 +235,12 @@ class Trainer:
         elif hasattr(self, "init_note"):
             self.log(self.init_note)
         t0 = time.time()
-        data = PairedPatchSampler(cfg.data.train, scale=cfg.scale, patch=cfg.data.patch,
-                                  lr_folders=cfg.data.train_lr or None)
+        from upres.data.degrade import second_order
+
+        data = PairedPatchSampler(
+            cfg.data.train, scale=cfg.scale, patch=cfg.data.patch,
+            lr_folders=cfg.data.train_lr or None,
+            degrade=second_order(cfg.scale) if cfg.data.degradation == "second_order" else None)
         self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]
         params = sum(p.numel() for p in self.model.parameters())
         self.log(f"run {cfg.name}: {cfg.model.arch} {self.hparams} ({params} params), "
