@@ -101,9 +101,10 @@ class Interpolator:
 class Upscaler:
     """A loaded network ready to upscale images.
 
-    ``upscale`` takes a numpy ``(H, W)``/``(H, W, 3)``/``(H, W, 4)`` array (uint8, uint16 or
-    float32 in [0, 1]), a PIL image or a path, and returns the same kind with the same dtype,
-    ``scale`` times larger.
+    ``upscale`` takes a numpy ``(H, W)`` or ``(H, W, 1|2|3|4)`` array (uint8, uint16 or float32
+    in [0, 1]), a PIL image or a path, and returns the same kind with the same dtype, ``scale``
+    times larger. The card's conventions (colour, value range, sizes, pre-upsampling) are
+    applied here, so every registered architecture is called the way its weights expect.
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
