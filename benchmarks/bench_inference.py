@@ -6,6 +6,8 @@ without channels_last, beside OpenCV dnn_superres FSRCNN/ESPCN x4 (official grap
 
 Writes the "inference" section of docs/benchmarks.md. Also reports how far bf16 output is from
 fp32 output (max and mean absolute difference in 8-bit levels) and Set5 PSNR-Y at each precision.
+These figures decide the CPU defaults: precision fp32 unless bf16 is faster, and channels_last
+for an architecture only where it is faster (ArchSpec.channels_last_cpu).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def main() -> None:
             print(rows[-1])
     psnr = {}
     for precision in ("fp32", "bf16"):
-        up = upres.load(args.model, device="cpu", precision=precision)
+        up = upres.load(args.model, device="cpu", precision=precision, channels_last=True)
         psnr[precision] = evaluate(lambda lr, up=up: up.upscale(lr, tile=0), model_name="m",
                                    dataset=BENCH / "Set5", scale=up.scale,
                                    with_ssim=False).psnr_y

@@ -15,11 +15,12 @@ __all__ = ["load"]
 
 def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
          precision: str = "fp32", scale: int | None = None,
-         channels_last: bool = False) -> Upscaler | Interpolator:
+         channels_last: bool | None = None) -> Upscaler | Interpolator:
     """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
     is needed, default 4) or a weights file (``.safetensors`` from upres, third-party ``.pth``).
 
-    A model with a fixed scale refuses a different ``scale``.
+    A model with a fixed scale refuses a different ``scale``. ``channels_last=None`` uses the
+    memory format measured faster for the architecture on CPU.
     """
     name = str(model)
     if name in zoo.BASELINES:

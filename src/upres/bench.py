@@ -65,7 +65,7 @@ def _frame(width: int, height: int) -> np.ndarray:
 
 
 def _measure(model: str, scale: int, width: int, height: int, device: str, precision: str,
-             repeat: int, warmup: int, channels_last: bool) -> dict:
+             repeat: int, warmup: int, channels_last: bool | None) -> dict:
     import upres
 
     up = upres.load(model, device=device, precision=precision, scale=scale,
@@ -85,13 +85,13 @@ def _measure(model: str, scale: int, width: int, height: int, device: str, preci
         model=model, scale=up.scale, input=f"{width}x{height}", device=dev,
         precision=getattr(up, "precision", "fp32"), latency_ms=round(lat * 1000, 2),
         mpix_per_s=round(out.shape[0] * out.shape[1] / 1e6 / lat, 3),
-        peak_rss_mb=round(peak, 1), channels_last=channels_last,
+        peak_rss_mb=round(peak, 1), channels_last=bool(getattr(up, "channels_last", False)),
     ).to_json()
 
 
 def bench(model: str, *, scale: int, width: int = 320, height: int = 180, device: str = "cpu",
           precision: str = "fp32", repeat: int = 10, warmup: int = 2,
-          channels_last: bool = False) -> BenchResult:
+          channels_last: bool | None = None) -> BenchResult:
     """Measure one model in a child process; see :class:`BenchResult`."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:

@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="PATH", help="write results as JSON")
     b.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
     b.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    b.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: the measured best per arch)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")
     b.set_defaults(func=cmd_bench)
 

@@ -108,7 +108,7 @@ class Upscaler:
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
-                 precision: str = "fp32", channels_last: bool = False) -> None:
+                 precision: str = "fp32", channels_last: bool | None = None) -> None:
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
         self.device = pick_device(device)
@@ -121,11 +121,14 @@ class Upscaler:
             print(f"upres: {card.name} does not support {precision}; using fp32", file=sys.stderr)
             precision = "fp32"
         self.precision = precision
-        self.channels_last = channels_last
         known = card.arch in REGISTRY.names()
-        self.tile_exact = REGISTRY.get(card.arch).tile_exact if known else True
+        spec = REGISTRY.get(card.arch) if known else None
+        self.tile_exact = spec.tile_exact if spec else True
+        if channels_last is None:  # the measured default for this architecture on CPU
+            channels_last = bool(spec and spec.channels_last_cpu and self.device.type == "cpu")
+        self.channels_last = channels_last
         self.model = model.eval().to(self.device)
-        if channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)

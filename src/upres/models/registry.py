@@ -69,6 +69,8 @@ class ArchSpec:
 
     ``detect(state)`` returns a :class:`Detected` when the state dict is this architecture's,
     else ``None``. ``defaults`` holds the conventions of weights that upres trains itself.
+    ``channels_last_cpu``: run in channels_last memory format on CPU by default (set only where
+    ``benchmarks/bench_inference.py`` measured it faster).
     ``tile_exact``: the network's receptive field is bounded, so tiles with enough overlap give
     exactly the untiled result. False for networks with image-size-dependent pooling (RFDN's
     attention, SAFMN's modulation): they run whole images unless memory forbids it.
@@ -80,6 +82,7 @@ class ArchSpec:
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
     tile_exact: bool = True
+    channels_last_cpu: bool = False  # measured faster on CPU in channels_last memory format
 
 
 class Registry:
@@ -349,7 +352,8 @@ def _detect_safmn(state: StateDict) -> Detected | None:
 def _register_all(reg: Registry) -> None:
     reg.register(ArchSpec(
         "upnet", UpNet, _detect_upnet,
-        "plain 3x3 CNN at LR resolution, pixel shuffle, nearest-neighbour anchor (upres's own)"))
+        "plain 3x3 CNN at LR resolution, pixel shuffle, nearest-neighbour anchor (upres's own)",
+        channels_last_cpu=True))
     reg.register(ArchSpec("imdn", IMDN, _detect_imdn,
                           "information multi-distillation network (Hui et al., ACM MM 2019)"))
     reg.register(ArchSpec("rfdn", RFDN, _detect_rfdn,
