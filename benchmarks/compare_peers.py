@@ -4,7 +4,8 @@ the standard protocol and CPU latency for a 1280x720 output, in one run on one m
 
     .venv/bin/python benchmarks/compare_peers.py [--scales 2 3 4] [--repeat 5]
 
-Writes the "peers" section of docs/benchmarks.md and docs/peers.png (PSNR against latency).
+Writes one section per scale of docs/benchmarks.md ("peers-x2" ...) and docs/peers-x{s}.png
+(BSD100 PSNR against latency), each as soon as that scale is done.
 Peers are measured only; they are never shipped, copied or trained from.
 """
 
@@ -94,7 +95,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scales = sorted({r["scale"] for r in rows})
-    fig, axes = plt.subplots(1, len(scales), figsize=(5.2 * len(scales), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(scales), figsize=(6.5 * len(scales), 4.6), squeeze=False)
     colours = {"upres": "tab:red", "peer": "tab:blue", "opencv": "tab:green",
                "interpolation": "tab:gray"}
     for ax, s in zip(axes[0], scales, strict=True):
@@ -112,13 +113,35 @@ def plot(rows: list[dict], path: Path) -> None:
     print(f"wrote {path}")
 
 
+def write_scale(rows: list[dict], s: int, repeat: int) -> None:
+    """The section ``peers-x{s}`` of docs/benchmarks.md and docs/peers-x{s}.png."""
+    lines = ["| model | kind | Set5 PSNR / SSIM | Set14 PSNR / SSIM | BSD100 PSNR | "
+             "CPU ms (1280x720 out) |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["latency_ms"]):
+        p, q = r["psnr"], r["ssim"]
+        lines.append(f"| {r['label']} | {r['group']} | {p['Set5']:.2f} / {q['Set5']:.4f} | "
+                     f"{p['Set14']:.2f} / {q['Set14']:.4f} | {p['BSD100']:.2f} | "
+                     f"{r['latency_ms']:.1f} |")
+    png = DOC.parent / f"peers-x{s}.png"
+    plot(rows, png)
+    body = ("Standard protocol (MATLAB-bicubic LR from the modcropped HR, Y channel, border "
+            "shaved by the scale; SSIM on Set5/Set14). Latency: median of "
+            f"{repeat} runs after one warm-up, whole frame, fp32, uint8 RGB in and out, in this "
+            "one process, upres models in their CPU default memory format; OpenCV graphs get "
+            "BGR. Peers: the authors' weights from `../shared/peers`, run by upres's own "
+            "implementations; OpenCV dnn_superres models were trained on OpenCV-bicubic LR, "
+            "which is why they score near bicubic here.\n\n" + "\n".join(lines)
+            + f"\n\n![PSNR against CPU latency at x{s}]({png.name})\n")
+    update_section(f"peers-x{s}", f"upres against peers at x{s} (quality and CPU latency)", body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    rows = []
     for s in args.scales:
+        rows = []
         data = {d: load_benchmark(BENCH / d, s) for d in SETS}
         frame = _frame(OUT_SIZE[0] // s, OUT_SIZE[1] // s)
         for label, group, fn in candidates(s):
@@ -132,25 +155,7 @@ def main() -> None:
                          "ssim": ssim, "latency_ms": lat})
             print(f"x{s} {label:<24} " + " ".join(f"{d} {psnr[d]:.2f}" for d in SETS)
                   + f"  {lat:.1f} ms", flush=True)
-    lines = []
-    for s in args.scales:
-        lines += [f"\n### x{s}\n", "| model | kind | Set5 PSNR / SSIM | Set14 PSNR / SSIM | "
-                  "BSD100 PSNR | CPU ms (1280x720 out) |", "|---|---|---|---|---|---|"]
-        for r in sorted((r for r in rows if r["scale"] == s), key=lambda r: r["latency_ms"]):
-            p, q = r["psnr"], r["ssim"]
-            lines.append(f"| {r['label']} | {r['group']} | {p['Set5']:.2f} / {q['Set5']:.4f} | "
-                         f"{p['Set14']:.2f} / {q['Set14']:.4f} | {p['BSD100']:.2f} | "
-                         f"{r['latency_ms']:.1f} |")
-    png = DOC.parent / "peers.png"
-    plot(rows, png)
-    body = ("Standard protocol (MATLAB-bicubic LR from the modcropped HR, Y channel, border "
-            "shaved by the scale; SSIM on Set5/Set14). Latency: median of "
-            f"{args.repeat} runs after one warm-up, whole frame, fp32, uint8 RGB in and out, "
-            "in this one process; OpenCV graphs get BGR. Peers: the authors' weights from "
-            "`../shared/peers`, run by upres's own implementations; OpenCV dnn_superres models "
-            "were trained on OpenCV-bicubic LR, which is why they score near bicubic here.\n"
-            + "\n".join(lines) + f"\n\n![PSNR against CPU latency]({png.name})\n")
-    update_section("peers", "upres against peers (quality and CPU latency)", body)
+        write_scale(rows, s, args.repeat)
 
 
 if __name__ == "__main__":
