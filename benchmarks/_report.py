@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from upres.bench import machine
@@ -34,3 +37,15 @@ def update_section(name: str, title: str, body: str) -> None:
         text.rstrip() + "\n\n" + block + "\n")
     DOC.write_text(text)
     print(f"updated section {name!r} of {DOC}")
+
+
+def timeit(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)

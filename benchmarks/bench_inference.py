@@ -13,8 +13,6 @@ for an architecture only where it is faster (ArchSpec.channels_last_cpu).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -24,21 +22,10 @@ import upres
 from upres.bench import _frame
 from upres.evaluate import evaluate
 
-from _report import update_section
+from _report import timeit, update_section
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "opencv_dnn_superres"
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
-
-
-def timeit(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -53,7 +40,7 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         for cl in (False, True):
             up = upres.load(args.model, device="cpu", precision=precision, channels_last=cl)
-            lat = timeit(lambda up=up: up.upscale(frame, tile=0), args.repeat)
+            lat = timeit(lambda up=up: up.upscale(frame, tile=0), args.repeat, warmup=2)
             out = up.upscale(frame, tile=0)
             if ref is None:
                 ref = out.astype(int)
@@ -72,7 +59,7 @@ def main() -> None:
         sr.readModel(str(PEERS / f"{name}_x4.pb"))
         sr.setModel(name.lower(), 4)
         bgr = np.ascontiguousarray(frame[:, :, ::-1])
-        lat = timeit(lambda sr=sr, bgr=bgr: sr.upsample(bgr), args.repeat)
+        lat = timeit(lambda sr=sr, bgr=bgr: sr.upsample(bgr), args.repeat, warmup=2)
         rows.append((f"OpenCV dnn_superres {name} x4", "fp32", "-", lat, "-"))
         print(rows[-1])
     lines = ["| model | precision | channels_last | latency (ms) | MP/s out | "

@@ -12,8 +12,6 @@ Peers are measured only; they are never shipped, copied or trained from.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from upres.bench import _frame
 from upres.evaluate import evaluate, load_benchmark
 from upres.models import zoo
 
-from _report import DOC, update_section
+from _report import DOC, timeit, update_section
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BENCH = SHARED / "data" / "benchmark"
@@ -43,16 +41,6 @@ PEERS = {
     "FSRCNN (PyTorch port)": {s: PT / f"FSRCNN_yjn870/fsrcnn_x{s}.pth" for s in (2, 3, 4)},
 }
 CV_MODELS = {"OpenCV ESPCN": "espcn", "OpenCV FSRCNN": "fsrcnn", "OpenCV LapSRN": "lapsrn"}
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def opencv_upscaler(kind: str, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:
