@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from upres.data.datasets import scan_images
+from upres.data.datasets import find_lr, read_paired_lr, scan_images
 from upres.data.degrade import bicubic_down, modcrop
-from upres.errors import UpresError
-from upres.io import IMAGE_EXTS, read_rgb8
+from upres.io import read_rgb8
 from upres.metrics import psnr, psnr_y, ssim, ssim_y
 
 __all__ = ["EvalResult", "ImageScore", "evaluate", "find_lr", "load_benchmark", "to_markdown"]
@@ -61,39 +60,20 @@ class EvalResult:
         return out
 
 
-def find_lr(lr_dir: Path, stem: str, scale: int) -> Path | None:
-    """The ready-made LR image for HR ``stem``: the first existing of ``X{s}/{stem}x{s}.*``,
-    ``{stem}x{s}.*``, ``{stem}_x{s}.*``, ``{stem}.*`` under ``lr_dir`` (the layout of the
-    common benchmark packages, e.g. ``Set5_LR_bicubic/X4/babyx4.png``)."""
-    for sub, name in ((f"X{scale}", f"{stem}x{scale}"), ("", f"{stem}x{scale}"),
-                      ("", f"{stem}_x{scale}"), ("", stem)):
-        for ext in IMAGE_EXTS:
-            p = lr_dir / sub / f"{name}{ext}"
-            if p.is_file():
-                return p
-    return None
-
-
 def load_benchmark(folder: str | os.PathLike[str], scale: int,
                    lr_dir: str | os.PathLike[str] | None = None
                    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, hr, lr)`` for each image of ``folder``: modcropped 8-bit RGB HR and its LR, both
     uint8 ``(H, W, 3)``. The LR is MATLAB bicubic of the HR, or read from ``lr_dir`` (see
-    :func:`find_lr`), which must then hold an LR of exactly ``HR / scale`` for every image."""
+    :func:`upres.data.datasets.find_lr`), which must then hold an LR of exactly ``HR / scale``
+    for every image."""
     out = []
     for f in scan_images([folder]):
         hr = np.ascontiguousarray(modcrop(read_rgb8(f), scale))
         if lr_dir is None:
             lr = bicubic_down(hr, scale)
         else:
-            p = find_lr(Path(lr_dir), f.stem, scale)
-            if p is None:
-                raise UpresError(f"{lr_dir}: no LR image for {f.name} at x{scale}")
-            lr = read_rgb8(p)
-            want = (hr.shape[0] // scale, hr.shape[1] // scale)
-            if lr.shape[:2] != want:
-                raise UpresError(f"{p}: LR is {lr.shape[1]}x{lr.shape[0]}, expected "
-                                 f"{want[1]}x{want[0]} for {f.name} at x{scale}")
+            lr = read_paired_lr(Path(lr_dir), f, hr, scale)
         out.append((f.stem, hr, lr))
     return out
 

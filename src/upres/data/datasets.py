@@ -14,7 +14,7 @@ from upres.data.degrade import bicubic_down, modcrop
 from upres.errors import UpresError
 from upres.io import IMAGE_EXTS, read_rgb8
 
-__all__ = ["PairedPatchSampler", "scan_images"]
+__all__ = ["PairedPatchSampler", "find_lr", "read_paired_lr", "scan_images"]
 
 
 def scan_images(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -31,6 +31,33 @@ def scan_images(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
     if not files:
         raise UpresError(f"no images found under {', '.join(map(str, folders))}")
     return sorted(files)
+
+
+def find_lr(lr_dir: Path, stem: str, scale: int) -> Path | None:
+    """The ready-made LR image for HR ``stem``: the first existing of ``X{s}/{stem}x{s}.*``,
+    ``{stem}x{s}.*``, ``{stem}_x{s}.*``, ``{stem}.*`` under ``lr_dir`` (the layout of the
+    common benchmark packages, e.g. ``Set5_LR_bicubic/X4/babyx4.png``)."""
+    for sub, name in ((f"X{scale}", f"{stem}x{scale}"), ("", f"{stem}x{scale}"),
+                      ("", f"{stem}_x{scale}"), ("", stem)):
+        for ext in IMAGE_EXTS:
+            p = lr_dir / sub / f"{name}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def read_paired_lr(lr_dir: Path, hr_file: Path, hr: np.ndarray, scale: int) -> np.ndarray:
+    """The LR paired with ``hr_file`` (found by :func:`find_lr`) as uint8 RGB; it must measure
+    exactly ``hr``'s size divided by ``scale``."""
+    p = find_lr(lr_dir, hr_file.stem, scale)
+    if p is None:
+        raise UpresError(f"{lr_dir}: no LR image for {hr_file.name} at x{scale}")
+    lr = read_rgb8(p)
+    want = (hr.shape[0] // scale, hr.shape[1] // scale)
+    if lr.shape[:2] != want:
+        raise UpresError(f"{p}: LR is {lr.shape[1]}x{lr.shape[0]}, expected "
+                         f"{want[1]}x{want[0]} for {hr_file.name} at x{scale}")
+    return np.ascontiguousarray(lr)
 
 
 @dataclass(frozen=True)
@@ -73,7 +100,7 @@ class PairedPatchSampler:
                     self.skipped.append(f.name)
                     continue
                 lr = (bicubic_down(hr, scale) if lr_folders is None
-                      else self._paired_lr(Path(lr_folders[i]), f, hr))
+                      else read_paired_lr(Path(lr_folders[i]), f, hr, scale))
                 pairs.append(_Pair(f.name, np.ascontiguousarray(hr), lr))
         if not pairs:
             raise UpresError(f"no training image is at least {patch * scale} pixels on each side")
@@ -82,20 +109,6 @@ class PairedPatchSampler:
         area = np.array([(p.lr.shape[0] - patch + 1) * (p.lr.shape[1] - patch + 1)
                          for p in pairs], dtype=np.float64)
         self.weights = area / area.sum()
-
-    def _paired_lr(self, lr_dir: Path, hr_file: Path, hr: np.ndarray) -> np.ndarray:
-        """The user's own LR for ``hr_file`` (matched by name like ``upres eval --lr-dir``)."""
-        from upres.evaluate import find_lr
-
-        p = find_lr(lr_dir, hr_file.stem, self.scale)
-        if p is None:
-            raise UpresError(f"{lr_dir}: no LR image for {hr_file.name} at x{self.scale}")
-        lr = read_rgb8(p)
-        want = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
-        if lr.shape[:2] != want:
-            raise UpresError(f"{p}: LR is {lr.shape[1]}x{lr.shape[0]}, expected "
-                             f"{want[1]}x{want[0]} for {hr_file.name}")
-        return np.ascontiguousarray(lr)
 
     def __len__(self) -> int:
         return len(self.pairs)
