@@ -53,7 +53,7 @@ def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path]
 
 def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, single: bool,
               src_format: str) -> Path:
-    from upres.io import FORMAT_EXTS
+    from upres.io import FORMAT_EXTS, format_for_suffix
 
     if args.format == "same":
         ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
@@ -64,8 +64,7 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
     if args.output is None:
         return src.parent / name
     out = Path(args.output)
-    if single and out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
-                                         ".bmp"):
+    if single and format_for_suffix(out):
         return out
     try:
         rel = src.parent.relative_to(base)
@@ -74,14 +73,9 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
     return out / rel / name
 
 
-def _guess_format(src: Path) -> str:
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-            ".bmp": "BMP"}.get(src.suffix.lower(), "PNG")
-
-
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
-    from upres.io import read_image_info, write_image
+    from upres.io import format_for_suffix, read_image_info, write_image
 
     if args.tile is not None and args.tile != 0 and args.tile < 16:
         raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
@@ -101,7 +95,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                dynamic_ncols=True)
     for src, base in bar:
         # The suffix decides the output format for "same"; the decoded format refines it below.
-        dst = _out_path(src, base, args, up.scale, single, _guess_format(src))
+        dst = _out_path(src, base, args, up.scale, single, format_for_suffix(src) or "PNG")
         try:
             if dst.exists() and not args.overwrite:
                 tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",

@@ -27,7 +27,8 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from upres.errors import UpresError
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "read_image",
+    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "format_for_suffix",
+    "read_image",
     "read_image_info", "read_rgb8", "to_8bit", "write_image",
 ]
 
@@ -54,6 +55,11 @@ class ImageInfo:
     bit_depth: int
     icc_profile: bytes | None = None
     exif: bytes | None = None
+
+
+def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The image format a file name's suffix names (``"PNG"``, ``"JPEG"``, ...), or None."""
+    return _SUFFIX_FORMAT.get(Path(path).suffix.lower())
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -301,7 +307,7 @@ def write_image(
             format cannot hold the pixels (alpha to JPEG or BMP).
     """
     p = Path(path)
-    fmt = _SUFFIX_FORMAT.get(p.suffix.lower())
+    fmt = format_for_suffix(p)
     if fmt is None:
         raise UpresError(f"{p}: unknown output format {p.suffix!r} (png, jpg, webp, tiff, bmp)")
     if p.exists() and not overwrite:
