@@ -127,6 +127,9 @@ class Upscaler:
         if channels_last is None:  # the measured default for this architecture on CPU
             channels_last = bool(spec and spec.channels_last_cpu and self.device.type == "cpu")
         self.channels_last = channels_last
+        # Size requirements, from the card or the network itself (e.g. RRDBNet x2, RFDN).
+        self.size_multiple = max(1, card.size_multiple, getattr(model, "size_multiple", 1))
+        self.min_size = max(card.min_size, getattr(model, "min_size", 1))
         self.model = model.eval().to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -145,8 +148,7 @@ class Upscaler:
         card = self.card
         s = 1 if card.pre_upsample else self.scale
         h, w = x.shape[2:]
-        m = max(1, card.size_multiple, getattr(self.model, "size_multiple", 1))
-        low = max(card.min_size, getattr(self.model, "min_size", 1))
+        m, low = self.size_multiple, self.min_size
         ph = max(low, -(-h // m) * m) - h
         pw = max(low, -(-w // m) * m) - w
         if ph or pw:
@@ -216,8 +218,7 @@ class Upscaler:
         s = self.scale
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), dtype=out_dtype)
         size = tile if tile > 0 else max(h, w)
-        align = max(1, self.card.size_multiple, getattr(self.model, "size_multiple", 1))
-        for t in tile_grid(h, w, size, overlap if tile > 0 else 0, align):
+        for t in tile_grid(h, w, size, overlap if tile > 0 else 0, self.size_multiple):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
             y = self._forward(x[None])[0].numpy().transpose(1, 2, 0)
