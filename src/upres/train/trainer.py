@@ -132,10 +132,10 @@ class Trainer:
                 self._tb.add_scalar(k, v, self.step)
 
     def _init_from(self, path: str) -> None:
-        src, _ = load_model(path)
+        src = load_model(path)[0].state_dict()
         own = self.model.state_dict()
-        copied = [k for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape]
-        own.update({k: src.state_dict()[k] for k in copied})
+        copied = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
+        own.update({k: src[k] for k in copied})
         self.model.load_state_dict(own)
         skipped = sorted(set(own) - set(copied))
         self.init_note = f"initialised {len(copied)} tensors from {path}; fresh: {skipped}"
