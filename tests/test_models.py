@@ -153,3 +153,10 @@ def test_canonicalize_rejects_non_dicts():
         canonicalize([1, 2])
     with pytest.raises(UpresError, match="no tensors"):
         canonicalize({"iter": 3})
+
+
+def test_non_weights_file_is_named_as_such(tmp_path):
+    f = tmp_path / "recipe.yaml"
+    f.write_text("name: x\n")
+    with pytest.raises(UpresError, match="not a weights file"):
+        load_model(f)

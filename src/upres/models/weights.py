@@ -65,16 +65,22 @@ def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelCard | Non
 
 
 def _read_pth(p: Path) -> dict[str, torch.Tensor]:
+    with open(p, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..) or, in old versions, a raw pickle (0x80 ...).
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise UpresError(f"{p}: not a weights file (expected upres .safetensors or a PyTorch "
+                         f".pth/.pt state dict)")
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
+    except pickle.UnpicklingError:
         raise UpresError(
             f"{p}: refused: the file needs arbitrary unpickling (a whole pickled model, not a "
-            f"state dict), which upres never executes ({first})"
+            f"state dict), which upres never executes"
         ) from None
     except Exception as exc:
-        raise UpresError(f"{p}: cannot read weights ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UpresError(f"{p}: cannot read weights ({first})") from None
     try:
         return canonicalize(obj)
     except UpresError as exc:
