@@ -259,3 +259,43 @@ def test_blind_degradation_in_training(tiny, tmp_path):
     assert a[0].shape == (3, 3, 16, 16) and a[1].shape == (3, 3, 64, 64)
     cfg = load_config(tiny, ["data.degradation=second_order", "optim.steps=2", "val_every=2"])
     assert Trainer(cfg, tmp_path / "blind", log=lambda _: None).run().is_file()
+
+
+@pytest.mark.parametrize("act", ["relu", "lrelu", "prelu"])
+def test_upnet_grows_into_a_wider_deeper_net_with_the_same_function(act):
+    from upres.models.archs.upnet import UpNet
+
+    torch.manual_seed(0)
+    small = UpNet(scale=3, channels=8, depth=2, act=act).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    depth = 4 if act == "relu" else 2  # identity layers keep the function after relu only
+    big = UpNet(scale=3, channels=12, depth=depth, act=act).eval()
+    assert f"8 channels x 2 layers -> 12 x {depth}" in big.grow_from(small.state_dict())
+    x = torch.rand(2, 3, 11, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), atol=1e-6, rtol=0)
+    # The new channels are live: their incoming weights are not all zero.
+    assert big.head.weight[8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot grow"):
+        UpNet(scale=2, channels=12, depth=4).grow_from(small.state_dict())  # other scale
+    if act != "relu":
+        with pytest.raises(ValueError, match="only with relu"):
+            UpNet(scale=3, channels=12, depth=4, act=act).grow_from(small.state_dict())
+
+
+def test_init_mode_grow_in_a_recipe(tiny, tmp_path):
+    src = tmp_path / "small"
+    Trainer(load_config(tiny, ["optim.steps=2", "val_every=2"]), src, log=lambda _: None).run()
+    cfg = load_config(tiny, ["optim.steps=2", "val_every=2", "model.params.channels=12",
+                             "model.params.depth=3", f"model.init={src / 'final.safetensors'}",
+                             "model.init_mode=grow"])
+    Trainer(cfg, tmp_path / "big", log=lambda _: None).run()
+    assert "grown from" in (tmp_path / "big" / "train.log").read_text()
+    with pytest.raises(UpresError, match="init_mode"):
+        load_config(tiny, ["model.init_mode=stretch"])
+    with pytest.raises(UpresError, match="grow is not available"):
+        Trainer(load_config(tiny, ["model.arch=espcn", "model.params={}",
+                                   f"model.init={src / 'final.safetensors'}",
+                                   "model.init_mode=grow"]), tmp_path / "e", log=lambda _: None)

@@ -27,6 +27,9 @@ class ModelConfig:
     arch: str = "upnet"
     params: dict[str, Any] = field(default_factory=dict)  # constructor kwargs except scale
     init: str | None = None  # weights to start from (tensors whose shapes match are copied)
+    # "match": copy the tensors whose names and shapes match; "grow": the architecture's own
+    # function-preserving widening/deepening from a smaller model (UpNet.grow_from)
+    init_mode: str = "match"
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,9 @@ def _validate(cfg: TrainConfig) -> None:
                    ("data.batch", cfg.data.batch)):
         if v < 1:
             raise UpresError(f"config key {key!r}: must be >= 1, got {v}")
+    if cfg.model.init_mode not in ("match", "grow"):
+        raise UpresError(f"config key 'model.init_mode': match or grow, got "
+                         f"{cfg.model.init_mode!r}")
     if "scale" in cfg.model.params:
         raise UpresError("config key 'model.params.scale': set the top-level 'scale' instead")
 

@@ -133,6 +133,13 @@ class Trainer:
 
     def _init_from(self, path: str) -> None:
         src = load_model(path)[0].state_dict()
+        if self.cfg.model.init_mode == "grow":
+            grow = getattr(self.model, "grow_from", None)
+            if grow is None:
+                raise UpresError(f"config key 'model.init_mode': grow is not available for "
+                                 f"{self.cfg.model.arch}")
+            self.init_note = f"grown from {path}: {grow(src)}"
+            return
         own = self.model.state_dict()
         copied = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
         own.update({k: src[k] for k in copied})

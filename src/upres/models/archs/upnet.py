@@ -43,7 +43,7 @@ class UpNet(nn.Module):
             raise ValueError("UpNet: the anchor residual needs in_ch == out_ch")
         if act not in ("relu", "prelu", "lrelu"):
             raise ValueError(f"UpNet: act must be relu, prelu or lrelu, got {act!r}")
-        self.scale = scale
+        self.scale, self.act = scale, act
         self.head = nn.Conv2d(in_ch, channels, 3, padding=1)
         layers: list[nn.Module] = []
         for _ in range(depth):
@@ -59,6 +59,52 @@ class UpNet(nn.Module):
         # Start as a nearest-neighbour upscaler: the learned residual begins at zero.
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+
+    @torch.no_grad()
+    def grow_from(self, state: dict[str, torch.Tensor]) -> str:
+        """Start from a smaller trained UpNet of the same scale and compute the same function.
+
+        Net2Net-style growth [Chen et al., ICLR 2016]: each tensor of ``state`` is copied into
+        the leading block of the matching tensor; the weights that would let new channels reach
+        old ones (input columns of new channels, and the tail's) are zero, so the new channels
+        start random but invisible; body layers beyond the smaller depth start as identity
+        convolutions, which pass the previous layer's ReLU output unchanged (so deepening needs
+        ``act="relu"``; widening works with every activation). Returns a one-line summary.
+        """
+        own = self.state_dict()
+        old_depth = sum(1 for k in state if k.startswith("body.") and k.endswith(".weight")
+                        and state[k].dim() == 4)
+        old_ch = state["head.weight"].shape[0]
+        new_ch = own["head.weight"].shape[0]
+        new_depth = sum(1 for m in self.body if isinstance(m, nn.Conv2d))
+        if old_ch > new_ch or old_depth > new_depth or state["tail.weight"].shape[0] != \
+                own["tail.weight"].shape[0] or state["head.weight"].shape[1] != \
+                own["head.weight"].shape[1]:
+            raise ValueError(f"UpNet.grow_from: cannot grow {old_ch} channels x {old_depth} "
+                             f"layers into {new_ch} x {new_depth} (scale and colours must match)")
+        if new_depth > old_depth and self.act != "relu":
+            raise ValueError(f"UpNet.grow_from: adding layers keeps the function only with relu, "
+                             f"not {self.act} (an identity layer after {self.act} changes its "
+                             "negative part)")
+        stride = len(self.body) // new_depth  # modules per layer: conv + activation
+        for k, t in own.items():
+            if k in state:
+                src = state[k]
+                if t.dim() == 4:  # conv weight (out, in, 3, 3): zero the new input columns
+                    t[:, old_ch:] = 0
+                    t[: src.shape[0], : src.shape[1]] = src
+                else:
+                    t[: src.shape[0]] = src
+            elif k.startswith("body."):
+                layer = int(k.split(".")[1]) // stride
+                if layer >= old_depth and t.dim() == 4:
+                    t.zero_()
+                    t[range(new_ch), range(new_ch), 1, 1] = 1.0
+                elif layer >= old_depth and k.endswith(".bias"):
+                    t.zero_()
+        self.load_state_dict(own)
+        return (f"{old_ch} channels x {old_depth} layers -> {new_ch} x {new_depth} "
+                f"(same function at the start)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
