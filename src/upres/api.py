@@ -10,26 +10,52 @@ from upres.inference.upscaler import Interpolator, Upscaler
 from upres.models import zoo
 from upres.models.weights import load_model
 
-__all__ = ["load"]
+__all__ = ["load", "resolve_weights"]
 
 
-def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
-         precision: str = "fp32", scale: int | None = None,
-         channels_last: bool | None = None) -> Upscaler | Interpolator:
-    """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
-    is needed, default 4) or a weights file (``.safetensors`` from upres, third-party ``.pth``).
-
-    A model with a fixed scale refuses a different ``scale``. ``channels_last=None`` uses the
-    memory format measured faster for the architecture on CPU.
-    """
+def resolve_weights(model: str | os.PathLike[str]) -> Path:
+    """A shipped model name or a weights path -> the weights file (UpresError if neither)."""
     name = str(model)
-    if name in zoo.BASELINES:
-        return Interpolator(name, scale or 4)
     path = zoo.resolve(name)
     if path is None:
         path = Path(name)
         if not path.is_file():
-            known = ", ".join([c.name for c in zoo.shipped()] + list(zoo.BASELINES))
+            known = ", ".join(c.name for c in zoo.shipped())
             raise UpresError(f"{name}: not a shipped model ({known}) nor a weights file")
+    return path
+
+
+def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
+         precision: str = "fp32", scale: int | None = None,
+         channels_last: bool | None = None, backend: str = "torch") -> Upscaler | Interpolator:
+    """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
+    is needed, default 4), a weights file (``.safetensors`` from upres, third-party ``.pth``) or
+    an ONNX file written by ``upres export`` (run by onnxruntime).
+
+    A model with a fixed scale refuses a different ``scale``. ``channels_last=None`` uses the
+    memory format measured faster for the architecture on CPU. ``backend="onnxruntime"`` exports
+    a PyTorch model to ONNX in memory and runs it with onnxruntime (CPU, fp32).
+    """
+    name = str(model)
+    if backend not in ("torch", "onnxruntime"):
+        raise UpresError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+    if name in zoo.BASELINES:
+        return Interpolator(name, scale or 4)
+    if name.lower().endswith(".onnx"):
+        from upres.export import load_onnx
+
+        onet, card = load_onnx(name)
+        if scale is not None and scale != card.scale:
+            raise UpresError(f"{name}: model upscales x{card.scale}, not x{scale}")
+        return Upscaler(onet, card, device="cpu", precision=precision)
+    try:
+        path = resolve_weights(name)
+    except UpresError:
+        known = ", ".join([c.name for c in zoo.shipped()] + list(zoo.BASELINES))
+        raise UpresError(f"{name}: not a shipped model ({known}) nor a weights file") from None
     net, card = load_model(path, scale)
+    if backend == "onnxruntime":
+        from upres.export import OnnxNet, onnx_bytes
+
+        return Upscaler(OnnxNet(onnx_bytes(net, card)), card, device="cpu", precision=precision)
     return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last)

@@ -109,8 +109,17 @@ class Upscaler:
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
                  precision: str = "fp32", channels_last: bool | None = None) -> None:
+        from upres.export import OnnxNet
+
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
+        self.backend = "onnxruntime" if isinstance(model, OnnxNet) else "torch"
+        if self.backend == "onnxruntime":  # onnxruntime's CPU provider: fp32, plain layout
+            device, channels_last = "cpu", False
+            if precision != "fp32":
+                print(f"upres: the onnxruntime backend runs fp32, not {precision}",
+                      file=sys.stderr)
+                precision = "fp32"
         self.device = pick_device(device)
         if precision not in ("fp32", "bf16", "fp16"):
             raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")

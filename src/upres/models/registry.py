@@ -74,6 +74,9 @@ class ArchSpec:
     ``tile_exact``: the network's receptive field is bounded, so tiles with enough overlap give
     exactly the untiled result. False for networks with image-size-dependent pooling (RFDN's
     attention, SAFMN's modulation): they run whole images unless memory forbids it.
+    ``onnx``: ``upres export --format onnx`` can write it with dynamic height and width (False
+    where torch's exporter fixes input-size-dependent parts of the graph at the traced size:
+    SAFMN's adaptive pooling, SwinIR's window partition and shift mask).
     """
 
     name: str
@@ -83,6 +86,7 @@ class ArchSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     tile_exact: bool = True
     channels_last_cpu: bool = False  # measured faster on CPU in channels_last memory format
+    onnx: bool = True
 
 
 class Registry:
@@ -387,10 +391,14 @@ def _register_all(reg: Registry) -> None:
                           "(Wan et al., CVPRW 2024)"))
     reg.register(ArchSpec("safmn", SAFMN, _detect_safmn,
                           "spatially-adaptive feature modulation network (Sun et al., "
-                          "ICCV 2023)", tile_exact=False))
+                          "ICCV 2023)", tile_exact=False,
+                          # adaptive max pooling to (H // k, W // k): no dynamic-size ONNX form
+                          onnx=False))
     reg.register(ArchSpec("swinir", SwinIR, _detect_swinir,
                           "Swin Transformer restoration network, lightweight SR configuration "
-                          "(Liang et al., ICCVW 2021)"))
+                          "(Liang et al., ICCVW 2021)",
+                          # window partition and shift mask are traced at one size
+                          onnx=False))
 
 
 REGISTRY = Registry()

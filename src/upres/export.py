@@ -1,0 +1,119 @@
+"""ONNX export and the onnxruntime backend.
+
+``export_onnx`` writes a network as an ONNX graph with dynamic batch, height and width; the
+graph is the bare network (its own input convention: RGB or Y, [0, 1] or [0, 255], as the
+model card says) and the card travels in the file's metadata (``upres`` key), so
+:func:`load_onnx` gives back an ``(OnnxNet, ModelCard)`` pair that the ordinary
+:class:`~upres.inference.upscaler.Upscaler` runs with tiling, alpha, gray and 16-bit handling
+unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from upres.errors import UpresError
+from upres.models.descriptor import ModelCard
+from upres.models.registry import REGISTRY
+
+__all__ = ["OPSET", "OnnxNet", "export_onnx", "load_onnx", "onnx_bytes"]
+
+# Highest opset of torch's TorchScript-based exporter; onnxruntime >= 1.17 runs all of it.
+OPSET = 20
+
+
+def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> bytes:
+    """The serialized ONNX model of ``model`` (float32, CPU): input ``input``
+    ``(N, C, H, W)``, output ``output`` ``(N, C, H*s, W*s)`` (``H, W`` for pre-upsampling
+    models), batch/height/width dynamic, the card in ``metadata_props['upres']``."""
+    spec = REGISTRY.get(card.arch) if card.arch in REGISTRY.names() else None
+    if spec is not None and not spec.onnx:
+        raise UpresError(f"{card.name}: architecture {card.arch} cannot be exported to ONNX with "
+                         "dynamic sizes (parts of its graph depend on the input size)")
+    import onnx
+
+    model = model.float().cpu().eval()
+    ch = 1 if card.color == "y" else 3
+    side = max(16, card.min_size, card.size_multiple)
+    side = -(-side // card.size_multiple) * card.size_multiple
+    x = torch.rand(1, ch, side, side) * card.value_range
+    with torch.inference_mode():
+        model(x)  # re-parameterised architectures fold their branches on the first call
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                        "output": {0: "batch", 2: "out_height",
+                                                   3: "out_width"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "upres", json.dumps(asdict(card), sort_keys=True)
+    proto.producer_name = "upres"
+    return proto.SerializeToString()
+
+
+def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike[str], *,
+                opset: int = OPSET) -> Path:
+    """Write :func:`onnx_bytes` to ``path`` atomically (a temporary file renamed into place)."""
+    out = Path(path)
+    data = onnx_bytes(model, card, opset=opset)
+    tmp = out.with_name(f".{out.name}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+class OnnxNet(nn.Module):
+    """An onnxruntime session behind the ``nn.Module`` call interface the Upscaler uses.
+
+    ``forward`` takes a float32 ``(N, C, H, W)`` tensor on CPU and returns the graph's output
+    as a float32 CPU tensor. It has no parameters and runs on CPU only.
+    """
+
+    def __init__(self, model: bytes | str | os.PathLike[str], *, threads: int = 0) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        src = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+        self._in = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {self._in: arr})[0])
+
+
+def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
+    """Open an ONNX file written by :func:`export_onnx`: ``(OnnxNet, its ModelCard)``."""
+    p = Path(path)
+    if not p.is_file():
+        raise UpresError(f"{p}: no such ONNX file")
+    import onnx
+
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for damaged files
+        raise UpresError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    meta = {e.key: e.value for e in proto.metadata_props}
+    card = ModelCard.from_metadata(meta)
+    if card is None:
+        raise UpresError(f"{p}: ONNX file without an upres model card (export it with "
+                         "'upres export')")
+    return OnnxNet(proto.SerializeToString()), card
