@@ -3,9 +3,6 @@ offline, every image appears, zoom works, and the console stays clean."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 
@@ -14,10 +11,6 @@ from upres.report import disagreement_window
 
 from conftest import BENCH
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 def test_disagreement_window_finds_the_difference():
     hr = np.zeros((60, 80, 3), np.uint8)
@@ -25,20 +18,6 @@ def test_disagreement_window_finds_the_difference():
     b[30:40, 50:60] = 200
     assert disagreement_window([a, b], hr, 10, border=4) == (30, 50)
     assert disagreement_window([b], hr, 10) == (30, 50)
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} missing: the test command installs Debian's chromium")
-        pytest.skip("Debian chromium not installed (the README's test command installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_report_in_a_real_browser(tmp_path, browser, capsys):

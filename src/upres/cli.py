@@ -84,7 +84,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return 1
     try:
         up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
-                        precision=args.precision, scale=args.scale)
+                        precision=args.precision, scale=args.scale, backend=args.backend)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     single = len(inputs) == 1
@@ -215,12 +215,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             r = bench(m, scale=args.scale, width=w, height=h, device=args.device,
                       precision=args.precision, repeat=args.repeat,
-                      channels_last=args.channels_last)
+                      channels_last=args.channels_last, backend=args.backend)
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
         results.append(r)
         print(f"{r.model:<12} x{r.scale} {r.input} -> {w * r.scale}x{h * r.scale} {r.device} "
-              f"{r.precision}{' channels_last' if r.channels_last else ''}: "
+              f"{r.precision}{' channels_last' if r.channels_last else ''}"
+              f"{' onnxruntime' if r.backend == 'onnxruntime' else ''}: "
               f"{r.latency_ms:9.1f} ms  {r.mpix_per_s:7.2f} MP/s  peak RSS {r.peak_rss_mb:.0f} MB",
               flush=True)
     if args.json:
@@ -248,6 +249,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from upres.api import resolve_weights
+    from upres.export import OPSET, export_onnx
+    from upres.models.weights import load_model
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise _UsageError(f"{out}: exists (use --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise _UsageError(f"{out.parent}: no such folder")
+    try:
+        net, card = load_model(resolve_weights(args.model), args.scale)
+    except UpresError as exc:
+        raise _UsageError(str(exc)) from None
+    export_onnx(net, card, out, opset=args.opset or OPSET)
+    print(f"{card.name} (x{card.scale}, {card.arch}) -> {out} (ONNX opset {args.opset or OPSET}, "
+          "dynamic batch/height/width)")
+    return 0
+
+
+# -- serve -------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from upres.serve.app import ServeConfig, run
+
+    cfg = ServeConfig(models=tuple(args.models) if args.models else None,
+                      max_upload_bytes=args.max_upload_mb * 2**20,
+                      max_pixels=args.max_pixels, workers=args.workers,
+                      queue_timeout=args.queue_timeout, max_queue=args.max_queue)
+    run(cfg, host=args.host, port=args.port)
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="upres", description="Deep-learning image super-resolution.")
@@ -264,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
     u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     u.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    u.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="run the network with PyTorch (default) or onnxruntime (CPU, fp32)")
     u.add_argument("--format", default="same", choices=("same", "png", "jpg", "webp", "tiff"))
     u.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
     u.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -305,7 +341,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: the measured best per arch)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")
+    b.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("export", help="export a model to ONNX")
+    x.add_argument("-m", "--model", required=True, help="shipped model name or weights path")
+    x.add_argument("-s", "--scale", type=int, choices=(2, 3, 4, 8),
+                   help="scale, for weights that hold several")
+    x.add_argument("--format", default="onnx", choices=("onnx",))
+    x.add_argument("-o", "--output", required=True, metavar="PATH", help="the .onnx file")
+    x.add_argument("--opset", type=int, help="ONNX opset (default 20)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    x.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("serve", help="web page and HTTP API")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="shipped model names to offer (default: all)")
+    v.add_argument("--max-upload-mb", type=int, default=50, help="largest upload (default 50)")
+    v.add_argument("--max-pixels", type=int, default=16_000_000,
+                   help="largest input in pixels (default 16000000)")
+    v.add_argument("--workers", type=int, default=1, help="upscales run at once (default 1)")
+    v.add_argument("--max-queue", type=int, default=32,
+                   help="requests waiting beyond the running ones before 503 (default 32)")
+    v.add_argument("--queue-timeout", type=float, default=60.0,
+                   help="seconds a request waits for a worker before 503 (default 60)")
+    v.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("train", help="train a model from a YAML recipe")
     t.add_argument("config", nargs="?", metavar="CONFIG.yaml")

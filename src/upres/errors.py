@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["UpresError"]
+__all__ = ["ImageTooLargeError", "UnsupportedImageError", "UpresError"]
 
 
 class UpresError(Exception):
     """A user-facing error (bad file, bad argument); ``str(err)`` is one line naming the problem."""
+
+
+class UnsupportedImageError(UpresError):
+    """The bytes are not an image upres reads (unknown format, unsupported pixel type)."""
+
+
+class ImageTooLargeError(UpresError):
+    """The image has more pixels than the configured limit (refused before decoding)."""

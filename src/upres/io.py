@@ -24,12 +24,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from upres.errors import UpresError
+from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "format_for_suffix",
-    "read_image",
-    "read_image_info", "read_rgb8", "to_8bit", "write_image",
+    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "encode_image",
+    "format_for_suffix", "read_image", "read_image_info", "read_rgb8", "to_8bit", "write_image",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -73,15 +72,16 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     try:
         img = Image.open(path)
     except UnidentifiedImageError:
-        raise UpresError(f"{path}: not an image file (format not recognised)") from None
+        raise UnsupportedImageError(f"{path}: not an image file (format not recognised)") \
+            from None
     except OSError as exc:
         raise UpresError(f"{path}: cannot open image ({exc})") from None
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     w, h = img.size
     if limit and w * h > limit:
         img.close()
-        raise UpresError(f"{path}: image too large ({w}x{h} = {w * h} pixels, limit {limit}; "
-                         f"raise it with --max-pixels)")
+        raise ImageTooLargeError(f"{path}: image too large ({w}x{h} = {w * h} pixels, limit "
+                                 f"{limit}; raise it with --max-pixels)")
     return img
 
 
@@ -140,10 +140,11 @@ def _pil_to_array(img: Image.Image, path: Path) -> tuple[np.ndarray, bytes | Non
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 65535:
-            raise UpresError(f"{path}: 32-bit integer pixels are out of the 16-bit range")
+            raise UnsupportedImageError(f"{path}: 32-bit integer pixels are out of the 16-bit "
+                                        "range")
         return arr.astype(np.uint16), icc
     if mode == "F":
-        raise UpresError(f"{path}: floating-point images are not supported")
+        raise UnsupportedImageError(f"{path}: floating-point images are not supported")
     if mode == "CMYK":
         if icc:
             try:
@@ -292,6 +293,28 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
     return buf.getvalue()
 
 
+def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
+                 quality: int = 95) -> bytes:
+    """Encode pixels as one file's bytes in ``fmt`` (``PNG``, ``JPEG``, ``WEBP``, ``TIFF``,
+    ``BMP``); see :func:`write_image` for the pixels accepted and the bit depths kept.
+
+    Raises:
+        UpresError: the pixels cannot be written in ``fmt`` (dtype, alpha to JPEG or BMP).
+    """
+    a = np.asarray(arr)
+    if a.dtype not in (np.uint8, np.uint16):
+        raise UpresError(f"cannot write {a.dtype} pixels")
+    alpha = a.ndim == 3 and a.shape[2] in (2, 4)
+    if alpha and fmt in ("JPEG", "BMP"):
+        raise UpresError(f"{fmt} cannot hold transparency; choose png, webp or tiff")
+    if a.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
+        return _encode_16bit(a, fmt, info)
+    a8 = to_8bit(a)
+    if a8.ndim == 3 and a8.shape[2] == 2 and fmt == "WEBP":  # WebP has no gray+alpha
+        a8 = np.concatenate([np.repeat(a8[:, :, :1], 3, axis=2), a8[:, :, 1:]], axis=2)
+    return _encode_8bit(a8, fmt, info, quality)
+
+
 def write_image(
     path: str | os.PathLike[str], arr: np.ndarray, *, info: ImageInfo | None = None,
     overwrite: bool = False, quality: int = 95,
@@ -312,19 +335,10 @@ def write_image(
         raise UpresError(f"{p}: unknown output format {p.suffix!r} (png, jpg, webp, tiff, bmp)")
     if p.exists() and not overwrite:
         raise UpresError(f"{p}: already exists (use --overwrite to replace it)")
-    a = np.asarray(arr)
-    if a.dtype not in (np.uint8, np.uint16):
-        raise UpresError(f"{p}: cannot write {a.dtype} pixels")
-    alpha = a.ndim == 3 and a.shape[2] in (2, 4)
-    if alpha and fmt in ("JPEG", "BMP"):
-        raise UpresError(f"{p}: {fmt} cannot hold transparency; choose png, webp or tiff")
-    if a.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
-        data = _encode_16bit(a, fmt, info)
-    else:
-        a8 = to_8bit(a)
-        if a8.ndim == 3 and a8.shape[2] == 2 and fmt == "WEBP":  # WebP has no gray+alpha
-            a8 = np.concatenate([np.repeat(a8[:, :, :1], 3, axis=2), a8[:, :, 1:]], axis=2)
-        data = _encode_8bit(a8, fmt, info, quality)
+    try:
+        data = encode_image(arr, fmt, info=info, quality=quality)
+    except UpresError as exc:
+        raise UpresError(f"{p}: {exc}") from None
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:

@@ -1,0 +1,1 @@
+"""The web page and HTTP API (``upres serve``); see :mod:`upres.serve.app`."""

@@ -1,0 +1,294 @@
+"""``upres serve``: the web page and the HTTP API (FastAPI + uvicorn).
+
+Endpoints::
+
+    GET  /              the page (static HTML/CSS/JS from ./static, no build step)
+    GET  /healthz       {"status": "ok", "running": n, "waiting": n}
+    GET  /v1/models     the offered models, as ``upres models --json``
+    POST /v1/upscale    image in (multipart field ``file``, or the raw body), image out;
+                        query: model, scale, format (png | jpg | webp | tiff | same)
+
+Limits (:class:`ServeConfig`): bodies over ``max_upload_bytes`` get 413 (checked on
+Content-Length and while streaming); images over ``max_pixels`` get 413, refused from the header
+before any decoding; bytes that are not a supported image get 415; damaged images and bad query
+parameters get 422; all errors are JSON ``{"detail": "..."}``. At most ``workers`` upscales
+run at once; up to ``max_queue`` more wait for at most ``queue_timeout`` seconds, and beyond
+that the answer is 503 with ``Retry-After``. Uploads are decoded from a server-made temporary
+file name: no name from the client reaches the file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
+
+__all__ = ["ServeConfig", "create_app", "run"]
+
+STATIC = Path(__file__).parent / "static"
+_MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
+          "BMP": "image/bmp"}
+_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
+_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Server limits and offered models.
+
+    ``models``: shipped model names to offer (``None``: all shipped models); ``bicubic`` is
+    always offered as the comparison baseline. ``max_upload_bytes``: largest request body;
+    ``max_pixels``: largest input image (width x height); ``workers``: upscales run at once;
+    ``max_queue``: requests allowed to wait for a worker; ``queue_timeout``: seconds one may
+    wait; ``retry_after``: seconds suggested to clients refused with 503.
+    """
+
+    models: tuple[str, ...] | None = None
+    max_upload_bytes: int = 50 * 2**20
+    max_pixels: int = 16_000_000
+    workers: int = 1
+    max_queue: int = 32
+    queue_timeout: float = 60.0
+    retry_after: int = 5
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+class _Gate:
+    """At most ``workers`` holders; at most ``max_queue`` waiters, each for ``timeout`` s."""
+
+    def __init__(self, workers: int, max_queue: int, timeout: float) -> None:
+        self.sem = asyncio.Semaphore(workers)
+        self.max_queue, self.timeout = max_queue, timeout
+        self.running = 0
+        self.waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self.sem.locked() and self.waiting >= self.max_queue:
+            raise _HTTPError(503, "server busy: the work queue is full")
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self.sem.acquire(), self.timeout)
+        except TimeoutError:
+            raise _HTTPError(503, f"server busy: no worker free within {self.timeout:g} s") \
+                from None
+        finally:
+            self.waiting -= 1
+        self.running += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.running -= 1
+        self.sem.release()
+
+
+class _Models:
+    """Offered models, loaded on first use and kept (one Upscaler per name)."""
+
+    def __init__(self, names: tuple[str, ...] | None) -> None:
+        from upres.models import zoo
+
+        cards = {c.name: c for c in zoo.shipped()}
+        wanted = list(names) if names else sorted(cards, key=lambda n: (cards[n].scale, n))
+        unknown = [n for n in wanted if n not in cards and n not in zoo.BASELINES]
+        if unknown:
+            raise UpresError(f"serve: unknown model(s) {', '.join(unknown)}; shipped: "
+                             f"{', '.join(cards)}")
+        self.names = [n for n in wanted if n not in zoo.BASELINES]
+        self.cards = cards
+        self._loaded: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
+
+    def rows(self) -> list[dict]:
+        from upres.models import zoo
+
+        rows = []
+        for n in self.names:
+            c = self.cards[n]
+            rows.append({"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
+                         "psnr": dict(c.psnr), "notes": c.notes})
+        return rows + [r for r in zoo.baseline_rows() if r["name"] == "bicubic"]
+
+    def pick(self, model: str | None, scale: int | None) -> tuple[str, int]:
+        if model is None:
+            s = scale or 4
+            default = f"x{s}"
+            if default not in self.names:
+                choices = [n for n in self.names if self.cards[n].scale == s]
+                if not choices:
+                    raise _HTTPError(422, f"no model offered for scale {s}")
+                default = choices[0]
+            return default, s
+        if model == "bicubic":
+            return model, scale or 4
+        if model not in self.names:
+            raise _HTTPError(422, f"unknown model {model!r}; offered: "
+                                  f"{', '.join([*self.names, 'bicubic'])}")
+        s = self.cards[model].scale
+        if scale is not None and scale != s:
+            raise _HTTPError(422, f"model {model} upscales x{s}, not x{scale}")
+        return model, s
+
+    def get(self, name: str, scale: int) -> Any:
+        import upres
+
+        with self._lock:
+            key = (name, scale)
+            if key not in self._loaded:
+                self._loaded[key] = upres.load(name, scale=scale if name == "bicubic" else None,
+                                               device="cpu")
+            return self._loaded[key]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limit:
+        raise _HTTPError(413, f"upload too large: {int(size)} bytes, limit {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _HTTPError(413, f"upload too large: more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    """The uploaded file's bytes: multipart field ``file`` (or the first file), or the body."""
+    body = await _read_body(request, limit)
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        return body
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except Exception as exc:  # starlette raises several types for malformed multipart bodies
+        raise _HTTPError(422, f"malformed multipart body ({type(exc).__name__})") from None
+    item = form.get("file")
+    if item is None:
+        item = next((v for _, v in form.multi_items() if hasattr(v, "read")), None)
+    if item is None or not hasattr(item, "read"):
+        raise _HTTPError(422, "multipart body without a file field")
+    return await item.read()
+
+
+def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
+    """Decode, upscale and encode one upload (runs in a worker thread)."""
+    from upres.io import encode_image, read_image_info
+
+    if not data:
+        raise _HTTPError(422, "empty upload")
+    with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
+        src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk
+        src.write_bytes(data)
+        try:
+            img, info = read_image_info(src, max_pixels=max_pixels)
+        except ImageTooLargeError as exc:
+            raise _HTTPError(413, str(exc).replace(str(src), "upload")) from None
+        except UnsupportedImageError as exc:
+            raise _HTTPError(415, str(exc).replace(str(src), "upload")) from None
+        except UpresError as exc:
+            raise _HTTPError(422, str(exc).replace(str(src), "upload")) from None
+    out_fmt = fmt or (info.format if info.format in _MEDIA else "PNG")
+    alpha = img.ndim == 3 and img.shape[2] in (2, 4)
+    if alpha and out_fmt in ("JPEG", "BMP"):
+        raise _HTTPError(422, f"the image has transparency, which {out_fmt} cannot hold; "
+                              "ask for png, webp or tiff")
+    out = up.upscale(img)
+    return encode_image(out, out_fmt, info=info), out_fmt
+
+
+def create_app(cfg: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI application for ``cfg`` (defaults: :class:`ServeConfig`)."""
+    cfg = cfg or ServeConfig()
+    models = _Models(cfg.models)
+    app = FastAPI(title="upres", version="0.1.0",
+                  description="Deep-learning image super-resolution: upscale images over HTTP.")
+    gate: dict[str, _Gate] = {}
+
+    def _gate() -> _Gate:  # created inside the server's event loop
+        if "g" not in gate:
+            gate["g"] = _Gate(cfg.workers, cfg.max_queue, cfg.queue_timeout)
+        return gate["g"]
+
+    @app.exception_handler(_HTTPError)
+    async def _on_error(_: Request, exc: _HTTPError) -> JSONResponse:
+        headers = dict(exc.headers)
+        if exc.status == 503:
+            headers["Retry-After"] = str(cfg.retry_after)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        g = _gate()
+        return {"status": "ok", "running": g.running, "waiting": g.waiting}
+
+    @app.get("/v1/models")
+    async def list_models() -> list[dict]:
+        return models.rows()
+
+    @app.post("/v1/upscale", responses={
+        200: {"content": {m: {} for m in _MEDIA.values()}, "description": "the upscaled image"},
+        413: {"description": "upload or image too large"},
+        415: {"description": "not a supported image"},
+        422: {"description": "bad parameters or a damaged image"},
+        503: {"description": "busy; retry after the Retry-After header's seconds"}})
+    async def upscale(
+        request: Request,
+        model: str | None = Query(None, description="model name (GET /v1/models); default "
+                                                    "x{scale}"),
+        scale: int | None = Query(None, ge=2, le=8, description="2, 3 or 4 (default: the "
+                                                                "model's, or 4)"),
+        format: str = Query("png", description="png, jpg, webp, tiff, or same (as the input)"),
+    ) -> Response:
+        """Upscale one image: multipart form field ``file``, or the image as the raw body."""
+        fmt_key = format.lower()
+        if fmt_key != "same" and fmt_key not in _FORMATS:
+            raise _HTTPError(422, f"format must be png, jpg, webp, tiff or same, not {format!r}")
+        name, s = models.pick(model, scale)
+        data = await _image_bytes(request, cfg.max_upload_bytes)
+        async with _gate():
+            up = await run_in_threadpool(models.get, name, s)
+            body, out_fmt = await run_in_threadpool(
+                _upscale, up, data, None if fmt_key == "same" else _FORMATS[fmt_key],
+                cfg.max_pixels)
+        return Response(body, media_type=_MEDIA[out_fmt], headers={
+            "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
+            "X-Upres-Model": name, "X-Upres-Scale": str(s)})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def run(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ``create_app(cfg)`` with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(cfg)
+    print(f"upres: serving on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

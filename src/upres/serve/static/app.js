@@ -1,0 +1,233 @@
+// upres web page: pick an image, upscale it through /v1/upscale, compare with bicubic.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { models: [], file: null, zoom: 1, x: 0, y: 0, w: 0, h: 0, urls: [] };
+
+function setStatus(text, isError = false) {
+  const el = $("status-text");
+  el.textContent = text;
+  el.className = isError ? "error" : "";
+}
+
+async function loadModels() {
+  const res = await fetch("/v1/models");
+  state.models = await res.json();
+  const scales = [...new Set(state.models.filter((m) => m.name !== "bicubic")
+    .map((m) => m.scale))].sort();
+  const sel = $("scale");
+  for (const s of scales) sel.add(new Option(`×${s}`, String(s)));
+  sel.value = scales.includes(4) ? "4" : String(scales[0]);
+  fillModels();
+}
+
+function fillModels() {
+  const s = Number($("scale").value);
+  const sel = $("model");
+  sel.innerHTML = "";
+  const list = state.models.filter((m) => m.scale === s && m.name !== "bicubic");
+  for (const m of list) {
+    const psnr = m.psnr && m.psnr.Set14 ? ` · Set14 ${m.psnr.Set14.toFixed(2)} dB` : "";
+    sel.add(new Option(`${m.name}${psnr}`, m.name));
+  }
+  const def = list.find((m) => m.name === `x${s}`);
+  if (def) sel.value = def.name;
+  showNote();
+}
+
+function showNote() {
+  const m = state.models.find((x) => x.name === $("model").value);
+  $("model-note").textContent = m ? `${m.arch}, ${m.params.toLocaleString()} parameters.` +
+    (m.notes ? ` ${m.notes}` : "") : "";
+}
+
+function pick(file) {
+  if (!file) return;
+  state.file = file;
+  $("picked").textContent = `${file.name} (${(file.size / 1024).toFixed(0)} KB)`;
+  $("go").disabled = false;
+}
+
+// POST the file; resolves to {blob, headers}; reports upload progress as 0..1.
+function upscaleRequest(file, model, scale, format, onUpload) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const q = new URLSearchParams({ model, scale: String(scale), format });
+    xhr.open("POST", `/v1/upscale?${q}`);
+    xhr.responseType = "blob";
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable && onUpload) onUpload(e.loaded / e.total); };
+    xhr.onload = async () => {
+      if (xhr.status === 200) {
+        resolve({ blob: xhr.response, type: xhr.getResponseHeader("Content-Type") });
+      } else {
+        let detail = `HTTP ${xhr.status}`;
+        try { detail = JSON.parse(await xhr.response.text()).detail || detail; } catch (_) { /* not JSON */ }
+        if (xhr.status === 503) detail += ` (retry in ${xhr.getResponseHeader("Retry-After") || "a few"} s)`;
+        reject(new Error(detail));
+      }
+    };
+    xhr.onerror = () => reject(new Error("the server could not be reached"));
+    const form = new FormData();
+    form.append("file", file);
+    xhr.send(form);
+  });
+}
+
+async function run() {
+  if (!state.file) return;
+  const model = $("model").value, scale = Number($("scale").value), format = $("format").value;
+  $("go").disabled = true;
+  const bar = $("progress");
+  bar.hidden = false; bar.value = 0;
+  const t0 = performance.now();
+  let timer = null;
+  try {
+    setStatus("Uploading…");
+    const result = await upscaleRequest(state.file, model, scale, format, (f) => {
+      bar.value = Math.round(f * 100);
+      if (f >= 1 && !timer) {
+        bar.removeAttribute("value"); // indeterminate while the server works
+        timer = setInterval(() => setStatus(
+          `Upscaling with ${model}… ${((performance.now() - t0) / 1000).toFixed(1)} s`), 200);
+      }
+    });
+    clearInterval(timer); timer = null;
+    setStatus("Preparing the bicubic comparison…");
+    const before = await upscaleRequest(state.file, "bicubic", scale, "png", null);
+    await show(result.blob, before.blob, model, scale, format);
+    setStatus(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
+  } catch (err) {
+    setStatus(`Failed: ${err.message}`, true);
+  } finally {
+    clearInterval(timer);
+    bar.hidden = true;
+    $("go").disabled = false;
+  }
+}
+
+function loadImg(img, url) {
+  return new Promise((resolve, reject) => {
+    img.onload = resolve;
+    img.onerror = () => reject(new Error("the browser cannot display this output format; " +
+      "choose PNG to preview"));
+    img.src = url;
+  });
+}
+
+async function show(afterBlob, beforeBlob, model, scale, format) {
+  for (const u of state.urls) URL.revokeObjectURL(u);
+  const a = URL.createObjectURL(afterBlob), b = URL.createObjectURL(beforeBlob);
+  state.urls = [a, b];
+  const stem = state.file.name.replace(/\.[^.]*$/, "") || "image";
+  const dl = $("download");
+  dl.href = a;
+  dl.download = `${stem}_x${scale}.${format}`;
+  $("result").hidden = false;
+  $("tag-model").textContent = model;
+  await loadImg($("img-before"), b);
+  // TIFF does not display in most browsers: preview the PNG bicubic, still download the TIFF.
+  try { await loadImg($("img-after"), a); } catch (e) { setStatus(e.message, true); }
+  state.w = $("img-before").naturalWidth; state.h = $("img-before").naturalHeight;
+  $("result-info").textContent = `Output ${state.w}×${state.h} pixels, ` +
+    `${(afterBlob.size / 1024).toFixed(0)} KB.`;
+  fit();
+  $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// -- comparison viewer: both images share one transform, the after-layer is clipped ----------
+function render() {
+  const v = $("viewer");
+  const t = `translate(${state.x}px, ${state.y}px) scale(${state.zoom})`;
+  const rendering = state.zoom >= 1 ? "pixelated" : "auto"; // see pixels when magnified
+  for (const id of ["img-before", "img-after"]) {
+    $(id).style.transform = t;
+    $(id).style.imageRendering = rendering;
+  }
+  const split = Number($("split").value) / 100;
+  const px = v.clientWidth * split;
+  $("layer-after").style.clipPath = `inset(0 0 0 ${px}px)`;
+  $("divider").style.left = `${px - 1}px`;
+  $("zoom-text").textContent = `${Math.round(state.zoom * 100)} %`;
+}
+
+function clampPan() {
+  const v = $("viewer");
+  const w = state.w * state.zoom, h = state.h * state.zoom;
+  const cx = (v.clientWidth - w) / 2, cy = (v.clientHeight - h) / 2;
+  state.x = w <= v.clientWidth ? cx : Math.min(0, Math.max(v.clientWidth - w, state.x));
+  state.y = h <= v.clientHeight ? cy : Math.min(0, Math.max(v.clientHeight - h, state.y));
+}
+
+function zoomAt(factor, px, py) {
+  const v = $("viewer");
+  if (px === undefined) { px = v.clientWidth / 2; py = v.clientHeight / 2; }
+  const z = Math.min(32, Math.max(0.05, state.zoom * factor));
+  state.x = px - (px - state.x) * (z / state.zoom);
+  state.y = py - (py - state.y) * (z / state.zoom);
+  state.zoom = z;
+  clampPan(); render();
+}
+
+function fit() {
+  const v = $("viewer");
+  if (!state.w) return;
+  state.zoom = Math.min(v.clientWidth / state.w, v.clientHeight / state.h, 1);
+  clampPan(); render();
+}
+
+function setupViewer() {
+  const v = $("viewer");
+  let drag = null;
+  v.addEventListener("pointerdown", (e) => {
+    drag = { x: e.clientX - state.x, y: e.clientY - state.y };
+    v.setPointerCapture(e.pointerId); v.classList.add("dragging");
+  });
+  v.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    state.x = e.clientX - drag.x; state.y = e.clientY - drag.y;
+    clampPan(); render();
+  });
+  const end = () => { drag = null; v.classList.remove("dragging"); };
+  v.addEventListener("pointerup", end);
+  v.addEventListener("pointercancel", end);
+  v.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = v.getBoundingClientRect();
+    zoomAt(e.deltaY < 0 ? 1.25 : 0.8, e.clientX - r.left, e.clientY - r.top);
+  }, { passive: false });
+  v.addEventListener("keydown", (e) => {
+    const step = 40;
+    const moves = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
+    if (moves[e.key]) {
+      state.x += moves[e.key][0]; state.y += moves[e.key][1];
+      clampPan(); render(); e.preventDefault();
+    } else if (e.key === "+" || e.key === "=") { zoomAt(1.25); e.preventDefault(); }
+    else if (e.key === "-") { zoomAt(0.8); e.preventDefault(); }
+    else if (e.key === "0") { fit(); e.preventDefault(); }
+  });
+  $("split").addEventListener("input", render);
+  $("zoom-in").addEventListener("click", () => zoomAt(1.25));
+  $("zoom-out").addEventListener("click", () => zoomAt(0.8));
+  $("zoom-fit").addEventListener("click", fit);
+  $("zoom-1").addEventListener("click", () => zoomAt(1 / state.zoom));
+  window.addEventListener("resize", () => { clampPan(); render(); });
+}
+
+function setupPicker() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => pick(e.target.files[0]));
+  for (const ev of ["dragenter", "dragover"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    drop.addEventListener(ev, () => drop.classList.remove("over"));
+  }
+  drop.addEventListener("drop", (e) => { e.preventDefault(); pick(e.dataTransfer.files[0]); });
+  $("scale").addEventListener("change", fillModels);
+  $("model").addEventListener("change", showNote);
+  $("go").addEventListener("click", run);
+}
+
+setupPicker();
+setupViewer();
+loadModels().catch((e) => setStatus(`Cannot list models: ${e.message}`, true));

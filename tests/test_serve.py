@@ -1,0 +1,296 @@
+"""``upres serve``: the real server (uvicorn, a subprocess on a free loopback port) answered over
+HTTP by httpx, and its page driven in Debian's chromium by Playwright."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from upres.cli import main
+
+from conftest import ARTIFACTS, BENCH
+
+BABY = BENCH / "Set5" / "baby.png"  # 512x512
+BIRD = BENCH / "Set5" / "bird.png"  # 288x288
+MAX_UPLOAD = 2 * 2**20
+MAX_PIXELS = 1_200_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The real server with small limits: 2 MiB uploads, 1.2 MP inputs, one worker, no queue."""
+    port = _free_port()
+    cwd = tmp_path_factory.mktemp("serve-cwd")  # the server must not write here
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "upres.cli", "serve", "--port", str(port), "--max-upload-mb", "2",
+         "--max-pixels", str(MAX_PIXELS), "--workers", "1", "--max-queue", "0",
+         "--queue-timeout", "0.2"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start: {proc.stdout.read()}")
+        time.sleep(0.3)
+    yield url, cwd
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in out, out
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming ``width x height`` pixels, with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+            + chunk(b"IEND", b""))
+
+
+# -- API -------------------------------------------------------------------------------------
+def test_health_docs_and_models(server, capsys):
+    url, _ = server
+    h = httpx.get(f"{url}/healthz").json()
+    assert h == {"status": "ok", "running": 0, "waiting": 0}
+    assert "swagger" in httpx.get(f"{url}/docs").text.lower()
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert "/v1/upscale" in spec["paths"] and "/v1/models" in spec["paths"]
+    served = httpx.get(f"{url}/v1/models").json()
+    assert main(["models", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    # The same list as `upres models --json` (lanczos is not offered by the page).
+    assert [r["name"] for r in served] == [r["name"] for r in cli if r["name"] != "lanczos"]
+    assert {r["name"]: r["psnr"] for r in served} == {
+        r["name"]: r["psnr"] for r in cli if r["name"] != "lanczos"}
+
+
+def test_upscale_multipart_and_raw_equal_the_library(server):
+    import upres
+
+    url, _ = server
+    data = BIRD.read_bytes()
+    a = httpx.post(f"{url}/v1/upscale", params={"model": "x4"},
+                   files={"file": ("bird.png", data, "image/png")}, timeout=120)
+    b = httpx.post(f"{url}/v1/upscale?scale=4", content=data, timeout=120)
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    assert a.headers["content-type"] == "image/png"
+    assert a.headers["x-upres-model"] == b.headers["x-upres-model"] == "x4"
+    out_a, out_b = _decode(a.content), _decode(b.content)
+    assert out_a.shape == (288 * 4, 288 * 4, 3)
+    np.testing.assert_array_equal(out_a, out_b)
+    ref = upres.load("x4", device="cpu").upscale(np.asarray(Image.open(BIRD).convert("RGB")))
+    # Different thread counts may round a few values the other way: at most one level.
+    assert np.abs(out_a.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_output_formats(server):
+    url, _ = server
+    data = BIRD.read_bytes()
+    magic = {"jpg": b"\xff\xd8", "webp": b"RIFF", "tiff": b"II", "png": b"\x89PNG"}
+    for fmt, head in magic.items():
+        r = httpx.post(f"{url}/v1/upscale", params={"scale": 2, "format": fmt}, content=data,
+                       timeout=120)
+        assert r.status_code == 200 and r.content[:len(head)] == head, (fmt, r.text[:200])
+    jpeg = io.BytesIO()
+    Image.open(BIRD).save(jpeg, format="JPEG", quality=90)
+    r = httpx.post(f"{url}/v1/upscale", params={"scale": 2, "format": "same"},
+                   content=jpeg.getvalue(), timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize("case", ["too_big", "bomb", "text", "truncated", "empty", "bad_scale",
+                                  "bad_model", "bad_format", "alpha_jpeg", "no_file_field"])
+def test_bad_requests_get_clear_json_errors(server, case):
+    url, _ = server
+    png = BIRD.read_bytes()
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[..., 3] = 128
+    params: dict = {"scale": 2}
+    kwargs: dict = {}
+    expect = {"too_big": 413, "bomb": 413, "text": 415, "truncated": 422, "empty": 422,
+              "bad_scale": 422, "bad_model": 422, "bad_format": 422, "alpha_jpeg": 422,
+              "no_file_field": 422}[case]
+    if case == "too_big":
+        kwargs["content"] = os.urandom(MAX_UPLOAD + 1)
+    elif case == "bomb":
+        kwargs["content"] = _bomb_png(40_000, 40_000)
+    elif case == "text":
+        kwargs["content"] = b"hello, this is not an image\n" * 10
+    elif case == "truncated":
+        kwargs["content"] = png[: len(png) // 3]
+    elif case == "empty":
+        kwargs["content"] = b""
+    elif case == "bad_scale":
+        params = {"model": "x4", "scale": 3}
+        kwargs["content"] = png
+    elif case == "bad_model":
+        params = {"model": "../../etc/passwd"}
+        kwargs["content"] = png
+    elif case == "bad_format":
+        params["format"] = "gif"
+        kwargs["content"] = png
+    elif case == "alpha_jpeg":
+        params["format"] = "jpg"
+        kwargs["content"] = _png_bytes(rgba)
+    elif case == "no_file_field":
+        kwargs["content"] = (b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+                             b"no file here\r\n--xyz--\r\n")
+        kwargs["headers"] = {"content-type": "multipart/form-data; boundary=xyz"}
+    r = httpx.post(f"{url}/v1/upscale", params=params, timeout=60, **kwargs)
+    assert r.status_code == expect, (case, r.status_code, r.text[:300])
+    detail = r.json()["detail"]
+    assert isinstance(detail, str | list) and detail
+    if isinstance(detail, str):
+        assert "\n" not in detail and "/tmp" not in detail  # one line, no server paths
+    assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+
+
+def test_client_file_names_never_reach_the_disk(server):
+    url, cwd = server
+    evil = "../../../../tmp/upres-evil-name.png"
+    r = httpx.post(f"{url}/v1/upscale", params={"scale": 2},
+                   files={"file": (evil, BIRD.read_bytes(), "image/png")}, timeout=120)
+    assert r.status_code == 200
+    assert not Path("/tmp/upres-evil-name.png").exists()
+    assert list(cwd.iterdir()) == []
+    assert "evil" not in r.headers["content-disposition"]
+
+
+def test_busy_server_answers_503_with_retry_after(server):
+    url, _ = server
+    big = np.asarray(Image.open(BABY).convert("RGB").resize((1000, 1000)))
+    slow = _png_bytes(big)  # 1 MP at x4: seconds of work for the one worker
+    results: dict = {}
+
+    def first() -> None:
+        results["first"] = httpx.post(f"{url}/v1/upscale", params={"scale": 4}, content=slow,
+                                      timeout=300)
+
+    t = threading.Thread(target=first)
+    t.start()
+    deadline = time.time() + 60
+    while httpx.get(f"{url}/healthz").json()["running"] == 0:
+        assert time.time() < deadline, "the first request never started"
+        time.sleep(0.02)
+    r = httpx.post(f"{url}/v1/upscale", params={"scale": 2}, content=BIRD.read_bytes(),
+                   timeout=60)
+    t.join()
+    assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, r.text
+    assert "busy" in r.json()["detail"]
+    assert results["first"].status_code == 200
+    assert _decode(results["first"].content).shape == (4000, 4000, 3)
+
+
+# -- the page in a real browser ----------------------------------------------------------------
+def _watch(page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def test_page_upscales_compares_and_downloads(server, browser, tmp_path):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    errors = _watch(page)
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#scale", "4")
+    assert page.input_value("#model") == "x4"
+    page.set_input_files("#file", str(BIRD))
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".startsWith('Done')", timeout=120_000)
+    assert page.is_visible("#result")
+    sizes = page.eval_on_selector_all(
+        "#viewer img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+    assert sizes == [[1152, 1152], [1152, 1152]]  # bicubic and model: same size
+    clip = page.eval_on_selector("#layer-after", "e => e.style.clipPath")
+    page.fill("#split", "20")
+    moved = page.eval_on_selector("#layer-after", "e => e.style.clipPath")
+    assert moved != clip
+    page.focus("#split")
+    page.keyboard.press("ArrowRight")
+    assert page.input_value("#split") == "21"
+    # Zoom keeps both images on one transform (synced zoom and pan).
+    page.click("#zoom-in")
+    t = page.eval_on_selector_all("#viewer img", "els => els.map(e => e.style.transform)")
+    assert t[0] == t[1] and "scale" in t[0]
+    page.focus("#viewer")
+    page.keyboard.press("ArrowLeft")
+    t2 = page.eval_on_selector_all("#viewer img", "els => els.map(e => e.style.transform)")
+    assert t2[0] == t2[1]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+    with page.expect_download() as dl:
+        page.click("#download")
+    saved = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    assert saved.name == "bird_x4.png"
+    with Image.open(saved) as im:
+        assert im.size == (1152, 1152)
+    assert errors == []
+
+
+def test_page_on_a_phone_is_clean_and_keyboard_reachable(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True,
+                            has_touch=True)
+    errors = _watch(page)
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    # Nothing wider than the phone's screen.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    focused = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+    assert {"file", "scale", "model", "format"} <= set(focused)
+    page.set_input_files("#file", str(BIRD))
+    page.select_option("#scale", "2")
+    page.focus("#go")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".startsWith('Done')", timeout=120_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-phone.png"), full_page=True)
+    assert errors == []
