@@ -3,7 +3,7 @@ spent waiting for data.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 300]
 
-Runs configs/upnet-x2.yaml (validation off) in a temporary folder and writes the "training"
+Runs configs/fast-x2.yaml (validation off) in a temporary folder and writes the "training"
 section of docs/benchmarks.md from the run's metrics.jsonl (the first logged window, which
 includes warm-up, is left out).
 """

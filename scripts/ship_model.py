@@ -1,6 +1,6 @@
 """Ship a trained run as a named zoo model: evaluate it, stamp its card, copy recipe and log.
 
-    .venv/bin/python scripts/ship_model.py runs/upnet-x2 x2
+    .venv/bin/python scripts/ship_model.py runs/fast-x2 x2
 
 Evaluates ``RUN/final.safetensors`` on Set5, Set14 and BSD100 (standard protocol, the same
 ``evaluate`` that ``upres eval`` runs), writes ``src/upres/zoo/NAME.safetensors`` with the measured
