@@ -11,7 +11,8 @@ Endpoints::
 Limits (:class:`ServeConfig`): bodies over ``max_upload_bytes`` get 413 (checked on
 Content-Length and while streaming); images over ``max_pixels`` get 413, refused from the header
 before any decoding; bytes that are not a supported image get 415; damaged images and bad query
-parameters get 422; all errors are JSON ``{"detail": "..."}``. At most ``workers`` upscales
+parameters get 422 (what the header shows is refused before the request queues); all errors
+are JSON ``{"detail": "..."}``. At most ``workers`` upscales
 run at once; up to ``max_queue`` more wait for at most ``queue_timeout`` seconds, and beyond
 that the answer is 503 with ``Retry-After``. Uploads are decoded from a server-made temporary
 file name: no name from the client reaches the file system.
@@ -193,6 +194,30 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     return await item.read()
 
 
+def _probe(data: bytes, max_pixels: int) -> None:
+    """Refuse what the header already shows (not an image, too many pixels) before queueing:
+    bad uploads never wait for, nor take, a worker."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise _HTTPError(422, "empty upload")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except UnidentifiedImageError:
+        raise _HTTPError(415, "upload: not an image file (format not recognised)") from None
+    except Image.DecompressionBombError:  # PIL's own ceiling, far above any sane max_pixels
+        raise _HTTPError(413, f"upload: image too large (over {max_pixels} pixels)") from None
+    except Exception as exc:  # PIL raises many types for damaged headers
+        raise _HTTPError(422, f"upload: cannot read the image header ({type(exc).__name__})") \
+            from None
+    if w * h > max_pixels:
+        raise _HTTPError(413, f"upload: image too large ({w}x{h} = {w * h} pixels, limit "
+                              f"{max_pixels})")
+
+
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
     """Decode, upscale and encode one upload (runs in a worker thread)."""
     from upres.io import encode_image, read_image_info
@@ -272,6 +297,7 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
             raise _HTTPError(422, f"format must be png, jpg, webp, tiff or same, not {format!r}")
         name, s = models.pick(model, scale)
         data = await _image_bytes(request, cfg.max_upload_bytes)
+        await run_in_threadpool(_probe, data, cfg.max_pixels)
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
             body, out_fmt = await run_in_threadpool(
