@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -70,3 +71,23 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):  # shared by the training and GAN tests
+    """A recipe over three real training images, with a small UpNet."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "hr").mkdir()
+    for name in ("t1.bmp", "t2.bmp", "tt1.bmp"):
+        shutil.copy(DATA / "train" / "T91" / name, root / "hr" / name)
+    cfg = {
+        "name": "tiny", "scale": 2, "seed": 3,
+        "model": {"arch": "upnet", "params": {"channels": 8, "depth": 2}},
+        "data": {"train": [str(root / "hr")], "val": [str(BENCH / "Set5")], "patch": 16,
+                 "batch": 4},
+        "optim": {"steps": 6, "lr": 1e-3},
+        "log_every": 2, "val_every": 6, "ckpt_every": 3,
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import numpy as np
 import pytest
@@ -19,26 +18,6 @@ from upres.train.config import load_config
 from upres.train.trainer import Trainer, lr_at
 
 from conftest import BENCH, DATA, SCALES, SMALL
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A recipe over three real training images, with a small UpNet."""
-    root = tmp_path_factory.mktemp("tiny")
-    (root / "hr").mkdir()
-    for name in ("t1.bmp", "t2.bmp", "tt1.bmp"):
-        shutil.copy(DATA / "train" / "T91" / name, root / "hr" / name)
-    cfg = {
-        "name": "tiny", "scale": 2, "seed": 3,
-        "model": {"arch": "upnet", "params": {"channels": 8, "depth": 2}},
-        "data": {"train": [str(root / "hr")], "val": [str(BENCH / "Set5")], "patch": 16,
-                 "batch": 4},
-        "optim": {"steps": 6, "lr": 1e-3},
-        "log_every": 2, "val_every": 6, "ckpt_every": 3,
-    }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_unknown_and_mistyped_keys_are_named(tiny, tmp_path):

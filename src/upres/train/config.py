@@ -18,8 +18,8 @@ import yaml
 
 from upres.errors import UpresError
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "apply_overrides",
-           "load_config"]
+__all__ = ["DataConfig", "GanConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+           "apply_overrides", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,27 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    """Adversarial and perceptual training (off unless ``weight`` or ``perceptual_weight`` > 0).
+
+    The generator's loss is ``optim.loss + weight * adversarial + perceptual_weight *
+    perceptual``; the discriminator has its own Adam optimizer (``d_lr``, ``d_betas``, the
+    generator's schedule shape) and starts judging after ``d_start`` generator-only steps.
+    """
+
+    weight: float = 0.0
+    loss: str = "vanilla"  # vanilla | lsgan | hinge | ragan (relativistic average)
+    discriminator: str = "unet_sn"  # unet_sn | vgg_patch
+    d_params: dict[str, Any] = field(default_factory=dict)
+    d_lr: float = 1e-4
+    d_betas: tuple[float, ...] = (0.9, 0.99)
+    d_start: int = 0
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None  # VGG19 weights file, torchvision key layout
+    perceptual_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     name: str
     scale: int
@@ -71,6 +92,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     log_every: int = 100
     val_every: int = 1000
     ckpt_every: int = 500
@@ -175,6 +197,19 @@ def _validate(cfg: TrainConfig) -> None:
                    ("data.batch", cfg.data.batch)):
         if v < 1:
             raise UpresError(f"config key {key!r}: must be >= 1, got {v}")
+    g = cfg.gan
+    if g.loss not in ("vanilla", "lsgan", "hinge", "ragan"):
+        raise UpresError(f"config key 'gan.loss': vanilla, lsgan, hinge or ragan, got {g.loss!r}")
+    from upres.models.discriminators import DISCRIMINATORS
+
+    if g.discriminator not in DISCRIMINATORS:
+        raise UpresError(f"config key 'gan.discriminator': {', '.join(DISCRIMINATORS)}, got "
+                         f"{g.discriminator!r}")
+    if g.perceptual_weight > 0 and not g.perceptual_weights:
+        raise UpresError("config key 'gan.perceptual_weights': a perceptual loss needs a VGG19 "
+                         "weights file (none can be downloaded); set it or perceptual_weight: 0")
+    if len(g.d_betas) != 2:
+        raise UpresError(f"config key 'gan.d_betas': two numbers, got {list(g.d_betas)}")
     if cfg.model.init_mode not in ("match", "grow"):
         raise UpresError(f"config key 'model.init_mode': match or grow, got "
                          f"{cfg.model.init_mode!r}")

@@ -31,6 +31,7 @@ from upres.models.weights import load_model, save_model
 from upres.resize import imresize
 from upres.train.config import TrainConfig
 from upres.train.distributed import setup
+from upres.train.gan import GanTrainer
 from upres.train.losses import make_loss
 
 __all__ = ["Trainer"]
@@ -104,6 +105,14 @@ class Trainer:
 
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.dist.local_rank] if dev == "cuda" else None)
+        self.gan: GanTrainer | None = None
+        if cfg.gan.weight > 0 or cfg.gan.perceptual_weight > 0:
+            self.gan = GanTrainer(cfg.gan, self.device)
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel
+
+                self.gan.d_net = DistributedDataParallel(
+                    self.gan.d, device_ids=[self.dist.local_rank] if dev == "cuda" else None)
         self.step = 0
         self.elapsed = 0.0  # training seconds of earlier segments (resume)
         self._t_start = time.time()
@@ -183,6 +192,7 @@ class Trainer:
             "best": self.best, "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(), "history": self.history,
             "elapsed": self.elapsed + time.time() - self._t_start,
+            "gan": self.gan.state_dict() if self.gan is not None else None,
         }
         tmp = self.run_dir / "last.pt.part"
         torch.save(state, tmp)
@@ -194,6 +204,8 @@ class Trainer:
         if self.ema is not None and ck.get("ema") is not None:
             self.ema.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
+        if self.gan is not None and ck.get("gan") is not None:
+            self.gan.load_state_dict(ck["gan"])
         self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
         self.elapsed, self._t_start = ck.get("elapsed", 0.0), time.time()
         self.rng.bit_generator.state = ck["rng"]
@@ -268,6 +280,7 @@ class Trainer:
                    disable=not (self.dist.main and sys.stderr.isatty()))
         self.model.train()
         loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
+        gan_sums: dict[str, float] = {}
         while self.step < cfg.optim.steps:
             lr = lr_at(cfg, self.step)
             for g in self.opt.param_groups:
@@ -287,24 +300,39 @@ class Trainer:
                                 dtype=torch.float16 if cfg.optim.amp == "fp16" else torch.bfloat16):
                 pred = self.net(lr_b * vr) / vr if vr != 1.0 else self.net(lr_b)
             loss = self.loss_fn(pred.float(), hr_b)
+            extra: dict[str, float] = {}
+            total = loss
+            if self.gan is not None:
+                terms = self.gan.generator_terms(pred.float(), hr_b, self.step)
+                for k, v in terms.items():
+                    total = total + v
+                    extra[k] = v.item()
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             if cfg.optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.opt.step()
+            if self.gan is not None:
+                extra.update(self.gan.discriminator_step(pred.float(), hr_b, lr / cfg.optim.lr,
+                                                         self.step))
             self._update_ema()
             self.step += 1
             loss_sum += loss.item()
+            for k, v in extra.items():
+                gan_sums[k] = gan_sums.get(k, 0.0) + v
             n += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if self.step % cfg.log_every == 0 or self.step == cfg.optim.steps:
                 dt = time.time() - t_last
-                self.log(f"step {self.step}/{cfg.optim.steps} loss {loss_sum / n:.5f} "
+                means = {k: v / n for k, v in gan_sums.items()}
+                gan_text = "".join(f" {k} {v:.4f}" for k, v in means.items())
+                self.log(f"step {self.step}/{cfg.optim.steps} loss {loss_sum / n:.5f}{gan_text} "
                          f"lr {lr:.2e} {n / dt:.2f} steps/s data {100 * t_data / dt:.1f}%")
                 self.metric(loss=loss_sum / n, lr=lr, steps_per_s=n / dt,
-                            data_wait=t_data / dt)
+                            data_wait=t_data / dt, **means)
                 loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
+                gan_sums = {}
             last = self.step == cfg.optim.steps
             if self.dist.main and self._val_sets and (self.step % cfg.val_every == 0 or last):
                 scores = self.validate()

@@ -1,0 +1,130 @@
+"""GAN training: discriminators, adversarial and perceptual losses, and a few real GAN steps on
+CPU (losses finite, both networks update, the discriminator resumes with the run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from upres.errors import UpresError
+from upres.models.discriminators import DISCRIMINATORS, build_discriminator
+from upres.train.config import load_config
+from upres.train.gan import ADV_LOSSES, PerceptualLoss, VGG19Features, d_loss, g_loss
+from upres.train.trainer import Trainer
+
+
+@pytest.mark.parametrize("name", sorted(DISCRIMINATORS))
+def test_discriminators_shapes_spectral_norm_and_gradients(name):
+    torch.manual_seed(0)
+    d = build_discriminator(name, {"num_feat": 8})
+    x = torch.rand(2, 3, 64, 48, requires_grad=True)
+    out = d(x)
+    expect = (2, 1, 64, 48) if name == "unet_sn" else (2, 1, 4, 3)
+    assert out.shape == expect
+    out.mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert any("weight_orig" in k for k, _ in d.named_parameters())  # spectral norm
+    with pytest.raises(ValueError, match="unknown discriminator"):
+        build_discriminator("patchgan9000")
+
+
+@pytest.mark.parametrize("kind", ADV_LOSSES)
+def test_adversarial_losses_reward_the_right_side(kind):
+    real_good, fake_good = torch.full((4, 1, 8, 8), 3.0), torch.full((4, 1, 8, 8), -3.0)
+    # A discriminator that separates well has a lower loss than one that is fooled.
+    assert d_loss(kind, real_good, fake_good) < d_loss(kind, fake_good, real_good)
+    # A generator whose fakes look real has a lower loss.
+    assert g_loss(kind, real_good, fake_good) < g_loss(kind, fake_good, real_good)
+    for v in (d_loss(kind, torch.randn(3, 1), torch.randn(3, 1)),
+              g_loss(kind, torch.randn(3, 1), torch.randn(3, 1))):
+        assert torch.isfinite(v) and v.dim() == 0
+    if kind == "hinge":
+        assert float(d_loss(kind, torch.full((2,), 1.5), torch.full((2,), -1.5))) == 0.0
+
+
+def _fake_vgg19(path):
+    """VGG19 features with random weights in torchvision's key layout (no ImageNet weights can
+    be downloaded here; the loader and the loss are what is tested)."""
+    torch.manual_seed(1)
+    net = VGG19Features({"conv5_4": 1.0})
+    state = {f"features.{k}": v for k, v in net.features.state_dict().items()}
+    torch.save(state, path)
+    return path
+
+
+def test_perceptual_loss_from_a_user_file(tmp_path):
+    path = _fake_vgg19(tmp_path / "vgg19.pth")
+    layers = {"conv3_4": 0.5, "conv5_4": 1.0}
+    feats = VGG19Features.from_file(path, layers)
+    loss = PerceptualLoss(feats, layers)
+    a, b = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    assert float(loss(a, a)) == 0.0
+    assert float(loss(a, b)) > 0
+    with pytest.raises(UpresError, match="not found"):
+        VGG19Features.from_file(tmp_path / "missing.pth", layers)
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(UpresError, match="cannot read"):
+        VGG19Features.from_file(tmp_path / "junk.pth", layers)
+    torch.save({"something.else": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UpresError, match="not VGG19"):
+        VGG19Features.from_file(tmp_path / "other.pth", layers)
+    with pytest.raises(ValueError, match="unknown VGG19 layer"):
+        VGG19Features({"conv9_9": 1.0})
+
+
+def _gan_overrides(kind: str, disc: str) -> list[str]:
+    return ["optim.steps=4", "val_every=4", "ckpt_every=2", "log_every=2", "gan.weight=0.1",
+            f"gan.loss={kind}", f"gan.discriminator={disc}", "gan.d_params={num_feat: 8}",
+            "data.patch=16", "scale=2"]
+
+
+@pytest.mark.parametrize(("kind", "disc"), [("vanilla", "unet_sn"), ("lsgan", "vgg_patch"),
+                                            ("hinge", "unet_sn"), ("ragan", "unet_sn")])
+def test_a_few_gan_steps_update_both_networks(tiny, tmp_path, kind, disc):
+    cfg = load_config(tiny, _gan_overrides(kind, disc))
+    tr = Trainer(cfg, tmp_path / "run", log=lambda _: None)
+    g0 = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    d0 = {k: v.clone() for k, v in tr.gan.d.state_dict().items()}
+    tr.run()
+    g_changed = any(not torch.equal(g0[k], v) for k, v in tr.model.state_dict().items())
+    d_changed = any(not torch.equal(d0[k], v) for k, v in tr.gan.d.state_dict().items())
+    assert g_changed and d_changed
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if "loss" in x]
+    for r in rows:
+        for key in ("loss", "adv", "d_loss", "d_real", "d_fake"):
+            assert key in r and r[key] == r[key] and abs(r[key]) < 1e6, (key, r)  # finite
+    assert "d_loss" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_gan_run_resumes_its_discriminator(tiny, tmp_path):
+    ov = _gan_overrides("ragan", "unet_sn")
+    whole = Trainer(load_config(tiny, ov), tmp_path / "a", log=lambda _: None)
+    whole.run()
+    part = Trainer(load_config(tiny, ov), tmp_path / "b", log=lambda _: None)
+    part.run(until=2)
+    again = Trainer(load_config(tiny, ov), tmp_path / "b", log=lambda _: None)
+    again.run(resume=True)
+    for k, v in whole.gan.d.state_dict().items():
+        torch.testing.assert_close(again.gan.d.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in whole.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_perceptual_and_d_start_in_a_recipe(tiny, tmp_path):
+    path = _fake_vgg19(tmp_path / "vgg19.pth")
+    ov = [*_gan_overrides("vanilla", "vgg_patch"), "gan.d_start=2",
+          "gan.perceptual_weight=0.1", f"gan.perceptual_weights={path}",
+          "gan.perceptual_layers={conv2_2: 1.0}", "data.patch=24"]
+    tr = Trainer(load_config(tiny, ov), tmp_path / "run", log=lambda _: None)
+    tr.run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if "loss" in x]
+    assert "percep" in rows[0] and "d_loss" not in rows[0]  # steps 0-1: before d_start
+    assert "d_loss" in rows[1]
+    with pytest.raises(UpresError, match="perceptual_weights"):
+        load_config(tiny, ["gan.perceptual_weight=1"])
+    with pytest.raises(UpresError, match=r"gan\.loss"):
+        load_config(tiny, ["gan.loss=wgan"])
