@@ -68,3 +68,19 @@ def test_jpeg_and_bicubic_down(hr):
     assert np.abs(low - hr).mean() > np.abs(high - hr).mean()
     u8 = read_rgb8(BENCH / "Set5" / "bird.png")
     assert D.bicubic_down(u8, 3).shape == (u8.shape[0] // 3, u8.shape[1] // 3, 3)
+
+
+def test_blind_test_set_is_deterministic_and_sized(tmp_path):
+    from upres.data.blindset import make_blind_set
+    from upres.io import read_rgb8
+
+    a = make_blind_set(BENCH / "Set5", tmp_path / "a", scale=4, seed=7)
+    b = make_blind_set(BENCH / "Set5", tmp_path / "b", scale=4, seed=7)
+    c = make_blind_set(BENCH / "Set5", tmp_path / "c", scale=4, seed=8)
+    assert [p.name for p in a] == ["babyx4.png", "birdx4.png", "butterflyx4.png", "headx4.png",
+                                   "womanx4.png"]
+    for pa, pb, pc in zip(a, b, c, strict=True):
+        assert pa.read_bytes() == pb.read_bytes()
+        assert pa.read_bytes() != pc.read_bytes()
+        hr = read_rgb8(BENCH / "Set5" / pa.name.replace("x4", ""))
+        assert read_rgb8(pa).shape == (hr.shape[0] // 4, hr.shape[1] // 4, 3)

@@ -48,3 +48,17 @@ def test_features_gray_16bit_and_size_limits(photos):
 def test_fit_on_own_images_scores_them_low(photos):
     model = fit_niqe(photos, source="test")
     assert niqe(photos[0], model) < niqe(imresize(imresize(photos[0], 0.25), 4.0), model)
+
+
+def test_upres_eval_niqe(tmp_path, capsys):
+    import json
+
+    from upres.cli import main
+
+    out = tmp_path / "e.json"
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "2", "--niqe",
+                 "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert r["niqe"] > 0 and all(p["niqe"] > 0 for p in r["per_image"])
+    assert abs(r["niqe"] - np.mean([p["niqe"] for p in r["per_image"]])) < 1e-9
+    assert "NIQE" in capsys.readouterr().out

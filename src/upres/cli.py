@@ -175,10 +175,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     table[n][2][name] = sr
             res = evaluate(lambda lr, up=up: up.upscale(lr, tile=args.tile), model_name=name,
                            dataset=d, scale=args.scale, images=images, rgb=args.rgb,
-                           on_output=keep)
+                           on_output=keep, niqe=args.niqe)
             results.append(res)
             extra = (f"  | RGB: PSNR {res.psnr_rgb:6.2f}  SSIM {res.ssim_rgb:.4f}"
                      if args.rgb else "")
+            extra += f"  NIQE {res.niqe:.2f}" if args.niqe else ""
             print(f"{res.model:<24} {res.dataset:<10} x{res.scale}  PSNR-Y {res.psnr_y:6.2f}  "
                   f"SSIM-Y {res.ssim_y:.4f}  ({res.n_images} images){extra}", flush=True)
     lr_note = "LR from --lr-dir" if lr_dirs else "MATLAB-bicubic LR"
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "{name}x{s}.png, {name}_x{s}.png or {name}.png)")
     e.add_argument("--rgb", action="store_true",
                    help="also PSNR/SSIM on RGB (labelled; not the protocol's Y figures)")
+    e.add_argument("--niqe", action="store_true",
+                   help="also NIQE of the outputs (no-reference; lower is more natural; upres's "
+                        "own pristine model, fitted on the 291 training images)")
     e.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.set_defaults(func=cmd_eval)

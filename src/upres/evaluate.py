@@ -32,6 +32,7 @@ class ImageScore:
     ssim_y: float
     psnr_rgb: float | None = None
     ssim_rgb: float | None = None
+    niqe: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,17 @@ class EvalResult:
     per_image: list[ImageScore] = field(default_factory=list)
     psnr_rgb: float | None = None  # only with rgb=True: on R, G, B (not the protocol's Y)
     ssim_rgb: float | None = None
+    niqe: float | None = None  # only with niqe=True: mean NIQE of the outputs (no reference)
 
     def to_json(self) -> dict:
-        """The DESIGN.md schema; RGB figures appear only when they were asked for."""
+        """The DESIGN.md schema; RGB and NIQE figures appear only when they were asked for."""
         out = asdict(self)
-        if self.psnr_rgb is None:
-            out.pop("psnr_rgb")
-            out.pop("ssim_rgb")
-            for item in out["per_image"]:
-                item.pop("psnr_rgb")
-                item.pop("ssim_rgb")
+        for keys in (("psnr_rgb", "ssim_rgb"), ("niqe",)):
+            if out[keys[0]] is None:
+                for k in keys:
+                    out.pop(k)
+                    for item in out["per_image"]:
+                        item.pop(k)
         return out
 
 
@@ -105,13 +107,17 @@ def evaluate(
     images: Sequence[tuple[str, np.ndarray, np.ndarray]] | None = None,
     rgb: bool = False,
     on_output: Callable[[str, np.ndarray], None] | None = None,
+    niqe: bool = False,
 ) -> EvalResult:
     """Score ``upscale`` on one dataset folder by the standard protocol.
 
     ``images`` may pass pre-loaded ``load_benchmark`` output (used by training validation).
     ``rgb`` adds PSNR/SSIM on the R, G, B channels (SSIM: mean over channels), same shave.
-    ``on_output(name, sr)`` receives each uint8 output (for reports).
+    ``on_output(name, sr)`` receives each uint8 output (for reports). ``niqe`` adds each
+    output's NIQE (no-reference; upres's pristine model, see :mod:`upres.niqe`).
     """
+    from upres.niqe import niqe as niqe_score
+
     data = images if images is not None else load_benchmark(dataset, scale)
     scores = []
     for name, hr, lr in data:
@@ -127,7 +133,7 @@ def evaluate(
             s_rgb = float(np.mean([ssim(sr[..., c], hr[..., c], shave=scale) for c in range(3)]))
         scores.append(ImageScore(name, psnr_y(sr, hr, shave=scale),
                                  ssim_y(sr, hr, shave=scale) if with_ssim else float("nan"),
-                                 p_rgb, s_rgb))
+                                 p_rgb, s_rgb, niqe_score(sr) if niqe else None))
     return EvalResult(
         model=model_name, dataset=Path(dataset).name, scale=scale,
         psnr_y=float(np.mean([s.psnr_y for s in scores])),
@@ -135,4 +141,5 @@ def evaluate(
         n_images=len(scores), per_image=scores,
         psnr_rgb=float(np.mean([s.psnr_rgb for s in scores])) if rgb else None,
         ssim_rgb=float(np.mean([s.ssim_rgb for s in scores])) if rgb else None,
+        niqe=float(np.mean([s.niqe for s in scores])) if niqe else None,
     )
