@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("name")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--trained-on", default="291 images (T91 + BSD200), LR by MATLAB bicubic")
     args = ap.parse_args()
     model, card = load_model(args.run / "final.safetensors")
     up = Upscaler(model, card, device="cpu")
@@ -35,7 +36,7 @@ def main() -> None:
         res = evaluate(up.upscale, model_name=args.name, dataset=BENCH / ds, scale=card.scale)
         psnr[ds], ssim[ds] = round(res.psnr_y, 4), round(res.ssim_y, 5)
         print(f"{args.name} {ds} x{card.scale}: PSNR-Y {res.psnr_y:.3f} SSIM-Y {res.ssim_y:.4f}")
-    trained_on = "291 images (T91 + BSD200), LR by MATLAB bicubic"
+    trained_on = args.trained_on
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
                       notes=args.notes)
     out = save_model(ZOO_DIR / f"{args.name}.safetensors", model, card)
