@@ -125,7 +125,7 @@ def _model_rows() -> list[dict]:
     from upres.models import zoo
 
     rows = [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
-             "psnr": dict(c.psnr)} for c in zoo.shipped()]
+             "psnr": dict(c.psnr), "notes": c.notes} for c in zoo.shipped()]
     return rows + zoo.baseline_rows()
 
 
@@ -141,6 +141,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         vals = "  ".join(f"{r['psnr'][s]:7.2f}" if s in r["psnr"] else f"{'-':>7}" for s in sets)
         print(f"{r['name']:<10} {r['arch']:<9} {'x' + str(r['scale']):>5} {r['params']:>8}  "
               + vals)
+        if r.get("notes"):
+            print(f"{'':<10} {r['notes'].split('. ')[0].rstrip('.')}.")
     return 0
 
 
