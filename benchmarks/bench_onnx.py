@@ -45,7 +45,9 @@ def main() -> None:
                     f"{res['bf16']:.1f} | {res['ort']:.1f} | {res['fp32'] / res['ort']:.2f}x | "
                     f"{diff} |")
     body = ("Median of the timed runs after warm-up, one image at a time, no tiling; the last "
-            "column compares the two backends' 8-bit outputs.\n\n" + "\n".join(rows))
+            "column compares the two backends' 8-bit outputs. On this shared 2-core machine "
+            "repeated runs differ by up to about 25 %: fast-x4 and photo-x4 are the same "
+            "architecture, so their rows show the spread.\n\n" + "\n".join(rows))
     print(body)
     update_section("onnx", "ONNX Runtime vs PyTorch (CPU)", body)
 

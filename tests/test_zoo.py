@@ -65,3 +65,18 @@ def test_ci_runs_the_readme_test_command():
     assert len(blocks) == 2
     assert blocks[1] in (ROOT / ".ci" / "run").read_text()
     assert "upres upscale" in blocks[0]
+
+
+def test_photo_model_says_what_it_is_for_and_runs_everywhere(tmp_path):
+    card = next(c for c in zoo.shipped() if c.name == "photo-x4")
+    assert "blur" in card.notes and "forensic" in card.notes and "invents" in card.notes
+    assert "second-order" in card.trained_on and card.config["gan"]["weight"] > 0
+    lr = imresize(read_rgb8(BENCH / "Set5" / "bird.png"), 1 / 4)
+    out = upres.load("photo-x4").upscale(lr)
+    assert out.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)
+    src = tmp_path / "bird_lr.png"
+    from upres.io import write_image
+
+    write_image(src, lr)
+    assert main(["upscale", str(src), "-m", "photo-x4", "-o", str(tmp_path / "o.png"),
+                 "-q"]) == 0

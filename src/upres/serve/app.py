@@ -150,7 +150,7 @@ class _Models:
             key = (name, scale)
             if key not in self._loaded:
                 self._loaded[key] = upres.load(name, scale=scale if name == "bicubic" else None,
-                                               device="cpu")
+                                               device="auto")
             return self._loaded[key]
 
 
