@@ -56,6 +56,7 @@ function upscaleRequest(file, model, scale, format, onUpload) {
     xhr.open("POST", `/v1/upscale?${q}`);
     xhr.responseType = "blob";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onUpload) onUpload(e.loaded / e.total); };
+    xhr.upload.onload = () => { if (onUpload) onUpload(1); }; // small uploads may skip progress
     xhr.onload = async () => {
       if (xhr.status === 200) {
         resolve({ blob: xhr.response, type: xhr.getResponseHeader("Content-Type") });
