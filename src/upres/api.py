@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from upres.errors import UpresError
@@ -13,14 +14,15 @@ from upres.models.weights import load_model
 __all__ = ["load", "resolve_weights"]
 
 
-def resolve_weights(model: str | os.PathLike[str]) -> Path:
-    """A shipped model name or a weights path -> the weights file (UpresError if neither)."""
+def resolve_weights(model: str | os.PathLike[str], *, also: Sequence[str] = ()) -> Path:
+    """A shipped model name or a weights path -> the weights file (UpresError if neither; its
+    message lists the shipped names and ``also``, the other names the caller accepts)."""
     name = str(model)
     path = zoo.resolve(name)
     if path is None:
         path = Path(name)
         if not path.is_file():
-            known = ", ".join(c.name for c in zoo.shipped())
+            known = ", ".join([c.name for c in zoo.shipped()] + list(also))
             raise UpresError(f"{name}: not a shipped model ({known}) nor a weights file")
     return path
 
@@ -48,12 +50,7 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
         if scale is not None and scale != card.scale:
             raise UpresError(f"{name}: model upscales x{card.scale}, not x{scale}")
         return Upscaler(onet, card, device="cpu", precision=precision)
-    try:
-        path = resolve_weights(name)
-    except UpresError:
-        known = ", ".join([c.name for c in zoo.shipped()] + list(zoo.BASELINES))
-        raise UpresError(f"{name}: not a shipped model ({known}) nor a weights file") from None
-    net, card = load_model(path, scale)
+    net, card = load_model(resolve_weights(name, also=zoo.BASELINES), scale)
     if backend == "onnxruntime":
         from upres.export import OnnxNet, onnx_bytes
 

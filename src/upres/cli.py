@@ -124,9 +124,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def _model_rows() -> list[dict]:
     from upres.models import zoo
 
-    rows = [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
-             "psnr": dict(c.psnr), "notes": c.notes} for c in zoo.shipped()]
-    return rows + zoo.baseline_rows()
+    return zoo.shipped_rows() + zoo.baseline_rows()
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from upres.models.descriptor import ModelCard
 
-__all__ = ["BASELINES", "ZOO_DIR", "baseline_rows", "resolve", "shipped"]
+__all__ = ["BASELINES", "ZOO_DIR", "baseline_rows", "resolve", "shipped", "shipped_rows"]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 BASELINES = ("bicubic", "lanczos")
@@ -37,6 +37,12 @@ def resolve(name: str) -> Path | None:
     """Path of shipped model ``name``, or None if there is no such model."""
     p = ZOO_DIR / f"{name}.safetensors"
     return p if name in {c.name for c in shipped()} else None
+
+
+def shipped_rows() -> list[dict]:
+    """``models --json`` rows of the shipped models (``GET /v1/models`` serves the same)."""
+    return [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
+             "psnr": dict(c.psnr), "notes": c.notes} for c in shipped()]
 
 
 def baseline_rows() -> list[dict]:

@@ -116,12 +116,9 @@ class _Models:
     def rows(self) -> list[dict]:
         from upres.models import zoo
 
-        rows = []
-        for n in self.names:
-            c = self.cards[n]
-            rows.append({"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
-                         "psnr": dict(c.psnr), "notes": c.notes})
-        return rows + [r for r in zoo.baseline_rows() if r["name"] == "bicubic"]
+        by_name = {r["name"]: r for r in zoo.shipped_rows()}
+        return ([by_name[n] for n in self.names]
+                + [r for r in zoo.baseline_rows() if r["name"] == "bicubic"])
 
     def pick(self, model: str | None, scale: int | None) -> tuple[str, int]:
         if model is None:
@@ -219,11 +216,9 @@ def _probe(data: bytes, max_pixels: int) -> None:
 
 
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
-    """Decode, upscale and encode one upload (runs in a worker thread)."""
+    """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread)."""
     from upres.io import encode_image, read_image_info
 
-    if not data:
-        raise _HTTPError(422, "empty upload")
     with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
         src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk
         src.write_bytes(data)
