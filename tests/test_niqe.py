@@ -62,3 +62,13 @@ def test_upres_eval_niqe(tmp_path, capsys):
     assert r["niqe"] > 0 and all(p["niqe"] > 0 for p in r["per_image"])
     assert abs(r["niqe"] - np.mean([p["niqe"] for p in r["per_image"]])) < 1e-9
     assert "NIQE" in capsys.readouterr().out
+
+
+def test_upres_eval_niqe_on_too_small_outputs_is_one_line(tmp_path, capsys):
+    from upres.cli import main
+    from upres.io import write_image
+
+    write_image(tmp_path / "tiny.png", read_rgb8(BENCH / "Set5" / "bird.png")[:80, :80])
+    assert main(["eval", "-m", "bicubic", "-d", str(tmp_path), "-s", "2", "--niqe"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "upres: tiny: NIQE needs at least 96x96 pixels, got 80x80"

@@ -16,6 +16,7 @@ import numpy as np
 
 from upres.data.datasets import find_lr, read_paired_lr, scan_images
 from upres.data.degrade import bicubic_down, modcrop
+from upres.errors import UpresError
 from upres.io import read_rgb8
 from upres.metrics import psnr, psnr_y, ssim, ssim_y
 
@@ -131,9 +132,15 @@ def evaluate(
         if rgb:
             p_rgb = psnr(sr, hr, shave=scale)
             s_rgb = float(np.mean([ssim(sr[..., c], hr[..., c], shave=scale) for c in range(3)]))
+        nq = None
+        if niqe:
+            try:
+                nq = niqe_score(sr)
+            except ValueError as exc:  # too small for NIQE's 96x96 patches
+                raise UpresError(f"{name}: {exc}") from None
         scores.append(ImageScore(name, psnr_y(sr, hr, shave=scale),
                                  ssim_y(sr, hr, shave=scale) if with_ssim else float("nan"),
-                                 p_rgb, s_rgb, niqe_score(sr) if niqe else None))
+                                 p_rgb, s_rgb, nq))
     return EvalResult(
         model=model_name, dataset=Path(dataset).name, scale=scale,
         psnr_y=float(np.mean([s.psnr_y for s in scores])),
