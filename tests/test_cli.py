@@ -126,3 +126,22 @@ def test_eval_lr_dir_markdown_and_rgb(tmp_path, capsys):
     assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "3",
                  "--lr-dir", str(tmp_path)]) == 1
     assert "no LR image for baby.png" in capsys.readouterr().err
+
+
+def test_ensemble_flag_in_eval_upscale_and_bench(tmp_path, capsys):
+    js = tmp_path / "e.json"
+    assert main(["eval", "-m", "fast-x4", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4",
+                 "--ensemble", "2", "--json", str(js)]) == 0
+    rows = {r["model"]: r for r in json.loads(js.read_text())}
+    assert set(rows) == {"fast-x4 (ensemble 2)", "bicubic"}  # interpolators are not relabelled
+    out = tmp_path / "b.png"
+    assert main(["upscale", str(SAMPLE), "-m", "fast-x4", "--ensemble", "4", "-o", str(out),
+                 "-q"]) == 0
+    assert Image.open(out).size == tuple(4 * v for v in Image.open(SAMPLE).size)
+    bj = tmp_path / "b.json"
+    assert main(["bench", "-m", "fast-x2", "-s", "2", "--size", "64x48", "--repeat", "1",
+                 "--ensemble", "8", "--json", str(bj)]) == 0
+    assert json.loads(bj.read_text())[0]["ensemble"] == 8
+    assert "ensemble 8" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["upscale", str(SAMPLE), "--ensemble", "3", "-o", str(tmp_path / "c.png")])

@@ -160,3 +160,26 @@ def test_non_weights_file_is_named_as_such(tmp_path):
     f.write_text("name: x\n")
     with pytest.raises(UpresError, match="not a weights file"):
         load_model(f)
+
+
+def test_upnet_unshuffle_variant(tmp_path):
+    """UpNet with ``unshuffle=2``: nearest-neighbour at init, detected back from a bare .pth with
+    its size multiple, and odd-sized images (padded to the multiple) tile exactly."""
+    m = REGISTRY.build("upnet", {"scale": 3, "channels": 8, "depth": 2, "unshuffle": 2})
+    x = torch.rand(1, 3, 10, 14)
+    torch.testing.assert_close(m(x), torch.nn.functional.interpolate(x, scale_factor=3),
+                               rtol=0, atol=0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    torch.save(m.state_dict(), tmp_path / "u.pth")
+    m2, card = load_model(tmp_path / "u.pth")
+    assert card.hparams["unshuffle"] == 2 and card.scale == 3 and card.size_multiple == 2
+    torch.testing.assert_close(m(x), m2(x), rtol=0, atol=0)
+    up = Upscaler(m2, card, device="cpu")
+    img = np.random.default_rng(1).integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    whole = up.upscale(img, tile=0)
+    assert whole.shape == (99, 141, 3)
+    np.testing.assert_array_equal(up.upscale(img, tile=16, tile_overlap=12), whole)
+    with pytest.raises(ValueError, match="unshuffle"):
+        REGISTRY.build("upnet", {"scale": 2, "unshuffle": 3})

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from upres.errors import UpresError
-from upres.inference.upscaler import Interpolator, Upscaler
+from upres.inference.upscaler import ENSEMBLES, Interpolator, Upscaler
 from upres.models import zoo
 from upres.models.weights import load_model
 
@@ -29,18 +29,24 @@ def resolve_weights(model: str | os.PathLike[str], *, also: Sequence[str] = ()) 
 
 def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
          precision: str = "fp32", scale: int | None = None,
-         channels_last: bool | None = None, backend: str = "torch") -> Upscaler | Interpolator:
+         channels_last: bool | None = None, backend: str = "torch",
+         ensemble: int = 1) -> Upscaler | Interpolator:
     """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
     is needed, default 4), a weights file (``.safetensors`` from upres, third-party ``.pth``) or
     an ONNX file written by ``upres export`` (run by onnxruntime).
 
     A model with a fixed scale refuses a different ``scale``. ``channels_last=None`` uses the
     memory format measured faster for the architecture on CPU. ``backend="onnxruntime"`` exports
-    a PyTorch model to ONNX in memory and runs it with onnxruntime (CPU, fp32).
+    a PyTorch model to ONNX in memory and runs it with onnxruntime (CPU, fp32). ``ensemble``
+    (1, 2, 4, 8): average over that many flipped/rotated runs per tile (self-ensemble; that many
+    times slower); interpolators ignore it.
     """
     name = str(model)
     if backend not in ("torch", "onnxruntime"):
         raise UpresError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+    if ensemble not in ENSEMBLES:
+        raise UpresError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got "
+                         f"{ensemble}")
     if name in zoo.BASELINES:
         return Interpolator(name, scale or 4)
     if name.lower().endswith(".onnx"):
@@ -49,10 +55,12 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
         onet, card = load_onnx(name)
         if scale is not None and scale != card.scale:
             raise UpresError(f"{name}: model upscales x{card.scale}, not x{scale}")
-        return Upscaler(onet, card, device="cpu", precision=precision)
+        return Upscaler(onet, card, device="cpu", precision=precision, ensemble=ensemble)
     net, card = load_model(resolve_weights(name, also=zoo.BASELINES), scale)
     if backend == "onnxruntime":
         from upres.export import OnnxNet, onnx_bytes
 
-        return Upscaler(OnnxNet(onnx_bytes(net, card)), card, device="cpu", precision=precision)
-    return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last)
+        return Upscaler(OnnxNet(onnx_bytes(net, card)), card, device="cpu", precision=precision,
+                        ensemble=ensemble)
+    return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last,
+                    ensemble=ensemble)

@@ -32,6 +32,7 @@ class BenchResult:
     peak_rss_mb: float
     channels_last: bool = False
     backend: str = "torch"  # torch (eager) or onnxruntime
+    ensemble: int = 1  # self-ensemble size (network runs per tile)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,11 +67,12 @@ def _frame(width: int, height: int) -> np.ndarray:
 
 
 def _measure(model: str, scale: int, width: int, height: int, device: str, precision: str,
-             repeat: int, warmup: int, channels_last: bool | None, backend: str) -> dict:
+             repeat: int, warmup: int, channels_last: bool | None, backend: str,
+             ensemble: int) -> dict:
     import upres
 
     up = upres.load(model, device=device, precision=precision, scale=scale,
-                    channels_last=channels_last, backend=backend)
+                    channels_last=channels_last, backend=backend, ensemble=ensemble)
     img = _frame(width, height)
     for _ in range(warmup):
         up.upscale(img, tile=0)
@@ -87,16 +89,17 @@ def _measure(model: str, scale: int, width: int, height: int, device: str, preci
         precision=getattr(up, "precision", "fp32"), latency_ms=round(lat * 1000, 2),
         mpix_per_s=round(out.shape[0] * out.shape[1] / 1e6 / lat, 3),
         peak_rss_mb=round(peak, 1), channels_last=bool(getattr(up, "channels_last", False)),
-        backend=getattr(up, "backend", "torch"),
+        backend=getattr(up, "backend", "torch"), ensemble=getattr(up, "ensemble", 1),
     ).to_json()
 
 
 def bench(model: str, *, scale: int, width: int = 320, height: int = 180, device: str = "cpu",
           precision: str = "fp32", repeat: int = 10, warmup: int = 2,
-          channels_last: bool | None = None, backend: str = "torch") -> BenchResult:
+          channels_last: bool | None = None, backend: str = "torch",
+          ensemble: int = 1) -> BenchResult:
     """Measure one model in a child process; see :class:`BenchResult`."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         res = pool.apply(_measure, (model, scale, width, height, device, precision, repeat,
-                                    warmup, channels_last, backend))
+                                    warmup, channels_last, backend, ensemble))
     return BenchResult(**res)

@@ -84,7 +84,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return 1
     try:
         up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
-                        precision=args.precision, scale=args.scale, backend=args.backend)
+                        precision=args.precision, scale=args.scale, backend=args.backend,
+                        ensemble=args.ensemble)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     single = len(inputs) == 1
@@ -148,13 +149,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import upres
     from upres.evaluate import evaluate, load_benchmark
+    from upres.inference.upscaler import Upscaler
 
     ups = []
     for m in args.model:
         try:
-            ups.append((m, upres.load(m, device=args.device, scale=args.scale)))
+            up = upres.load(m, device=args.device, scale=args.scale, ensemble=args.ensemble)
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
+        plain = args.ensemble == 1 or not isinstance(up, Upscaler)
+        ups.append((m if plain else f"{m} (ensemble {args.ensemble})", up))
     from upres.evaluate import to_markdown
 
     lr_dirs = args.lr_dir or []
@@ -216,13 +220,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             r = bench(m, scale=args.scale, width=w, height=h, device=args.device,
                       precision=args.precision, repeat=args.repeat,
-                      channels_last=args.channels_last, backend=args.backend)
+                      channels_last=args.channels_last, backend=args.backend,
+                      ensemble=args.ensemble)
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
         results.append(r)
         print(f"{r.model:<12} x{r.scale} {r.input} -> {w * r.scale}x{h * r.scale} {r.device} "
               f"{r.precision}{' channels_last' if r.channels_last else ''}"
-              f"{' onnxruntime' if r.backend == 'onnxruntime' else ''}: "
+              f"{' onnxruntime' if r.backend == 'onnxruntime' else ''}"
+              f"{f' ensemble {r.ensemble}' if r.ensemble > 1 else ''}: "
               f"{r.latency_ms:9.1f} ms  {r.mpix_per_s:7.2f} MP/s  peak RSS {r.peak_rss_mb:.0f} MB",
               flush=True)
     if args.json:
@@ -301,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     u.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                    help="run the network with PyTorch (default) or onnxruntime (CPU, fp32)")
+    u.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="self-ensemble: average over N flipped/rotated runs (N times slower)")
     u.add_argument("--format", default="same", choices=("same", "png", "jpg", "webp", "tiff"))
     u.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
     u.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -331,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--niqe", action="store_true",
                    help="also NIQE of the outputs (no-reference; lower is more natural; upres's "
                         "own pristine model, fitted on the 291 training images)")
+    e.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="self-ensemble: average over N flipped/rotated runs (N times slower)")
     e.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.set_defaults(func=cmd_eval)
@@ -346,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channels_last memory format (default: the measured best per arch)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")
     b.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    b.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="self-ensemble: average over N flipped/rotated runs (N times slower)")
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("export", help="export a model to ONNX")

@@ -149,12 +149,18 @@ def _detect_upnet(state: StateDict) -> Detected | None:
              and state[k].ndim == 4]
     prelu = any(k.startswith("body.") and state[k].ndim == 1 and k.endswith(".weight")
                 for k in state)
-    channels, in_ch = state["head.weight"].shape[:2]
-    scale = _shuffle_scale(state["tail.weight"].shape[0], int(in_ch))
+    channels, head_in = (int(v) for v in state["head.weight"].shape[:2])
+    # unshuffle u folds 3 colours into 3u^2 head inputs; 1- and 3-colour nets are plain
+    u = next((u for u in (2, 4) if head_in == 3 * u * u), 1)
+    in_ch = head_in // (u * u)
+    scale = _shuffle_scale(state["tail.weight"].shape[0], in_ch * u * u)
     if scale is None:
         return None
-    return Detected({"channels": int(channels), "depth": len(convs), "in_ch": int(in_ch),
-                     "out_ch": int(in_ch), "act": "prelu" if prelu else "relu"}, (scale,))
+    hp = {"channels": channels, "depth": len(convs), "in_ch": in_ch, "out_ch": in_ch,
+          "act": "prelu" if prelu else "relu"}
+    if u > 1:
+        hp["unshuffle"] = u
+    return Detected(hp, (scale,), size_multiple=u)
 
 
 def _detect_imdn(state: StateDict) -> Detected | None:

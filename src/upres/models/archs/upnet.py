@@ -8,6 +8,12 @@ ABPN [Du et al., 2021]), which costs nothing at inference and speeds up training
 
     x ─ conv3x3(3→C) ─┬─ [conv3x3(C→C) + act] x depth ─(+)─ conv3x3(C→3·s²) ─(+ anchor)─ shuffle
                       └────────────────────────────────┘
+
+With ``unshuffle=u`` > 1 the input is first folded into ``3·u²`` channels at ``1/u`` of the LR
+size (pixel unshuffle, as FFDNet [Zhang et al., TIP 2018] and Real-ESRGAN's x2 model do), the
+body runs there, and the tail shuffles by ``s·u``: ``u²`` times less work per channel and a
+receptive field ``u`` times wider in LR pixels, for inputs that need context more than fine
+per-pixel capacity (noise, JPEG). Inputs must then be a multiple of ``u`` (``size_multiple``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class UpNet(nn.Module):
         in_ch: int = 3,
         out_ch: int = 3,
         act: str = "relu",
+        unshuffle: int = 1,
     ) -> None:
         super().__init__()
         if scale not in (2, 3, 4, 8):
@@ -43,8 +50,11 @@ class UpNet(nn.Module):
             raise ValueError("UpNet: the anchor residual needs in_ch == out_ch")
         if act not in ("relu", "prelu", "lrelu"):
             raise ValueError(f"UpNet: act must be relu, prelu or lrelu, got {act!r}")
-        self.scale, self.act = scale, act
-        self.head = nn.Conv2d(in_ch, channels, 3, padding=1)
+        if unshuffle not in (1, 2, 4):
+            raise ValueError(f"UpNet: unshuffle must be 1, 2 or 4, got {unshuffle}")
+        self.scale, self.act, self.unshuffle = scale, act, unshuffle
+        self.size_multiple = unshuffle
+        self.head = nn.Conv2d(in_ch * unshuffle**2, channels, 3, padding=1)
         layers: list[nn.Module] = []
         for _ in range(depth):
             layers.append(nn.Conv2d(channels, channels, 3, padding=1))
@@ -55,7 +65,7 @@ class UpNet(nn.Module):
             else:
                 layers.append(nn.LeakyReLU(0.05, inplace=True))
         self.body = nn.Sequential(*layers)
-        self.tail = nn.Conv2d(channels, out_ch * scale * scale, 3, padding=1)
+        self.tail = nn.Conv2d(channels, out_ch * (scale * unshuffle) ** 2, 3, padding=1)
         # Start as a nearest-neighbour upscaler: the learned residual begins at zero.
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
@@ -74,6 +84,8 @@ class UpNet(nn.Module):
         own = self.state_dict()
         old_depth = sum(1 for k in state if k.startswith("body.") and k.endswith(".weight")
                         and state[k].dim() == 4)
+        if self.unshuffle != 1:
+            raise ValueError("UpNet.grow_from: growing needs unshuffle=1")
         old_ch = state["head.weight"].shape[0]
         new_ch = own["head.weight"].shape[0]
         new_depth = sum(1 for m in self.body if isinstance(m, nn.Conv2d))
@@ -107,6 +119,11 @@ class UpNet(nn.Module):
                 f"(same function at the start)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.unshuffle > 1:
+            h = self.head(F.pixel_unshuffle(x, self.unshuffle))
+            h = self.body(h) + h
+            r = F.pixel_shuffle(self.tail(h), self.scale * self.unshuffle)
+            return r + F.interpolate(x, scale_factor=self.scale, mode="nearest")
         h = self.head(x)
         h = self.body(h) + h
         r = self.tail(h)
