@@ -19,10 +19,10 @@ from conftest import BENCH, SMALL
 EXPORTABLE = [a for a in REGISTRY.names() if REGISTRY.get(a).onnx]
 
 
-def _model(arch: str, scale: int) -> tuple[torch.nn.Module, ModelCard]:
+def _model(arch: str, scale: int, extra: dict | None = None) -> tuple[torch.nn.Module, ModelCard]:
     torch.manual_seed(0)
     spec = REGISTRY.get(arch)
-    hp = {**SMALL[arch], "scale": scale}
+    hp = {**SMALL[arch], **(extra or {}), "scale": scale}
     m = REGISTRY.build(arch, hp)
     with torch.no_grad():  # non-zero weights everywhere: compare real signal
         for p in m.parameters():
@@ -32,10 +32,11 @@ def _model(arch: str, scale: int) -> tuple[torch.nn.Module, ModelCard]:
     return m.eval(), card
 
 
-@pytest.mark.parametrize("arch", EXPORTABLE)
-def test_onnx_equals_pytorch(arch):
+@pytest.mark.parametrize(("arch", "extra"), [(a, None) for a in EXPORTABLE]
+                         + [("upnet", {"unshuffle": 2})])
+def test_onnx_equals_pytorch(arch, extra):
     scale = 2
-    m, card = _model(arch, scale)
+    m, card = _model(arch, scale, extra)
     net = OnnxNet(onnx_bytes(m, card), threads=1)
     ch = 1 if card.color == "y" else 3
     odd = 1 if getattr(m, "size_multiple", 1) == 1 else 0  # RRDBNet x2 needs even sides
