@@ -13,6 +13,12 @@ from pathlib import Path
 from upres.bench import machine
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+MODELS_DOC = DOC.parent / "models.md"  # sections: ladder-x{s} (compare_peers), architectures
+MODELS_HEADER = """# Models
+
+The model ladder (three tiers per scale, issue 8), made by `benchmarks/compare_peers.py`, and
+every registered architecture, listed by `scripts/model_table.py`.
+"""
 HEADER = """# Benchmarks
 
 Every figure here was measured by the script named in its section, on the machine it names.
@@ -25,18 +31,20 @@ def command() -> str:
     return " ".join([".venv/bin/python", *(shlex.quote(a) for a in sys.argv)])
 
 
-def update_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else HEADER
+def update_section(name: str, title: str, body: str, *, doc: Path = DOC,
+                   header: str = HEADER) -> None:
+    """Replace (or append) the section ``name`` of ``doc`` (docs/benchmarks.md unless told;
+    a missing file starts with ``header``)."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else header
     block = (f"<!-- BEGIN {name} -->\n## {title}\n\nCommand: `{command()}`  \n"
              f"Machine: {machine()}\n\n{body.strip()}\n<!-- END {name} -->")
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->",
                          re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
         text.rstrip() + "\n\n" + block + "\n")
-    DOC.write_text(text)
-    print(f"updated section {name!r} of {DOC}")
+    doc.write_text(text)
+    print(f"updated section {name!r} of {doc}")
 
 
 def timeit(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:

@@ -5,7 +5,9 @@ the standard protocol and CPU latency for a 1280x720 output, in one run on one m
     .venv/bin/python benchmarks/compare_peers.py [--scales 2 3 4] [--repeat 5]
 
 Writes one section per scale of docs/benchmarks.md ("peers-x2" ...) and docs/peers-x{s}.png
-(BSD100 PSNR against latency), each as soon as that scale is done.
+(BSD100 PSNR against latency), each as soon as that scale is done, and the model ladder at that
+scale ("ladder-x{s}" in docs/models.md): each shipped tier against its latency budget (a share
+of a peer's latency measured in the same run) and the PSNR it must reach.
 Peers are measured only; they are never shipped, copied or trained from.
 """
 
@@ -23,7 +25,7 @@ from upres.bench import _frame
 from upres.evaluate import evaluate, load_benchmark
 from upres.models import zoo
 
-from _report import DOC, timeit, update_section
+from _report import DOC, MODELS_DOC, MODELS_HEADER, timeit, update_section
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BENCH = SHARED / "data" / "benchmark"
@@ -41,6 +43,51 @@ PEERS = {
     "FSRCNN (PyTorch port)": {s: PT / f"FSRCNN_yjn870/fsrcnn_x{s}.pth" for s in (2, 3, 4)},
 }
 CV_MODELS = {"OpenCV ESPCN": "espcn", "OpenCV FSRCNN": "fsrcnn", "OpenCV LapSRN": "lapsrn"}
+
+# Published PSNR-Y (Set5, Set14, BSD100) of models trained on 291 / T91 images, from the papers.
+PUBLISHED = {
+    "FSRCNN": {2: (37.00, 32.63, 31.53), 3: (33.18, 29.37, 28.53), 4: (30.72, 27.61, 26.98)},
+    "VDSR": {2: (37.53, 33.03, 31.90), 3: (33.66, 29.77, 28.82), 4: (31.35, 28.01, 27.29)},
+}
+# tier name pattern -> (peer whose measured latency sets the budget, share of it, the bar:
+# a published row above or "measured:<peer label>")
+TIERS = {
+    "fast-x{s}": ("IMDN", 0.25, "FSRCNN"),
+    "x{s}": ("CARN-M", 0.5, "VDSR"),
+    "best-x{s}": ("IMDN", 1.0, "measured:CARN-M"),
+}
+
+
+def ladder_rows(rows: list[dict], s: int) -> list[str]:
+    """Markdown rows judging each shipped tier at scale ``s`` from one run's ``rows`` (dicts
+    with label, psnr {Set5, Set14, BSD100}, latency_ms): budget, bar, and whether both hold
+    (PSNR compared at the two decimals the papers print)."""
+    by_label = {r["label"]: r for r in rows}
+    out = []
+    for pattern, (peer, share, bar) in TIERS.items():
+        name = pattern.format(s=s)
+        r, ref = by_label.get(f"upres {name}"), by_label.get(peer)
+        if bar.startswith("measured:"):
+            b = by_label.get(bar.split(":", 1)[1])
+            need = tuple(b["psnr"][d] for d in SETS) if b else None
+            bar_label = f"{bar.split(':', 1)[1]} as measured"
+        else:
+            need, bar_label = PUBLISHED[bar][s], f"{bar} published"
+        if r is None:
+            out.append(f"| `{name}` | not shipped | | | {bar_label} | |")
+            continue
+        got = tuple(r["psnr"][d] for d in SETS)
+        budget = ref["latency_ms"] * share if ref else float("nan")
+        fast_ok = ref is not None and r["latency_ms"] <= budget
+        good_ok = need is not None and all(round(g, 2) >= n - 1e-9 for g, n in
+                                           zip(got, need, strict=True))
+        need_txt = " / ".join(f"{v:.2f}" for v in need) if need else "?"
+        verdict = "**met**" if fast_ok and good_ok else "not met: " + ", ".join(
+            w for w, ok in (("too slow", fast_ok), ("below the bar", good_ok)) if not ok)
+        out.append(f"| `{name}` | {' / '.join(f'{v:.2f}' for v in got)} | "
+                   f"{r['latency_ms']:.0f} | {budget:.0f} ({share:g} x {peer}) | "
+                   f"{bar_label}: {need_txt} | {verdict} |")
+    return out
 
 
 def opencv_upscaler(kind: str, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -121,6 +168,15 @@ def write_scale(rows: list[dict], s: int, repeat: int) -> None:
             "which is why they score near bicubic here.\n\n" + "\n".join(lines)
             + f"\n\n![PSNR against CPU latency at x{s}]({png.name})\n")
     update_section(f"peers-x{s}", f"upres against peers at x{s} (quality and CPU latency)", body)
+    ladder = ("Tiers judged in one run of this script: latency for a 1280x720 output on this "
+              "CPU (fp32, the models' default), PSNR-Y on Set5 / Set14 / BSD100 by the standard "
+              "protocol. Budgets are shares of the peer's latency measured in the same run.\n\n"
+              "| model | Set5 / Set14 / BSD100 | CPU ms | budget, ms | must reach | verdict |\n"
+              "|---|---|---|---|---|---|\n" + "\n".join(ladder_rows(rows, s))
+              + f"\n\n![PSNR against CPU latency at x{s}]({png.name})\n\nAll rows of this run: "
+              f"[benchmarks.md, peers-x{s}](benchmarks.md).\n")
+    update_section(f"ladder-x{s}", f"The ladder at x{s}", ladder, doc=MODELS_DOC,
+                   header=MODELS_HEADER)
 
 
 def main() -> None:

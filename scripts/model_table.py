@@ -1,4 +1,5 @@
-"""Write docs/models.md: every registered architecture with its parameters and multiply-adds.
+"""Write the "architectures" section of docs/models.md: every registered architecture with its
+parameters and multiply-adds (the ladder sections, from benchmarks/compare_peers.py, are kept).
 
     .venv/bin/python scripts/model_table.py
 
@@ -9,6 +10,7 @@ operations are not counted) on the meta device, for an output of 1280x720, in in
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -16,11 +18,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from upres.models.registry import REGISTRY
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _report import MODELS_DOC, MODELS_HEADER, update_section
 
 # (label, arch, hyper-parameters without scale): the configurations papers compare.
 CONFIGS = [
-    ("UpNet (upres, shipped x2/x3/x4)", "upnet", {"channels": 48, "depth": 6}),
+    ("UpNet 48x6 (upres: fast tier, photo-x4)", "upnet", {"channels": 48, "depth": 6}),
     ("SRCNN 9-5-5 (RGB)", "srcnn", {}),
     ("FSRCNN (d56 s12 m4, Y)", "fsrcnn", {}),
     ("ESPCN (RGB)", "espcn", {}),
@@ -74,17 +77,16 @@ def main() -> None:
         lines.append(f"| {label} | `{arch}` | " + " | ".join(cells) + " |")
         print(lines[-1])
     summaries = "\n".join(f"- `{n}`: {REGISTRY.get(n).summary}" for n in REGISTRY.names())
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(
-        "# Architectures\n\nEvery architecture in `upres.models.REGISTRY`, in the configurations "
+    update_section(
+        "architectures", "Architectures",
+        "Every architecture in `upres.models.REGISTRY`, in the configurations "
         "papers compare. Parameters are those of the inference form (SPAN folded; it trains with "
         "about four times as many); GMACs are "
         "multiply-adds for a 1280x720 output (inputs 640x360, 427x240, 320x180; pre-upsampling "
         "models see 1280x720), counted by `torch.utils.flop_counter` (convolutions and matrix "
-        "products only), in inference form (SPAN folded).\n\n"
-        "Command: `.venv/bin/python scripts/model_table.py`\n\n" + "\n".join(lines)
-        + "\n\n## Registered architectures\n\n" + summaries + "\n")
-    print(f"wrote {DOC}")
+        "products only), in inference form (SPAN folded).\n\n" + "\n".join(lines)
+        + "\n\n### Registered architectures\n\n" + summaries + "\n",
+        doc=MODELS_DOC, header=MODELS_HEADER)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""The ladder verdicts written by benchmarks/compare_peers.py: budget from the peer measured in
+the same run, bar from the papers or from a measured peer, both needed for "met"."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from compare_peers import ladder_rows
+
+
+def _row(label, ms, s5, s14, b100):
+    return {"label": label, "latency_ms": ms, "psnr": {"Set5": s5, "Set14": s14, "BSD100": b100}}
+
+
+def test_ladder_verdicts_at_x4():
+    rows = [_row("IMDN", 1072.0, 32.21, 28.58, 27.56), _row("CARN-M", 2152.7, 31.88, 28.42, 27.45),
+            _row("upres fast-x4", 187.8, 31.20, 28.03, 27.21),   # 268 ms budget, FSRCNN bar
+            _row("upres x4", 187.8, 31.20, 28.03, 27.21),        # under VDSR on Set5 and BSD100
+            _row("upres best-x4", 1100.0, 31.90, 28.45, 27.454)]  # 27.454 rounds to 27.45: ok
+    fast, mid, best = ladder_rows(rows, 4)
+    assert fast.startswith("| `fast-x4` | 31.20 / 28.03 / 27.21 | 188 | 268 (0.25 x IMDN)")
+    assert fast.endswith("| **met** |")
+    assert "VDSR published: 31.35 / 28.01 / 27.29" in mid and "not met: below the bar" in mid
+    assert "CARN-M as measured: 31.88 / 28.42 / 27.45" in best
+    assert best.endswith("not met: too slow |")  # 1100 ms > IMDN's 1072
+
+
+def test_ladder_missing_tier_and_missing_peer():
+    rows = [_row("upres fast-x2", 700.0, 37.41, 32.95, 31.82)]  # IMDN not measured in this run
+    fast, mid, best = ladder_rows(rows, 2)
+    assert "not met: too slow" in fast  # no budget without the peer: never "met"
+    assert "not shipped" in mid and "not shipped" in best
