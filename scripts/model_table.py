@@ -3,9 +3,8 @@ parameters and multiply-adds (the ladder sections, from benchmarks/compare_peers
 
     .venv/bin/python scripts/model_table.py
 
-MACs are counted by ``torch.utils.flop_counter`` (convolutions and matrix products; element-wise
-operations are not counted) on the meta device, for an output of 1280x720, in inference mode
-(SPAN folded). Nothing is computed, so the large models cost nothing to list.
+MACs and parameters come from :func:`upres.models.macs.count_macs` (an output of 1280x720,
+inference form, SPAN folded).
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
+from upres.models.macs import count_macs
 from upres.models.registry import REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -43,26 +40,6 @@ CONFIGS = [
 SCALES = {"srresnet": (2, 4), "rrdbnet": (2, 4)}
 
 
-def count(arch: str, hp: dict, scale: int) -> tuple[int, float]:
-    with torch.device("meta"):
-        m = REGISTRY.build(arch, {**hp, "scale": scale}).eval()
-        pre = REGISTRY.get(arch).defaults.get("pre_upsample", False)
-        c = 1 if REGISTRY.get(arch).defaults.get("color") == "y" or hp.get("in_ch") == 1 else 3
-        h, w = (720, 1280) if pre else (720 // scale, 1280 // scale)
-        x = torch.empty(1, c, h, w)
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            m(x)
-    return inference_params(m), fc.get_total_flops() / 2e9
-
-
-def inference_params(m: torch.nn.Module) -> int:
-    """Parameters of the inference form: a re-parameterisable block counts its folded conv."""
-    if hasattr(m, "eval_conv"):
-        return sum(p.numel() for p in m.eval_conv.parameters())
-    own = sum(p.numel() for p in m.parameters(recurse=False))
-    return own + sum(inference_params(c) for c in m.children())
-
-
 def main() -> None:
     lines = ["| model | arch | x2 params / GMACs | x3 params / GMACs | x4 params / GMACs |",
              "|---|---|---|---|---|"]
@@ -72,7 +49,7 @@ def main() -> None:
             if s not in SCALES.get(arch, (2, 3, 4)):
                 cells.append("-")
                 continue
-            params, gmacs = count(arch, hp, s)
+            params, gmacs = count_macs(arch, hp, s)
             cells.append(f"{params / 1e3:,.1f}k / {gmacs:,.1f}")
         lines.append(f"| {label} | `{arch}` | " + " | ".join(cells) + " |")
         print(lines[-1])

@@ -5,7 +5,8 @@
 Evaluates ``RUN/final.safetensors`` on Set5, Set14 and BSD100 (standard protocol, the same
 ``evaluate`` that ``upres eval`` runs), writes ``src/upres/zoo/NAME.safetensors`` with the measured
 PSNR/SSIM in its model card, and copies ``config.yaml`` -> ``NAME.yaml`` and
-``train.log`` -> ``NAME.log`` beside it.
+``train.log`` -> ``NAME.log`` beside it, then stamps GMACs and CPU latency
+(``scripts/stamp_cards.py``; run it on a quiet machine).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+
+from stamp_cards import stamp
 
 from upres.evaluate import evaluate
 from upres.inference.upscaler import Upscaler
@@ -42,6 +45,7 @@ def main() -> None:
     out = save_model(ZOO_DIR / f"{args.name}.safetensors", model, card)
     shutil.copy(args.run / "config.yaml", ZOO_DIR / f"{args.name}.yaml")
     shutil.copy(args.run / "train.log", ZOO_DIR / f"{args.name}.log")
+    print(stamp(out))  # GMACs and CPU latency at 720p output
     print(f"shipped {out}")
 
 

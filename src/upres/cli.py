@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -134,12 +135,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     sets = sorted({k for r in rows for k in r["psnr"]}, key=["Set5", "Set14", "BSD100"].index)
-    print(f"{'name':<10} {'arch':<9} {'scale':>5} {'params':>8}  "
-          + "  ".join(f"{s:>7}" for s in sets) + "   (PSNR-Y dB, standard protocol)")
+    print(f"{'name':<10} {'arch':<9} {'scale':>5} {'params':>8} {'GMACs':>6} {'CPU ms':>7}  "
+          + "  ".join(f"{s:>7}" for s in sets) + "   (PSNR-Y dB, standard protocol; GMACs and "
+          "CPU ms for a 1280x720 output, as measured when shipped)")
     for r in rows:
         vals = "  ".join(f"{r['psnr'][s]:7.2f}" if s in r["psnr"] else f"{'-':>7}" for s in sets)
-        print(f"{r['name']:<10} {r['arch']:<9} {'x' + str(r['scale']):>5} {r['params']:>8}  "
-              + vals)
+        size = (f"{r['gmacs']:6.1f} {r['cpu_ms']:7.0f}" if r.get("cpu_ms")
+                else f"{'-':>6} {'-':>7}")
+        print(f"{r['name']:<10} {r['arch']:<9} {'x' + str(r['scale']):>5} {r['params']:>8} "
+              f"{size}  " + vals)
         if r.get("notes"):
             print(f"{'':<10} {r['notes'].split('. ')[0].rstrip('.')}.")
     return 0
@@ -411,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # e.g. `upres models | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ class ModelCard:
     notes: str = ""
     train_seconds: float = 0.0  # wall time of the training run (resumed runs: all segments)
     machine: str = ""  # where it was trained
+    gmacs: float = 0.0  # multiply-adds (1e9) for one 1280x720 output frame (0: not counted)
+    cpu_ms: float = 0.0  # median CPU latency for a 1280x720 output, fp32, on bench_machine
+    bench_machine: str = ""  # where cpu_ms was measured
     color: str = "rgb"
     value_range: float = 1.0
     min_size: int = 1

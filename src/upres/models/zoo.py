@@ -42,7 +42,8 @@ def resolve(name: str) -> Path | None:
 def shipped_rows() -> list[dict]:
     """``models --json`` rows of the shipped models (``GET /v1/models`` serves the same)."""
     return [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
-             "psnr": dict(c.psnr), "notes": c.notes} for c in shipped()]
+             "psnr": dict(c.psnr), "gmacs": c.gmacs, "cpu_ms": c.cpu_ms, "notes": c.notes}
+            for c in shipped()]
 
 
 def baseline_rows() -> list[dict]:

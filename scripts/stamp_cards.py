@@ -1,0 +1,80 @@
+"""Stamp shipped model cards with their size, speed and training cost (weights unchanged).
+
+    .venv/bin/python scripts/stamp_cards.py [NAME ...]      # default: every shipped model
+
+For each model: GMACs for a 1280x720 output (:func:`upres.models.macs.count_macs`), the median
+CPU latency for that output (``upres.bench.bench``: a child process, 2 warm-up and 5 timed runs,
+fp32, the machine's threads), and, where the card lacks them (models shipped before the trainer
+recorded them), the training wall time and machine read from the model's log beside it (first
+to last timestamp). Run it on a quiet machine: latency is measured, not estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from upres.bench import bench, machine
+from upres.models import zoo
+from upres.models.macs import OUT_720P, count_macs
+from upres.models.weights import load_model, save_model
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
+
+
+def log_wall(log: Path) -> tuple[float, str]:
+    """``(seconds from the first to the last timestamped line, "N threads" or "")``."""
+    stamps, threads = [], ""
+    for line in log.read_text().splitlines():
+        m = _STAMP.match(line)
+        if m:
+            stamps.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+        t = re.search(r"threads (\d+)", line)
+        if t and not threads:
+            threads = f"{t.group(1)} threads"
+    return ((stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else 0.0), threads
+
+
+def stamp(path: Path, *, repeat: int = 5) -> str:
+    """Re-write ``path`` with gmacs/cpu_ms/bench_machine (and missing training wall time) in its
+    card; the tensors are written back unchanged. Returns a one-line summary."""
+    before = load_file(path)
+    model, card = load_model(path)
+    s = card.scale
+    hp = {k: v for k, v in card.hparams.items() if k != "scale"}
+    _, gmacs = count_macs(card.arch, hp, s)
+    r = bench(str(path), scale=s, width=OUT_720P[0] // s, height=OUT_720P[1] // s,
+              repeat=repeat)
+    changes = {"gmacs": round(gmacs, 2), "cpu_ms": r.latency_ms,
+               "bench_machine": machine().rsplit(",", 1)[0] + ", default threads"}
+    log = path.with_suffix(".log")
+    if not card.train_seconds and log.is_file():
+        secs, threads = log_wall(log)
+        changes["train_seconds"] = secs
+        if not card.machine:
+            changes["machine"] = (f"{machine().split(', torch')[0]} ({threads}, from the "
+                                  "training log)")
+    save_model(path, model, card.with_(**changes))
+    after = load_file(path)
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    return (f"{card.name}: {gmacs:.2f} GMACs, {r.latency_ms:.1f} ms for "
+            f"{OUT_720P[0] // s * s}x{OUT_720P[1] // s * s}, trained "
+            f"{changes.get('train_seconds', card.train_seconds) / 60:.0f} min")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="shipped model names (default: all)")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    names = args.names or [c.name for c in zoo.shipped()]
+    for n in names:
+        print(stamp(zoo.ZOO_DIR / f"{n}.safetensors", repeat=args.repeat), flush=True)
+
+
+if __name__ == "__main__":
+    main()
