@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from upres.errors import UpresError
-from upres.inference.upscaler import ENSEMBLES, Interpolator, Upscaler
+from upres.inference.upscaler import Interpolator, Upscaler, check_ensemble
 from upres.models import zoo
 from upres.models.weights import load_model
 
@@ -44,9 +44,7 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
     name = str(model)
     if backend not in ("torch", "onnxruntime"):
         raise UpresError(f"unknown backend {backend!r}; choose torch or onnxruntime")
-    if ensemble not in ENSEMBLES:
-        raise UpresError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got "
-                         f"{ensemble}")
+    check_ensemble(ensemble)  # also for interpolators, which need no ensemble
     if name in zoo.BASELINES:
         return Interpolator(name, scale or 4)
     if name.lower().endswith(".onnx"):

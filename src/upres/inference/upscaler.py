@@ -26,11 +26,18 @@ from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 from upres.resize import imresize
 
-__all__ = ["ENSEMBLES", "Interpolator", "Upscaler", "dihedral", "fill_transparent", "pick_device",
-           "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
+__all__ = ["ENSEMBLES", "Interpolator", "Upscaler", "check_ensemble", "dihedral",
+           "fill_transparent", "pick_device", "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: plain, +h-flip, +v-flip/180, +transposes
+
+
+def check_ensemble(n: int) -> int:
+    """``n`` if it is a self-ensemble size upres runs (1, 2, 4, 8), else UpresError."""
+    if n not in ENSEMBLES:
+        raise UpresError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {n}")
+    return n
 
 
 def dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor:
@@ -131,10 +138,7 @@ class Upscaler:
                  ensemble: int = 1) -> None:
         from upres.export import OnnxNet
 
-        if ensemble not in ENSEMBLES:
-            raise UpresError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, "
-                             f"got {ensemble}")
-        self.ensemble = ensemble
+        self.ensemble = check_ensemble(ensemble)
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
         self.backend = "onnxruntime" if isinstance(model, OnnxNet) else "torch"
