@@ -146,3 +146,27 @@ def test_ensemble_flag_in_eval_upscale_and_bench(tmp_path, capsys):
     assert "ensemble 8" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["upscale", str(SAMPLE), "--ensemble", "3", "-o", str(tmp_path / "c.png")])
+
+
+def test_second_run_over_a_folder_leaves_its_own_outputs_out(images, tmp_path, capsys):
+    (images / "broken.png").unlink()
+    args = ["upscale", str(images), "-m", "bicubic", "-s", "2"]
+    assert main(args) == 0
+    assert (images / "bird_x2.png").is_file() and (images / "bridge_x2.png").is_file()
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 0  # the x2 outputs are not inputs of the rerun
+    assert "left out 2 file(s)" in capsys.readouterr().err
+    assert not list(images.glob("*_x2_x2.png"))
+    # another scale is another run: its suffix differs, so the x2 files are inputs now
+    assert main(["upscale", str(images), "-m", "bicubic", "-s", "3", "-q"]) == 0
+    assert (images / "bird_x2_x3.png").is_file()
+    # an output folder inside the listed tree is left out of a recursive rerun
+    nested = images / "big"
+    assert main(["upscale", str(images / "bird.png"), "-m", "bicubic", "-s", "2",
+                 "-o", str(nested / "bird_x2.png")]) == 0
+    assert main(["upscale", str(images), "-r", "-o", str(nested), "-m", "bicubic", "-s", "2",
+                 "-q"]) == 0
+    assert not (nested / "big").exists()
+    # a file named on the command line is always upscaled
+    assert main(["upscale", str(images / "bird_x2.png"), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert (images / "bird_x2_x2.png").is_file()

@@ -28,11 +28,13 @@ class _UsageError(Exception):
 
 
 # -- upscale -----------------------------------------------------------------------------------
-def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path]]:
-    """``(file, base)`` pairs; ``base`` is the folder the output tree mirrors from."""
+def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path, bool]]:
+    """``(file, base, listed)`` triples; ``base`` is the folder the output tree mirrors from,
+    ``listed`` is True for files found by listing a folder or matching a pattern (False for a
+    file named on the command line)."""
     from upres.io import IMAGE_EXTS
 
-    found: list[tuple[Path, Path]] = []
+    found: list[tuple[Path, Path, bool]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
@@ -40,16 +42,42 @@ def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path]
             files = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
             if not files:
                 _err(f"{p}: no images in this folder")
-            found.extend((f, p) for f in files)
+            found.extend((f, p, True) for f in files)
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
             files = [m for m in matches if m.is_file()]
             if not files:
                 _err(f"{item}: pattern matches no file")
-            found.extend((f, f.parent) for f in files)
+            found.extend((f, f.parent, True) for f in files)
         else:
-            found.append((p, p.parent))
+            found.append((p, p.parent, False))
     return found
+
+
+def _drop_own_outputs(inputs: list[tuple[Path, Path, bool]], args: argparse.Namespace,
+                      scale: int) -> list[tuple[Path, Path]]:
+    """Leave out listed files that a run like this one wrote: those named with this run's
+    suffix whose output would land in their own folder (``bird_x4.png`` beside ``bird.png``),
+    and those inside an output folder that lies within the listed folder. A second run over the
+    same folder then does not upscale its own results. Named files are always kept."""
+    suffix = args.suffix.format(scale=scale)
+    out = Path(args.output).resolve() if args.output is not None else None
+    kept, dropped = [], 0
+    for src, base, listed in inputs:
+        if listed:
+            folder = src.resolve().parent
+            beside = _out_path(src, base, args, scale, False, "PNG").resolve().parent == folder
+            in_out = out is not None and base.resolve() in out.parents and (
+                folder == out or out in folder.parents)
+            if (suffix and beside and src.stem.endswith(suffix)) or in_out:
+                dropped += 1
+                continue
+        kept.append((src, base))
+    if dropped and not args.quiet:
+        _err(f"left out {dropped} file(s) that look like outputs of an earlier run (named "
+             f"*{suffix}.* beside their input, or inside the output folder); name them one by "
+             "one to upscale them anyway")
+    return kept
 
 
 def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, single: bool,
@@ -89,6 +117,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                         ensemble=args.ensemble)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
+    inputs = _drop_own_outputs(inputs, args, up.scale)
+    if not inputs:
+        return 0
     single = len(inputs) == 1
     failed = 0
     from tqdm import tqdm
