@@ -21,6 +21,7 @@ from _report import MODELS_DOC, MODELS_HEADER, update_section
 # (label, arch, hyper-parameters without scale): the configurations papers compare.
 CONFIGS = [
     ("UpNet 48x6 (upres: fast tier, photo-x4)", "upnet", {"channels": 48, "depth": 6}),
+    ("UpNet 64x10 (upres: x tier)", "upnet", {"channels": 64, "depth": 10}),
     ("SRCNN 9-5-5 (RGB)", "srcnn", {}),
     ("FSRCNN (d56 s12 m4, Y)", "fsrcnn", {}),
     ("ESPCN (RGB)", "espcn", {}),

@@ -19,6 +19,7 @@ PEERS = SHARED / "peers"
 # Small hyper-parameters per architecture so that the tests stay fast.
 SMALL = {
     "upnet": {"channels": 8, "depth": 2},
+    "upnet_rep": {"channels": 8, "depth": 2},
     "imdn": {"channels": 16, "blocks": 2},
     "rfdn": {"channels": 16, "blocks": 2},
     "carn_m": {"channels": 16, "groups": 4, "multi_scale": False},

@@ -96,7 +96,8 @@ def test_every_architecture_trains(tiny, tmp_path, arch):
     trainer = Trainer(cfg, tmp_path / arch, log=lines.append)
     final = trainer.run()
     up = upres.load(final, device="cpu")
-    assert up.card.arch == arch and up.card.steps == 2
+    # re-parameterisable training forms are shipped folded into their inference form
+    assert up.card.arch == getattr(trainer.model, "deploy_arch", arch) and up.card.steps == 2
     val = [ln for ln in lines if "val step 2" in ln]
     assert val and "nan" not in val[0]
 
@@ -278,3 +279,54 @@ def test_init_mode_grow_in_a_recipe(tiny, tmp_path):
         Trainer(load_config(tiny, ["model.arch=espcn", "model.params={}",
                                    f"model.init={src / 'final.safetensors'}",
                                    "model.init_mode=grow"]), tmp_path / "e", log=lambda _: None)
+
+
+def test_rep_upnet_folds_and_grows_with_the_same_function():
+    from upres.models.archs.upnet import RepUpNet, UpNet
+
+    torch.manual_seed(0)
+    rep = RepUpNet(scale=2, channels=8, depth=3, act="prelu")
+    with torch.no_grad():
+        for p in rep.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.rand(2, 3, 9, 14)
+    before = {k: v.clone() for k, v in rep.state_dict().items()}
+    plain = rep.fold()
+    assert isinstance(plain, UpNet) and sum(p.numel() for p in plain.parameters()) < sum(
+        p.numel() for p in rep.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), rep(x), atol=2e-6, rtol=0)
+    for k, v in rep.state_dict().items():  # folding leaves the training form as it was
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    # growing a plain UpNet into the training form keeps its function
+    small = UpNet(scale=2, channels=6, depth=2).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    big = RepUpNet(scale=2, channels=8, depth=3)
+    assert "re-parameterisable branches at zero" in big.grow_from(small.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), atol=1e-6, rtol=0)
+        torch.testing.assert_close(big.fold()(x), small(x), atol=1e-6, rtol=0)
+
+
+def test_rep_upnet_recipe_exports_a_plain_upnet(tiny, tmp_path):
+    """A recipe with ``upnet_rep`` validates, saves and ships the folded UpNet: the file holds
+    plain UpNet weights whose output equals the (EMA) training form's."""
+    from safetensors import safe_open
+
+    from upres.models.weights import load_model
+
+    cfg = load_config(tiny, ["model.arch=upnet_rep", "optim.steps=3", "val_every=3",
+                             "optim.ema=0.5"])
+    trainer = Trainer(cfg, tmp_path / "rep", log=lambda _: None)
+    final = trainer.run()
+    model, card = load_model(final)
+    assert card.arch == "upnet" and type(model).__name__ == "UpNet"
+    with safe_open(str(final), "pt") as f:
+        assert not any("conv1" in k or "gamma" in k for k in f.keys())  # noqa: SIM118
+        assert sum(f.get_tensor(k).numel() for k in f.keys()) == card.params  # noqa: SIM118
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trainer.ema(x), atol=2e-6, rtol=0)
+    assert (tmp_path / "rep" / "best.safetensors").is_file()

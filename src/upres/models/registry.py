@@ -28,7 +28,7 @@ from upres.models.archs.srcnn import SRCNN, VDSR
 from upres.models.archs.srresnet import SRResNet
 from upres.models.archs.srvgg import SRVGGNetCompact
 from upres.models.archs.swinir import SwinIR
-from upres.models.archs.upnet import UpNet
+from upres.models.archs.upnet import RepUpNet, UpNet
 
 __all__ = ["REGISTRY", "ArchSpec", "Detected", "Registry"]
 
@@ -140,12 +140,16 @@ def _shuffle_scale(out_channels: int, colours: int) -> int | None:
     return s if s >= 2 and s * s * colours == out_channels else None
 
 
-def _detect_upnet(state: StateDict) -> Detected | None:
+def _detect_upnet(state: StateDict, *, rep: bool = False) -> Detected | None:
     fixed = {"head.weight", "head.bias", "tail.weight", "tail.bias"}
-    if not fixed <= set(state) or any(k not in fixed and not k.startswith("body.")
-                                      for k in state):
+    body = re.compile(r"body\.\d+\.(conv3\.weight|conv3\.bias|conv1\.weight|conv1\.bias|gamma|"
+                      r"weight)$" if rep else r"body\.\d+\.(weight|bias)$")
+    if not fixed <= set(state) or any(k not in fixed and not body.match(k) for k in state):
         return None
-    convs = [k for k in state if k.startswith("body.") and k.endswith(".weight")
+    if rep != any(k.endswith(".gamma") for k in state):
+        return None
+    conv = ".conv3.weight" if rep else ".weight"
+    convs = [k for k in state if k.startswith("body.") and k.endswith(conv)
              and state[k].ndim == 4]
     prelu = any(k.startswith("body.") and state[k].ndim == 1 and k.endswith(".weight")
                 for k in state)
@@ -161,6 +165,10 @@ def _detect_upnet(state: StateDict) -> Detected | None:
     if u > 1:
         hp["unshuffle"] = u
     return Detected(hp, (scale,), size_multiple=u)
+
+
+def _detect_upnet_rep(state: StateDict) -> Detected | None:
+    return _detect_upnet(state, rep=True)
 
 
 def _detect_imdn(state: StateDict) -> Detected | None:
@@ -364,6 +372,10 @@ def _register_all(reg: Registry) -> None:
         "upnet", UpNet, _detect_upnet,
         "plain 3x3 CNN at LR resolution, pixel shuffle, nearest-neighbour anchor (upres's own)",
         channels_last_cpu=True))
+    reg.register(ArchSpec(
+        "upnet_rep", RepUpNet, _detect_upnet_rep,
+        "UpNet in training form: 3x3 + 1x1 + identity branches per layer, folded into plain "
+        "UpNet for validation, export and inference (upres's own; RepVGG/ECBSR-style)"))
     reg.register(ArchSpec("imdn", IMDN, _detect_imdn,
                           "information multi-distillation network (Hui et al., ACM MM 2019)"))
     reg.register(ArchSpec("rfdn", RFDN, _detect_rfdn,

@@ -180,8 +180,10 @@ class Trainer:
 
     @property
     def export_model(self) -> nn.Module:
-        """The weights that are validated and exported: the EMA copy when EMA is on."""
-        return self.ema if self.ema is not None else self.model
+        """The weights that are validated and exported: the EMA copy when EMA is on, folded
+        into its inference form when the architecture trains in a re-parameterisable one."""
+        m = self.ema if self.ema is not None else self.model
+        return m.fold() if hasattr(m, "deploy_arch") else m
 
     def save_checkpoint(self) -> None:
         if not self.dist.main:
@@ -216,12 +218,16 @@ class Trainer:
         """The model card of the weights as they are now (validation PSNR: the latest)."""
         from upres.bench import machine
 
-        params = sum(p.numel() for p in self.model.parameters())
+        arch, hparams = self.cfg.model.arch, self.hparams
+        if hasattr(self.model, "deploy_arch"):  # the card describes the folded weights
+            arch = self.model.deploy_arch
+            hparams = {**self.model.deploy_hparams(), "scale": self.cfg.scale}
+        params = sum(p.numel() for p in self.export_model.parameters())
         if psnr is None and self.history:
             psnr = {k: v for k, v in self.history[-1].items() if k != "step"}
         return ModelCard(
-            name=self.cfg.name, arch=self.cfg.model.arch, scale=self.cfg.scale,
-            hparams=self.hparams, params=params, trained_on=", ".join(self.cfg.data.train),
+            name=self.cfg.name, arch=arch, scale=self.cfg.scale,
+            hparams=hparams, params=params, trained_on=", ".join(self.cfg.data.train),
             steps=self.step, psnr=psnr or {}, config=self.cfg.to_dict(),
             train_seconds=round(self.elapsed + time.time() - self._t_start, 1),
             machine=f"{machine()}, {self.device.type}, {self.dist.world} process(es)",

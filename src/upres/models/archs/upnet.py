@@ -22,7 +22,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["UpNet"]
+__all__ = ["RepUpNet", "UpNet"]
+
+
+def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """UpNet's wiring (head, body with a long skip, tail, anchor, shuffle), shared by the plain
+    and the re-parameterisable form."""
+    if net.unshuffle > 1:
+        h = net.head(F.pixel_unshuffle(x, net.unshuffle))
+        h = net.body(h) + h
+        r = F.pixel_shuffle(net.tail(h), net.scale * net.unshuffle)
+        return r + F.interpolate(x, scale_factor=net.scale, mode="nearest")
+    h = net.head(x)
+    h = net.body(h) + h
+    r = net.tail(h)
+    anchor = torch.repeat_interleave(x, net.scale * net.scale, dim=1)
+    return F.pixel_shuffle(r + anchor, net.scale)
 
 
 class UpNet(nn.Module):
@@ -119,13 +134,108 @@ class UpNet(nn.Module):
                 f"(same function at the start)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.unshuffle > 1:
-            h = self.head(F.pixel_unshuffle(x, self.unshuffle))
-            h = self.body(h) + h
-            r = F.pixel_shuffle(self.tail(h), self.scale * self.unshuffle)
-            return r + F.interpolate(x, scale_factor=self.scale, mode="nearest")
-        h = self.head(x)
-        h = self.body(h) + h
-        r = self.tail(h)
-        anchor = torch.repeat_interleave(x, self.scale * self.scale, dim=1)
-        return F.pixel_shuffle(r + anchor, self.scale)
+        return _forward(self, x)
+
+
+class RepConv3x3(nn.Module):
+    """Training form of one 3x3 convolution with ``C`` in and out channels: a 3x3 branch, a 1x1
+    branch and a per-channel scaled identity, summed (structural re-parameterisation as in
+    RepVGG [Ding et al., CVPR 2021], without batch norm, as in ECBSR [Zhang et al., ACM MM
+    2021]). :meth:`folded` gives the single 3x3 kernel and bias that compute exactly the same
+    map (zero padding: the 1x1 and identity branches need none), so inference pays for one
+    convolution. ``(B, C, H, W)`` in, ``(B, C, H, W)`` out."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(x) + self.conv1(x) + x * self.gamma.view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (C, C, 3, 3), bias (C,))`` of the equivalent plain 3x3 convolution."""
+        w = self.conv3.weight.clone()
+        w[:, :, 1, 1] += self.conv1.weight[:, :, 0, 0]
+        idx = torch.arange(w.shape[0])
+        w[idx, idx, 1, 1] += self.gamma
+        return w, self.conv3.bias + self.conv1.bias
+
+
+class RepUpNet(nn.Module):
+    """UpNet in re-parameterisable training form: every body convolution is a
+    :class:`RepConv3x3` (3x3 + 1x1 + scaled identity). :meth:`fold` returns the plain
+    :class:`UpNet` with the same hyper-parameters that computes the same function, which is the
+    form upres validates, exports and ships (``deploy_arch``); training costs about 1.1x the
+    multiply-adds of UpNet, inference nothing extra.
+
+    Input ``(B, in_ch, H, W)`` float in [0, 1]; output ``(B, out_ch, H*scale, W*scale)``.
+    """
+
+    deploy_arch = "upnet"
+
+    def __init__(
+        self,
+        *,
+        scale: int,
+        channels: int = 32,
+        depth: int = 6,
+        in_ch: int = 3,
+        out_ch: int = 3,
+        act: str = "relu",
+        unshuffle: int = 1,
+    ) -> None:
+        super().__init__()
+        self.hparams = {"channels": channels, "depth": depth, "in_ch": in_ch, "out_ch": out_ch,
+                        "act": act, "unshuffle": unshuffle}
+        plain = UpNet(scale=scale, **self.hparams)  # validates the hyper-parameters
+        self.scale, self.unshuffle, self.size_multiple = scale, unshuffle, unshuffle
+        self.head, self.tail = plain.head, plain.tail
+        layers: list[nn.Module] = []
+        for m in plain.body:
+            layers.append(RepConv3x3(channels) if isinstance(m, nn.Conv2d) else m)
+        self.body = nn.Sequential(*layers)
+
+    def deploy_hparams(self) -> dict:
+        """Constructor arguments (without ``scale``) of the folded :class:`UpNet`."""
+        return {k: v for k, v in self.hparams.items() if k != "unshuffle" or v != 1}
+
+    @torch.no_grad()
+    def fold(self) -> UpNet:
+        """A new plain :class:`UpNet` computing this network's function (float rounding
+        aside); this module is left unchanged."""
+        plain = UpNet(scale=self.scale, **self.hparams).to(self.head.weight.device)
+        plain.head.load_state_dict(self.head.state_dict())
+        plain.tail.load_state_dict(self.tail.state_dict())
+        for src, dst in zip(self.body, plain.body, strict=True):
+            if isinstance(src, RepConv3x3):
+                w, b = src.folded()
+                dst.weight.copy_(w)
+                dst.bias.copy_(b)
+            else:
+                dst.load_state_dict(src.state_dict())
+        return plain.train(self.training)
+
+    @torch.no_grad()
+    def grow_from(self, state: dict[str, torch.Tensor]) -> str:
+        """Start from a trained plain UpNet (same size or smaller, see :meth:`UpNet.grow_from`)
+        with the same function: its 3x3 kernels go to the 3x3 branches, the 1x1 branches and
+        identity scales start at zero. Returns a one-line summary."""
+        plain = UpNet(scale=self.scale, **self.hparams)
+        note = plain.grow_from(state)
+        self.head.load_state_dict(plain.head.state_dict())
+        self.tail.load_state_dict(plain.tail.state_dict())
+        for dst, src in zip(self.body, plain.body, strict=True):
+            if isinstance(dst, RepConv3x3):
+                dst.conv3.load_state_dict(src.state_dict())
+                nn.init.zeros_(dst.conv1.weight)
+                nn.init.zeros_(dst.conv1.bias)
+                dst.gamma.zero_()
+            else:
+                dst.load_state_dict(src.state_dict())
+        return note + ", re-parameterisable branches at zero"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _forward(self, x)
