@@ -234,12 +234,13 @@ class Upscaler:
     def auto_tile(self, height: int, width: int) -> int:
         """Tile side (input pixels) whose activations fit the memory budget, or 0 for whole.
 
-        Estimate: ``4 bytes x (3 x widest layer + 12 x scale^2)`` floats per input pixel, within
-        a quarter of the available memory, at most 256 MiB (half the available memory for
-        architectures whose tiles cannot equal the whole image).
+        Estimate: ``4 bytes x (12 x widest layer + 12 x scale^2)`` per input pixel (three
+        feature maps plus the 3x3 convolution's 9-channel-per-channel scratch, and the tail,
+        anchor and shuffle outputs), within a quarter of the available memory, at most 256 MiB
+        (half the available memory for architectures whose tiles cannot equal the whole image).
         """
         channels = int(self.card.hparams.get("channels", 64))
-        per_px = 4 * (3 * channels + 12 * self.scale**2)
+        per_px = 4 * (12 * channels + 12 * self.scale**2)
         budget = min(256 * 2**20, _available_memory() // 4)
         if not self.tile_exact:  # tiles would differ from the whole image: avoid them
             budget = _available_memory() // 2
