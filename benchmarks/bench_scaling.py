@@ -8,14 +8,12 @@ Writes the "scaling" section of docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from upres.bench import _frame
+from upres.bench import _frame, run_peak_rss
 from upres.io import write_image
 
 from _report import update_section
@@ -27,13 +25,12 @@ def run(src: Path, out: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one ``upres upscale`` process."""
     exe = Path(sys.executable).with_name("upres")
     t = time.perf_counter()
-    proc = subprocess.Popen([str(exe), "upscale", str(src), "-o", str(out), "-m", "x4", "-q",
-                             "--overwrite"])
-    _, status, usage = os.wait4(proc.pid, 0)
+    status, err, peak = run_peak_rss([str(exe), "upscale", str(src), "-o", str(out), "-m",
+                                      "x4", "-q", "--overwrite"])
     wall = time.perf_counter() - t
     if status != 0:
-        raise SystemExit(f"upscale failed with status {status}")
-    return wall, usage.ru_maxrss / 1024
+        raise SystemExit(f"upscale failed with status {status}: {err}")
+    return wall, peak
 
 
 def main() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from PIL import Image
 
-from upres.bench import _frame
+from upres.bench import _frame, run_peak_rss
 from upres.io import write_image
 
 
@@ -17,16 +16,22 @@ def test_64_megapixel_output_under_1200_mb(tmp_path):
     write_image(src, _frame(2000, 2000))
     out = tmp_path / "big.png"
     exe = Path(sys.executable).with_name("upres")
-    # Linux records, at exec, the peak RSS of the memory image the new program replaces: a
-    # child forked (or vforked) straight from this big pytest process would report pytest's own
-    # peak. A small launcher process starts upres and reports its children's peak instead.
-    launcher = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
-                "stderr=subprocess.PIPE); sys.stderr.buffer.write(r.stderr); print(resource."
-                "getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    proc = subprocess.run([sys.executable, "-c", launcher, str(exe), "upscale", str(src), "-o",
-                           str(out), "-m", "x4", "-q"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    peak_mb = int(proc.stdout.split()[-1]) / 1024
+    status, err, peak_mb = run_peak_rss([str(exe), "upscale", str(src), "-o", str(out), "-m",
+                                         "x4", "-q"])
+    assert status == 0, err
     assert peak_mb < 1200, f"peak RSS {peak_mb:.0f} MB"
     with Image.open(out) as im:
         assert im.size == (8000, 8000)
+
+
+def test_bench_reports_the_childs_own_peak_memory():
+    """``upres bench`` measures in a spawned child; a big caller must not inflate its peak RSS
+    (Linux hands the replaced image's peak to the new program at exec)."""
+    import numpy as np
+
+    from upres.bench import bench
+
+    ballast = np.ones(125_000_000)  # 1 GB, touched, in this (calling) process
+    r = bench("bicubic", scale=2, width=32, height=32, repeat=1, warmup=0)
+    assert ballast[-1] == 1.0
+    assert 50 < r.peak_rss_mb < 900, r.peak_rss_mb

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["BenchResult", "bench", "machine"]
+__all__ = ["BenchResult", "bench", "machine", "peak_rss_mb", "run_peak_rss"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,43 @@ def _frame(width: int, height: int) -> np.ndarray:
     return imresize(sample, size=(height, width))
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory in MB.
+
+    On Linux, ``VmHWM`` of ``/proc/self/status``: ``getrusage`` would also count the memory
+    image that this program replaced at exec (the parent's, for a spawned or forked child).
+    Elsewhere, ``getrusage``'s ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Runs argv[1:], passes its stderr on and prints its peak RSS (kB). Being a small process, it
+# keeps the child's figure clean of the caller's memory, which Linux would otherwise count as
+# the child's at exec.
+_LAUNCHER = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stderr="
+             "subprocess.PIPE); sys.stderr.buffer.write(r.stderr); print(resource.getrusage("
+             "resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+
+
+def run_peak_rss(cmd: list[str]) -> tuple[int, str, float]:
+    """Run ``cmd`` (Linux) and return ``(exit status, stderr, peak RSS in MB)`` of that program
+    alone, whatever the size of the calling process."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True,
+                          text=True)
+    lines = proc.stdout.split()
+    return proc.returncode, proc.stderr, (int(lines[-1]) / 1024 if lines else float("nan"))
+
+
 def _measure(model: str, scale: int, width: int, height: int, device: str, precision: str,
              repeat: int, warmup: int, channels_last: bool | None, backend: str,
              ensemble: int) -> dict:
@@ -83,7 +120,7 @@ def _measure(model: str, scale: int, width: int, height: int, device: str, preci
         times.append(time.perf_counter() - t)
     lat = statistics.median(times)
     dev = str(getattr(up, "device", "cpu"))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return BenchResult(
         model=model, scale=up.scale, input=f"{width}x{height}", device=dev,
         precision=getattr(up, "precision", "fp32"), latency_ms=round(lat * 1000, 2),
