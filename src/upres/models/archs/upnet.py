@@ -25,21 +25,6 @@ from torch.nn import functional as F
 __all__ = ["RepUpNet", "UpNet"]
 
 
-def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """UpNet's wiring (head, body with a long skip, tail, anchor, shuffle), shared by the plain
-    and the re-parameterisable form."""
-    if net.unshuffle > 1:
-        h = net.head(F.pixel_unshuffle(x, net.unshuffle))
-        h = net.body(h) + h
-        r = F.pixel_shuffle(net.tail(h), net.scale * net.unshuffle)
-        return r + F.interpolate(x, scale_factor=net.scale, mode="nearest")
-    h = net.head(x)
-    h = net.body(h) + h
-    r = net.tail(h)
-    anchor = torch.repeat_interleave(x, net.scale * net.scale, dim=1)
-    return F.pixel_shuffle(r + anchor, net.scale)
-
-
 class UpNet(nn.Module):
     """Plain 3x3 CNN at LR resolution with pixel-shuffle upsampling.
 
@@ -68,11 +53,13 @@ class UpNet(nn.Module):
         if unshuffle not in (1, 2, 4):
             raise ValueError(f"UpNet: unshuffle must be 1, 2 or 4, got {unshuffle}")
         self.scale, self.act, self.unshuffle = scale, act, unshuffle
+        self.hparams = {"channels": channels, "depth": depth, "in_ch": in_ch, "out_ch": out_ch,
+                        "act": act, "unshuffle": unshuffle}  # constructor arguments but scale
         self.size_multiple = unshuffle
         self.head = nn.Conv2d(in_ch * unshuffle**2, channels, 3, padding=1)
         layers: list[nn.Module] = []
         for _ in range(depth):
-            layers.append(nn.Conv2d(channels, channels, 3, padding=1))
+            layers.append(self._body_conv(channels))
             if act == "relu":
                 layers.append(nn.ReLU(inplace=True))
             elif act == "prelu":
@@ -84,6 +71,10 @@ class UpNet(nn.Module):
         # Start as a nearest-neighbour upscaler: the learned residual begins at zero.
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+
+    def _body_conv(self, channels: int) -> nn.Module:
+        """One body convolution, ``channels`` in and out (the training form replaces it)."""
+        return nn.Conv2d(channels, channels, 3, padding=1)
 
     @torch.no_grad()
     def grow_from(self, state: dict[str, torch.Tensor]) -> str:
@@ -134,7 +125,16 @@ class UpNet(nn.Module):
                 f"(same function at the start)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _forward(self, x)
+        if self.unshuffle > 1:
+            h = self.head(F.pixel_unshuffle(x, self.unshuffle))
+            h = self.body(h) + h
+            r = F.pixel_shuffle(self.tail(h), self.scale * self.unshuffle)
+            return r + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        h = self.head(x)
+        h = self.body(h) + h
+        r = self.tail(h)
+        anchor = torch.repeat_interleave(x, self.scale * self.scale, dim=1)
+        return F.pixel_shuffle(r + anchor, self.scale)
 
 
 class RepConv3x3(nn.Module):
@@ -164,39 +164,20 @@ class RepConv3x3(nn.Module):
         return w, self.conv3.bias + self.conv1.bias
 
 
-class RepUpNet(nn.Module):
+class RepUpNet(UpNet):
     """UpNet in re-parameterisable training form: every body convolution is a
-    :class:`RepConv3x3` (3x3 + 1x1 + scaled identity). :meth:`fold` returns the plain
-    :class:`UpNet` with the same hyper-parameters that computes the same function, which is the
-    form upres validates, exports and ships (``deploy_arch``); training costs about 1.1x the
-    multiply-adds of UpNet, inference nothing extra.
+    :class:`RepConv3x3` (3x3 + 1x1 + scaled identity); constructor and wiring are UpNet's.
+    :meth:`fold` returns the plain :class:`UpNet` with the same hyper-parameters that computes
+    the same function, which is the form upres validates, exports and ships (``deploy_arch``);
+    training costs about 1.1x the multiply-adds of UpNet, inference nothing extra.
 
     Input ``(B, in_ch, H, W)`` float in [0, 1]; output ``(B, out_ch, H*scale, W*scale)``.
     """
 
     deploy_arch = "upnet"
 
-    def __init__(
-        self,
-        *,
-        scale: int,
-        channels: int = 32,
-        depth: int = 6,
-        in_ch: int = 3,
-        out_ch: int = 3,
-        act: str = "relu",
-        unshuffle: int = 1,
-    ) -> None:
-        super().__init__()
-        self.hparams = {"channels": channels, "depth": depth, "in_ch": in_ch, "out_ch": out_ch,
-                        "act": act, "unshuffle": unshuffle}
-        plain = UpNet(scale=scale, **self.hparams)  # validates the hyper-parameters
-        self.scale, self.unshuffle, self.size_multiple = scale, unshuffle, unshuffle
-        self.head, self.tail = plain.head, plain.tail
-        layers: list[nn.Module] = []
-        for m in plain.body:
-            layers.append(RepConv3x3(channels) if isinstance(m, nn.Conv2d) else m)
-        self.body = nn.Sequential(*layers)
+    def _body_conv(self, channels: int) -> nn.Module:
+        return RepConv3x3(channels)
 
     def deploy_hparams(self) -> dict:
         """Constructor arguments (without ``scale``) of the folded :class:`UpNet`."""
@@ -236,6 +217,3 @@ class RepUpNet(nn.Module):
             else:
                 dst.load_state_dict(src.state_dict())
         return note + ", re-parameterisable branches at zero"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _forward(self, x)
