@@ -31,6 +31,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from upres.bench import peak_rss_mb
+
 from _report import update_section
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark"
@@ -87,14 +89,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def _fire(url: str, cases: list, clients: int, model: str, scale: int) -> list[dict]:
@@ -164,7 +158,7 @@ def main() -> None:
         results = asyncio.run(_fire(url, cases, args.clients, args.model, scale))
         wall = time.perf_counter() - t0
         alive = httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-        peak = _peak_rss_mb(proc.pid)
+        peak = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         log, _ = proc.communicate(timeout=30)

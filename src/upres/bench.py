@@ -66,21 +66,23 @@ def _frame(width: int, height: int) -> np.ndarray:
     return imresize(sample, size=(height, width))
 
 
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory in MB.
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory in MB of process ``pid`` (this process when None).
 
-    On Linux, ``VmHWM`` of ``/proc/self/status``: ``getrusage`` would also count the memory
-    image that this program replaced at exec (the parent's, for a spawned or forked child).
-    Elsewhere, ``getrusage``'s ``ru_maxrss``.
+    On Linux, ``VmHWM`` of ``/proc/PID/status``: ``getrusage`` would also count the memory
+    image that the program replaced at exec (the parent's, for a spawned or forked child).
+    Elsewhere, this process's ``ru_maxrss``, or NaN for another process.
     """
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid or 'self'}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return float("nan")
 
 
 # Runs argv[1:], passes its stderr on and prints its peak RSS (kB). Being a small process, it
