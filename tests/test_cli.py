@@ -63,6 +63,9 @@ def test_upscale_default_name_and_format(images, tmp_path):
 def test_usage_errors_exit_2(images, capsys):
     assert main(["upscale", str(images / "bird.png"), "-m", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+    assert main(["upscale", str(images / "bird.png"), "--suffix", "_{size}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--suffix" in err[0] and "{scale}" in err[0]
     with pytest.raises(SystemExit) as exc:
         main(["upscale"])
     assert exc.value.code == 2

@@ -108,6 +108,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     if args.tile is not None and args.tile != 0 and args.tile < 16:
         raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
+    try:
+        args.suffix.format(scale=2)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _UsageError(f"--suffix {args.suffix!r}: only {{scale}} may appear in braces "
+                          f"({type(exc).__name__}: {exc})") from None
     inputs = _collect_inputs(args.inputs, args.recursive)
     if not inputs:
         return 1
