@@ -99,6 +99,24 @@ def test_a_few_gan_steps_update_both_networks(tiny, tmp_path, kind, disc):
     assert "d_loss" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_gan_steps_under_bf16_autocast_run_the_discriminator_in_bf16(tiny, tmp_path):
+    cfg = load_config(tiny, [*_gan_overrides("vanilla", "unet_sn"), "optim.amp=bf16",
+                                  "optim.channels_last=true"])
+    tr = Trainer(cfg, tmp_path / "run", log=lambda _: None)
+    seen = []
+    first = next(m for m in tr.gan.d.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    d0 = {k: v.clone() for k, v in tr.gan.d.state_dict().items()}
+    tr.run()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(v.dtype == torch.float32 for v in tr.gan.d.state_dict().values()
+               if v.is_floating_point())  # master weights stay fp32
+    assert any(not torch.equal(d0[k], v) for k, v in tr.gan.d.state_dict().items())
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if "d_loss" in x]
+    assert rows and all(abs(r["d_loss"]) < 1e6 and r["adv"] == r["adv"] for r in rows)
+
+
 def test_gan_run_resumes_its_discriminator(tiny, tmp_path):
     ov = _gan_overrides("ragan", "unet_sn")
     whole = Trainer(load_config(tiny, ov), tmp_path / "a", log=lambda _: None)

@@ -107,7 +107,9 @@ class Trainer:
                 self.model, device_ids=[self.dist.local_rank] if dev == "cuda" else None)
         self.gan: GanTrainer | None = None
         if cfg.gan.weight > 0 or cfg.gan.perceptual_weight > 0:
-            self.gan = GanTrainer(cfg.gan, self.device)
+            amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.optim.amp)
+            self.gan = GanTrainer(cfg.gan, self.device, amp=amp,
+                                  channels_last=cfg.optim.channels_last)
             if self.dist.enabled:
                 from torch.nn.parallel import DistributedDataParallel
 
