@@ -237,6 +237,13 @@ def test_blind_degradation_in_training(tiny, tmp_path):
     b = s.sample(3, np.random.default_rng(5))
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
     assert a[0].shape == (3, 3, 16, 16) and a[1].shape == (3, 3, 64, 64)
+    # threads degrade the patches in parallel and give the same batch
+    threaded = PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=4, patch=16,
+                                  degrade=second_order(4), workers=3)
+    c = threaded.sample(3, np.random.default_rng(5))
+    torch.testing.assert_close(a[0], c[0], rtol=0, atol=0)
+    torch.testing.assert_close(a[1], c[1], rtol=0, atol=0)
+    assert not torch.equal(a[0][0], a[0][1])  # each patch has its own draw
     cfg = load_config(tiny, ["data.degradation=second_order", "optim.steps=2", "val_every=2"])
     assert Trainer(cfg, tmp_path / "blind", log=lambda _: None).run().is_file()
 

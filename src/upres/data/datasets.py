@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,9 @@ class PairedPatchSampler:
 
     The whole image is downscaled once (as in the papers' pre-made LR sets) and kept in memory;
     a patch is a random LR window of ``patch x patch`` and the matching HR window, with one random
-    flip / 90-degree rotation drawn per sample and applied to both.
+    flip / 90-degree rotation drawn per sample and applied to both. With a ``degrade`` pipeline,
+    each patch gets its own generator seeded from the batch's ``rng``, and ``workers`` threads
+    degrade the patches of a batch in parallel (the batch is the same for any ``workers``).
 
     ``sample`` returns ``lr`` ``(B, 3, patch, patch)`` and ``hr`` ``(B, 3, patch*s, patch*s)``,
     float32 in [0, 1].
@@ -83,10 +86,12 @@ class PairedPatchSampler:
     def __init__(self, folders: Sequence[str | os.PathLike[str]], *, scale: int, patch: int,
                  augment: bool = True,
                  lr_folders: Sequence[str | os.PathLike[str]] | None = None,
-                 degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
-                 ) -> None:
+                 degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 workers: int = 1) -> None:
         self.scale, self.patch, self.augment = scale, patch, augment
         self.degrade = degrade
+        self.workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
         if degrade is not None and lr_folders is not None:
             raise UpresError("paired LR folders and a degradation pipeline exclude each other")
         if lr_folders is not None and len(lr_folders) != len(folders):
@@ -117,6 +122,7 @@ class PairedPatchSampler:
         s, p = self.scale, self.patch
         lrs = np.empty((batch, p, p, 3), np.uint8)
         hrs = np.empty((batch, p * s, p * s, 3), np.uint8)
+        jobs: list[tuple[int, np.ndarray, np.random.Generator]] = []
         picks = rng.choice(len(self.pairs), size=batch, p=self.weights)
         for i, k in enumerate(picks):
             pair = self.pairs[k]
@@ -129,11 +135,25 @@ class PairedPatchSampler:
                 lr, hr = np.rot90(lr, rot), np.rot90(hr, rot)
                 if flip:
                     lr, hr = lr[:, ::-1], hr[:, ::-1]
-            if self.degrade is not None:  # blind SR: the LR comes from the pipeline
-                lrs[i] = np.floor(self.degrade(hr.astype(np.float32) / 255.0, rng) * 255.0
-                                  + 0.5).astype(np.uint8)
+            if self.degrade is not None:  # blind SR: the LR comes from the pipeline, below
+                jobs.append((i, hr, np.random.default_rng(rng.integers(2**63))))
             else:
                 lrs[i] = lr
             hrs[i] = hr
+        if jobs:
+            # Each patch has its own generator, seeded from ``rng`` in order: the result does
+            # not depend on the number of threads (OpenCV and NumPy release the GIL).
+            def one(job: tuple[int, np.ndarray, np.random.Generator]) -> None:
+                i, hr, g = job
+                lrs[i] = np.floor(self.degrade(hr.astype(np.float32) / 255.0, g) * 255.0
+                                  + 0.5).astype(np.uint8)
+
+            if self.workers > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers)
+                list(self._pool.map(one, jobs))
+            else:
+                for job in jobs:
+                    one(job)
         to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
         return to_t(lrs).contiguous(), to_t(hrs).contiguous()
