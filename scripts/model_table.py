@@ -20,8 +20,9 @@ from _report import MODELS_DOC, MODELS_HEADER, update_section
 
 # (label, arch, hyper-parameters without scale): the configurations papers compare.
 CONFIGS = [
-    ("UpNet 48x6 (upres: fast tier, photo-x4)", "upnet", {"channels": 48, "depth": 6}),
-    ("UpNet 64x10 (upres: x tier)", "upnet", {"channels": 64, "depth": 10}),
+    ("UpNet 48x6 (upres: fast tier)", "upnet", {"channels": 48, "depth": 6}),
+    ("UpNet 64x10 (upres: x3)", "upnet", {"channels": 64, "depth": 10}),
+    ("UpNet 64x16 (upres: x2, x4, photo-x4)", "upnet", {"channels": 64, "depth": 16}),
     ("SRCNN 9-5-5 (RGB)", "srcnn", {}),
     ("FSRCNN (d56 s12 m4, Y)", "fsrcnn", {}),
     ("ESPCN (RGB)", "espcn", {}),
