@@ -46,8 +46,7 @@ def main() -> None:
                     f"{diff} |")
     body = ("Median of the timed runs after warm-up, one image at a time, no tiling; the last "
             "column compares the two backends' 8-bit outputs. On this shared 2-core machine "
-            "repeated runs differ by up to about 25 %: fast-x4 and photo-x4 are the same "
-            "architecture, so their rows show the spread.\n\n" + "\n".join(rows))
+            "repeated runs differ by up to about 25 %.\n\n" + "\n".join(rows))
     print(body)
     update_section("onnx", "ONNX Runtime vs PyTorch (CPU)", body)
 
