@@ -337,3 +337,19 @@ def test_rep_upnet_recipe_exports_a_plain_upnet(tiny, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x), trainer.ema(x), atol=2e-6, rtol=0)
     assert (tmp_path / "rep" / "best.safetensors").is_file()
+
+
+def test_eval_checkpoint_script_scores_a_run_as_its_validation_did(tiny, tmp_path):
+    """scripts/eval_checkpoint.py reads last.pt and gives the PSNR the run logged at that step."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    Trainer(load_config(tiny), run, log=lambda _: None).run()
+    logged = re.search(r"val step 6: PSNR-Y Set5 (\d+\.\d+)", (run / "train.log").read_text())
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_checkpoint.py"
+    out = subprocess.run([sys.executable, str(script), str(run), "Set5"], capture_output=True,
+                         text=True, check=True).stdout
+    assert logged and f"step 6 Set5 {logged.group(1)}" in out, (out, logged)
