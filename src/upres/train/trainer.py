@@ -105,10 +105,11 @@ class Trainer:
 
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.dist.local_rank] if dev == "cuda" else None)
+        # optim.amp as an autocast dtype (None: fp32), for the network and a GAN's discriminator
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.optim.amp)
         self.gan: GanTrainer | None = None
         if cfg.gan.weight > 0 or cfg.gan.perceptual_weight > 0:
-            amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.optim.amp)
-            self.gan = GanTrainer(cfg.gan, self.device, amp=amp,
+            self.gan = GanTrainer(cfg.gan, self.device, amp=self.amp_dtype,
                                   channels_last=cfg.optim.channels_last)
             if self.dist.enabled:
                 from torch.nn.parallel import DistributedDataParallel
@@ -305,8 +306,8 @@ class Trainer:
             if cfg.optim.channels_last:
                 lr_b = lr_b.contiguous(memory_format=torch.channels_last)
             vr = self.conv.get("value_range", 1.0)
-            with torch.autocast(lr_b.device.type, enabled=cfg.optim.amp != "none",
-                                dtype=torch.float16 if cfg.optim.amp == "fp16" else torch.bfloat16):
+            with torch.autocast(lr_b.device.type, enabled=self.amp_dtype is not None,
+                                dtype=self.amp_dtype or torch.bfloat16):
                 pred = self.net(lr_b * vr) / vr if vr != 1.0 else self.net(lr_b)
             loss = self.loss_fn(pred.float(), hr_b)
             extra: dict[str, float] = {}
