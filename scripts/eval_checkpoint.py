@@ -12,15 +12,15 @@ same ``evaluate`` as ``upres eval``; the run keeps training undisturbed (one thr
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import torch
-import yaml
 
 from upres.evaluate import evaluate, load_benchmark
 from upres.inference.upscaler import Upscaler
-from upres.models.descriptor import ModelCard
-from upres.models.registry import REGISTRY
+from upres.train.config import load_config
+from upres.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "data" / "benchmark"
@@ -32,16 +32,19 @@ def main() -> None:
     ap.add_argument("sets", nargs="+")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = yaml.safe_load((args.run / "config.yaml").read_text())
+    # The run's own Trainer builds the model, its EMA copy, the exported (folded) form and the
+    # card with the architecture's input conventions, exactly as its validation does. No
+    # start-up weights are needed (the checkpoint replaces them) and nothing is written.
+    cfg = load_config(args.run / "config.yaml",
+                      ["model.init=null", f"threads={args.threads}", "device=cpu"])
+    tr = Trainer(cfg, args.run, log=lambda _: None)
     ck = torch.load(args.run / "last.pt", map_location="cpu", weights_only=False)
-    scale, arch, hp = cfg["scale"], cfg["model"]["arch"], cfg["model"]["params"]
-    model = REGISTRY.build(arch, {"scale": scale, **hp})
-    model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
-    if hasattr(model, "fold"):  # re-parameterised training forms run folded, as exported
-        model = model.fold()
-    card = ModelCard(name=args.run.name, arch=arch, scale=scale, hparams=hp, params=0)
-    up = Upscaler(model.eval(), card, device="cpu")
+    tr.model.load_state_dict(ck["model"])
+    if tr.ema is not None and ck.get("ema") is not None:
+        tr.ema.load_state_dict(ck["ema"])
+    tr.step = ck["step"]
+    up = Upscaler(copy.deepcopy(tr.export_model).eval(), tr.card(), device="cpu")
+    scale = cfg.scale
     out = [f"{args.run} step {ck['step']}"]
     for s in args.sets:
         name = s.removeprefix("blind-")
