@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from upres.errors import UpresError
 from upres.evaluate import evaluate, load_benchmark
 from upres.inference.upscaler import Upscaler
 from upres.train.config import load_config
@@ -32,28 +33,37 @@ def main() -> None:
     ap.add_argument("sets", nargs="+")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    if not (args.run / "last.pt").is_file():
+        ap.error(f"{args.run}: no checkpoint last.pt")
+    try:
+        print(score(args.run, args.sets, args.threads))
+    except UpresError as exc:
+        ap.error(str(exc))
+
+
+def score(run: Path, sets: list[str], threads: int) -> str:
+    """One line: ``RUN step N SET PSNR-Y ...`` for the checkpoint ``run/last.pt``."""
     # The run's own Trainer builds the model, its EMA copy, the exported (folded) form and the
     # card with the architecture's input conventions, exactly as its validation does. No
     # start-up weights are needed (the checkpoint replaces them) and nothing is written.
-    cfg = load_config(args.run / "config.yaml",
-                      ["model.init=null", f"threads={args.threads}", "device=cpu"])
-    tr = Trainer(cfg, args.run, log=lambda _: None)
-    ck = torch.load(args.run / "last.pt", map_location="cpu", weights_only=False)
+    cfg = load_config(run / "config.yaml", ["model.init=null", f"threads={threads}", "device=cpu"])
+    tr = Trainer(cfg, run, log=lambda _: None)
+    ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     tr.model.load_state_dict(ck["model"])
     if tr.ema is not None and ck.get("ema") is not None:
         tr.ema.load_state_dict(ck["ema"])
     tr.step = ck["step"]
     up = Upscaler(copy.deepcopy(tr.export_model).eval(), tr.card(), device="cpu")
     scale = cfg.scale
-    out = [f"{args.run} step {ck['step']}"]
-    for s in args.sets:
+    out = [f"{run} step {ck['step']}"]
+    for s in sets:
         name = s.removeprefix("blind-")
         lr_dir = ROOT / "runs" / f"blind-x{scale}" / name if s.startswith("blind-") else None
         images = load_benchmark(BENCH / name, scale, lr_dir)
-        r = evaluate(up.upscale, model_name=args.run.name, dataset=BENCH / name, scale=scale,
+        r = evaluate(up.upscale, model_name=run.name, dataset=BENCH / name, scale=scale,
                      images=images)
         out.append(f"{s} {r.psnr_y:.3f}")
-    print(" ".join(out))
+    return " ".join(out)
 
 
 if __name__ == "__main__":
