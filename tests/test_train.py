@@ -248,6 +248,47 @@ def test_blind_degradation_in_training(tiny, tmp_path):
     assert Trainer(cfg, tmp_path / "blind", log=lambda _: None).run().is_file()
 
 
+def test_blind_variants_degrade_whole_images(tiny, tmp_path):
+    """data.variants=N: patches are windows of whole-image degradations (seeded per image and
+    version, the way blind test sets are made), the same for any thread count."""
+    from upres.data.degrade import modcrop, second_order
+
+    files = [DATA / "train" / "T91" / n for n in ("t1.bmp", "t2.bmp")]
+    s = PairedPatchSampler(files, scale=4, patch=16, augment=False, degrade=second_order(4),
+                           variants=3, seed=9)
+    lr, hr = s.sample(6, np.random.default_rng(2))
+    assert lr.shape == (6, 3, 16, 16) and hr.shape == (6, 3, 64, 64)
+    assert 1 <= len(s._versions) <= 6
+    # every LR patch is a window of one of the made versions, at the place of its HR patch
+    def located(h: np.ndarray, want: np.ndarray) -> bool:
+        for (k, _), full in s._versions.items():
+            big = s.pairs[k].hr
+            for y in range(0, big.shape[0] - 63, 4):
+                for x in range(0, big.shape[1] - 63, 4):
+                    if (np.array_equal(big[y:y + 64, x:x + 64], h) and np.array_equal(
+                            full[y // 4:y // 4 + 16, x // 4:x // 4 + 16], want)):
+                        return True
+        return False
+
+    to8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    assert all(located(to8(hr[i]), to8(lr[i])) for i in range(6))
+    # a version is the pipeline applied to the whole (modcropped) image with its own seed
+    (k, v), full = next(iter(s._versions.items()))
+    hr_full = modcrop(upres.io.read_rgb8(files[k]), 4).astype(np.float32) / 255.0
+    again = second_order(4)(hr_full, np.random.default_rng([9, k, v]))
+    assert np.array_equal(full, np.floor(again * 255.0 + 0.5).astype(np.uint8))
+    threaded = PairedPatchSampler(files, scale=4, patch=16, augment=False,
+                                  degrade=second_order(4), variants=3, seed=9, workers=2)
+    lr2, hr2 = threaded.sample(6, np.random.default_rng(2))
+    torch.testing.assert_close(lr, lr2, rtol=0, atol=0)
+    torch.testing.assert_close(hr, hr2, rtol=0, atol=0)
+    with pytest.raises(UpresError, match=r"data\.variants"):
+        load_config(tiny, ["data.variants=4"])  # bicubic LR has nothing to vary
+    cfg = load_config(tiny, ["data.degradation=second_order", "data.variants=2",
+                             "optim.steps=2", "val_every=2"])
+    assert Trainer(cfg, tmp_path / "blind", log=lambda _: None).run().is_file()
+
+
 @pytest.mark.parametrize("act", ["relu", "lrelu", "prelu"])
 def test_upnet_grows_into_a_wider_deeper_net_with_the_same_function(act):
     from upres.models.archs.upnet import UpNet

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +80,13 @@ class PairedPatchSampler:
     each patch gets its own generator seeded from the batch's ``rng``, and ``workers`` threads
     degrade the patches of a batch in parallel (the batch is the same for any ``workers``).
 
+    ``variants > 0`` (with ``degrade``) degrades whole images instead of patches, as a blind test
+    set is made: each image has ``variants`` degraded versions, version ``v`` of image ``k`` drawn
+    from a generator seeded by ``(seed, k, v)``, made the first time a patch needs it (by the
+    ``workers`` threads) and then kept in memory (``variants`` x the LR set's size, uint8). A patch
+    is a window of one version; there is no patch border for blur kernels and resizes to mistreat,
+    and after the first pass over the versions a step costs no degradation at all.
+
     ``sample`` returns ``lr`` ``(B, 3, patch, patch)`` and ``hr`` ``(B, 3, patch*s, patch*s)``,
     float32 in [0, 1].
     """
@@ -87,9 +95,11 @@ class PairedPatchSampler:
                  augment: bool = True,
                  lr_folders: Sequence[str | os.PathLike[str]] | None = None,
                  degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, variants: int = 0, seed: int = 0) -> None:
         self.scale, self.patch, self.augment = scale, patch, augment
         self.degrade = degrade
+        self.variants, self.seed = max(0, int(variants)), int(seed)
+        self._versions: dict[tuple[int, int], np.ndarray] = {}
         self.workers = max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None
         if degrade is not None and lr_folders is not None:
@@ -115,6 +125,28 @@ class PairedPatchSampler:
                          for p in pairs], dtype=np.float64)
         self.weights = area / area.sum()
 
+    def _map(self, fn: Callable[[Any], None], jobs: Sequence[Any]) -> None:
+        if self.workers > 1 and len(jobs) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers)
+            list(self._pool.map(fn, jobs))
+        else:
+            for job in jobs:
+                fn(job)
+
+    def _make_versions(self, keys: set[tuple[int, int]]) -> None:
+        """Degrade the whole images ``(image, version)`` not made yet (seeded per key)."""
+        assert self.degrade is not None
+        degrade = self.degrade
+
+        def one(key: tuple[int, int]) -> None:
+            hr = self.pairs[key[0]].hr.astype(np.float32) / 255.0
+            g = np.random.default_rng([self.seed, key[0], key[1]])
+            lr = np.floor(degrade(hr, g) * 255.0 + 0.5).astype(np.uint8)
+            self._versions[key] = lr
+
+        self._map(one, sorted(k for k in keys if k not in self._versions))
+
     def __len__(self) -> int:
         return len(self.pairs)
 
@@ -124,18 +156,23 @@ class PairedPatchSampler:
         hrs = np.empty((batch, p * s, p * s, 3), np.uint8)
         jobs: list[tuple[int, np.ndarray, np.random.Generator]] = []
         picks = rng.choice(len(self.pairs), size=batch, p=self.weights)
+        whole = self.degrade is not None and self.variants > 0
+        if whole:
+            versions = [int(v) for v in rng.integers(0, self.variants, size=batch)]
+            self._make_versions({(int(k), v) for k, v in zip(picks, versions, strict=True)})
         for i, k in enumerate(picks):
             pair = self.pairs[k]
             y = int(rng.integers(0, pair.lr.shape[0] - p + 1))
             x = int(rng.integers(0, pair.lr.shape[1] - p + 1))
-            lr = pair.lr[y:y + p, x:x + p]
+            src = self._versions[(int(k), versions[i])] if whole else pair.lr
+            lr = src[y:y + p, x:x + p]
             hr = pair.hr[y * s:(y + p) * s, x * s:(x + p) * s]
             if self.augment:
                 rot, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
                 lr, hr = np.rot90(lr, rot), np.rot90(hr, rot)
                 if flip:
                     lr, hr = lr[:, ::-1], hr[:, ::-1]
-            if self.degrade is not None:  # blind SR: the LR comes from the pipeline, below
+            if self.degrade is not None and not whole:  # blind SR per patch: LR made below
                 jobs.append((i, hr, np.random.default_rng(rng.integers(2**63))))
             else:
                 lrs[i] = lr
@@ -148,12 +185,6 @@ class PairedPatchSampler:
                 lrs[i] = np.floor(self.degrade(hr.astype(np.float32) / 255.0, g) * 255.0
                                   + 0.5).astype(np.uint8)
 
-            if self.workers > 1:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.workers)
-                list(self._pool.map(one, jobs))
-            else:
-                for job in jobs:
-                    one(job)
+            self._map(one, jobs)
         to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
         return to_t(lrs).contiguous(), to_t(hrs).contiguous()

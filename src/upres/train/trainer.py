@@ -269,7 +269,7 @@ class Trainer:
             cfg.data.train, scale=cfg.scale, patch=cfg.data.patch,
             lr_folders=cfg.data.train_lr or None,
             degrade=second_order(cfg.scale) if cfg.data.degradation == "second_order" else None,
-            workers=torch.get_num_threads())
+            workers=torch.get_num_threads(), variants=cfg.data.variants, seed=cfg.seed)
         self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]
         params = sum(p.numel() for p in self.model.parameters())
         self.log(f"run {cfg.name}: {cfg.model.arch} {self.hparams} ({params} params), "
