@@ -173,3 +173,15 @@ def test_second_run_over_a_folder_leaves_its_own_outputs_out(images, tmp_path, c
     # a file named on the command line is always upscaled
     assert main(["upscale", str(images / "bird_x2.png"), "-m", "bicubic", "-s", "2", "-q"]) == 0
     assert (images / "bird_x2_x2.png").is_file()
+
+
+def test_upscale_precision_auto_says_what_it_chose(images, tmp_path, capsys):
+    out = tmp_path / "auto.png"
+    assert main(["upscale", str(images / "bird.png"), "-o", str(out), "-m", "fast-x2",
+                 "--precision", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert "upres: auto precision: " in err and " ms in bf16)" in err
+    assert read_image(out).shape == (96, 128, 3)
+    assert main(["upscale", str(images / "bird.png"), "-o", str(tmp_path / "q.png"), "-m",
+                 "fast-x2", "--precision", "auto", "--quiet"]) == 0
+    assert "auto precision" not in capsys.readouterr().err

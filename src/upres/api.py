@@ -39,7 +39,8 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
     memory format measured faster for the architecture on CPU. ``backend="onnxruntime"`` exports
     a PyTorch model to ONNX in memory and runs it with onnxruntime (CPU, fp32). ``ensemble``
     (1, 2, 4, 8): average over that many flipped/rotated runs per tile (self-ensemble; that many
-    times slower); interpolators ignore it.
+    times slower); interpolators ignore it. ``precision``: ``fp32`` (default), ``bf16``,
+    ``fp16`` (CUDA) or ``auto`` (bf16 where a one-off timing at load shows it clearly faster).
     """
     name = str(model)
     if backend not in ("torch", "onnxruntime"):
