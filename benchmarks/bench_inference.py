@@ -6,8 +6,9 @@ without channels_last, beside OpenCV dnn_superres FSRCNN/ESPCN x4 (official grap
 
 Writes the "inference" section of docs/benchmarks.md. Also reports how far bf16 output is from
 fp32 output (max and mean absolute difference in 8-bit levels) and Set5 PSNR-Y at each precision.
-These figures decide the CPU defaults: precision fp32 unless bf16 is faster, and channels_last
-for an architecture only where it is faster (ArchSpec.channels_last_cpu).
+These figures decide the CPU defaults: precision fp32 (bf16 on request, or by ``precision="auto"``,
+whose choice on this machine is reported too), and channels_last for an architecture only where
+it is faster (ArchSpec.channels_last_cpu).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main() -> None:
         psnr[precision] = evaluate(lambda lr, up=up: up.upscale(lr, tile=0), model_name="m",
                                    dataset=BENCH / "Set5", scale=up.scale,
                                    with_ssim=False).psnr_y
+    auto = upres.load(args.model, device="cpu", precision="auto")
+    print(auto.precision_note)
     for name in ("FSRCNN", "ESPCN"):
         sr = cv2.dnn_superres.DnnSuperResImpl_create()
         sr.readModel(str(PEERS / f"{name}_x4.pb"))
@@ -72,7 +75,8 @@ def main() -> None:
             f"{args.repeat} runs after 2 warm-up runs, end to end (uint8 in, uint8 out).\n\n"
             + "\n".join(lines)
             + f"\n\nSet5 PSNR-Y of `{args.model}`: fp32 {psnr['fp32']:.3f} dB, bf16 "
-            f"{psnr['bf16']:.3f} dB.\n")
+            f"{psnr['bf16']:.3f} dB.\n\n`upres.load({args.model!r}, precision=\"auto\")` on this "
+            f"machine: {auto.precision_note}.\n")
     update_section("inference", "Inference speed on CPU (x4, 1280x720 output)", body)
 
 
