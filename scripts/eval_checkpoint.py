@@ -12,14 +12,10 @@ same ``evaluate`` as ``upres eval``; the run keeps training undisturbed (one thr
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
-
-import torch
 
 from upres.errors import UpresError
 from upres.evaluate import evaluate, load_benchmark
-from upres.inference.upscaler import Upscaler
 from upres.train.config import load_config
 from upres.train.trainer import Trainer
 
@@ -44,18 +40,15 @@ def main() -> None:
 def score(run: Path, sets: list[str], threads: int) -> str:
     """One line: ``RUN step N SET PSNR-Y ...`` for the checkpoint ``run/last.pt``."""
     # The run's own Trainer builds the model, its EMA copy, the exported (folded) form and the
-    # card with the architecture's input conventions, exactly as its validation does. No
-    # start-up weights are needed (the checkpoint replaces them) and nothing is written.
+    # card with the architecture's input conventions, and loads the checkpoint as a resumed run
+    # would, so the weights are scored exactly as its validation scores them. No start-up
+    # weights are needed (the checkpoint replaces them) and nothing is written.
     cfg = load_config(run / "config.yaml", ["model.init=null", f"threads={threads}", "device=cpu"])
     tr = Trainer(cfg, run, log=lambda _: None)
-    ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    tr.model.load_state_dict(ck["model"])
-    if tr.ema is not None and ck.get("ema") is not None:
-        tr.ema.load_state_dict(ck["ema"])
-    tr.step = ck["step"]
-    up = Upscaler(copy.deepcopy(tr.export_model).eval(), tr.card(), device="cpu")
+    tr.resume()
+    up = tr.upscaler()
     scale = cfg.scale
-    out = [f"{run} step {ck['step']}"]
+    out = [f"{run} step {tr.step}"]
     for s in sets:
         name = s.removeprefix("blind-")
         lr_dir = ROOT / "runs" / f"blind-x{scale}" / name if s.startswith("blind-") else None

@@ -134,16 +134,18 @@ class PairedPatchSampler:
             for job in jobs:
                 fn(job)
 
+    def _degrade_u8(self, hr: np.ndarray, g: np.random.Generator) -> np.ndarray:
+        """uint8 HR ``(sH, sW, 3)`` -> its degraded uint8 LR ``(H, W, 3)`` (rounded)."""
+        assert self.degrade is not None
+        return np.floor(self.degrade(hr.astype(np.float32) / 255.0, g) * 255.0
+                        + 0.5).astype(np.uint8)
+
     def _make_versions(self, keys: set[tuple[int, int]]) -> None:
         """Degrade the whole images ``(image, version)`` not made yet (seeded per key)."""
-        assert self.degrade is not None
-        degrade = self.degrade
 
         def one(key: tuple[int, int]) -> None:
-            hr = self.pairs[key[0]].hr.astype(np.float32) / 255.0
             g = np.random.default_rng([self.seed, key[0], key[1]])
-            lr = np.floor(degrade(hr, g) * 255.0 + 0.5).astype(np.uint8)
-            self._versions[key] = lr
+            self._versions[key] = self._degrade_u8(self.pairs[key[0]].hr, g)
 
         self._map(one, sorted(k for k in keys if k not in self._versions))
 
@@ -182,8 +184,7 @@ class PairedPatchSampler:
             # not depend on the number of threads (OpenCV and NumPy release the GIL).
             def one(job: tuple[int, np.ndarray, np.random.Generator]) -> None:
                 i, hr, g = job
-                lrs[i] = np.floor(self.degrade(hr.astype(np.float32) / 255.0, g) * 255.0
-                                  + 0.5).astype(np.uint8)
+                lrs[i] = self._degrade_u8(hr, g)
 
             self._map(one, jobs)
         to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731

@@ -238,11 +238,16 @@ class Trainer:
         )
 
     # -- validation ----------------------------------------------------------------------
+    def upscaler(self) -> Upscaler:
+        """A frozen copy of the exported weights (EMA, folded) with their card, ready to upscale
+        as ``upres upscale`` would."""
+        return Upscaler(copy.deepcopy(self.export_model).eval(), self.card(),
+                        device=self.device.type)
+
     def validate(self) -> dict[str, float]:
         """PSNR-Y on each validation folder, through the same Upscaler and evaluate() as
         ``upres eval`` (standard protocol)."""
-        model = copy.deepcopy(self.export_model).eval()
-        up = Upscaler(model, self.card(), device=self.device.type)
+        up = self.upscaler()
         out = {}
         for folder, images in self._val_sets:
             res = evaluate(up.upscale, model_name=self.cfg.name, dataset=folder,
