@@ -3,6 +3,7 @@ HTTP by httpx, and its page driven in Debian's chromium by Playwright."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 from upres.cli import main
+from upres.errors import UpresError
 
 from conftest import ARTIFACTS, BENCH
 
@@ -36,17 +38,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The real server with small limits: 2 MiB uploads, 1.2 MP inputs, one worker, no queue."""
+@contextlib.contextmanager
+def _serving(cwd: Path, *args: str):
+    """``upres serve *args`` as a real uvicorn subprocess on a free loopback port: its URL."""
     port = _free_port()
-    cwd = tmp_path_factory.mktemp("serve-cwd")  # the server must not write here
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "upres.cli", "serve", "--port", str(port), "--max-upload-mb", "2",
-         "--max-pixels", str(MAX_PIXELS), "--workers", "1", "--max-queue", "0",
-         "--queue-timeout", "0.2"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "upres.cli", "serve", "--port", str(port), *args], cwd=cwd,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -59,10 +58,19 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail(f"server did not start: {proc.stdout.read()}")
         time.sleep(0.3)
-    yield url, cwd
+    yield url
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
     assert "Traceback" not in out, out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The real server with small limits: 2 MiB uploads, 1.2 MP inputs, one worker, no queue."""
+    cwd = tmp_path_factory.mktemp("serve-cwd")  # the server must not write here
+    with _serving(cwd, "--max-upload-mb", "2", "--max-pixels", str(MAX_PIXELS), "--workers",
+                  "1", "--max-queue", "0", "--queue-timeout", "0.2") as url:
+        yield url, cwd
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -113,6 +121,7 @@ def test_upscale_multipart_and_raw_equal_the_library(server):
     assert a.status_code == b.status_code == 200, (a.text, b.text)
     assert a.headers["content-type"] == "image/png"
     assert a.headers["x-upres-model"] == b.headers["x-upres-model"] == "x4"
+    assert a.headers["x-upres-precision"] == "fp32"  # the server's default
     out_a, out_b = _decode(a.content), _decode(b.content)
     assert out_a.shape == (288 * 4, 288 * 4, 3)
     np.testing.assert_array_equal(out_a, out_b)
@@ -184,6 +193,36 @@ def test_bad_requests_get_clear_json_errors(server, case):
     if isinstance(detail, str):
         assert "\n" not in detail and "/tmp" not in detail  # one line, no server paths
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+
+
+def test_precision_option_runs_the_models_in_bf16_and_says_so(tmp_path):
+    """``upres serve --precision bf16``: the answer names bf16 and stays within a few 8-bit
+    levels of the library's fp32 result; the bicubic baseline names no precision."""
+    import upres
+
+    with _serving(tmp_path, "--models", "fast-x2", "--precision", "bf16") as url:
+        r = httpx.post(f"{url}/v1/upscale", params={"model": "fast-x2"},
+                       content=BIRD.read_bytes(), timeout=120)
+        base = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
+                          content=BIRD.read_bytes(), timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-upres-precision"] == "bf16"
+    out = _decode(r.content).astype(int)
+    ref = upres.load("fast-x2", device="cpu").upscale(np.asarray(Image.open(BIRD).convert("RGB")))
+    diff = np.abs(out - ref.astype(int))
+    assert out.shape == ref.shape and 0 < diff.max() <= 4 and diff.mean() < 0.5
+    assert base.status_code == 200 and "x-upres-precision" not in base.headers
+
+
+def test_unknown_precision_is_refused_at_start(capsys):
+    from upres.serve.app import ServeConfig, create_app
+
+    with pytest.raises(UpresError, match="unknown precision 'fp8'"):
+        create_app(ServeConfig(precision="fp8"))
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--precision", "fp8"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
 
 
 def test_client_file_names_never_reach_the_disk(server):

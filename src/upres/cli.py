@@ -16,6 +16,7 @@ from upres.errors import UpresError
 
 __all__ = ["main"]
 
+_PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # upres.inference.upscaler.PRECISIONS, unimported
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
 
 
@@ -326,7 +327,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = ServeConfig(models=tuple(args.models) if args.models else None,
                       max_upload_bytes=args.max_upload_mb * 2**20,
                       max_pixels=args.max_pixels, workers=args.workers,
-                      queue_timeout=args.queue_timeout, max_queue=args.max_queue)
+                      queue_timeout=args.queue_timeout, max_queue=args.max_queue,
+                      precision=args.precision)
     run(cfg, host=args.host, port=args.port)
     return 0
 
@@ -346,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile size in input pixels; 0 = whole image (default: automatic)")
     u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
     u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    u.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
+    u.add_argument("--precision", default="fp32", choices=_PRECISIONS,
                    help="auto: time fp32 and bf16 once at load and keep the clearly faster "
                         "(bf16 on CPUs with native bf16 such as AMX)")
     u.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
@@ -395,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", default="320x180", help="input size WxH (default 320x180)")
     b.add_argument("--json", metavar="PATH", help="write results as JSON")
     b.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
-    b.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"))
+    b.add_argument("--precision", default="fp32", choices=_PRECISIONS)
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: the measured best per arch)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")
@@ -427,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests waiting beyond the running ones before 503 (default 32)")
     v.add_argument("--queue-timeout", type=float, default=60.0,
                    help="seconds a request waits for a worker before 503 (default 60)")
+    v.add_argument("--precision", default="fp32", choices=_PRECISIONS,
+                   help="what the models run in (default fp32; auto: bf16 where the CPU runs it "
+                        "clearly faster, fp16 on CUDA; see `upres upscale --help`)")
     v.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("train", help="train a model from a YAML recipe")

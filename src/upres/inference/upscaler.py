@@ -27,9 +27,11 @@ from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 from upres.resize import imresize
 
-__all__ = ["ENSEMBLES", "Interpolator", "Upscaler", "check_ensemble", "choose_precision",
-           "dihedral", "fill_transparent", "pick_device", "rgb_to_ycbcr", "to_dtype",
-           "ycbcr_to_rgb"]
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # what Upscaler(precision=...) accepts
+
+__all__ = ["ENSEMBLES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
+           "choose_precision", "dihedral", "fill_transparent", "pick_device", "rgb_to_ycbcr",
+           "to_dtype", "ycbcr_to_rgb"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: plain, +h-flip, +v-flip/180, +transposes
@@ -159,7 +161,7 @@ class Upscaler:
                       file=sys.stderr)
                 precision = "fp32"
         self.device = pick_device(device)
-        if precision not in ("fp32", "bf16", "fp16", "auto"):
+        if precision not in PRECISIONS:
             raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16, fp16 or auto")
         self.precision_note = ""
         auto = precision == "auto"

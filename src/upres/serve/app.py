@@ -51,7 +51,9 @@ class ServeConfig:
     always offered as the comparison baseline. ``max_upload_bytes``: largest request body;
     ``max_pixels``: largest input image (width x height); ``workers``: upscales run at once;
     ``max_queue``: requests allowed to wait for a worker; ``queue_timeout``: seconds one may
-    wait; ``retry_after``: seconds suggested to clients refused with 503.
+    wait; ``retry_after``: seconds suggested to clients refused with 503. ``precision``: what the
+    models run in (``fp32``, ``bf16``, ``fp16`` or ``auto``, as in ``upres.load``); each answer
+    names the one in effect in its ``X-Upres-Precision`` header.
     """
 
     models: tuple[str, ...] | None = None
@@ -61,6 +63,7 @@ class ServeConfig:
     max_queue: int = 32
     queue_timeout: float = 60.0
     retry_after: int = 5
+    precision: str = "fp32"
 
 
 class _HTTPError(Exception):
@@ -99,8 +102,14 @@ class _Gate:
 class _Models:
     """Offered models, loaded on first use and kept (one Upscaler per name)."""
 
-    def __init__(self, names: tuple[str, ...] | None) -> None:
+    def __init__(self, names: tuple[str, ...] | None, precision: str = "fp32") -> None:
+        from upres.inference.upscaler import PRECISIONS
         from upres.models import zoo
+
+        if precision not in PRECISIONS:
+            raise UpresError(f"serve: unknown precision {precision!r}; choose "
+                             f"{', '.join(PRECISIONS)}")
+        self.precision = precision
 
         cards = {c.name: c for c in zoo.shipped()}
         wanted = list(names) if names else sorted(cards, key=lambda n: (cards[n].scale, n))
@@ -146,8 +155,13 @@ class _Models:
         with self._lock:
             key = (name, scale)
             if key not in self._loaded:
-                self._loaded[key] = upres.load(name, scale=scale if name == "bicubic" else None,
-                                               device="auto")
+                if name == "bicubic":
+                    up = upres.load(name, scale=scale)
+                else:
+                    up = upres.load(name, device="auto", precision=self.precision)
+                    if up.precision_note:
+                        print(f"upres: {name}: {up.precision_note}", flush=True)
+                self._loaded[key] = up
             return self._loaded[key]
 
 
@@ -242,7 +256,7 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[by
 def create_app(cfg: ServeConfig | None = None) -> FastAPI:
     """The FastAPI application for ``cfg`` (defaults: :class:`ServeConfig`)."""
     cfg = cfg or ServeConfig()
-    models = _Models(cfg.models)
+    models = _Models(cfg.models, cfg.precision)
     app = FastAPI(title="upres", version="0.1.0",
                   description="Deep-learning image super-resolution: upscale images over HTTP.")
     gate: dict[str, _Gate] = {}
@@ -298,9 +312,12 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
             body, out_fmt = await run_in_threadpool(
                 _upscale, up, data, None if fmt_key == "same" else _FORMATS[fmt_key],
                 cfg.max_pixels)
-        return Response(body, media_type=_MEDIA[out_fmt], headers={
+        headers = {
             "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
-            "X-Upres-Model": name, "X-Upres-Scale": str(s)})
+            "X-Upres-Model": name, "X-Upres-Scale": str(s)}
+        if hasattr(up, "precision"):  # networks; the bicubic baseline has no precision
+            headers["X-Upres-Precision"] = up.precision
+        return Response(body, media_type=_MEDIA[out_fmt], headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
