@@ -185,3 +185,11 @@ def test_upscale_precision_auto_says_what_it_chose(images, tmp_path, capsys):
     assert main(["upscale", str(images / "bird.png"), "-o", str(tmp_path / "q.png"), "-m",
                  "fast-x2", "--precision", "auto", "--quiet"]) == 0
     assert "auto precision" not in capsys.readouterr().err
+
+
+def test_precision_choices_match_the_library():
+    """The CLI lists precisions without importing torch; the list must stay the library's."""
+    from upres import cli
+    from upres.inference.upscaler import PRECISIONS
+
+    assert cli._PRECISIONS == PRECISIONS
