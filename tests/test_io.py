@@ -218,3 +218,25 @@ def test_recursive_tree_is_mirrored(rgb, tmp_path):
     assert (out / "top_x2.png").is_file() and (out / "sub" / "deeper" / "low_x2.png").is_file()
     assert main(["upscale", str(d / "**" / "*.png"), "-r", "-o", str(tmp_path / "g"), *MODEL,
                  "-q"]) == 0
+
+
+def test_written_images_get_the_usual_file_mode(tmp_path):
+    """Atomic writes go through a private temporary file; the image must still come out as a
+    plain open() would make it (0666 less the umask), and a replaced file keeps its mode."""
+    import os
+    import stat
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    old = os.umask(0o027)
+    try:
+        p = write_image(tmp_path / "new.png", img)
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640
+        os.umask(0o022)
+        q = write_image(tmp_path / "other.png", img)
+        assert stat.S_IMODE(q.stat().st_mode) == 0o644
+        os.chmod(q, 0o600)
+        write_image(q, img, overwrite=True)
+        assert stat.S_IMODE(q.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".part")]

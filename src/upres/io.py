@@ -315,6 +315,19 @@ def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
     return _encode_8bit(a8, fmt, info, quality)
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, without changing it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)  # elsewhere: read by setting it, then put it back at once
+    os.umask(old)
+    return old
+
+
 def write_image(
     path: str | os.PathLike[str], arr: np.ndarray, *, info: ImageInfo | None = None,
     overwrite: bool = False, quality: int = 95,
@@ -340,10 +353,14 @@ def write_image(
     except UpresError as exc:
         raise UpresError(f"{p}: {exc}") from None
     p.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the temporary file private (0600); the image gets what a plain open() would
+    # give it: the mode of the file it replaces, or 0666 less the umask.
+    mode = (p.stat().st_mode & 0o777) if p.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)
         if not overwrite and p.exists():
             raise UpresError(f"{p}: already exists (use --overwrite to replace it)")
         os.replace(tmp, p)
