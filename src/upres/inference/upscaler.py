@@ -30,8 +30,8 @@ from upres.resize import imresize
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # what Upscaler(precision=...) accepts
 
 __all__ = ["ENSEMBLES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
-           "choose_precision", "dihedral", "fill_transparent", "pick_device", "rgb_to_ycbcr",
-           "to_dtype", "ycbcr_to_rgb"]
+           "check_precision", "choose_precision", "dihedral", "fill_transparent", "pick_device",
+           "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: plain, +h-flip, +v-flip/180, +transposes
@@ -42,6 +42,13 @@ def check_ensemble(n: int) -> int:
     if n not in ENSEMBLES:
         raise UpresError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {n}")
     return n
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if Upscaler accepts it (:data:`PRECISIONS`), else UpresError."""
+    if precision not in PRECISIONS:
+        raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16, fp16 or auto")
+    return precision
 
 
 def dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor:
@@ -161,8 +168,7 @@ class Upscaler:
                       file=sys.stderr)
                 precision = "fp32"
         self.device = pick_device(device)
-        if precision not in PRECISIONS:
-            raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16, fp16 or auto")
+        check_precision(precision)
         self.precision_note = ""
         auto = precision == "auto"
         if auto:  # settled below, once the model is in place

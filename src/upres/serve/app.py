@@ -103,13 +103,10 @@ class _Models:
     """Offered models, loaded on first use and kept (one Upscaler per name)."""
 
     def __init__(self, names: tuple[str, ...] | None, precision: str = "fp32") -> None:
-        from upres.inference.upscaler import PRECISIONS
+        from upres.inference.upscaler import check_precision
         from upres.models import zoo
 
-        if precision not in PRECISIONS:
-            raise UpresError(f"serve: unknown precision {precision!r}; choose "
-                             f"{', '.join(PRECISIONS)}")
-        self.precision = precision
+        self.precision = check_precision(precision)  # now, not at the first request
 
         cards = {c.name: c for c in zoo.shipped()}
         wanted = list(names) if names else sorted(cards, key=lambda n: (cards[n].scale, n))
