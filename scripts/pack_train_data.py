@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from upres.data.datasets import scan_images
+from upres.errors import UpresError
+from upres.io import read_rgb8
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +38,13 @@ def main() -> None:
     for f in files:
         out = args.dst / f.relative_to(args.src).with_suffix(".webp")
         out.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            im.save(out, format="WEBP", lossless=True, quality=100, method=4)
-            with Image.open(out) as back:
-                if not np.array_equal(np.asarray(back.convert("RGB")), np.asarray(im)):
-                    raise SystemExit(f"{out}: lossless WebP did not round-trip")
+        try:
+            rgb = read_rgb8(f)  # what training reads: 8-bit RGB
+        except UpresError as exc:
+            raise SystemExit(f"pack_train_data: {exc}") from None
+        Image.fromarray(rgb).save(out, format="WEBP", lossless=True, quality=100, method=4)
+        if not np.array_equal(read_rgb8(out), rgb):
+            raise SystemExit(f"pack_train_data: {out}: lossless WebP did not round-trip")
         total += out.stat().st_size
     print(f"{len(files)} images -> {args.dst}: {total / 2**20:.1f} MiB")
 
