@@ -13,6 +13,7 @@ import upres
 from upres.cli import main
 from upres.data.datasets import PairedPatchSampler
 from upres.errors import UpresError
+from upres.io import read_rgb8
 from upres.models import REGISTRY
 from upres.train.config import load_config
 from upres.train.trainer import Trainer, lr_at
@@ -156,6 +157,37 @@ def test_paired_lr_folders(tmp_path):
     assert lr.shape == (2, 3, 16, 16) and hr.shape == (2, 3, 32, 32)
     with pytest.raises(UpresError, match="no LR image"):
         PairedPatchSampler([BENCH / "Set5"], scale=2, patch=16, lr_folders=[tmp_path])
+
+
+def test_rescale_adds_shrunk_copies_with_their_own_lr(tiny, tmp_path):
+    """data.rescale: each HR image also enters shrunk by each factor (MATLAB bicubic), with its LR
+    made from the shrunk copy; copies too small for a patch are skipped by name; no factor leaves
+    the sampler exactly as before (same pairs, same draws), so existing recipes reproduce."""
+    t1 = DATA / "train" / "T91" / "t1.bmp"  # 197x176
+    plain = PairedPatchSampler([t1], scale=2, patch=16)
+    same = PairedPatchSampler([t1], scale=2, patch=16, rescale=())
+    torch.testing.assert_close(plain.sample(4, np.random.default_rng(1)),
+                               same.sample(4, np.random.default_rng(1)), rtol=0, atol=0)
+    s = PairedPatchSampler([t1], scale=2, patch=16, rescale=[0.6, 0.9, 0.15], workers=2)
+    assert [p.name for p in s.pairs] == ["t1.bmp", "t1.bmp@0.9", "t1.bmp@0.6"]
+    assert s.skipped == ["t1.bmp@0.15"]  # 26 px tall, under one 32-px HR patch
+    np.testing.assert_array_equal(s.pairs[0].hr, plain.pairs[0].hr)
+    for p, r in zip(s.pairs[1:], (0.9, 0.6), strict=True):
+        shrunk = upres.imresize(read_rgb8(t1), r)
+        h, w = shrunk.shape[0] // 2 * 2, shrunk.shape[1] // 2 * 2
+        np.testing.assert_array_equal(p.hr, shrunk[:h, :w])
+        np.testing.assert_array_equal(p.lr, upres.imresize(p.hr, 0.5))
+    lr, hr = s.sample(6, np.random.default_rng(2))
+    assert lr.shape == (6, 3, 16, 16) and hr.shape == (6, 3, 32, 32)
+    with pytest.raises(UpresError, match="between 0 and 1"):
+        PairedPatchSampler([t1], scale=2, patch=16, rescale=[0.0])
+    with pytest.raises(UpresError, match=r"data\.rescale"):
+        load_config(tiny, ["data.rescale=[1.0]"])
+    with pytest.raises(UpresError, match=r"data\.rescale"):
+        load_config(tiny, ["data.rescale=[0.5]", f"data.train_lr=[{tmp_path}]"])
+    run = tmp_path / "run"
+    assert main(["train", str(tiny), "--run-dir", str(run), "--set", "data.rescale=[0.8]"]) == 0
+    assert "3 training images in 6 versions (rescale 0.8)" in (run / "train.log").read_text()
 
 
 def test_torchrun_two_processes(tiny, tmp_path):

@@ -15,6 +15,7 @@ import torch
 from upres.data.degrade import bicubic_down, modcrop
 from upres.errors import UpresError
 from upres.io import IMAGE_EXTS, read_rgb8
+from upres.resize import imresize
 
 __all__ = ["PairedPatchSampler", "find_lr", "read_paired_lr", "scan_images"]
 
@@ -67,6 +68,7 @@ class _Pair:
     name: str
     hr: np.ndarray  # (H*s, W*s, 3) uint8
     lr: np.ndarray  # (H, W, 3) uint8
+    factor: float = 1.0  # the ``rescale`` factor this copy was shrunk by (1: the original)
 
 
 class PairedPatchSampler:
@@ -87,6 +89,11 @@ class PairedPatchSampler:
     is a window of one version; there is no patch border for blur kernels and resizes to mistreat,
     and after the first pass over the versions a step costs no degradation at all.
 
+    ``rescale`` adds, for every HR image, copies shrunk by each factor (0 < f < 1, MATLAB bicubic
+    with antialiasing, rounded to uint8, then modcropped; their LR made from them as above): the
+    multi-scale augmentation of the papers trained on the 291 images (VDSR, DRRN, MemNet, IDN use
+    0.9 / 0.8 / 0.7 / 0.6). A copy too small for one patch is skipped like a small image.
+
     ``sample`` returns ``lr`` ``(B, 3, patch, patch)`` and ``hr`` ``(B, 3, patch*s, patch*s)``,
     float32 in [0, 1].
     """
@@ -95,7 +102,8 @@ class PairedPatchSampler:
                  augment: bool = True,
                  lr_folders: Sequence[str | os.PathLike[str]] | None = None,
                  degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 workers: int = 1, variants: int = 0, seed: int = 0) -> None:
+                 workers: int = 1, variants: int = 0, seed: int = 0,
+                 rescale: Sequence[float] = ()) -> None:
         self.scale, self.patch, self.augment = scale, patch, augment
         self.degrade = degrade
         self.variants, self.seed = max(0, int(variants)), int(seed)
@@ -106,17 +114,34 @@ class PairedPatchSampler:
             raise UpresError("paired LR folders and a degradation pipeline exclude each other")
         if lr_folders is not None and len(lr_folders) != len(folders):
             raise UpresError("give one LR folder per HR folder")
-        pairs: list[_Pair] = []
-        self.skipped: list[str] = []
+        self.factors = factors = sorted({float(f) for f in rescale}, reverse=True)
+        if any(not 0.0 < f < 1.0 for f in factors):
+            raise UpresError(f"rescale factors must lie strictly between 0 and 1, "
+                             f"got {list(rescale)}")
+        if factors and lr_folders is not None:
+            raise UpresError("rescale makes its own LR; it cannot be used with paired LR folders")
+        # One job per (image, factor): its name, HR file, pixels, factor and paired LR folder.
+        jobs: list[tuple[str, Path, np.ndarray, float, Path | None]] = []
         for i, folder in enumerate(folders):
+            lr_dir = None if lr_folders is None else Path(lr_folders[i])
             for f in scan_images([folder]):
-                hr = modcrop(read_rgb8(f), scale)
-                if min(hr.shape[:2]) < patch * scale:
-                    self.skipped.append(f.name)
-                    continue
-                lr = (bicubic_down(hr, scale) if lr_folders is None
-                      else read_paired_lr(Path(lr_folders[i]), f, hr, scale))
-                pairs.append(_Pair(f.name, np.ascontiguousarray(hr), lr))
+                hr = read_rgb8(f)
+                jobs.append((f.name, f, hr, 1.0, lr_dir))
+                jobs.extend((f"{f.name}@{r:g}", f, hr, r, lr_dir) for r in factors)
+        made: list[_Pair | None] = [None] * len(jobs)
+
+        def one(k: int) -> None:
+            name, f, src, r, lr_dir = jobs[k]
+            hr = modcrop(src if r == 1.0 else imresize(src, r), scale)
+            if min(hr.shape[:2]) < patch * scale:
+                return
+            lr = (bicubic_down(hr, scale) if lr_dir is None
+                  else read_paired_lr(lr_dir, f, hr, scale))
+            made[k] = _Pair(name, np.ascontiguousarray(hr), lr, r)
+
+        self._map(one, range(len(jobs)))
+        pairs = [p for p in made if p is not None]
+        self.skipped = [job[0] for job, p in zip(jobs, made, strict=True) if p is None]
         if not pairs:
             raise UpresError(f"no training image is at least {patch * scale} pixels on each side")
         self.pairs = pairs
@@ -124,6 +149,15 @@ class PairedPatchSampler:
         area = np.array([(p.lr.shape[0] - patch + 1) * (p.lr.shape[1] - patch + 1)
                          for p in pairs], dtype=np.float64)
         self.weights = area / area.sum()
+
+    def describe(self) -> str:
+        """One line for the training log: images, versions with ``rescale``, skipped ones."""
+        originals = sum(p.factor == 1.0 for p in self.pairs)
+        text = f"{originals} training images"
+        if self.factors:
+            text += (f" in {len(self.pairs)} versions (rescale "
+                     f"{' '.join(f'{r:g}' for r in self.factors)})")
+        return text + f" ({len(self.skipped)} too small, skipped)"
 
     def _map(self, fn: Callable[[Any], None], jobs: Sequence[Any]) -> None:
         if self.workers > 1 and len(jobs) > 1:

@@ -40,6 +40,8 @@ class DataConfig:
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
+    # extra copies of every HR image shrunk by these factors (0 < f < 1), e.g. [0.9, 0.8, 0.7, 0.6]
+    rescale: tuple[float, ...] = ()
     val: tuple[str, ...] = ("../shared/data/benchmark/Set5",)
     patch: int = 48  # LR patch side
     batch: int = 16
@@ -179,6 +181,10 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
+    if any(not 0.0 < f < 1.0 for f in cfg.data.rescale) or (cfg.data.rescale
+                                                             and cfg.data.train_lr):
+        raise UpresError(f"config key 'data.rescale': factors strictly between 0 and 1, and not "
+                         f"with paired LR folders (data.train_lr), got {list(cfg.data.rescale)}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UpresError(f"config key 'device': must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.scale not in (2, 3, 4, 8):

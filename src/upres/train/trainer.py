@@ -274,11 +274,12 @@ class Trainer:
             cfg.data.train, scale=cfg.scale, patch=cfg.data.patch,
             lr_folders=cfg.data.train_lr or None,
             degrade=second_order(cfg.scale) if cfg.data.degradation == "second_order" else None,
-            workers=torch.get_num_threads(), variants=cfg.data.variants, seed=cfg.seed)
+            workers=torch.get_num_threads(), variants=cfg.data.variants, seed=cfg.seed,
+            rescale=cfg.data.rescale)
         self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]
         params = sum(p.numel() for p in self.model.parameters())
         self.log(f"run {cfg.name}: {cfg.model.arch} {self.hparams} ({params} params), "
-                 f"{len(data)} training images ({len(data.skipped)} too small, skipped), "
+                 f"{data.describe()}, "
                  f"data ready in {time.time() - t0:.1f}s, device {self.device}, "
                  f"processes {self.dist.world}, threads {torch.get_num_threads()}")
         self._tb = None
