@@ -21,12 +21,13 @@ from upres.train.trainer import Trainer
 from _report import update_section
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "fast-x2.yaml"  # the default recipe the docstring names
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--recipe", default=str(ROOT / "configs" / "upnet-x2.yaml"))
+    ap.add_argument("--recipe", default=str(RECIPE))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         cfg = load_config(args.recipe, [f"optim.steps={args.steps}", "val_every=1000000",
