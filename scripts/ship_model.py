@@ -7,6 +7,10 @@ Evaluates ``RUN/final.safetensors`` on Set5, Set14 and BSD100 (standard protocol
 PSNR/SSIM in its model card, and copies ``config.yaml`` -> ``NAME.yaml`` and
 ``train.log`` -> ``NAME.log`` beside it, then stamps GMACs and CPU latency
 (``scripts/stamp_cards.py``; run it on a quiet machine).
+
+A model trained in stages names the earlier stage's run folder with ``--prior RUN`` (its
+``train.log`` and ``final.safetensors``): the shipped log holds that stage's log first, and the
+card's ``train_seconds`` counts both stages (``steps`` and the recipe stay the last stage's).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("name")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--prior", type=Path, help="run folder of the stage this run started from")
     ap.add_argument("--trained-on", default="291 images (T91 + BSD200), LR by MATLAB bicubic")
     args = ap.parse_args()
     model, card = load_model(args.run / "final.safetensors")
@@ -40,11 +45,17 @@ def main() -> None:
         psnr[ds], ssim[ds] = round(res.psnr_y, 4), round(res.ssim_y, 5)
         print(f"{args.name} {ds} x{card.scale}: PSNR-Y {res.psnr_y:.3f} SSIM-Y {res.ssim_y:.4f}")
     trained_on = args.trained_on
+    log = (args.run / "train.log").read_text()
+    seconds = card.train_seconds
+    if args.prior is not None:
+        _, prior_card = load_model(args.prior / "final.safetensors")
+        seconds += prior_card.train_seconds
+        log = (args.prior / "train.log").read_text() + log
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
-                      notes=args.notes)
+                      notes=args.notes, train_seconds=round(seconds, 1))
     out = save_model(ZOO_DIR / f"{args.name}.safetensors", model, card)
     shutil.copy(args.run / "config.yaml", ZOO_DIR / f"{args.name}.yaml")
-    shutil.copy(args.run / "train.log", ZOO_DIR / f"{args.name}.log")
+    (ZOO_DIR / f"{args.name}.log").write_text(log)
     print(stamp(out))  # GMACs and CPU latency at 720p output
     print(f"shipped {out}")
 
