@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("name")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help="where to ship (default: zoo)")
     ap.add_argument("--prior", type=Path, help="run folder of the stage this run started from")
     ap.add_argument("--trained-on", default="291 images (T91 + BSD200), LR by MATLAB bicubic")
     args = ap.parse_args()
@@ -53,9 +54,9 @@ def main() -> None:
         log = (args.prior / "train.log").read_text() + log
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
                       notes=args.notes, train_seconds=round(seconds, 1))
-    out = save_model(ZOO_DIR / f"{args.name}.safetensors", model, card)
-    shutil.copy(args.run / "config.yaml", ZOO_DIR / f"{args.name}.yaml")
-    (ZOO_DIR / f"{args.name}.log").write_text(log)
+    out = save_model(args.zoo_dir / f"{args.name}.safetensors", model, card)
+    shutil.copy(args.run / "config.yaml", args.zoo_dir / f"{args.name}.yaml")
+    (args.zoo_dir / f"{args.name}.log").write_text(log)
     print(stamp(out))  # GMACs and CPU latency at 720p output
     print(f"shipped {out}")
 

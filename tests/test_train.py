@@ -426,3 +426,32 @@ def test_eval_checkpoint_script_scores_a_run_as_its_validation_did(tiny, tmp_pat
     out = subprocess.run([sys.executable, str(script), str(run), "Set5"], capture_output=True,
                          text=True, check=True).stdout
     assert logged and f"step 6 Set5 {logged.group(1)}" in out, (out, logged)
+
+
+def test_ship_model_with_a_prior_stage_keeps_both_logs_and_times(tiny, tmp_path):
+    """scripts/ship_model.py --prior: the shipped log is stage 1's then stage 2's, train_seconds
+    adds both stages, steps and recipe are stage 2's, and the card holds the measured PSNR."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from upres.models.weights import load_model
+
+    one, two, zoo = tmp_path / "one", tmp_path / "two", tmp_path / "zoo"
+    zoo.mkdir()
+    Trainer(load_config(tiny), one, log=lambda _: None).run()
+    cfg = load_config(tiny, [f"model.init={one / 'final.safetensors'}", "optim.steps=4",
+                             "val_every=4"])
+    Trainer(cfg, two, log=lambda _: None).run()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
+    subprocess.run([sys.executable, str(script), str(two), "tiny-x2", "--prior", str(one),
+                    "--zoo-dir", str(zoo)], capture_output=True, text=True, check=True)
+    _, card = load_model(zoo / "tiny-x2.safetensors")
+    _, c1 = load_model(one / "final.safetensors")
+    _, c2 = load_model(two / "final.safetensors")
+    assert card.steps == 4 and card.train_seconds == round(c1.train_seconds + c2.train_seconds, 1)
+    assert card.train_seconds > c2.train_seconds > 0
+    log1, log2 = (one / "train.log").read_text(), (two / "train.log").read_text()
+    assert (zoo / "tiny-x2.log").read_text() == log1 + log2
+    assert (zoo / "tiny-x2.yaml").read_text() == (two / "config.yaml").read_text()
+    assert set(card.psnr) == {"Set5", "Set14", "BSD100"} and card.gmacs > 0
