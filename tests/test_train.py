@@ -71,6 +71,13 @@ def test_train_run_writes_loadable_weights(tiny, tmp_path, capsys):
     assert {"loss", "lr", "steps_per_s", "data_wait"} <= set(rows[0])
     assert any("val_psnr_y/Set5" in r for r in rows)
     assert up.upscale(np.zeros((8, 8, 3), np.uint8)).shape == (16, 16, 3)
+    # A second fresh run into the same folder is refused before it touches anything.
+    before = {f: (run / f).read_bytes() for f in ("train.log", "last.pt", "final.safetensors")}
+    capsys.readouterr()
+    assert main(["train", str(tiny), "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a run" in err and "--resume" in err and len(err.splitlines()) == 1
+    assert {f: (run / f).read_bytes() for f in before} == before
 
 
 def test_resume_equals_uninterrupted(tiny, tmp_path):
