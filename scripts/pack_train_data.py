@@ -7,7 +7,7 @@ the total. Then, for example::
 
     python scripts/pack_train_data.py                       # -> gpu-data/train/{BSD200,T91}
     # device run, carry ["gpu-data"]:
-    #   upres train configs/x2.yaml --set 'data.train=[gpu-data/train]' --run-dir $OUT/x2 ...
+    #   upres train configs/x2-base.yaml --set 'data.train=[gpu-data/train]' --run-dir $OUT/x2 ...
 
 Only the training images are packed: the benchmark sets stay on this machine, where the
 checkpoints that come back through ``$OUT`` are evaluated.
