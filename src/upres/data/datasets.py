@@ -17,7 +17,7 @@ from upres.errors import UpresError
 from upres.io import IMAGE_EXTS, read_rgb8
 from upres.resize import imresize
 
-__all__ = ["PairedPatchSampler", "find_lr", "read_paired_lr", "scan_images"]
+__all__ = ["PairedPatchSampler", "check_rescale", "find_lr", "read_paired_lr", "scan_images"]
 
 
 def scan_images(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -34,6 +34,17 @@ def scan_images(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
     if not files:
         raise UpresError(f"no images found under {', '.join(map(str, folders))}")
     return sorted(files)
+
+
+def check_rescale(rescale: Sequence[float], *, paired: bool) -> list[float]:
+    """The distinct ``rescale`` factors, largest first; each must lie strictly between 0 and 1,
+    and none are allowed with paired LR folders (``paired``), whose LR cannot be shrunk."""
+    factors = sorted({float(f) for f in rescale}, reverse=True)
+    if any(not 0.0 < f < 1.0 for f in factors):
+        raise UpresError(f"rescale factors must lie strictly between 0 and 1, got {list(rescale)}")
+    if factors and paired:
+        raise UpresError("rescale makes its own LR; it cannot be used with paired LR folders")
+    return factors
 
 
 def find_lr(lr_dir: Path, stem: str, scale: int) -> Path | None:
@@ -114,12 +125,7 @@ class PairedPatchSampler:
             raise UpresError("paired LR folders and a degradation pipeline exclude each other")
         if lr_folders is not None and len(lr_folders) != len(folders):
             raise UpresError("give one LR folder per HR folder")
-        self.factors = factors = sorted({float(f) for f in rescale}, reverse=True)
-        if any(not 0.0 < f < 1.0 for f in factors):
-            raise UpresError(f"rescale factors must lie strictly between 0 and 1, "
-                             f"got {list(rescale)}")
-        if factors and lr_folders is not None:
-            raise UpresError("rescale makes its own LR; it cannot be used with paired LR folders")
+        self.factors = factors = check_rescale(rescale, paired=lr_folders is not None)
         # One job per (image, factor): its name, HR file, pixels, factor and paired LR folder.
         jobs: list[tuple[str, Path, np.ndarray, float, Path | None]] = []
         for i, folder in enumerate(folders):

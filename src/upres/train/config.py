@@ -181,10 +181,12 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
-    if any(not 0.0 < f < 1.0 for f in cfg.data.rescale) or (cfg.data.rescale
-                                                             and cfg.data.train_lr):
-        raise UpresError(f"config key 'data.rescale': factors strictly between 0 and 1, and not "
-                         f"with paired LR folders (data.train_lr), got {list(cfg.data.rescale)}")
+    from upres.data.datasets import check_rescale  # the sampler's own rule, checked early
+
+    try:
+        check_rescale(cfg.data.rescale, paired=bool(cfg.data.train_lr))
+    except UpresError as exc:
+        raise UpresError(f"config key 'data.rescale': {exc}") from None
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UpresError(f"config key 'device': must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.scale not in (2, 3, 4, 8):
