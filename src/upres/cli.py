@@ -283,7 +283,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- train -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from upres.train.config import load_config
-    from upres.train.trainer import Trainer
+    from upres.train.trainer import RUN_FILES, Trainer, run_dir_for
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -295,20 +295,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config is None:
         raise _UsageError("train needs CONFIG.yaml (or --resume RUN_DIR)")
     cfg = load_config(args.config, args.set)
-    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    run_dir = run_dir_for(cfg, args.run_dir)
     # A fresh run never writes over an earlier one (its log would be appended to, its
     # checkpoint and weights replaced). Every torchrun process checks before the process group
     # forms, so no process can have written anything yet.
-    held = [f for f in _RUN_FILES if (run_dir / f).exists()]
+    held = [f for f in RUN_FILES if (run_dir / f).exists()]
     if held:
         raise _UsageError(f"{run_dir}: already holds a run ({', '.join(held)}); continue it with "
                           f"--resume {run_dir}, or start a new one with --run-dir DIR or "
                           f"--set name=NEW")
     Trainer(cfg, run_dir).run(until=args.stop_after)
     return 0
-
-
-_RUN_FILES = ("train.log", "last.pt", "config.yaml", "final.safetensors")
 
 
 # -- export ------------------------------------------------------------------------------------

@@ -34,7 +34,15 @@ from upres.train.distributed import setup
 from upres.train.gan import GanTrainer
 from upres.train.losses import make_loss
 
-__all__ = ["Trainer"]
+__all__ = ["RUN_FILES", "Trainer", "run_dir_for"]
+
+# What a run writes in its folder (a fresh run must not find them there: the CLI refuses).
+RUN_FILES = ("train.log", "last.pt", "config.yaml", "final.safetensors")
+
+
+def run_dir_for(cfg: TrainConfig, run_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The run folder: ``run_dir`` if given, else ``runs/<name>``."""
+    return Path(run_dir or Path("runs") / cfg.name)
 
 
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -68,7 +76,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | os.PathLike[str] | None = None,
                  *, log=print) -> None:
         self.cfg = cfg
-        self.run_dir = Path(run_dir or Path("runs") / cfg.name)
+        self.run_dir = run_dir_for(cfg, run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log_sink = log
         if cfg.threads:
