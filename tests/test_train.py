@@ -78,6 +78,14 @@ def test_train_run_writes_loadable_weights(tiny, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "already holds a run" in err and "--resume" in err and len(err.splitlines()) == 1
     assert {f: (run / f).read_bytes() for f in before} == before
+    # A run that cannot read its data stops with one line and leaves its folder free.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    fresh = tmp_path / "fresh"
+    assert main(["train", str(tiny), "--run-dir", str(fresh), "--set", f"data.train=[{bad}]"]) == 1
+    assert "cut.png" in capsys.readouterr().err
+    assert not [f for f in ("train.log", "last.pt", "config.yaml") if (fresh / f).exists()]
 
 
 def test_resume_equals_uninterrupted(tiny, tmp_path):

@@ -268,13 +268,8 @@ class Trainer:
         """Train to ``optim.steps`` (or stop after step ``until``, checkpointed, for time-boxed
         sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early)."""
         cfg = self.cfg
-        if self.dist.main:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(),
-                                                                     sort_keys=False))
-        if resume:
-            self.resume()
-        elif hasattr(self, "init_note"):
-            self.log(self.init_note)
+        # The data first: a damaged or missing image stops the run before it writes anything, so
+        # the folder stays free for the corrected run (the CLI refuses folders holding a run).
         t0 = time.time()
         from upres.data.degrade import second_order
 
@@ -285,10 +280,18 @@ class Trainer:
             workers=torch.get_num_threads(), variants=cfg.data.variants, seed=cfg.seed,
             rescale=cfg.data.rescale)
         self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]
+        t_data = time.time() - t0
+        if self.dist.main:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(),
+                                                                     sort_keys=False))
+        if resume:
+            self.resume()
+        elif hasattr(self, "init_note"):
+            self.log(self.init_note)
         params = sum(p.numel() for p in self.model.parameters())
         self.log(f"run {cfg.name}: {cfg.model.arch} {self.hparams} ({params} params), "
                  f"{data.describe()}, "
-                 f"data ready in {time.time() - t0:.1f}s, device {self.device}, "
+                 f"data ready in {t_data:.1f}s, device {self.device}, "
                  f"processes {self.dist.world}, threads {torch.get_num_threads()}")
         self._tb = None
         if self.dist.main:
