@@ -1,6 +1,7 @@
 """Stamp shipped model cards with their size, speed and training cost (weights unchanged).
 
     .venv/bin/python scripts/stamp_cards.py [NAME ...]      # default: every shipped model
+    .venv/bin/python scripts/stamp_cards.py --photo-note    # only the trained-on note
 
 For each model: GMACs for a 1280x720 output (:func:`upres.models.macs.count_macs`), the median
 CPU latency for that output (``upres.bench.bench``: a child process, 2 warm-up and 5 timed runs,
@@ -66,13 +67,35 @@ def stamp(path: Path, *, repeat: int = 5) -> str:
             f"{changes.get('train_seconds', card.train_seconds) / 60:.0f} min")
 
 
+#: Said in every shipped card (issue 20): what the models know, and what they do to scans.
+PHOTO_NOTE = ("photographs only (natural scenes, objects, people), no medical or scientific "
+              "images: on scans and micrographs the models invent plausible detail; not for "
+              "diagnosis")
+
+
+def note_photos(path: Path) -> str:
+    """Add :data:`PHOTO_NOTE` to the card's ``trained_on`` (tensors unchanged); no re-timing."""
+    before = load_file(path)
+    model, card = load_model(path)
+    if PHOTO_NOTE not in card.trained_on:
+        save_model(path, model, card.with_(trained_on=f"{card.trained_on}; {PHOTO_NOTE}"))
+    after = load_file(path)
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    return f"{card.name}: trained_on notes photographs only"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="shipped model names (default: all)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--photo-note", action="store_true",
+                    help="only add the photographs-only note to trained_on (no timing)")
     args = ap.parse_args()
     names = args.names or [c.name for c in zoo.shipped()]
     for n in names:
+        if args.photo_note:
+            print(note_photos(zoo.ZOO_DIR / f"{n}.safetensors"), flush=True)
+            continue
         print(stamp(zoo.ZOO_DIR / f"{n}.safetensors", repeat=args.repeat), flush=True)
 
 

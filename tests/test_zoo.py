@@ -80,3 +80,9 @@ def test_photo_model_says_what_it_is_for_and_runs_everywhere(tmp_path):
     write_image(src, lr)
     assert main(["upscale", str(src), "-m", "photo-x4", "-o", str(tmp_path / "o.png"),
                  "-q"]) == 0
+
+
+def test_every_card_says_photographs_only_and_invented_detail():
+    """Issue 20: the cards say what the models were trained on and what they do to scans."""
+    for card in zoo.shipped():
+        assert "photographs only" in card.trained_on and "invent" in card.trained_on, card.name

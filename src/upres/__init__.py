@@ -5,9 +5,11 @@ Public API::
     up = upres.load("x4")            # shipped name, "bicubic"/"lanczos", or a weights path
     out = up.upscale(img, tile=512)  # numpy / PIL / path in, same kind and dtype out
     lr = upres.imresize(hr, 1 / 4)   # MATLAB-compatible bicubic
+    upres.upscale_file(up, "scan.dcm", "scan_x4.dcm")  # a file of any supported kind
 """
 
 from upres.api import load
+from upres.convert import upscale_file
 from upres.errors import UpresError
 from upres.inference.upscaler import Interpolator, Upscaler
 from upres.models.descriptor import ModelCard
@@ -16,4 +18,4 @@ from upres.resize import imresize
 __version__ = "0.1.0"
 
 __all__ = ["Interpolator", "ModelCard", "UpresError", "Upscaler", "__version__", "imresize",
-           "load"]
+           "load", "upscale_file"]

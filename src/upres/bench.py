@@ -59,7 +59,7 @@ def _frame(width: int, height: int) -> np.ndarray:
     """A real photo (the bundled sample) resized to ``width x height``, uint8 RGB."""
     from pathlib import Path
 
-    from upres.io import read_rgb8
+    from upres.formats.image import read_rgb8
     from upres.resize import imresize
 
     sample = read_rgb8(Path(__file__).parent / "assets" / "butterfly.png")

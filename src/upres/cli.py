@@ -33,14 +33,15 @@ def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path,
     """``(file, base, listed)`` triples; ``base`` is the folder the output tree mirrors from,
     ``listed`` is True for files found by listing a folder or matching a pattern (False for a
     file named on the command line)."""
-    from upres.io import IMAGE_EXTS
+    from upres.formats import looks_like_input
 
     found: list[tuple[Path, Path, bool]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            files = sorted(f for f in it if f.is_file() and not f.name.startswith(".")
+                           and looks_like_input(f))
             if not files:
                 _err(f"{p}: no images in this folder")
             found.extend((f, p, True) for f in files)
@@ -82,10 +83,13 @@ def _drop_own_outputs(inputs: list[tuple[Path, Path, bool]], args: argparse.Name
 
 
 def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, single: bool,
-              src_format: str) -> Path:
-    from upres.io import FORMAT_EXTS, format_for_suffix
+              src_format: str, kind: str = "image") -> Path:
+    from upres.formats.image import FORMAT_EXTS, format_for_suffix
 
-    if args.format == "same":
+    if kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
+        keep = {"dicom": (".dcm", ".dicom", ".dic"), "tiff": (".tif", ".tiff")}[kind]
+        ext = src.suffix.lower() if src.suffix.lower() in keep else keep[0]
+    elif args.format == "same":
         ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
         ext = ext or FORMAT_EXTS.get(src_format, ".png")
     else:
@@ -94,7 +98,7 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
     if args.output is None:
         return src.parent / name
     out = Path(args.output)
-    if single and format_for_suffix(out):
+    if single and (format_for_suffix(out) or out.suffix.lower() in (".dcm", ".dicom", ".dic")):
         return out
     try:
         rel = src.parent.relative_to(base)
@@ -105,7 +109,10 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
-    from upres.io import format_for_suffix, read_image_info, write_image
+    from upres import formats
+    from upres.convert import Session, upscale_document
+    from upres.formats.dicom import NOT_FOR_DIAGNOSIS
+    from upres.formats.image import format_for_suffix
 
     if args.tile is not None and args.tile != 0 and args.tile < 16:
         raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
@@ -130,6 +137,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return 0
     single = len(inputs) == 1
     failed = 0
+    session = Session()
+    network = up.name not in ("bicubic", "lanczos")
     from tqdm import tqdm
 
     bar = tqdm(inputs, unit="img", disable=args.quiet or not sys.stderr.isatty() or single,
@@ -142,10 +151,26 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",
                            file=sys.stderr)
                 continue
-            img, info = read_image_info(src, max_pixels=args.max_pixels)
-            dst = _out_path(src, base, args, up.scale, single, info.format)
-            out = up.upscale(img, tile=args.tile, tile_overlap=args.tile_overlap)
-            write_image(dst, out, info=info, overwrite=args.overwrite)
+            doc = formats.read(src, max_pixels=args.max_pixels)
+            if doc.kind != "image" and args.format != "same":
+                raise UpresError(f"{src}: {doc.kind.upper()} input is written as "
+                                 f"{doc.kind.upper()}; --format applies to ordinary images")
+            dst = _out_path(src, base, args, up.scale, single, getattr(doc.meta, "format", ""),
+                            doc.kind)
+            if dst.exists() and not args.overwrite:
+                tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",
+                           file=sys.stderr)
+                continue
+            res = upscale_document(up, doc, tile=args.tile, tile_overlap=args.tile_overlap,
+                                   session=session)
+            if res.kind == "dicom" and network and not args.quiet:
+                for note in session.new_notes([NOT_FOR_DIAGNOSIS]):
+                    tqdm.write(f"upres: {note}", file=sys.stderr)
+            if not args.quiet:
+                for note in session.new_notes(getattr(res.meta, "notes", ())):
+                    tqdm.write(f"upres: {note} (first seen in {src})", file=sys.stderr)
+            formats.write(dst, res, overwrite=args.overwrite)
+            out = res.frames[0]
         except UpresError as exc:
             msg = str(exc)
             tqdm.write("upres: " + (msg if msg.startswith((str(src), str(dst)))
@@ -157,7 +182,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             failed += 1
             continue
         if not args.quiet:
-            tqdm.write(f"{src} -> {dst} ({out.shape[1]}x{out.shape[0]})", file=sys.stdout)
+            n = f", {len(res.frames)} frames" if len(res.frames) > 1 else ""
+            tqdm.write(f"{src} -> {dst} ({out.shape[1]}x{out.shape[0]}{n})", file=sys.stdout)
     return 1 if failed else 0
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from upres.data.datasets import find_lr, read_paired_lr, scan_images
 from upres.data.degrade import bicubic_down, modcrop
 from upres.errors import UpresError
-from upres.io import read_rgb8
+from upres.formats.image import read_rgb8
 from upres.metrics import psnr, psnr_y, ssim, ssim_y
 
 __all__ = ["EvalResult", "ImageScore", "evaluate", "find_lr", "load_benchmark", "to_markdown"]

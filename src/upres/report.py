@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from upres.evaluate import EvalResult
-from upres.io import write_image
+from upres.formats.image import write_image
 from upres.metrics import rgb_to_y
 from upres.resize import imresize
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from upres.data.datasets import scan_images
 from upres.data.degrade import modcrop, second_order
+from upres.formats.image import read_rgb8, write_image
 from upres.inference.upscaler import to_dtype
-from upres.io import read_rgb8, write_image
 
 __all__ = ["make_blind_set"]
 

@@ -14,7 +14,7 @@ import torch
 
 from upres.data.degrade import bicubic_down, modcrop
 from upres.errors import UpresError
-from upres.io import IMAGE_EXTS, read_rgb8
+from upres.formats.image import IMAGE_EXTS, read_rgb8
 from upres.resize import imresize
 
 __all__ = ["PairedPatchSampler", "check_rescale", "find_lr", "read_paired_lr", "scan_images"]

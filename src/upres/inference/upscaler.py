@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from upres.errors import UpresError
+from upres.formats.image import read_image
 from upres.inference.tiling import tile_grid
-from upres.io import read_image
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 from upres.resize import imresize

@@ -228,7 +228,7 @@ def _probe(data: bytes, max_pixels: int) -> None:
 
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
     """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread)."""
-    from upres.io import encode_image, read_image_info
+    from upres.formats.image import encode_image, read_image_info
 
     with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
         src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk

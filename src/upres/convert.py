@@ -1,0 +1,118 @@
+"""One file through the whole path: reader -> planes + metadata -> model -> metadata scaled ->
+writer of the same kind. Used by ``upres upscale`` and :func:`upres.upscale_file`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from upres import formats
+from upres.errors import UpresError
+from upres.formats import Document
+from upres.formats.values import from_unit, masked_nearest, to_unit
+
+__all__ = ["Session", "upscale_document", "upscale_file", "upscale_values"]
+
+
+@dataclass
+class Session:
+    """What the files of one run share: the new SeriesInstanceUID per input series (so all
+    outputs of one series land in one new series) and the notes already said."""
+
+    series_uids: dict[str, str] = field(default_factory=dict)
+    said: set[str] = field(default_factory=set)
+
+    def new_notes(self, notes: list[str] | tuple[str, ...]) -> list[str]:
+        """The notes not said before in this run (and remember them)."""
+        out = []
+        for n in notes:
+            if n not in self.said:
+                self.said.add(n)
+                out.append(n)
+        return out
+
+
+def _is_network(up: Any) -> bool:
+    return getattr(up, "name", "") not in ("bicubic", "lanczos")
+
+
+def _derivation(up: Any) -> str:
+    import upres
+
+    how = "interpolation" if not _is_network(up) else "model"
+    return f"upres {upres.__version__} super-resolution, {how} {up.name}, scale x{up.scale}"
+
+
+def upscale_values(up: Any, frame: np.ndarray, lo: float, hi: float,
+                   mask: np.ndarray | None = None, tile: int | None = None,
+                   tile_overlap: int = 16) -> np.ndarray:
+    """Upscale one frame of stored values (``(H, W)`` or ``(H, W, C)``, any int or float dtype)
+    whose meaningful range is ``lo..hi``: mapped linearly onto the network's [0, 1], upscaled,
+    mapped back, clipped to ``lo..hi`` and cast to the frame's dtype; ``mask`` ``(H, W)``
+    samples (padding, NaN) are kept out of the network and come back as they were."""
+    u = to_unit(frame, lo, hi, mask)
+    y = np.asarray(up.upscale(u, tile=tile, tile_overlap=tile_overlap), dtype=np.float32)
+    out = from_unit(y, lo, hi, frame.dtype)
+    return masked_nearest(out, frame, mask, up.scale)
+
+
+def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_overlap: int = 16,
+                     session: Session | None = None) -> Document:
+    """Upscale every frame of ``doc`` and scale its metadata; returns a document of the same
+    kind and dtype, ``up.scale`` times larger."""
+    s = up.scale
+    if doc.kind == "image":
+        out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap)
+        return Document("image", (out,), doc.meta)
+    session = session or Session()
+    if doc.kind == "dicom":
+        m = doc.meta
+        frames = []
+        for f in doc.frames:
+            mask = None
+            if m.padding is not None and f.ndim == 2:
+                mask = (f >= m.padding[0]) & (f <= m.padding[1])
+            frames.append(upscale_values(up, f, m.lo, m.hi, mask, tile, tile_overlap))
+        uid = None
+        if m.series_uid:
+            if m.series_uid not in session.series_uids:
+                from pydicom.uid import generate_uid
+
+                session.series_uids[m.series_uid] = generate_uid()
+            uid = session.series_uids[m.series_uid]
+        meta = m.scaled(s, derivation=_derivation(up), series_uid=uid,
+                        for_diagnosis_note=_is_network(up))
+        return Document("dicom", tuple(frames), meta)
+    if doc.kind == "tiff":
+        m = doc.meta
+        pages = []
+        for p in doc.frames:
+            mask = None
+            if p.dtype.kind == "f":
+                bad = ~np.isfinite(p)
+                mask = bad.any(axis=2) if bad.ndim == 3 else bad
+            pages.append(upscale_values(up, p, m.lo, m.hi, mask, tile, tile_overlap))
+        return Document("tiff", tuple(pages), m.scaled(s))
+    raise UpresError(f"unknown document kind {doc.kind!r}")
+
+
+def upscale_file(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                 tile: int | None = None, tile_overlap: int = 16, overwrite: bool = False,
+                 max_pixels: int | None = None, session: Session | None = None) -> Path:
+    """Read ``src`` (any supported kind), upscale it with ``up`` (from :func:`upres.load`) and
+    write ``dst`` in the same kind, atomically. A DICOM input gives a DICOM output, a scientific
+    TIFF a TIFF; an ordinary image takes the format of ``dst``'s suffix.
+
+    Raises:
+        UpresError: one line naming the file and the problem; nothing is written then.
+    """
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
+    doc = formats.read(src, max_pixels=max_pixels)
+    out = upscale_document(up, doc, tile=tile, tile_overlap=tile_overlap, session=session)
+    return formats.write(dst, out, overwrite=overwrite)

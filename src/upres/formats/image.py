@@ -1,0 +1,367 @@
+"""Reading and writing images: the only place where files become arrays and back.
+
+Arrays are numpy ``(H, W)`` (gray), ``(H, W, 2)`` (gray + alpha), ``(H, W, 3)`` (RGB) or
+``(H, W, 4)`` (RGBA), uint8 or uint16. On read, EXIF orientation is applied, palette images become
+RGB(A), CMYK becomes RGB (through its ICC profile when it has one), and 16-bit files stay 16-bit.
+:class:`ImageInfo` keeps what the output should carry: format, ICC profile, EXIF.
+
+Writes are atomic (a temporary file in the target folder, then a rename), so a failed or killed
+write never leaves a half-written file, and never replace an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
+from upres.formats.files import atomic_write
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "encode_image",
+    "format_for_suffix", "read_image", "read_image_info", "read_rgb8", "to_8bit", "write_image",
+]
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: output format name -> file suffix
+FORMAT_EXTS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tiff", "BMP": ".bmp"}
+_SUFFIX_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
+                  ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+
+#: Images with more pixels than this are refused before decoding (decompression bombs).
+DEFAULT_MAX_PIXELS = 200_000_000
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file was, for writing the output alike.
+
+    ``format``: PIL format name (``PNG``, ``JPEG``, ...); ``bit_depth``: 8 or 16;
+    ``icc_profile``: the colour profile to carry (None if none); ``exif``: EXIF bytes with the
+    orientation reset to 1 (the pixels are already upright), or None; ``dpi``: the print
+    resolution ``(x, y)`` in dots per inch, or None. An ordinary image's print DPI is kept as it
+    is by an upscale (the print gets larger, not finer); physical pixel sizes of scientific
+    images are handled by :mod:`upres.formats.tiff`.
+    """
+
+    format: str
+    bit_depth: int
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+
+
+def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The image format a file name's suffix names (``"PNG"``, ``"JPEG"``, ...), or None."""
+    return _SUFFIX_FORMAT.get(Path(path).suffix.lower())
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _open(path: Path, max_pixels: int | None) -> Image.Image:
+    if not path.exists():
+        raise UpresError(f"{path}: no such file")
+    if not path.is_file():
+        raise UpresError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise UpresError(f"{path}: file is empty")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise UnsupportedImageError(f"{path}: not an image file (format not recognised)") \
+            from None
+    except OSError as exc:
+        raise UpresError(f"{path}: cannot open image ({exc})") from None
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    w, h = img.size
+    if limit and w * h > limit:
+        img.close()
+        raise ImageTooLargeError(f"{path}: image too large ({w}x{h} = {w * h} pixels, limit "
+                                 f"{limit}; raise it with --max-pixels)")
+    return img
+
+
+def _dpi(img: Image.Image) -> tuple[float, float] | None:
+    """The print resolution PIL found (``(x, y)`` dots per inch), or None."""
+    d = img.info.get("dpi")
+    try:
+        x, y = float(d[0]), float(d[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (x, y) if x > 0 and y > 0 else None
+
+
+def _png_is_16bit(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16
+
+
+def _tiff_is_16bit(img: Image.Image) -> bool:
+    bits = getattr(img, "tag_v2", {}).get(258)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return 16 in bits
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an array, like ``ImageOps.exif_transpose``."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: np.rot90(a, 1)[::-1], 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _decode_16bit(path: Path) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise UpresError(f"{path}: cannot decode 16-bit image (truncated or corrupt)")
+    if arr.dtype != np.uint16:
+        arr = arr.astype(np.uint16) * 257 if arr.dtype == np.uint8 else arr
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+    return np.ascontiguousarray(arr)
+
+
+#: TIFF/EXIF tags that describe pixel layout (size, samples, strips): never copied to an output.
+_STRUCTURE_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325,
+                   338, 339)
+
+_SRGB: bytes | None = None
+
+
+def _srgb_profile() -> bytes:
+    global _SRGB
+    if _SRGB is None:
+        _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return _SRGB
+
+
+def _pil_to_array(img: Image.Image, path: Path) -> tuple[np.ndarray, bytes | None]:
+    """Pixels of a loaded PIL image and the ICC profile that now describes them."""
+    icc = img.info.get("icc_profile") or None
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise UnsupportedImageError(f"{path}: 32-bit integer pixels are out of the 16-bit "
+                                        "range")
+        return arr.astype(np.uint16), icc
+    if mode == "F":
+        raise UnsupportedImageError(f"{path}: floating-point images are not supported")
+    if mode == "CMYK":
+        if icc:
+            try:
+                src = ImageCms.ImageCmsProfile(_io.BytesIO(icc))
+                img = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
+                                                outputMode="RGB")
+                return np.asarray(img).copy(), _srgb_profile()
+            except (ImageCms.PyCMSError, OSError):
+                pass
+        return np.asarray(img.convert("RGB")).copy(), None
+    if mode == "1":
+        img = img.convert("L")
+    elif mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in mode else "RGB")
+    return np.asarray(img).copy(), icc
+
+
+def read_image_info(path: str | os.PathLike[str], *,
+                    max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image file and what its output should carry.
+
+    Returns ``(pixels, info)``: pixels uint8/uint16 of shape ``(H, W)``, ``(H, W, 2)``,
+    ``(H, W, 3)`` or ``(H, W, 4)``, upright (EXIF orientation applied).
+
+    Raises:
+        UpresError: one line naming the file and the problem (missing, empty, not an image,
+            truncated or corrupt, larger than ``max_pixels``).
+    """
+    p = Path(path)
+    img = _open(p, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None  # our own limit was checked in _open
+            fmt = img.format or "PNG"
+            dpi = _dpi(img)
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            if frames > 1 and fmt in ("GIF", "PNG", "WEBP"):
+                raise UnsupportedImageError(f"{p}: animated {fmt} ({frames} frames); only still "
+                                            "images are upscaled (extract the frames first)")
+            exif = img.getexif()
+            orientation = int(exif.get(0x0112, 1) or 1)
+            sixteen = (fmt == "PNG" and _png_is_16bit(p)) or (fmt == "TIFF"
+                                                               and _tiff_is_16bit(img))
+            if sixteen and img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+                icc = img.info.get("icc_profile") or None
+                arr = _orient(_decode_16bit(p), orientation)
+            else:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                arr, icc = _pil_to_array(img, p)
+    except UpresError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+        raise UpresError(f"{p}: cannot decode image: truncated or corrupt ({exc})") from None
+    finally:
+        img.close()
+    if 0x0112 in exif:
+        exif[0x0112] = 1
+    for tag in _STRUCTURE_TAGS:  # the output has its own size and layout
+        exif.pop(tag, None)
+    # A TIFF's "EXIF" is its own directory of layout tags: carry none of it.
+    exif_bytes = exif.tobytes() if len(exif) and fmt != "TIFF" else None
+    info = ImageInfo(format=fmt, bit_depth=16 if arr.dtype == np.uint16 else 8,
+                     icc_profile=icc, exif=exif_bytes, dpi=dpi)
+    return arr, info
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as uint8/uint16 ``(H, W[, C])`` pixels; see :func:`read_image_info`."""
+    return read_image_info(path, max_pixels=max_pixels)[0]
+
+
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 by rounding (``v / 257``); uint8 unchanged."""
+    if arr.dtype == np.uint8:
+        return arr
+    return np.floor(arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+
+
+def read_rgb8(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as 8-bit RGB ``(H, W, 3)`` uint8, as the evaluation protocol wants.
+
+    Gray becomes three equal channels; alpha is dropped; 16-bit is rounded to 8-bit.
+    """
+    arr = to_8bit(read_image(path))
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] <= 2:
+        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def _encode_16bit(arr: np.ndarray, fmt: str, info: ImageInfo | None) -> bytes:
+    """16-bit PNG (OpenCV, with iCCP/eXIf chunks added) or TIFF (tifffile, with ICC tag)."""
+    if fmt == "TIFF":
+        import tifffile
+
+        buf = _io.BytesIO()
+        extratags = []
+        if info and info.icc_profile:
+            extratags.append((34675, 7, len(info.icc_profile), info.icc_profile, True))
+        photometric = "minisblack" if arr.ndim == 2 or arr.shape[2] <= 2 else "rgb"
+        extra = "unassalpha" if arr.ndim == 3 and arr.shape[2] in (2, 4) else None
+        res = dict(resolution=info.dpi, resolutionunit="INCH") if info and info.dpi else {}
+        tifffile.imwrite(buf, arr, photometric=photometric, compression="zlib",
+                         extrasamples=[extra] if extra else None, extratags=extratags, **res)
+        return buf.getvalue()
+    a = arr
+    if a.ndim == 3 and a.shape[2] == 2:  # OpenCV has no gray+alpha: PNG via RGBA
+        a = np.concatenate([np.repeat(a[:, :, :1], 3, axis=2), a[:, :, 1:]], axis=2)
+    if a.ndim == 3 and a.shape[2] == 3:
+        a = a[:, :, ::-1]
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, [2, 1, 0, 3]]
+    ok, enc = cv2.imencode(".png", np.ascontiguousarray(a))
+    if not ok:
+        raise UpresError("OpenCV could not encode the 16-bit PNG")
+    png = enc.tobytes()
+    chunks = b""
+    if info and info.icc_profile:
+        chunks += _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(info.icc_profile))
+    if info and info.dpi:  # pHYs: pixels per metre, unit 1
+        ppm = [round(v / 0.0254) for v in info.dpi]
+        chunks += _png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1))
+    if info and info.exif:
+        chunks += _png_chunk(b"eXIf", info.exif.removeprefix(b"Exif\x00\x00"))
+    ihdr_end = 8 + 25  # signature + IHDR chunk (4 length + 4 type + 13 data + 4 crc)
+    return png[:ihdr_end] + chunks + png[ihdr_end:]
+
+
+def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int) -> bytes:
+    img = Image.fromarray(arr)
+    kw: dict = {}
+    if info and info.icc_profile and fmt != "BMP":
+        kw["icc_profile"] = info.icc_profile
+    if info and info.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        kw["exif"] = info.exif
+    if info and info.dpi and fmt in ("JPEG", "PNG", "TIFF"):
+        kw["dpi"] = info.dpi
+    if fmt in ("JPEG", "WEBP"):
+        kw["quality"] = quality
+    if fmt == "TIFF":
+        kw["compression"] = "tiff_deflate"
+    buf = _io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
+                 quality: int = 95) -> bytes:
+    """Encode pixels as one file's bytes in ``fmt`` (``PNG``, ``JPEG``, ``WEBP``, ``TIFF``,
+    ``BMP``); see :func:`write_image` for the pixels accepted and the bit depths kept.
+
+    Raises:
+        UpresError: the pixels cannot be written in ``fmt`` (dtype, alpha to JPEG or BMP).
+    """
+    a = np.asarray(arr)
+    if a.dtype not in (np.uint8, np.uint16):
+        raise UpresError(f"cannot write {a.dtype} pixels")
+    alpha = a.ndim == 3 and a.shape[2] in (2, 4)
+    if alpha and fmt in ("JPEG", "BMP"):
+        raise UpresError(f"{fmt} cannot hold transparency; choose png, webp or tiff")
+    if a.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
+        return _encode_16bit(a, fmt, info)
+    a8 = to_8bit(a)
+    if a8.ndim == 3 and a8.shape[2] == 2 and fmt == "WEBP":  # WebP has no gray+alpha
+        a8 = np.concatenate([np.repeat(a8[:, :, :1], 3, axis=2), a8[:, :, 1:]], axis=2)
+    return _encode_8bit(a8, fmt, info, quality)
+
+
+def write_image(
+    path: str | os.PathLike[str], arr: np.ndarray, *, info: ImageInfo | None = None,
+    overwrite: bool = False, quality: int = 95,
+) -> Path:
+    """Write pixels to ``path`` atomically; the format comes from the suffix.
+
+    ``arr``: uint8/uint16 ``(H, W)``, ``(H, W, 2)``, ``(H, W, 3)`` or ``(H, W, 4)``. 16-bit stays
+    16-bit in PNG and TIFF and is rounded to 8-bit for JPEG, WebP and BMP. ``info`` carries the
+    ICC profile and EXIF of the source.
+
+    Raises:
+        UpresError: the file exists and ``overwrite`` is False, the suffix is unknown, or the
+            format cannot hold the pixels (alpha to JPEG or BMP).
+    """
+    p = Path(path)
+    fmt = format_for_suffix(p)
+    if fmt is None:
+        raise UpresError(f"{p}: unknown output format {p.suffix!r} (png, jpg, webp, tiff, bmp)")
+    if p.exists() and not overwrite:
+        raise UpresError(f"{p}: already exists (use --overwrite to replace it)")
+    try:
+        data = encode_image(arr, fmt, info=info, quality=quality)
+    except UpresError as exc:
+        raise UpresError(f"{p}: {exc}") from None
+    return atomic_write(p, data, overwrite=overwrite)

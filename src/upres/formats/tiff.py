@@ -1,0 +1,292 @@
+"""Scientific TIFF (tifffile): float32 and signed images, page stacks, physical pixel sizes.
+
+An ordinary 8/16-bit photo TIFF goes through :mod:`upres.formats.image` (ICC, EXIF, print DPI
+kept). This module takes the TIFFs that :func:`is_scientific` picks: floating-point or signed
+samples, more than one page (stacks, ImageJ and OME hyperstacks), a metric resolution unit, or an
+instrument's metadata (ImageJ, OME, FEI/SEM, ...).
+
+Reading gives every page ``(H, W)`` or ``(H, W, S)`` in the file's dtype and a :class:`TiffMeta`.
+Values are mapped to the network's [0, 1] by the finite range of the whole stack (``lo``..``hi``;
+unsigned integers by their type's range) and back (:mod:`upres.formats.values`), so float32
+stays float32 and int16 stays int16; NaN and infinite samples are kept where they were (nearest
+neighbour), and never reach the network (it sees the nearest finite value there).
+
+``TiffMeta.scaled(s)``: the physical pixel size shrinks by ``s`` so the image covers the same
+extent: X/YResolution (pixels per unit) x s, OME ``PhysicalSizeX/Y`` / s and ``SizeX/Y`` x s, the
+FEI ``PixelWidth/PixelHeight`` / s. ImageJ's ``spacing`` is the Z step and is kept (pages are
+upscaled in X and Y only).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from upres.errors import UnsupportedImageError, UpresError
+from upres.formats.files import atomic_write, check_writable
+
+__all__ = ["TiffMeta", "is_scientific", "read_tiff", "write_tiff"]
+
+_INSTRUMENT_FLAGS = ("is_imagej", "is_ome", "is_fei", "is_sem", "is_lsm", "is_stk", "is_fluoview",
+                     "is_metaseries", "is_micromanager", "is_nih", "is_andor", "is_sis")
+_FEI_TAGS = (34680, 34682)  # FEI_SFEG, FEI_HELIOS: INI text with the pixel size in metres
+_METRIC_UNITS = (3, 4, 5)  # RESUNIT centimeter, millimeter, micrometer
+
+
+def _flag(tf: object, name: str) -> bool:
+    try:
+        return bool(getattr(tf, name))
+    except Exception:
+        return False
+
+
+def is_scientific(path: str | os.PathLike[str]) -> bool:
+    """True for a TIFF this module should read (see the module docstring); False for an
+    ordinary photo TIFF, a damaged file or anything that is not TIFF."""
+    import tifffile
+
+    p = Path(path)
+    if p.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    try:
+        with tifffile.TiffFile(p) as tf:
+            page = tf.pages[0]
+            if len(tf.pages) > 1 or page.dtype is None or page.dtype.kind not in "u" \
+                    or page.dtype.itemsize > 2:
+                return True
+            unit = int(getattr(page, "resolutionunit", 1) or 1)
+            if unit in _METRIC_UNITS:
+                return True
+            return any(_flag(tf, f) for f in _INSTRUMENT_FLAGS)
+    except Exception:
+        return False
+
+
+@dataclass(frozen=True)
+class TiffMeta:
+    """What a scientific TIFF carries besides its pages.
+
+    ``dtype``: the samples' dtype; ``lo``/``hi``: finite value range of the stack (the network's
+    0 and 1); ``shape``: the series shape (pages stacked, e.g. ``(Z, Y, X)``), ``axes``: its
+    tifffile axes string; ``resolution``: ``(x, y)`` pixels per ``unit`` or None; ``unit``:
+    ``"INCH"``, ``"CENTIMETER"``, ... or None; ``physical``: whether the resolution is a
+    physical pixel size (scaled by an upscale) rather than a print DPI (kept); ``imagej``:
+    ImageJ metadata dict or None; ``ome``: OME-XML or None; ``text_tags``: instrument tags as
+    ``(code, text)``; ``photometric``: ``"minisblack"`` or ``"rgb"``.
+    """
+
+    path: Path
+    dtype: np.dtype
+    lo: float
+    hi: float
+    shape: tuple[int, ...]
+    axes: str
+    photometric: str
+    resolution: tuple[float, float] | None = None
+    unit: str | None = None
+    physical: bool = False
+    imagej: dict | None = field(default=None, hash=False, compare=False)
+    ome: str | None = None
+    text_tags: tuple[tuple[int, str], ...] = ()
+    scale: int = 1
+
+    def scaled(self, s: int) -> TiffMeta:
+        """This header after an upscale of every page by ``s``."""
+        res = self.resolution
+        if res is not None and self.physical:
+            res = (res[0] * s, res[1] * s)
+        shape = (*self.shape[:-2], self.shape[-2] * s, self.shape[-1] * s) \
+            if self.photometric != "rgb" else \
+            (*self.shape[:-3], self.shape[-3] * s, self.shape[-2] * s, self.shape[-1])
+        ome = _scale_ome(self.ome, s) if self.ome else None
+        tags = tuple((code, _scale_fei(text, s)) for code, text in self.text_tags)
+        return replace(self, resolution=res, shape=shape, ome=ome, text_tags=tags,
+                       scale=self.scale * s)
+
+
+def _scale_ome(xml: str, s: int) -> str:
+    """OME-XML with every <Pixels> SizeX/SizeY x s and PhysicalSizeX/Y / s."""
+    def pixels(m: re.Match[str]) -> str:
+        tag = m.group(0)
+        for name, f in (("SizeX", s), ("SizeY", s)):
+            tag = re.sub(rf'(\s{name}=")(\d+)(")',
+                         lambda k, f=f: f"{k.group(1)}{int(k.group(2)) * f}{k.group(3)}", tag)
+        for name in ("PhysicalSizeX", "PhysicalSizeY"):
+            tag = re.sub(rf'(\s{name}=")([^"]+)(")',
+                         lambda k: f"{k.group(1)}{float(k.group(2)) / s:.10g}{k.group(3)}", tag)
+        return tag
+    return re.sub(r"<(?:\w+:)?Pixels\b[^>]*>", pixels, xml)
+
+
+def _scale_fei(text: str, s: int) -> str:
+    """FEI INI text with PixelWidth/PixelHeight (metres) / s and ResolutionX/Y x s."""
+    text = re.sub(r"(?m)^(Pixel(?:Width|Height)=)([-+0-9.eE]+)",
+                  lambda m: f"{m.group(1)}{float(m.group(2)) / s:.6g}", text)
+    return re.sub(r"(?m)^(Resolution[XY]=)(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) * s}",
+                  text)
+
+
+def _page_array(page: object) -> np.ndarray:
+    """A page as ``(H, W)`` or ``(H, W, S)``."""
+    a = page.asarray()
+    axes = getattr(page, "axes", "")
+    if a.ndim == 3 and axes.startswith("S"):
+        a = np.moveaxis(a, 0, -1)
+    a = np.squeeze(a) if a.ndim > 3 else a
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3):
+        raise UnsupportedImageError(f"TIFF page of shape {a.shape} (axes {axes!r}) is not "
+                                    "an image plane")
+    return np.ascontiguousarray(a)
+
+
+def read_tiff(path: str | os.PathLike[str], *,
+              max_pixels: int | None = None) -> tuple[list[np.ndarray], TiffMeta]:
+    """Read every page of a scientific TIFF.
+
+    Returns ``(pages, meta)``: pages ``(H, W)`` or ``(H, W, 3|4)`` in the file's dtype (float32,
+    float64, int8/16/32, uint8/16/32), all one shape.
+
+    Raises:
+        UpresError: one line naming the file and the problem.
+    """
+    import tifffile
+
+    from upres.formats.image import DEFAULT_MAX_PIXELS
+
+    p = Path(path)
+    try:
+        with tifffile.TiffFile(p) as tf:
+            series = tf.series[0]
+            pages = [pg for pg in series.pages if pg is not None] if len(tf.series) else []
+            if not pages:
+                raise UpresError(f"{p}: TIFF has no image pages")
+            first = pages[0]
+            limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+            if limit and len(pages) * first.imagelength * first.imagewidth > limit:
+                raise UpresError(f"{p}: image too large ({len(pages)} x {first.imagewidth}x"
+                                 f"{first.imagelength} pixels, limit {limit}; raise it with "
+                                 "--max-pixels)")
+            arrays = [_page_array(pg) for pg in pages]
+            res = first.tags.get(282), first.tags.get(283)
+            resolution = None
+            if res[0] is not None and res[1] is not None:
+                rx, ry = (v.value[0] / v.value[1] if isinstance(v.value, tuple) else
+                          float(v.value) for v in res)
+                resolution = (rx, ry) if rx > 0 and ry > 0 else None
+            unit_code = int(getattr(first, "resolutionunit", 1) or 1)
+            unit = {1: None, 2: "INCH", 3: "CENTIMETER", 4: "MILLIMETER",
+                    5: "MICROMETER"}.get(unit_code)
+            ij = dict(tf.imagej_metadata) if _flag(tf, "is_imagej") and tf.imagej_metadata \
+                else None
+            ome = tf.ome_metadata if _flag(tf, "is_ome") else None
+            texts = []
+            for code in _FEI_TAGS:
+                t = first.tags.get(code)
+                if t is not None:
+                    tf.filehandle.seek(t.valueoffset)
+                    texts.append((code, tf.filehandle.read(t.count).decode("latin-1")
+                                  .rstrip("\x00")))
+            axes, shape = series.axes, tuple(series.shape)
+            photometric = "rgb" if arrays[0].ndim == 3 else "minisblack"
+    except UpresError:
+        raise
+    except Exception as exc:
+        raise UpresError(f"{p}: cannot decode TIFF: truncated or corrupt ({exc})") from None
+    if any(a.shape != arrays[0].shape or a.dtype != arrays[0].dtype for a in arrays):
+        raise UnsupportedImageError(f"{p}: TIFF pages differ in size or type; only stacks of "
+                                    "equal pages are supported")
+    dtype = arrays[0].dtype
+    if dtype.kind not in "uif" or dtype.kind == "c":
+        raise UnsupportedImageError(f"{p}: TIFF samples of type {dtype} are not supported")
+    if arrays[0].ndim == 3 and arrays[0].shape[2] not in (3, 4):
+        raise UnsupportedImageError(f"{p}: TIFF pages with {arrays[0].shape[2]} samples per "
+                                    "pixel are not supported")
+    # Unsigned integers use their whole type range, as ordinary images do; float and signed
+    # samples have no fixed range, so the stack's finite min..max is the network's 0..1.
+    lo, hi = ((0.0, float(np.iinfo(dtype).max)) if dtype.kind == "u" else _finite_range(arrays))
+    # Inch is a print resolution (kept); a metric unit, or ImageJ/OME calibration, is a physical
+    # pixel size (scaled by an upscale).
+    physical = resolution is not None and (unit_code in _METRIC_UNITS or ome is not None
+                                           or bool(ij and ij.get("unit")))
+    if ij is not None and ij.get("unit") and resolution is not None:
+        unit = unit or "NONE"
+    meta = TiffMeta(path=p, dtype=dtype, lo=lo, hi=hi, shape=shape, axes=axes,
+                    photometric=photometric, resolution=resolution, unit=unit,
+                    physical=physical, imagej=ij, ome=ome, text_tags=tuple(texts))
+    return arrays, meta
+
+
+def _finite_range(arrays: list[np.ndarray]) -> tuple[float, float]:
+    """Finite min and max over all pages (0, 1 if none is finite; hi > lo always)."""
+    lo, hi = np.inf, -np.inf
+    for a in arrays:
+        if a.dtype.kind == "f":
+            fin = a[np.isfinite(a)]
+            if fin.size:
+                lo, hi = min(lo, float(fin.min())), max(hi, float(fin.max()))
+        else:
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    if not np.isfinite(lo):
+        return 0.0, 1.0
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def encode_tiff(pages: list[np.ndarray], meta: TiffMeta) -> bytes:
+    """The bytes of a TIFF holding ``pages`` with ``meta`` (usually ``meta.scaled(s)``):
+    ImageJ hyperstacks as ImageJ, OME as OME (the scaled XML), other stacks page by page;
+    lossless (zlib)."""
+    import tifffile
+
+    res = {}
+    if meta.resolution is not None:
+        res["resolution"] = meta.resolution
+        if meta.unit and meta.unit != "NONE":
+            res["resolutionunit"] = meta.unit
+    extratags = [(code, "s", 0, text, True) for code, text in meta.text_tags]
+    buf = _io.BytesIO()
+    if meta.imagej is not None:
+        md = {k: v for k, v in meta.imagej.items()
+              if k in ("spacing", "unit", "finterval", "fps", "loop", "min", "max", "labels",
+                       "Ranges", "LUTs", "mode")}
+        stack = np.stack(pages).reshape(meta.shape)
+        md["axes"] = meta.axes
+        if "min" in md and "max" in md and meta.dtype.kind == "f":
+            md.pop("min"), md.pop("max")
+        dt = stack.dtype
+        if dt == np.int16:  # ImageJ has no signed 16-bit; tifffile refuses it
+            tifffile.imwrite(buf, stack, metadata=None, photometric=meta.photometric,
+                             compression="zlib", extratags=extratags, **res)
+        else:
+            if dt == np.float64:
+                stack = stack.astype(np.float32)
+            tifffile.imwrite(buf, stack, imagej=True, metadata=md, compression="zlib",
+                             extratags=extratags, **res)
+        return buf.getvalue()
+    with tifffile.TiffWriter(buf, bigtiff=sum(a.nbytes for a in pages) > 2**31) as tw:
+        for i, page in enumerate(pages):
+            extra = "unassalpha" if page.ndim == 3 and page.shape[2] == 4 else None
+            tw.write(page, photometric=meta.photometric, compression="zlib",
+                     description=meta.ome.encode() if (i == 0 and meta.ome) else None,
+                     metadata=None,
+                     extrasamples=[extra] if extra else None,
+                     extratags=extratags if i == 0 else [], **res)
+    return buf.getvalue()
+
+
+def write_tiff(path: str | os.PathLike[str], pages: list[np.ndarray], meta: TiffMeta, *,
+               overwrite: bool = False) -> Path:
+    """Write ``pages`` with ``meta`` to ``path`` atomically (see :func:`encode_tiff`)."""
+    p = Path(path)
+    check_writable(p, overwrite)
+    try:
+        data = encode_tiff(pages, meta)
+    except Exception as exc:
+        raise UpresError(f"{p}: cannot encode TIFF ({type(exc).__name__}: {exc})") from None
+    return atomic_write(p, data, overwrite=overwrite)

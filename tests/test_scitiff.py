@@ -1,0 +1,167 @@
+"""Scientific TIFF and the rest of the file layer (issue 20): float32/int16/NaN round trips,
+stacks page by page, physical pixel size scaled, print DPI kept, GIF listed like any input."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import upres
+from upres import formats
+from upres.cli import main
+from upres.convert import upscale_file
+
+from conftest import DATA
+
+SCIENCE = DATA / "apps" / "science"
+
+
+@pytest.fixture(scope="module")
+def fast2():
+    return upres.load("fast-x2", device="cpu")
+
+
+def _smooth(shape, lo, hi, seed=0):
+    """A smooth field (what microscopy and sky images are like) scaled to lo..hi."""
+    rng = np.random.default_rng(seed)
+    small = rng.random((shape[0] // 4 + 1, shape[1] // 4 + 1))
+    big = np.kron(small, np.ones((4, 4)))[: shape[0], : shape[1]]
+    return lo + (hi - lo) * big
+
+
+def test_float32_with_nan_round_trip(fast2, tmp_path):
+    a = _smooth((48, 64), -3.5e4, 1.2e5).astype(np.float32)
+    a[10:14, 20:23] = np.nan
+    a[0, 0] = np.inf
+    tifffile.imwrite(tmp_path / "f.tif", a, resolution=(2000.0, 2000.0),
+                     resolutionunit="CENTIMETER")
+    assert formats.kind_of(tmp_path / "f.tif") == "tiff"
+    upscale_file(fast2, tmp_path / "f.tif", tmp_path / "f_x2.tif")
+    with tifffile.TiffFile(tmp_path / "f_x2.tif") as t:
+        b = t.asarray()
+        xres = t.pages[0].tags[282].value
+        unit = t.pages[0].tags[296].value
+    assert b.dtype == np.float32 and b.shape == (96, 128)
+    nan_big = np.kron(np.isnan(a), np.ones((2, 2), bool))
+    assert (np.isnan(b) == nan_big).all()  # NaN exactly where it was, nowhere else
+    assert np.isposinf(b[:2, :2]).all()
+    fin = b[np.isfinite(b)]
+    assert fin.min() >= np.nanmin(a[np.isfinite(a)]) and fin.max() <= a[np.isfinite(a)].max()
+    # values keep their scale: shrunk back, the result is close to the original (not [0, 1])
+    back = upres.imresize(np.nan_to_num(b, posinf=0).astype(np.float64), 0.5)
+    from scipy import ndimage
+
+    ok = ~ndimage.binary_dilation(~np.isfinite(a), iterations=3)  # away from NaN and inf
+    err = np.abs(back - np.nan_to_num(a, posinf=0))[ok]
+    assert np.median(err) < 0.02 * (1.2e5 + 3.5e4)
+    assert xres[0] / xres[1] == pytest.approx(4000.0) and int(unit) == 3  # px/cm doubled
+
+
+def test_int16_stays_int16_with_its_sign(fast2, tmp_path):
+    a = _smooth((40, 40), -1200, 900).astype(np.int16)
+    tifffile.imwrite(tmp_path / "i.tif", a, photometric="minisblack")
+    upscale_file(fast2, tmp_path / "i.tif", tmp_path / "i_x2.tif")
+    b = tifffile.imread(tmp_path / "i_x2.tif")
+    assert b.dtype == np.int16 and b.shape == (80, 80)
+    assert b.min() >= a.min() and b.max() <= a.max() and b.min() < 0
+
+
+def test_imagej_stack_page_by_page_calibration_scaled(tmp_path):
+    up = upres.load("bicubic", scale=2)
+    stack = np.stack([_smooth((30, 40), 0, 4000, seed=k) for k in range(5)]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"})
+    upscale_file(up, tmp_path / "ij.tif", tmp_path / "ij_x2.tif")
+    with tifffile.TiffFile(tmp_path / "ij_x2.tif") as t:
+        out = t.asarray()
+        md = t.imagej_metadata
+        xr, yr = t.pages[0].tags[282].value, t.pages[0].tags[283].value
+    assert out.shape == (5, 60, 80) and out.dtype == np.uint16
+    assert md["unit"] == "um" and md["spacing"] == 2.0  # Z step kept
+    assert xr[0] / xr[1] == pytest.approx(8.0) and yr[0] / yr[1] == pytest.approx(4.0)
+    for k in (0, 4):  # each page is its own page upscaled
+        want = np.clip(upres.imresize(stack[k].astype(np.float64), 2.0), 0, 65535)
+        assert np.abs(out[k] - want).max() <= 0.51
+
+
+def test_ome_physical_size_scaled(tmp_path):
+    up = upres.load("bicubic", scale=2)
+    stack = np.stack([_smooth((20, 24), 0, 200, seed=k) for k in range(3)]).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.ome.tif", stack,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.3,
+                               "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+    upscale_file(up, tmp_path / "a.ome.tif", tmp_path / "a_x2.ome.tif")
+    with tifffile.TiffFile(tmp_path / "a_x2.ome.tif") as t:
+        assert t.is_ome and t.series[0].shape == (3, 40, 48)
+        px = re.search(r"<Pixels [^>]*>", t.ome_metadata).group(0)
+    assert 'SizeX="48"' in px and 'SizeY="40"' in px
+    assert 'PhysicalSizeX="0.1"' in px and 'PhysicalSizeY="0.15"' in px
+
+
+def test_fei_sem_pixel_size_scaled(tmp_path):
+    up = upres.load("bicubic", scale=2)
+    upscale_file(up, SCIENCE / "fei-sem-rbc.tif", tmp_path / "sem.tif")
+    with tifffile.TiffFile(SCIENCE / "fei-sem-rbc.tif") as t:
+        src = t.fei_metadata
+        a = t.asarray()
+    with tifffile.TiffFile(tmp_path / "sem.tif") as t:
+        out = t.fei_metadata
+        b = t.asarray()
+    assert b.shape == (2 * a.shape[0], 2 * a.shape[1]) and b.dtype == np.uint8
+    assert out["Scan"]["PixelWidth"] == pytest.approx(src["Scan"]["PixelWidth"] / 2, rel=1e-5)
+    assert out["Scan"]["PixelHeight"] == pytest.approx(src["Scan"]["PixelHeight"] / 2, rel=1e-5)
+    assert out["Image"]["ResolutionX"] == 2 * src["Image"]["ResolutionX"]
+    assert out["User"] == src["User"]  # the rest of the instrument record is kept
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tiff"])
+def test_photo_print_dpi_kept(suffix, tmp_path):
+    up = upres.load("bicubic", scale=2)
+    img = Image.fromarray(_smooth((16, 20), 0, 255).astype(np.uint8)).convert("RGB")
+    img.save(tmp_path / f"p{suffix}", dpi=(300, 300))
+    assert formats.kind_of(tmp_path / f"p{suffix}") == "image"
+    upscale_file(up, tmp_path / f"p{suffix}", tmp_path / f"p_x2{suffix}")
+    with Image.open(tmp_path / f"p_x2{suffix}") as out:
+        assert out.size == (40, 32)
+        assert tuple(round(v) for v in out.info["dpi"]) == (300, 300)
+
+
+def test_sixteen_bit_png_dpi_kept(tmp_path):
+    import cv2
+
+    up = upres.load("bicubic", scale=2)
+    a = _smooth((16, 20), 0, 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "g.png"), a)
+    img = Image.open(tmp_path / "g.png")
+    img.save(tmp_path / "d.png", dpi=(150, 150))
+    upscale_file(up, tmp_path / "d.png", tmp_path / "d_x2.png")
+    with Image.open(tmp_path / "d_x2.png") as out:
+        assert round(out.info["dpi"][0]) == 150
+
+
+def test_folder_lists_gif_dicom_and_stacks(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(_smooth((12, 12), 0, 255).astype(np.uint8)).save(d / "a.gif")
+    frames = [Image.fromarray(_smooth((8, 8), 0, 255, seed=k).astype(np.uint8))
+              for k in range(3)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:])
+    tifffile.imwrite(d / "stack.tif", np.zeros((2, 8, 8), np.float32))
+    (d / "scan.dcm").write_bytes((DATA / "apps" / "dicom" / "dicom_file03.dcm").read_bytes())
+    rc = main(["upscale", str(d), "-o", str(tmp_path / "out"), "-m", "bicubic", "-s", "2"])
+    out = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert out == ["a_x2.png", "scan_x2.dcm", "stack_x2.tif"]
+    err = capsys.readouterr().err
+    assert rc == 1 and "anim.gif: animated GIF (3 frames)" in err  # said, not skipped silently
+
+
+def test_format_other_than_same_refused_for_dicom(tmp_path, capsys):
+    rc = main(["upscale", str(DATA / "apps" / "dicom" / "dicom_file03.dcm"), "-o",
+               str(tmp_path / "o"), "-m", "bicubic", "-s", "2", "--format", "png"])
+    assert rc == 1
+    assert "--format applies to ordinary images" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
