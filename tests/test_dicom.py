@@ -261,3 +261,17 @@ def test_reader_gives_stored_values_and_range():
     session = Session()
     assert session.new_notes(["a", "a", "b"]) == ["a", "b"]
     assert session.new_notes(["b", "c"]) == ["c"]
+
+
+def test_dicom_range_data_maps_the_values_the_file_uses(tmp_path):
+    """--dicom-range data: the network's 0..1 is the range the frames use (MR 0..920 of a signed
+    16-bit range), results clipped to it; the header is the same as with the stored range."""
+    up = upres.load("fast-x2", device="cpu")
+    src = DICOM / "dicom_file02.dcm"
+    a = _read(src).pixel_array
+    stored = _read(upscale_file(up, src, tmp_path / "s.dcm")).pixel_array
+    data = _read(upscale_file(up, src, tmp_path / "d.dcm", dicom_range="data")).pixel_array
+    assert data.dtype == np.int16 and data.min() >= a.min() and data.max() <= a.max()
+    assert np.abs(data.astype(int) - stored).max() > 0
+    with pytest.raises(upres.UpresError, match="dicom_range"):
+        upscale_file(up, src, tmp_path / "x.dcm", dicom_range="window")

@@ -162,7 +162,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                            file=sys.stderr)
                 continue
             res = upscale_document(up, doc, tile=args.tile, tile_overlap=args.tile_overlap,
-                                   session=session)
+                                   session=session, dicom_range=args.dicom_range)
             if res.kind == "dicom" and network and not args.quiet:
                 for note in session.new_notes([NOT_FOR_DIAGNOSIS]):
                     tqdm.write(f"upres: {note}", file=sys.stderr)
@@ -395,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--overwrite", action="store_true", help="replace existing output files")
     u.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     u.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    u.add_argument("--dicom-range", default="stored", choices=("stored", "data"),
+                   help="DICOM values the network's 0..1 maps onto: the stored bit range "
+                        "(default) or the range the file's frames use (better for data that "
+                        "fills little of its bits, e.g. 16-bit MR using 0..1000)")
     u.add_argument("--max-pixels", type=int, default=None,
                    help="refuse inputs with more pixels than this (default 200000000; 0 = no "
                         "limit)")

@@ -15,7 +15,7 @@ from upres.errors import UpresError
 from upres.formats import Document
 from upres.formats.values import from_unit, masked_nearest, to_unit
 
-__all__ = ["Session", "upscale_document", "upscale_file", "upscale_values"]
+__all__ = ["Session", "upscale_document", "upscale_file", "upscale_values", "used_range"]
 
 
 @dataclass
@@ -60,10 +60,29 @@ def upscale_values(up: Any, frame: np.ndarray, lo: float, hi: float,
     return masked_nearest(out, frame, mask, up.scale)
 
 
+def used_range(frames: tuple[np.ndarray, ...], masks: list[np.ndarray | None]) -> tuple[float,
+                                                                                    float]:
+    """Min and max of the unmasked samples of all frames (hi > lo)."""
+    lo, hi = np.inf, -np.inf
+    for f, m in zip(frames, masks, strict=True):
+        v = f[~m] if m is not None else f
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+    if not np.isfinite(lo):
+        return 0.0, 1.0
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
 def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_overlap: int = 16,
-                     session: Session | None = None) -> Document:
+                     session: Session | None = None, dicom_range: str = "stored") -> Document:
     """Upscale every frame of ``doc`` and scale its metadata; returns a document of the same
-    kind and dtype, ``up.scale`` times larger."""
+    kind and dtype, ``up.scale`` times larger.
+
+    ``dicom_range``: what the network's 0..1 stands for in a DICOM: ``"stored"`` (the stored bit
+    range, BitsStored and PixelRepresentation; the default) or ``"data"`` (the range the file's
+    frames use, padding left out; results are clipped to it)."""
+    if dicom_range not in ("stored", "data"):
+        raise UpresError(f"dicom_range must be 'stored' or 'data', got {dicom_range!r}")
     s = up.scale
     if doc.kind == "image":
         out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap)
@@ -71,12 +90,11 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
     session = session or Session()
     if doc.kind == "dicom":
         m = doc.meta
-        frames = []
-        for f in doc.frames:
-            mask = None
-            if m.padding is not None and f.ndim == 2:
-                mask = (f >= m.padding[0]) & (f <= m.padding[1])
-            frames.append(upscale_values(up, f, m.lo, m.hi, mask, tile, tile_overlap))
+        masks = [((f >= m.padding[0]) & (f <= m.padding[1])) if m.padding is not None
+                 and f.ndim == 2 else None for f in doc.frames]
+        lo, hi = (m.lo, m.hi) if dicom_range == "stored" else used_range(doc.frames, masks)
+        frames = [upscale_values(up, f, lo, hi, mask, tile, tile_overlap)
+                  for f, mask in zip(doc.frames, masks, strict=True)]
         uid = None
         if m.series_uid:
             if m.series_uid not in session.series_uids:
@@ -102,9 +120,11 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
 
 def upscale_file(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                  tile: int | None = None, tile_overlap: int = 16, overwrite: bool = False,
-                 max_pixels: int | None = None, session: Session | None = None) -> Path:
+                 max_pixels: int | None = None, session: Session | None = None,
+                 dicom_range: str = "stored") -> Path:
     """Read ``src`` (any supported kind), upscale it with ``up`` (from :func:`upres.load`) and
-    write ``dst`` in the same kind, atomically. A DICOM input gives a DICOM output, a scientific
+    write ``dst`` in the same kind, atomically (``dicom_range``: see :func:`upscale_document`).
+    A DICOM input gives a DICOM output, a scientific
     TIFF a TIFF; an ordinary image takes the format of ``dst``'s suffix.
 
     Raises:
@@ -114,5 +134,6 @@ def upscale_file(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[st
     if dst.exists() and not overwrite:
         raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
     doc = formats.read(src, max_pixels=max_pixels)
-    out = upscale_document(up, doc, tile=tile, tile_overlap=tile_overlap, session=session)
+    out = upscale_document(up, doc, tile=tile, tile_overlap=tile_overlap, session=session,
+                           dicom_range=dicom_range)
     return formats.write(dst, out, overwrite=overwrite)
