@@ -19,17 +19,21 @@ def test_ladder_verdicts_at_x4():
     rows = [_row("IMDN", 1072.0, 32.21, 28.58, 27.56), _row("CARN-M", 2152.7, 31.88, 28.42, 27.45),
             _row("upres fast-x4", 187.8, 31.20, 28.03, 27.21),   # 268 ms budget, FSRCNN bar
             _row("upres x4", 187.8, 31.20, 28.03, 27.21),        # under VDSR on Set5 and BSD100
-            _row("upres best-x4", 1100.0, 31.90, 28.45, 27.454)]  # 27.454 rounds to 27.45: ok
-    fast, mid, best = ladder_rows(rows, 4)
+            _row("upres best-x4", 1100.0, 31.90, 28.45, 27.414),  # 27.414 rounds to 27.41: ok
+            _row("OpenCV ESPCN", 50.0, 29.0, 26.5, 26.2),
+            _row("upres tiny-x4", 49.0, 30.80, 27.70, 27.00)]     # FSRCNN bar, ESPCN budget
+    tiny, fast, mid, best = ladder_rows(rows, 4)
+    assert tiny.startswith("| `tiny-x4` | 30.80 / 27.70 / 27.00 | 49 | 50 (1 x OpenCV ESPCN)")
+    assert tiny.endswith("| **met** |")
     assert fast.startswith("| `fast-x4` | 31.20 / 28.03 / 27.21 | 188 | 268 (0.25 x IMDN)")
     assert fast.endswith("| **met** |")
     assert "VDSR published: 31.35 / 28.01 / 27.29" in mid and "not met: below the bar" in mid
-    assert "CARN-M as measured: 31.88 / 28.42 / 27.45" in best
+    assert "IDN published: 31.82 / 28.25 / 27.41" in best
     assert best.endswith("not met: too slow |")  # 1100 ms > IMDN's 1072
 
 
 def test_ladder_missing_tier_and_missing_peer():
     rows = [_row("upres fast-x2", 700.0, 37.41, 32.95, 31.82)]  # IMDN not measured in this run
-    fast, mid, best = ladder_rows(rows, 2)
+    tiny, fast, mid, best = ladder_rows(rows, 2)
     assert "not met: too slow" in fast  # no budget without the peer: never "met"
-    assert "not shipped" in mid and "not shipped" in best
+    assert "not shipped" in tiny and "not shipped" in mid and "not shipped" in best
