@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from upres.errors import UnsupportedImageError, UpresError
-from upres.formats.files import atomic_write, check_writable
+from upres.formats.files import encode_and_write
 
 __all__ = [
     "DICOM_EXTS",
@@ -420,12 +420,5 @@ def write_dicom(path: str | os.PathLike[str], frames: list[np.ndarray], meta: Di
     Raises:
         UpresError: the file exists and ``overwrite`` is False, or the header cannot be encoded.
     """
-    p = Path(path)
-    check_writable(p, overwrite)
-    try:
-        data = encode_dicom(frames, meta)
-    except UpresError as exc:
-        raise UpresError(f"{p}: {exc}") from None
-    except Exception as exc:
-        raise UpresError(f"{p}: cannot encode DICOM ({type(exc).__name__}: {exc})") from None
-    return atomic_write(p, data, overwrite=overwrite)
+    return encode_and_write(path, lambda: encode_dicom(frames, meta), "DICOM",
+                            overwrite=overwrite)

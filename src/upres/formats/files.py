@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from upres.errors import UpresError
 
-__all__ = ["atomic_write", "check_writable"]
+__all__ = ["atomic_write", "check_writable", "encode_and_write"]
 
 
 def _umask() -> int:
@@ -50,3 +51,19 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool =
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def encode_and_write(path: str | os.PathLike[str], encode: Callable[[], bytes], what: str, *,
+                     overwrite: bool = False) -> Path:
+    """Refuse an existing ``path`` (unless ``overwrite``) before any work, run ``encode`` and
+    write its bytes with :func:`atomic_write`. Any failure of ``encode`` becomes one
+    UpresError line naming the file (``what``: the kind of file, for the message)."""
+    p = Path(path)
+    check_writable(p, overwrite)
+    try:
+        data = encode()
+    except UpresError as exc:
+        raise UpresError(f"{p}: {exc}") from None
+    except Exception as exc:  # encoders (pydicom, tifffile) raise many kinds
+        raise UpresError(f"{p}: cannot encode {what} ({type(exc).__name__}: {exc})") from None
+    return atomic_write(p, data, overwrite=overwrite)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from upres.errors import UnsupportedImageError, UpresError
-from upres.formats.files import atomic_write, check_writable
+from upres.formats.files import encode_and_write
 
 __all__ = ["TiffMeta", "is_scientific", "read_tiff", "write_tiff"]
 
@@ -283,10 +283,5 @@ def encode_tiff(pages: list[np.ndarray], meta: TiffMeta) -> bytes:
 def write_tiff(path: str | os.PathLike[str], pages: list[np.ndarray], meta: TiffMeta, *,
                overwrite: bool = False) -> Path:
     """Write ``pages`` with ``meta`` to ``path`` atomically (see :func:`encode_tiff`)."""
-    p = Path(path)
-    check_writable(p, overwrite)
-    try:
-        data = encode_tiff(pages, meta)
-    except Exception as exc:
-        raise UpresError(f"{p}: cannot encode TIFF ({type(exc).__name__}: {exc})") from None
-    return atomic_write(p, data, overwrite=overwrite)
+    return encode_and_write(path, lambda: encode_tiff(pages, meta), "TIFF",
+                            overwrite=overwrite)
