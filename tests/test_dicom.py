@@ -275,3 +275,30 @@ def test_dicom_range_data_maps_the_values_the_file_uses(tmp_path):
     assert np.abs(data.astype(int) - stored).max() > 0
     with pytest.raises(upres.UpresError, match="dicom_range"):
         upscale_file(up, src, tmp_path / "x.dcm", dicom_range="window")
+
+
+def test_uid_named_files_keep_distinct_names_and_output_suffix_checked(tmp_path, capsys):
+    """Slices named by UID (1.2.3.4.5, 1.2.3.4.6) must not collide on one output name."""
+    d = tmp_path / "uids"
+    d.mkdir()
+    for k in (5, 6):
+        shutil.copy(DICOM / "dicom_file03.dcm", d / f"1.2.826.0.1.{k}")
+    rc = main(["upscale", str(d), "-o", str(tmp_path / "out"), "-m", "bicubic", "-s", "2",
+               "-q"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "1.2.826.0.1.5_x2.dcm", "1.2.826.0.1.6_x2.dcm"]
+    rc = main(["upscale", str(DICOM / "dicom_file03.dcm"), "-o", str(tmp_path / "x.png"),
+               "-m", "bicubic", "-s", "2"])
+    assert rc == 1 and not (tmp_path / "x.png").exists()
+    assert "name the output x.dcm" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    """An output folder that cannot be made (a file is in the way): one line, not a traceback,
+    and the rest of the run goes on."""
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    rc = main(["upscale", str(DICOM / "dicom_file03.dcm"), "-o",
+               str(tmp_path / "blocker" / "o.dcm"), "-m", "bicubic", "-s", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "cannot write" in err[0] and "blocker" in err[0]

@@ -165,3 +165,15 @@ def test_format_other_than_same_refused_for_dicom(tmp_path, capsys):
     assert rc == 1
     assert "--format applies to ordinary images" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_multi_series_and_palette_tiff_refused_in_one_line(tmp_path):
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tw:
+        tw.write(np.zeros((8, 8), np.float32))
+        tw.write(np.zeros((6, 10), np.float32))
+    with pytest.raises(upres.UpresError, match="2 image series"):
+        formats.read(tmp_path / "two.tif")
+    tifffile.imwrite(tmp_path / "white.tif", np.zeros((2, 8, 8), np.uint8),
+                     photometric="miniswhite")
+    with pytest.raises(upres.UpresError, match="photometric"):
+        formats.read(tmp_path / "white.tif")

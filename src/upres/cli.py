@@ -89,6 +89,9 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
     if kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
         keep = {"dicom": (".dcm", ".dicom", ".dic"), "tiff": (".tif", ".tiff")}[kind]
         ext = src.suffix.lower() if src.suffix.lower() in keep else keep[0]
+        if src.suffix.lower() not in keep:  # IM0001, 1.2.840.1234.5 (UID names): keep it all
+            return _out_path(src.with_name(src.name + ext), base, args, scale, single,
+                             src_format, kind)
     elif args.format == "same":
         ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
         ext = ext or FORMAT_EXTS.get(src_format, ".png")
@@ -99,6 +102,10 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
         return src.parent / name
     out = Path(args.output)
     if single and (format_for_suffix(out) or out.suffix.lower() in (".dcm", ".dicom", ".dic")):
+        keep = {"dicom": (".dcm", ".dicom", ".dic"), "tiff": (".tif", ".tiff")}.get(kind)
+        if keep and out.suffix.lower() not in keep:
+            raise UpresError(f"{out}: {kind.upper()} input is written as {kind.upper()}; "
+                             f"name the output {out.stem}{keep[0]}")
         return out
     try:
         rel = src.parent.relative_to(base)

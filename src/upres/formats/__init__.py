@@ -21,7 +21,7 @@ __all__ = ["INPUT_EXTS", "Document", "kind_of", "looks_like_input", "read", "wri
 
 #: Suffixes a folder listing takes (DICOM files without a suffix are found by their header).
 INPUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm",
-              ".dicom", ".dic")
+              ".dicom", ".dic", ".ima")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ def kind_of(path: str | os.PathLike[str]) -> str:
 
 def looks_like_input(path: Path) -> bool:
     """Whether a folder listing should take ``path``: a known suffix, or a DICOM header."""
+    if path.name.upper() == "DICOMDIR":  # a DICOM CD's index, not an image
+        return False
     if path.suffix.lower() in INPUT_EXTS:
         return True
     if path.suffix and path.suffix[1:].isalpha() and len(path.suffix) <= 5:

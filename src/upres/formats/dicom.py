@@ -38,7 +38,7 @@ __all__ = [
     "write_dicom",
 ]
 
-DICOM_EXTS = (".dcm", ".dicom", ".dic")
+DICOM_EXTS = (".dcm", ".dicom", ".dic", ".ima")
 
 #: Said in every DICOM a network model writes, and once by the CLI.
 NOT_FOR_DIAGNOSIS = ("NOT FOR DIAGNOSIS: upscaled by a neural network trained on photographs, "

@@ -38,17 +38,20 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool =
     file's mode, or 0666 less the umask)."""
     p = Path(path)
     check_writable(p, overwrite)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    mode = (p.stat().st_mode & 0o777) if p.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    tmp = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        mode = (p.stat().st_mode & 0o777) if p.exists() else 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, mode)
         check_writable(p, overwrite)
         os.replace(tmp, p)
+    except OSError as exc:  # read-only folder, disk full, permission denied
+        raise UpresError(f"{p}: cannot write ({exc.strerror or exc})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return p
 

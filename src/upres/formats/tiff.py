@@ -163,11 +163,20 @@ def read_tiff(path: str | os.PathLike[str], *,
     p = Path(path)
     try:
         with tifffile.TiffFile(p) as tf:
+            images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
+            if len(images) > 1:
+                raise UnsupportedImageError(f"{p}: TIFF holds {len(images)} image series; only "
+                                            "files of one series (one stack) are supported")
             series = tf.series[0]
             pages = [pg for pg in series.pages if pg is not None] if len(tf.series) else []
             if not pages:
                 raise UpresError(f"{p}: TIFF has no image pages")
             first = pages[0]
+            pm = int(getattr(first, "photometric", 1))
+            if pm not in (1, 2):  # MINISBLACK, RGB
+                raise UnsupportedImageError(f"{p}: TIFF photometric interpretation {pm} "
+                                            "(palette, inverted, CMYK, ...) is not supported "
+                                            "for stacks and scientific TIFF")
             limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
             if limit and len(pages) * first.imagelength * first.imagewidth > limit:
                 raise UpresError(f"{p}: image too large ({len(pages)} x {first.imagewidth}x"
