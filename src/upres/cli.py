@@ -84,10 +84,11 @@ def _drop_own_outputs(inputs: list[tuple[Path, Path, bool]], args: argparse.Name
 
 def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, single: bool,
               src_format: str, kind: str = "image") -> Path:
+    from upres.formats import KIND_EXTS
     from upres.formats.image import FORMAT_EXTS, format_for_suffix
 
     if kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
-        keep = {"dicom": (".dcm", ".dicom", ".dic"), "tiff": (".tif", ".tiff")}[kind]
+        keep = KIND_EXTS[kind]
         ext = src.suffix.lower() if src.suffix.lower() in keep else keep[0]
         if src.suffix.lower() not in keep:  # IM0001, 1.2.840.1234.5 (UID names): keep it all
             return _out_path(src.with_name(src.name + ext), base, args, scale, single,
@@ -101,8 +102,8 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
     if args.output is None:
         return src.parent / name
     out = Path(args.output)
-    if single and (format_for_suffix(out) or out.suffix.lower() in (".dcm", ".dicom", ".dic")):
-        keep = {"dicom": (".dcm", ".dicom", ".dic"), "tiff": (".tif", ".tiff")}.get(kind)
+    if single and (format_for_suffix(out) or out.suffix.lower() in KIND_EXTS["dicom"]):
+        keep = KIND_EXTS.get(kind)
         if keep and out.suffix.lower() not in keep:
             raise UpresError(f"{out}: {kind.upper()} input is written as {kind.upper()}; "
                              f"name the output {out.stem}{keep[0]}")
@@ -117,7 +118,7 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
     from upres import formats
-    from upres.convert import Session, upscale_document
+    from upres.convert import Session, is_network, upscale_document
     from upres.formats.dicom import NOT_FOR_DIAGNOSIS
     from upres.formats.image import format_for_suffix
 
@@ -145,7 +146,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     single = len(inputs) == 1
     failed = 0
     session = Session()
-    network = up.name not in ("bicubic", "lanczos")
+    network = is_network(up)
     from tqdm import tqdm
 
     bar = tqdm(inputs, unit="img", disable=args.quiet or not sys.stderr.isatty() or single,

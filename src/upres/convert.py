@@ -15,7 +15,8 @@ from upres.errors import UpresError
 from upres.formats import Document
 from upres.formats.values import from_unit, masked_nearest, to_unit
 
-__all__ = ["Session", "upscale_document", "upscale_file", "upscale_values", "used_range"]
+__all__ = ["Session", "is_network", "upscale_document", "upscale_file", "upscale_values",
+           "used_range"]
 
 
 @dataclass
@@ -36,14 +37,17 @@ class Session:
         return out
 
 
-def _is_network(up: Any) -> bool:
-    return getattr(up, "name", "") not in ("bicubic", "lanczos")
+def is_network(up: Any) -> bool:
+    """True unless ``up`` is one of the interpolation baselines (bicubic, lanczos)."""
+    from upres.models.zoo import BASELINES
+
+    return getattr(up, "name", "") not in BASELINES
 
 
 def _derivation(up: Any) -> str:
     import upres
 
-    how = "interpolation" if not _is_network(up) else "model"
+    how = "interpolation" if not is_network(up) else "model"
     return f"upres {upres.__version__} super-resolution, {how} {up.name}, scale x{up.scale}"
 
 
@@ -103,7 +107,7 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
                 session.series_uids[m.series_uid] = generate_uid()
             uid = session.series_uids[m.series_uid]
         meta = m.scaled(s, derivation=_derivation(up), series_uid=uid,
-                        for_diagnosis_note=_is_network(up))
+                        for_diagnosis_note=is_network(up))
         return Document("dicom", tuple(frames), meta)
     if doc.kind == "tiff":
         m = doc.meta

@@ -17,11 +17,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INPUT_EXTS", "Document", "kind_of", "looks_like_input", "read", "write"]
+__all__ = [
+    "INPUT_EXTS",
+    "KIND_EXTS",
+    "Document",
+    "kind_of",
+    "looks_like_input",
+    "read",
+    "write",
+]
 
 #: Suffixes a folder listing takes (DICOM files without a suffix are found by their header).
 INPUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm",
               ".dicom", ".dic", ".ima")
+#: Suffixes an output of a DICOM or scientific TIFF input may have (the first is the default).
+KIND_EXTS = {"dicom": (".dcm", ".dicom", ".dic", ".ima"), "tiff": (".tif", ".tiff")}
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,8 @@ class Document:
     @property
     def suffix(self) -> str:
         """The file suffix an output of the same kind gets by default."""
-        if self.kind == "dicom":
-            return ".dcm"
-        if self.kind == "tiff":
-            return ".tif"
+        if self.kind in KIND_EXTS:
+            return KIND_EXTS[self.kind][0]
         from upres.formats.image import FORMAT_EXTS
 
         return FORMAT_EXTS.get(self.meta.format, ".png")
