@@ -74,7 +74,9 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     if path.stat().st_size == 0:
         raise UpresError(f"{path}: file is empty")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # a damaged file gets our one line, not PIL's warnings
+            warnings.simplefilter("ignore")
+            img = Image.open(path)
     except UnidentifiedImageError:
         raise UnsupportedImageError(f"{path}: not an image file (format not recognised)") \
             from None

@@ -20,8 +20,11 @@ upscaled in X and Y only).
 from __future__ import annotations
 
 import io as _io
+import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -45,6 +48,19 @@ def _flag(tf: object, name: str) -> bool:
         return False
 
 
+@contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's logger while a file is probed: a damaged file then gives the reader's
+    one-line error only, not tifffile's log lines as well."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def is_scientific(path: str | os.PathLike[str]) -> bool:
     """True for a TIFF this module should read (see the module docstring); False for an
     ordinary photo TIFF, a damaged file or anything that is not TIFF."""
@@ -54,7 +70,7 @@ def is_scientific(path: str | os.PathLike[str]) -> bool:
     if p.suffix.lower() not in (".tif", ".tiff"):
         return False
     try:
-        with tifffile.TiffFile(p) as tf:
+        with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
             page = tf.pages[0]
             if len(tf.pages) > 1 or page.dtype is None or page.dtype.kind not in "u" \
                     or page.dtype.itemsize > 2:
