@@ -18,6 +18,7 @@ __all__ = ["main"]
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # upres.inference.upscaler.PRECISIONS, unimported
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+_RASTER_FORMATS = ("gtiff", "cog")  # upres.formats.geotiff.GEO_FORMATS, unimported
 
 
 def _err(msg: str) -> None:
@@ -29,7 +30,8 @@ class _UsageError(Exception):
 
 
 # -- upscale -----------------------------------------------------------------------------------
-def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path, bool]]:
+def _collect_inputs(items: list[str], recursive: bool,
+                    raster: bool = False) -> list[tuple[Path, Path, bool]]:
     """``(file, base, listed)`` triples; ``base`` is the folder the output tree mirrors from,
     ``listed`` is True for files found by listing a folder or matching a pattern (False for a
     file named on the command line)."""
@@ -41,7 +43,7 @@ def _collect_inputs(items: list[str], recursive: bool) -> list[tuple[Path, Path,
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
             files = sorted(f for f in it if f.is_file() and not f.name.startswith(".")
-                           and looks_like_input(f))
+                           and looks_like_input(f, raster=raster))
             if not files:
                 _err(f"{p}: no images in this folder")
             found.extend((f, p, True) for f in files)
@@ -87,13 +89,15 @@ def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, singl
     from upres.formats import KIND_EXTS
     from upres.formats.image import FORMAT_EXTS, format_for_suffix
 
-    if kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
+    if kind == "geotiff":  # any raster in, GeoTIFF out
+        ext = src.suffix.lower() if src.suffix.lower() in KIND_EXTS[kind] else ".tif"
+    elif kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
         keep = KIND_EXTS[kind]
         ext = src.suffix.lower() if src.suffix.lower() in keep else keep[0]
         if src.suffix.lower() not in keep:  # IM0001, 1.2.840.1234.5 (UID names): keep it all
             return _out_path(src.with_name(src.name + ext), base, args, scale, single,
                              src_format, kind)
-    elif args.format == "same":
+    elif args.format == "same" or args.format in _RASTER_FORMATS:
         ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
         ext = ext or FORMAT_EXTS.get(src_format, ".png")
     else:
@@ -129,9 +133,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     except (KeyError, IndexError, ValueError) as exc:
         raise _UsageError(f"--suffix {args.suffix!r}: only {{scale}} may appear in braces "
                           f"({type(exc).__name__}: {exc})") from None
-    inputs = _collect_inputs(args.inputs, args.recursive)
+    raster = args.format in _RASTER_FORMATS
+    inputs = _collect_inputs(args.inputs, args.recursive, raster)
     if not inputs:
         return 1
+    if args.bands:
+        from upres.raster import parse_bands
+
+        parse_bands(args.bands)  # a malformed --bands is one line before any work
     try:
         up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
                         precision=args.precision, scale=args.scale, backend=args.backend,
@@ -159,6 +168,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",
                            file=sys.stderr)
                 continue
+            kind = formats.kind_of(src, raster=raster)
+            if kind == "geotiff":
+                dst = _upscale_raster(up, src, base, args, single)
+                w, h = _raster_size(dst)
+                if not args.quiet:
+                    tqdm.write(f"{src} -> {dst} ({w}x{h})", file=sys.stdout)
+                continue
+            if args.bands or args.value_range != "auto" or args.overviews:
+                raise UpresError(f"{src}: --bands, --value-range and --overviews apply to "
+                                 "rasters (GeoTIFF, or --format gtiff|cog)")
             doc = formats.read(src, max_pixels=args.max_pixels)
             if doc.kind != "image" and args.format != "same":
                 raise UpresError(f"{src}: {doc.kind.upper()} input is written as "
@@ -179,6 +198,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                     tqdm.write(f"upres: {note} (first seen in {src})", file=sys.stderr)
             formats.write(dst, res, overwrite=args.overwrite)
             out = res.frames[0]
+        except _OutputExistsError as skip:
+            tqdm.write(f"upres: {skip.args[0]}: exists, skipped (use --overwrite to replace it)",
+                       file=sys.stderr)
+            continue
         except UpresError as exc:
             msg = str(exc)
             tqdm.write("upres: " + (msg if msg.startswith((str(src), str(dst)))
@@ -193,6 +216,35 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             n = f", {len(res.frames)} frames" if len(res.frames) > 1 else ""
             tqdm.write(f"{src} -> {dst} ({out.shape[1]}x{out.shape[0]}{n})", file=sys.stdout)
     return 1 if failed else 0
+
+
+def _upscale_raster(up, src: Path, base: Path, args: argparse.Namespace, single: bool) -> Path:
+    """One raster through :func:`upres.raster.upscale_raster`; returns the output path."""
+    from upres.raster import upscale_raster
+
+    if args.format not in ("same", *_RASTER_FORMATS):
+        raise UpresError(f"{src}: a GeoTIFF is written as GeoTIFF (--format gtiff or cog); "
+                         f"--format {args.format} would lose its georeferencing")
+    dst = _out_path(src, base, args, up.scale, single, "TIFF", "geotiff")
+    if dst.exists() and not args.overwrite:
+        raise _OutputExistsError(dst)
+    return upscale_raster(up, src, dst, fmt="cog" if args.format == "cog" else "gtiff",
+                          bands=args.bands, value_range=args.value_range,
+                          overviews=args.overviews, tile=args.tile,
+                          tile_overlap=args.tile_overlap, overwrite=args.overwrite,
+                          max_pixels=args.max_pixels,
+                          progress=not args.quiet and sys.stderr.isatty())
+
+
+def _raster_size(path: Path) -> tuple[int, int]:
+    from upres.formats.geotiff import GeoSource
+
+    with GeoSource(path, max_pixels=0) as g:
+        return g.meta.width, g.meta.height
+
+
+class _OutputExistsError(Exception):
+    """An output exists and --overwrite was not given: skip the input with a notice."""
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -398,7 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the network with PyTorch (default) or onnxruntime (CPU, fp32)")
     u.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
                    help="self-ensemble: average over N flipped/rotated runs (N times slower)")
-    u.add_argument("--format", default="same", choices=("same", "png", "jpg", "webp", "tiff"))
+    u.add_argument("--format", default="same",
+                   choices=("same", "png", "jpg", "webp", "tiff", *_RASTER_FORMATS),
+                   help="output format; gtiff / cog: a GeoTIFF / Cloud-Optimised GeoTIFF from "
+                        "any raster GDAL reads (a GeoTIFF input is written as GeoTIFF anyway)")
+    u.add_argument("--bands", action="append", metavar="SPEC",
+                   help="rasters: bands to keep (4,3,2) or how to enlarge them: rgb:4,3,2 "
+                        "(colour path), net:5 (network, gray), bicubic:6-13, lanczos:N, "
+                        "nearest:14, rgb:none; repeatable")
+    u.add_argument("--value-range", default="auto", metavar="auto|type|data|LO:HI",
+                   help="rasters: values the network's 0..1 stands for (auto: 0..255 for "
+                        "8-bit, the data's range otherwise; LO:HI to treat tiles alike)")
+    u.add_argument("--overviews", action="store_true",
+                   help="rasters: add internal overviews (a COG always has them)")
     u.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
     u.add_argument("--overwrite", action="store_true", help="replace existing output files")
     u.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
@@ -408,8 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default) or the range the file's frames use (better for data that "
                         "fills little of its bits, e.g. 16-bit MR using 0..1000)")
     u.add_argument("--max-pixels", type=int, default=None,
-                   help="refuse inputs with more pixels than this (default 200000000; 0 = no "
-                        "limit)")
+                   help="refuse inputs with more pixels than this (default 200000000; "
+                        "2000000000 for rasters, which are read window by window; 0 = no limit)")
     u.set_defaults(func=cmd_upscale)
 
     m = sub.add_parser("models", help="list shipped models and baselines")

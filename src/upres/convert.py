@@ -129,7 +129,9 @@ def upscale_file(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[st
     """Read ``src`` (any supported kind), upscale it with ``up`` (from :func:`upres.load`) and
     write ``dst`` in the same kind, atomically (``dicom_range``: see :func:`upscale_document`).
     A DICOM input gives a DICOM output, a scientific
-    TIFF a TIFF; an ordinary image takes the format of ``dst``'s suffix.
+    TIFF a TIFF, a GeoTIFF a GeoTIFF (window by window: :func:`upres.raster.upscale_raster`,
+    which also takes the raster options); an ordinary image takes the format of ``dst``'s
+    suffix.
 
     Raises:
         UpresError: one line naming the file and the problem; nothing is written then.
@@ -137,6 +139,11 @@ def upscale_file(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[st
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
+    if formats.kind_of(src) == "geotiff":  # window by window, never whole
+        from upres.raster import upscale_raster
+
+        return upscale_raster(up, src, dst, tile=tile, tile_overlap=tile_overlap,
+                              overwrite=overwrite, max_pixels=max_pixels)
     doc = formats.read(src, max_pixels=max_pixels)
     out = upscale_document(up, doc, tile=tile, tile_overlap=tile_overlap, session=session,
                            dicom_range=dicom_range)

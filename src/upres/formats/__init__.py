@@ -5,7 +5,8 @@ metadata object; the pipeline (:mod:`upres.convert`) runs the network on the pix
 metadata what it is after an upscale by ``s`` (``scaled``), and the writer of the same kind
 writes both. Kinds: ``image`` (PNG, JPEG, WebP, BMP, GIF, ordinary TIFF: :mod:`.image`),
 ``dicom`` (:mod:`.dicom`), ``tiff`` (scientific TIFF: float, signed, stacks, physical units:
-:mod:`.tiff`).
+:mod:`.tiff`), ``geotiff`` (georeferenced rasters through rasterio, read and written window by
+window, never whole: :mod:`.geotiff`, run by :func:`upres.raster.upscale_raster`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from upres.errors import UpresError
 
 __all__ = [
     "INPUT_EXTS",
@@ -31,7 +34,8 @@ __all__ = [
 INPUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm",
               ".dicom", ".dic", ".ima")
 #: Suffixes an output of a DICOM or scientific TIFF input may have (the first is the default).
-KIND_EXTS = {"dicom": (".dcm", ".dicom", ".dic", ".ima"), "tiff": (".tif", ".tiff")}
+KIND_EXTS = {"dicom": (".dcm", ".dicom", ".dic", ".ima"), "tiff": (".tif", ".tiff"),
+             "geotiff": (".tif", ".tiff")}
 
 
 @dataclass(frozen=True)
@@ -58,23 +62,32 @@ class Document:
         return FORMAT_EXTS.get(self.meta.format, ".png")
 
 
-def kind_of(path: str | os.PathLike[str]) -> str:
-    """Which reader a file goes to: ``"dicom"``, ``"tiff"`` or ``"image"``."""
+def kind_of(path: str | os.PathLike[str], *, raster: bool = False) -> str:
+    """Which reader a file goes to: ``"dicom"``, ``"geotiff"``, ``"tiff"`` or ``"image"``.
+
+    A TIFF with GeoTIFF tags is ``geotiff``; with ``raster`` (``--format gtiff|cog``) every
+    file but DICOM is, and goes to GDAL (which refuses what it cannot read)."""
     from upres.formats.dicom import is_dicom
+    from upres.formats.geotiff import is_geotiff
     from upres.formats.tiff import is_scientific
 
     if is_dicom(path):
         return "dicom"
+    if raster or is_geotiff(path):  # with raster: whatever GDAL opens (the reader says if not)
+        return "geotiff"
     if is_scientific(path):
         return "tiff"
     return "image"
 
 
-def looks_like_input(path: Path) -> bool:
-    """Whether a folder listing should take ``path``: a known suffix, or a DICOM header."""
+def looks_like_input(path: Path, *, raster: bool = False) -> bool:
+    """Whether a folder listing should take ``path``: a known suffix (with ``raster``, also
+    the suffixes of other rasters GDAL reads), or a DICOM header."""
+    from upres.formats.geotiff import GDAL_EXTS
+
     if path.name.upper() == "DICOMDIR":  # a DICOM CD's index, not an image
         return False
-    if path.suffix.lower() in INPUT_EXTS:
+    if path.suffix.lower() in INPUT_EXTS or (raster and path.suffix.lower() in GDAL_EXTS):
         return True
     if path.suffix and path.suffix[1:].isalpha() and len(path.suffix) <= 5:
         return False  # a named kind of file that is not an image (.txt, .json, ...)
@@ -90,6 +103,9 @@ def read(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Docu
         UpresError: one line naming the file and the problem.
     """
     kind = kind_of(path)
+    if kind == "geotiff":
+        raise UpresError(f"{path}: a GeoTIFF is read window by window, never whole; use "
+                         "upres.upscale_file (or upres.raster.upscale_raster)")
     if kind == "dicom":
         from upres.formats.dicom import read_dicom
 
