@@ -6,6 +6,7 @@ Public API::
     out = up.upscale(img, tile=512)  # numpy / PIL / path in, same kind and dtype out
     lr = upres.imresize(hr, 1 / 4)   # MATLAB-compatible bicubic
     upres.upscale_file(up, "scan.dcm", "scan_x4.dcm")  # a file of any supported kind
+    upres.upscale_video(up, "film.mp4", "film_x4.mp4")  # with its sound, resumable
 """
 
 from upres.api import load
@@ -14,8 +15,9 @@ from upres.errors import UpresError
 from upres.inference.upscaler import Interpolator, Upscaler
 from upres.models.descriptor import ModelCard
 from upres.resize import imresize
+from upres.video import upscale_video
 
 __version__ = "0.1.0"
 
 __all__ = ["Interpolator", "ModelCard", "UpresError", "Upscaler", "__version__", "imresize",
-           "load", "upscale_file"]
+           "load", "upscale_file", "upscale_video"]

@@ -247,6 +247,66 @@ class _OutputExistsError(Exception):
     """An output exists and --overwrite was not given: skip the input with a notice."""
 
 
+# -- video -------------------------------------------------------------------------------------
+def _frame_range(text: str | None) -> tuple[int | None, int | None] | None:
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return (int(a) if a.strip() else None, int(b) if b.strip() else None)
+    except ValueError:
+        raise _UsageError(f"--frames {text!r}: expected A:B (frame numbers from 0, B "
+                          "excluded; either may be left out)") from None
+
+
+def _video_out(src: Path, args: argparse.Namespace, scale: int) -> Path:
+    from upres.formats.video import CONTAINERS
+
+    ext = src.suffix.lower() if src.suffix.lower() in CONTAINERS else ".mkv"
+    name = f"{src.stem}{args.suffix.format(scale=scale)}{ext}"
+    if args.output is None:
+        return src.parent / name
+    out = Path(args.output)
+    if out.is_dir() or args.output.endswith(("/", os.sep)):
+        return out / name
+    return out
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    import upres
+    from upres.video import upscale_video
+
+    frames = _frame_range(args.frames)
+    try:
+        up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
+                        precision=args.precision, scale=args.scale)
+    except UpresError as exc:
+        raise _UsageError(str(exc)) from None
+    if getattr(up, "precision_note", "") and not args.quiet:
+        print(f"upres: {up.precision_note}", file=sys.stderr)
+    src = Path(args.input)
+    dst = _video_out(src, args, up.scale)
+    if dst.exists() and not args.overwrite:
+        raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"upres: {msg}", file=sys.stderr)
+
+    t0 = __import__("time").perf_counter()
+    out = upscale_video(up, src, dst, codec=args.codec, crf=args.crf, preset=args.preset,
+                        pix_fmt=args.pix_fmt, frames=frames, start=args.start,
+                        duration=args.duration, tile=args.tile,
+                        tile_overlap=args.tile_overlap, overwrite=args.overwrite,
+                        max_pixels=args.max_pixels, segment_seconds=args.segment_seconds,
+                        progress=not args.quiet and sys.stderr.isatty(), say=say)
+    if not args.quiet:
+        print(f"{src} -> {out} ({__import__('time').perf_counter() - t0:.1f} s)")
+    return 0
+
+
 # -- models ------------------------------------------------------------------------------------
 def _model_rows() -> list[dict]:
     from upres.models import zoo
@@ -475,6 +535,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse inputs with more pixels than this (default 200000000; "
                         "2000000000 for rasters, which are read window by window; 0 = no limit)")
     u.set_defaults(func=cmd_upscale)
+
+    vd = sub.add_parser("video", help="upscale a video with its sound (resumable)")
+    vd.add_argument("input", metavar="IN", help="a video file (any container FFmpeg reads)")
+    vd.add_argument("-o", "--output", help="output file (.mp4, .mkv, .mov, .webm) or folder")
+    vd.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), help="scale (picks model x{s})")
+    vd.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path")
+    vd.add_argument("--codec", help="h264, h265, vp9, av1, ffv1 or prores (default: H.264 for "
+                                    "8-bit, H.265 keeping the depth for 10/12-bit, VP9 in WebM)")
+    vd.add_argument("--crf", type=int, help="quality for h264/h265/vp9/av1 (lower is better; "
+                                            "default 18 / 20 / 24 / 28)")
+    vd.add_argument("--preset", help="encoder speed preset (x264/x265: medium; av1: 8)")
+    vd.add_argument("--pix-fmt", help="encoder pixel format (default: the input's, if the "
+                                      "encoder takes it)")
+    vd.add_argument("--frames", metavar="A:B", help="only frames A to B-1 (display order)")
+    vd.add_argument("--start", type=float, help="start at this many seconds")
+    vd.add_argument("--duration", type=float, help="this many seconds")
+    vd.add_argument("--tile", type=int,
+                    help="tile size in input pixels; 0 = whole frame (default: automatic)")
+    vd.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
+    vd.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    vd.add_argument("--precision", default="fp32", choices=_PRECISIONS)
+    vd.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
+    vd.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    vd.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    vd.add_argument("--max-pixels", type=int, default=None,
+                    help="refuse frames with more pixels than this (default 200000000)")
+    vd.add_argument("--segment-seconds", type=float, default=5.0,
+                    help="resume granularity: segments run from keyframe to keyframe and "
+                         "span at least this long (default 5)")
+    vd.set_defaults(func=cmd_video)
 
     m = sub.add_parser("models", help="list shipped models and baselines")
     m.add_argument("--json", action="store_true", help="machine-readable list")

@@ -73,7 +73,7 @@ def _env() -> Iterator[None]:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.Env(GDAL_CACHEMAX=128, GDAL_PAM_ENABLED="NO",
+    with rasterio.Env(GDAL_CACHEMAX=32, GDAL_PAM_ENABLED="NO",
                       CPL_LOG="/dev/null"), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         yield

@@ -1,0 +1,643 @@
+"""Video files through PyAV (FFmpeg's libraries in its wheel): probe, decode frames as RGB,
+encode segments, and assemble the output with every other stream.
+
+A video is never held whole: :func:`probe` reads only the packet headers of the video stream
+(timestamps and keyframes); :func:`decode_rgb` yields the frames of one time range as RGB
+arrays (uint8 for 8-bit sources, uint16 for 9-16-bit ones, so the network never sees 10-bit
+video squeezed to 8 bits), converted with the source's own colour matrix and range and turned
+upright when the stream carries a rotation; :class:`SegmentEncoder` encodes upscaled frames of
+one range into a file of their own; :func:`assemble` muxes the segments' packets with the
+input's audio, subtitle and data streams (copied packet for packet where the output container
+takes their codec, re-encoded or dropped with a note where it does not), metadata and
+chapters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from upres.errors import UnsupportedImageError, UpresError
+
+__all__ = ["CODECS", "CONTAINERS", "EncodeSettings", "SegmentEncoder", "VideoMeta", "assemble",
+           "decode_rgb", "encode_settings", "is_video", "probe"]
+
+#: Output container (FFmpeg muxer) by suffix.
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov",
+              ".webm": "webm"}
+#: ``--codec`` name -> FFmpeg encoder.
+CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvpx-vp9",
+          "av1": "libsvtav1", "ffv1": "ffv1", "prores": "prores_ks"}
+_VIDEO_EXTS = (".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
+               ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".y4m", ".mxf", ".vob")
+_DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 28}
+#: Matrix names swscale takes, by FFmpeg's AVColorSpace number.
+_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020",
+           10: "BT2020"}
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """True for a file with a video suffix (the video path is chosen by suffix; the reader
+    then says what it cannot take)."""
+    return Path(path).suffix.lower() in _VIDEO_EXTS
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A non-video stream of the input: ``index``, ``kind`` (audio, subtitle, data,
+    attachment), ``codec`` (FFmpeg name) and its metadata (language, title, ...)."""
+
+    index: int
+    kind: str
+    codec: str
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """What a video file is, besides its frames.
+
+    ``width``/``height``: of the frames as they are shown (after ``rotation``, degrees
+    counter-clockwise, which the decoded frames are turned by); ``pix_fmt``: the decoder's
+    pixel format; ``bits``: bits per sample (8, 10, 12, ...); ``colorspace``, ``color_range``,
+    ``color_primaries``, ``color_trc``: FFmpeg's numbers (unspecified = 2, range 0);
+    ``matrix``: the matrix the RGB conversion uses (the stream's own, or the one players assume
+    for its size when unspecified: BT.709 from 720 lines up, BT.601 below); ``sar``: sample
+    aspect ratio; ``time_base`` of the video stream; ``pts``: every frame's timestamp, in
+    display order; ``keyframes``: the keyframes' timestamps; ``end``: the end of the last
+    frame; ``streams``: the other streams; ``metadata``: the container's; ``chapters``;
+    ``scale``: how many times larger than the source.
+    """
+
+    path: Path
+    index: int
+    codec: str
+    width: int
+    height: int
+    rotation: int
+    pix_fmt: str
+    bits: int
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+    matrix: str
+    sar: Fraction | None
+    time_base: Fraction
+    rate: Fraction | None
+    pts: tuple[int, ...]
+    keyframes: tuple[int, ...]
+    end: int
+    streams: tuple[StreamInfo, ...]
+    metadata: tuple[tuple[str, str], ...]
+    video_metadata: tuple[tuple[str, str], ...]
+    chapters: tuple[dict, ...] = field(default=(), compare=False)
+    damaged_at: float | None = None
+    scale: int = 1
+
+    def seconds(self, pts: int) -> float:
+        return float(pts * self.time_base)
+
+    def scaled(self, s: int) -> VideoMeta:
+        """The video after an upscale of every frame by ``s``: frames ``s`` times larger,
+        stored upright (no rotation left); timing, colour and streams unchanged."""
+        return replace(self, width=self.width * s, height=self.height * s, rotation=0,
+                       scale=self.scale * s)
+
+
+def _bits(fmt: Any) -> int:
+    try:
+        return max(c.bits for c in fmt.components)
+    except Exception:
+        return 8
+
+
+def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> VideoMeta:
+    """Read a video's headers, its video packets' timestamps, and decode its first frame.
+
+    Raises:
+        UpresError: one line: not a video, no video stream, no decoder, frames larger than
+            ``max_pixels`` (refused before decoding), or damaged before the first frame.
+    """
+    import av
+
+    from upres.formats.image import DEFAULT_MAX_PIXELS
+
+    p = Path(path)
+    if not p.is_file():
+        raise UpresError(f"{p}: no such file")
+    try:
+        c = av.open(str(p), metadata_errors="replace")
+    except Exception as exc:
+        raise UnsupportedImageError(f"{p}: not a video file ({_one_line(exc)})") from None
+    with c:
+        if not c.streams.video:
+            raise UnsupportedImageError(f"{p}: no video stream")
+        v = c.streams.video[0]
+        cc = v.codec_context
+        if cc is None or not cc.name or cc.width <= 0 or cc.height <= 0:
+            raise UnsupportedImageError(f"{p}: video stream has no decodable codec or size")
+        limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+        if limit and cc.width * cc.height > limit:
+            raise UpresError(f"{p}: frames too large ({cc.width}x{cc.height} pixels, limit "
+                             f"{limit}; raise it with --max-pixels)")
+        tb = v.time_base or Fraction(1, 90000)
+        pts, keys, end, damaged = [], [], None, None
+        try:
+            for pkt in c.demux(v):
+                if pkt.pts is None:
+                    continue
+                pts.append(pkt.pts)
+                if pkt.is_keyframe:
+                    keys.append(pkt.pts)
+                stop = pkt.pts + (pkt.duration or 0)
+                end = stop if end is None else max(end, stop)
+        except Exception as exc:
+            if not pts:
+                raise UpresError(f"{p}: damaged video ({_one_line(exc)})") from None
+            damaged = True  # the frames before the damage are planned; the run says where
+        if not pts:
+            raise UpresError(f"{p}: video stream has no frames")
+        pts.sort()
+        keys = sorted(k for k in keys if k >= pts[0]) or [pts[0]]
+        if keys[0] != pts[0]:
+            keys.insert(0, pts[0])
+        if end is None or end <= pts[-1]:
+            step = (pts[-1] - pts[-2]) if len(pts) > 1 else max(1, int(1 / (tb * 25)))
+            end = pts[-1] + step
+        declared = v.duration if v.duration else None
+        if declared is None and c.duration:
+            declared = int(c.duration / 1e6 / tb)
+        frame = (pts[-1] - pts[0]) / max(1, len(pts) - 1)
+        if damaged or (declared and (v.start_time or 0) + declared - end > 2 * frame):
+            damaged = float((end) * tb)
+        first = _first_frame(p)
+        rotation = round(first.rotation or 0) % 360
+        fmt = first.format
+        cs = int(first.colorspace or cc.colorspace or 2)
+        h, w = first.height, first.width
+        if rotation in (90, 270):
+            w, h = h, w
+        matrix = _MATRIX.get(cs) or ("ITU709" if h >= 720 else "ITU601")
+        streams = tuple(StreamInfo(s.index, s.type, _codec_name(s),
+                                   tuple(sorted(s.metadata.items())))
+                        for s in c.streams if s.index != v.index)
+        sar = cc.sample_aspect_ratio
+        chapters = ()
+        with contextlib.suppress(Exception):
+            chapters = tuple(dict(ch) for ch in c.chapters())
+        return VideoMeta(
+            path=p, index=v.index, codec=cc.name, width=w, height=h, rotation=rotation,
+            pix_fmt=fmt.name, bits=_bits(fmt), colorspace=cs,
+            color_range=int(first.color_range or cc.color_range or 0),
+            color_primaries=int(cc.color_primaries or 2), color_trc=int(cc.color_trc or 2),
+            matrix=matrix, sar=Fraction(sar) if sar and sar.numerator else None,
+            time_base=Fraction(tb), rate=Fraction(v.average_rate) if v.average_rate else None,
+            pts=tuple(pts), keyframes=tuple(keys), end=end, streams=streams,
+            metadata=tuple(sorted(c.metadata.items())),
+            video_metadata=tuple(sorted(v.metadata.items())), chapters=chapters,
+            damaged_at=damaged)
+
+
+def _codec_name(s: Any) -> str:
+    with contextlib.suppress(Exception):
+        return s.codec_context.name
+    return getattr(getattr(s, "codec", None), "name", "") or "unknown"
+
+
+def _first_frame(p: Path) -> Any:
+    import av
+
+    try:
+        with av.open(str(p), metadata_errors="replace") as c:
+            for frame in c.decode(c.streams.video[0]):
+                return frame
+    except Exception as exc:
+        raise UpresError(f"{p}: cannot decode the first frame: damaged or unsupported codec "
+                         f"({_one_line(exc)})") from None
+    raise UpresError(f"{p}: no frame could be decoded (unsupported or damaged video)")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _range(r: int) -> Any:
+    """swscale's range for FFmpeg's AVColorRange ``r`` (2 full, anything else limited)."""
+    from av.video.reformatter import ColorRange
+
+    return ColorRange.JPEG if r == 2 else ColorRange.MPEG
+
+
+def decode_rgb(meta: VideoMeta, start: int, stop: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The frames whose timestamps lie in ``[start, stop)``, in display order, as
+    ``(pts, duration, rgb)``: ``rgb`` ``(H, W, 3)`` uint8 (8-bit sources) or uint16 (deeper
+    ones), converted with the stream's matrix and range, turned upright. Decoding starts at
+    the keyframe at or before ``start`` (a seek).
+
+    Raises:
+        UpresError: the stream is damaged, naming the time where decoding failed.
+    """
+    import av
+
+    p = meta.path
+    fmt = "rgb24" if meta.bits <= 8 else "rgb48le"
+    k = (meta.rotation // 90) % 4
+    pos = start
+    with av.open(str(p), metadata_errors="replace") as c:
+        v = c.streams.video[0]
+        v.thread_type = "AUTO"
+        try:
+            if start > meta.pts[0]:
+                c.seek(start, stream=v, backward=True)
+            for frame in c.decode(v):
+                t = frame.pts
+                if t is None:
+                    continue
+                if t < start:
+                    continue
+                if t >= stop:
+                    return
+                pos = t
+                rgb = frame.reformat(format=fmt, src_colorspace=meta.matrix,
+                                     dst_colorspace=meta.matrix,
+                                     src_color_range=_range(meta.color_range),
+                                     dst_color_range=_range(2)).to_ndarray()
+                # a copy of our own: the array may share memory that FFmpeg reuses for the
+                # next frame while this one waits in a queue
+                rgb = np.array(np.rot90(rgb, k) if k else rgb, copy=True, order="C")
+                yield t, int(frame.duration or 0), rgb
+        except UpresError:
+            raise
+        except Exception as exc:
+            raise UpresError(f"{p}: damaged video at {meta.seconds(pos):.3f} s "
+                             f"({_one_line(exc)})") from None
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How the video stream is encoded: FFmpeg ``encoder``, ``pix_fmt``, ``options`` (crf,
+    preset, ...), and a one-line ``summary`` for the user."""
+
+    encoder: str
+    pix_fmt: str
+    options: tuple[tuple[str, str], ...]
+    summary: str
+    codec_tag: str | None = None
+
+
+def _supported(container: str) -> set[str]:
+    """The codecs FFmpeg's ``container`` muxer takes (empty if it cannot say)."""
+    import av
+
+    try:
+        with av.open(os.devnull, "w", format=container) as out:
+            return set(out.supported_codecs)
+    except Exception:
+        return set()
+
+
+def _nearest_format(wanted: str, bits: int, supported: list[str]) -> str:
+    """``wanted`` if the encoder takes it, else the supported 4:2:0 format of the same depth,
+    else the deepest one not above ``bits``."""
+    if wanted in supported:
+        return wanted
+    by_depth = {8: "yuv420p", 10: "yuv420p10le", 12: "yuv420p12le"}
+    for b in (bits, 10, 8):
+        f = by_depth.get(b)
+        if f in supported and b <= max(bits, 8):
+            return f
+    return supported[0]
+
+
+def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None,
+                    crf: int | None = None, preset: str | None = None,
+                    pix_fmt: str | None = None) -> EncodeSettings:
+    """The encoder for ``meta``'s upscaled stream in ``container`` (an FFmpeg muxer name).
+
+    Defaults: H.264 CRF 18 for 8-bit sources, H.265 CRF 20 keeping the depth for deeper ones
+    (VP9 CRF 24 in WebM); the source's pixel format where the encoder takes it (same chroma
+    layout and depth), else 4:2:0 of the same depth.
+
+    Raises:
+        UpresError: an unknown codec, or one the container cannot hold (``ffv1`` in MP4, ...).
+    """
+    import av
+
+    if codec is None:
+        codec = "vp9" if container == "webm" else ("h264" if meta.bits <= 8 else "h265")
+    codec = codec.lower()
+    if codec not in CODECS:
+        raise UpresError(f"unknown --codec {codec!r}; choose {', '.join(sorted(CODECS))}")
+    enc = CODECS[codec]
+    if enc not in av.codecs_available:
+        raise UpresError(f"--codec {codec}: this FFmpeg build has no {enc} encoder")
+    supported = _supported(container)
+    base = {"libx264": "h264", "libx265": "hevc", "libvpx-vp9": "vp9", "libsvtav1": "av1",
+            "ffv1": "ffv1", "prores_ks": "prores"}[enc]
+    if supported and base not in supported:
+        raise UpresError(f"--codec {codec} cannot go into a {container} file; use .mkv "
+                         "(or .mov for prores)")
+    formats = [f.name for f in av.Codec(enc, "w").video_formats]
+    if pix_fmt is not None:
+        if pix_fmt not in formats:
+            raise UpresError(f"--pix-fmt {pix_fmt}: {enc} takes {', '.join(formats)}")
+        fmt = pix_fmt
+    elif enc == "prores_ks":
+        fmt = "yuv444p10le" if "444" in meta.pix_fmt else "yuv422p10le"
+    else:
+        fmt = _nearest_format(meta.pix_fmt, meta.bits, formats)
+    opts: dict[str, str] = {}
+    what = enc
+    if enc in _DEFAULT_CRF:
+        q = _DEFAULT_CRF[enc] if crf is None else crf
+        opts["crf"] = str(q)
+        what += f" CRF {q}"
+        if enc == "libvpx-vp9":
+            opts.update({"b": "0", "row-mt": "1", "deadline": "good",
+                         "cpu-used": preset or "2"})
+        elif enc == "libsvtav1":
+            opts["preset"] = preset or "8"
+        else:
+            opts["preset"] = preset or "medium"
+        if enc in ("libx264", "libx265") or enc == "libsvtav1":
+            what += f", preset {opts.get('preset')}"
+        if enc == "libx265":
+            opts["x265-params"] = "log-level=error"
+        if enc == "libx264":
+            # x264's macroblock tree made two encodes of the same frames differ (measured
+            # here, even with one thread), and a resumed video must equal an uninterrupted
+            # one; without it x264 is deterministic (x265, VP9 and SVT-AV1 are as they are)
+            opts["x264-params"] = "mbtree=0"
+    elif enc == "ffv1":
+        opts.update({"level": "3", "slicecrc": "1"})
+        what += " (lossless)"
+    elif enc == "prores_ks":
+        opts["profile"] = "3"
+        what += " HQ"
+    if crf is not None and enc not in _DEFAULT_CRF:
+        raise UpresError(f"--crf applies to h264, h265, vp9 and av1, not {codec}")
+    tag = "hvc1" if enc == "libx265" and container in ("mp4", "mov") else None
+    return EncodeSettings(enc, fmt, tuple(sorted(opts.items())), f"{what}, {fmt}", tag)
+
+
+class SegmentEncoder:
+    """Encodes the upscaled frames of one segment into ``path`` (NUT, video only: it keeps
+    any time base exactly), with the source's timestamps, colour tags and sample aspect
+    ratio. :meth:`close` flushes the encoder and closes the file; the caller commits it by a
+    rename."""
+
+    def __init__(self, path: Path, meta: VideoMeta, width: int, height: int,
+                 settings: EncodeSettings) -> None:
+        import av
+
+        self.meta, self.settings = meta, settings
+        self.width, self.height = width, height
+        # NUT keeps any time base exactly; negative decode times are not shifted (assemble
+        # rebuilds those of the first packets)
+        self.out = av.open(str(path), "w", format="nut",
+                           options={"avoid_negative_ts": "disabled"})
+        st = self.out.add_stream(settings.encoder, rate=meta.rate or Fraction(25),
+                                 options=dict(settings.options))
+        cc = st.codec_context
+        cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
+        cc.time_base = meta.time_base
+        st.time_base = meta.time_base
+        cc.color_range = 2 if meta.color_range == 2 else 1
+        cc.colorspace = _matrix_number(meta.matrix, meta.colorspace)
+        cc.color_primaries = meta.color_primaries
+        cc.color_trc = meta.color_trc
+        if meta.sar is not None:
+            cc.sample_aspect_ratio = meta.sar
+        cc.thread_count = 0
+        self.stream = st
+        self._fmt = "rgb24"
+
+    def encode(self, pts: int, duration: int, rgb: np.ndarray) -> None:
+        """``rgb`` ``(H, W, 3)`` uint8 or uint16 (full range) at timestamp ``pts``."""
+        import av
+
+        fmt = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
+        frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
+        m = self.meta
+        out = frame.reformat(format=self.settings.pix_fmt, src_colorspace=m.matrix,
+                             dst_colorspace=m.matrix, src_color_range=_range(2),
+                             dst_color_range=_range(m.color_range))
+        out.pts = pts
+        out.time_base = m.time_base
+        if duration:
+            out.duration = duration
+        for pkt in self.stream.encode(out):
+            self.out.mux(pkt)
+
+    def close(self) -> None:
+        for pkt in self.stream.encode(None):
+            self.out.mux(pkt)
+        self.out.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.out.close()
+
+
+def _matrix_number(matrix: str, original: int) -> int:
+    if original != 2:
+        return original
+    return {"ITU709": 1, "ITU601": 6}.get(matrix, 2)
+
+
+#: Container metadata that describes the input file's own muxing, not its content.
+_CONTAINER_OWN = ("encoder", "major_brand", "minor_version", "compatible_brands")
+_SUB_TARGET = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt", "matroska": None}
+_AUDIO_TARGET = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": None}
+
+
+def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: str, *,
+             start: int, stop: int, settings: EncodeSettings,
+             note: Callable[[str], None]) -> None:
+    """Mux the segments' video packets (in order) with the input's other streams into
+    ``dst_tmp``: each stream copied packet for packet if ``container`` takes its codec,
+    else re-encoded (audio to AAC / Opus, text subtitles to mov_text / WebVTT) or dropped,
+    said through ``note``. Container and stream metadata and chapters are copied; everything
+    in ``[start, stop)`` (the video stream's time base) is kept and shifted to begin at 0 when
+    ``start`` is not the first frame."""
+    import av
+
+    shift_s = 0.0 if start == meta.pts[0] else meta.seconds(start)
+    end_s = meta.seconds(stop)
+    inp = av.open(str(meta.path), metadata_errors="replace")
+    seg_ins = [av.open(str(s)) for s in segments]
+    out = av.open(str(dst_tmp), "w", format=container)
+    try:
+        out.metadata.update({k: v for k, v in meta.metadata if k not in _CONTAINER_OWN})
+        vtemplate = seg_ins[0].streams.video[0]
+        vout = out.add_stream_from_template(vtemplate)
+        vout.time_base = meta.time_base
+        if settings.codec_tag:
+            vout.codec_context.codec_tag = settings.codec_tag
+        vout.metadata.update({k: v for k, v in meta.video_metadata
+                              if k in ("language", "title", "handler_name")})
+        supported = out.supported_codecs
+        copies: dict[int, Any] = {}
+        recodes: dict[int, tuple[Any, Any, Any]] = {}
+        for info in meta.streams:
+            s_in = inp.streams[info.index]
+            md = dict(info.metadata)
+            if info.kind in ("audio", "subtitle", "data", "attachment") and \
+                    _takes(supported, info.codec):
+                try:
+                    so = out.add_stream_from_template(s_in)
+                except Exception as exc:
+                    note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: the "
+                         f"{container} file refused it ({_one_line(exc)})")
+                    continue
+                so.metadata.update(md)
+                copies[info.index] = so
+                continue
+            target = (_AUDIO_TARGET if info.kind == "audio" else _SUB_TARGET).get(container) \
+                if info.kind in ("audio", "subtitle") else None
+            if target and info.kind == "audio":
+                so = out.add_stream(target, rate=_audio_rate(target, s_in))
+                so.layout = s_in.codec_context.layout
+                so.metadata.update(md)
+                res = av.AudioResampler(format=so.codec_context.format, layout=so.layout,
+                                        rate=so.codec_context.sample_rate)
+                recodes[info.index] = (s_in, so, res)
+                note(f"audio stream {info.index} ({info.codec}) re-encoded to {target}: a "
+                     f"{container} file cannot hold {info.codec}")
+            else:
+                note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: a {container} "
+                     f"file cannot hold it" + ("" if info.kind != "subtitle" else
+                                               " (use .mkv to keep it)"))
+        with contextlib.suppress(Exception):
+            if meta.chapters:
+                out.set_chapters(_shift_chapters(meta.chapters, shift_s, end_s))
+        _interleave(inp, seg_ins, out, vout, copies, recodes, meta, shift_s, end_s, start, stop)
+    finally:
+        for s in seg_ins:
+            s.close()
+        inp.close()
+        out.close()
+
+
+def _takes(supported: set[str], codec: str) -> bool:
+    alias = {"mp3float": "mp3", "aac_fixed": "aac", "ac3_fixed": "ac3",
+             "libopus": "opus", "libvorbis": "vorbis", "libdav1d": "av1"}
+    return alias.get(codec, codec) in supported
+
+
+def _audio_rate(target: str, s_in: Any) -> int:
+    rate = s_in.codec_context.sample_rate or 48000
+    if target == "libopus" and rate not in (48000, 24000, 16000, 12000, 8000):
+        return 48000
+    return rate
+
+
+def _shift_chapters(chapters: tuple[dict, ...], shift: float, end: float) -> list[dict]:
+    out = []
+    for ch in chapters:
+        tb = ch.get("time_base") or Fraction(1, 1000)
+        a, b = float(ch["start"] * tb), float(ch["end"] * tb)
+        if b <= shift or a >= end:
+            continue
+        c = dict(ch)
+        c["start"] = round((max(a, shift) - shift) / tb)
+        c["end"] = round((min(b, end) - shift) / tb)
+        out.append(c)
+    return out
+
+
+def _interleave(inp: Any, seg_ins: list[Any], out: Any, vout: Any, copies: dict[int, Any],
+                recodes: dict[int, tuple[Any, Any, Any]], meta: VideoMeta, shift_s: float,
+                end_s: float, start_pts: int, stop_pts: int) -> None:
+    """Write every packet in order of time: the segments' video packets one after another,
+    and the input's other streams' packets (copied, or decoded and re-encoded) merged in."""
+    vshift = round(shift_s / meta.time_base) if shift_s else 0
+
+    whole = start_pts == meta.pts[0] and stop_pts == meta.end  # everything, priming included
+    frame_pts = [p for p in meta.pts if start_pts <= p < stop_pts]
+    durations = {p: (frame_pts[i + 1] if i + 1 < len(frame_pts) else stop_pts) - p
+                 for i, p in enumerate(frame_pts)}
+
+    def video_packets() -> Iterator[tuple[float, Any, Any]]:
+        """The segments' packets with the source's timestamps and frame durations. A
+        segment file keeps the encoder's timestamps except the negative decode times of its
+        first packets (B-frame delay); those are rebuilt from the segment's first frame
+        times, so the output starts at the first frame's time as the source did."""
+        last_dts = None
+        for c in seg_ins:
+            pkts = [q for q in c.demux(c.streams.video[0]) if q.pts is not None]
+            for q in pkts:  # NUT keeps a finer multiple of the time base: back to the source's
+                ratio = Fraction(q.time_base) / meta.time_base
+                q.pts = round(q.pts * ratio)
+                q.dts = None if q.dts is None else round(q.dts * ratio)
+                q.time_base = meta.time_base
+            seg = sorted(q.pts for q in pkts)
+            lead = 0
+            while lead < len(pkts) and pkts[lead].dts is None:
+                lead += 1
+            step = (seg[1] - seg[0]) if len(seg) > 1 else max(1, durations.get(seg[0], 1))
+            for k, pkt in enumerate(pkts):
+                dts = pkt.dts if k >= lead else seg[0] - (lead - k) * step
+                if last_dts is not None and dts <= last_dts:
+                    dts = last_dts + 1  # segments meet: keep decode times increasing
+                dts = min(dts, pkt.pts)
+                last_dts = dts
+                pkt.duration = durations.get(pkt.pts, pkt.duration)
+                pkt.pts, pkt.dts = pkt.pts - vshift, dts - vshift
+                pkt.stream = vout
+                yield float(pkt.dts * meta.time_base), pkt, None
+
+    def other_packets() -> Iterator[tuple[float, Any, Any]]:
+        wanted = [inp.streams[i] for i in (*copies, *recodes)]
+        if not wanted:
+            return
+        for pkt in inp.demux(wanted):
+            i = pkt.stream.index
+            if pkt.dts is None and pkt.pts is None:
+                if i in recodes:  # the end: flush the decoder and encoder
+                    yield float("inf"), pkt, "flush"
+                continue
+            tb = pkt.time_base
+            t = float((pkt.pts if pkt.pts is not None else pkt.dts) * tb)
+            if not whole and (t < shift_s - 1e-9 or t >= end_s - 1e-9):
+                continue  # a piece: what starts inside it (audio to within one packet)
+            if i in copies:
+                off = round(shift_s / tb) if shift_s else 0
+                if pkt.pts is not None:
+                    pkt.pts -= off
+                if pkt.dts is not None:
+                    pkt.dts -= off
+                pkt.stream = copies[i]
+                yield float((pkt.dts if pkt.dts is not None else pkt.pts) * tb), pkt, None
+            else:
+                yield t - shift_s, pkt, "recode"
+
+    import heapq
+
+    merged = heapq.merge(video_packets(), other_packets(), key=lambda x: x[0])
+    for _, pkt, how in merged:
+        if how is None:
+            out.mux(pkt)
+            continue
+        s_in, so, res = recodes[pkt.stream.index]
+        frames = s_in.decode(pkt) if how == "recode" else s_in.decode(None)
+        for fr in frames:
+            if fr.pts is not None and shift_s:
+                fr.pts -= round(shift_s / fr.time_base)
+            for rf in res.resample(fr):
+                for op in so.encode(rf):
+                    out.mux(op)
+    for _, so, res in recodes.values():
+        for rf in res.resample(None):
+            for op in so.encode(rf):
+                out.mux(op)
+        for op in so.encode(None):
+            out.mux(op)

@@ -1,0 +1,353 @@
+"""Video (issue 19): streams, timestamps, duration and sync kept; 10-bit kept; rotation; colour
+tags and matrix; odd sizes; resume after a real SIGKILL giving identical frames; damaged
+input; refusing to overwrite. Real clips from ../shared/data/apps/video and clips made here
+with PyAV; every output is read back with PyAV."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+import upres  # noqa: E402
+from upres.cli import main  # noqa: E402
+from upres.formats.video import decode_rgb, probe  # noqa: E402
+from upres.resize import imresize  # noqa: E402
+
+from conftest import DATA  # noqa: E402
+
+VIDEO = DATA / "apps" / "video"
+
+
+def _pattern(i: int, w: int, h: int) -> np.ndarray:
+    """A smooth moving picture with a bright marker in the top-left corner."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 128 + 100 * np.sin((x + 3 * i) / 9.0)
+    g = 128 + 100 * np.cos((y - 2 * i) / 7.0)
+    b = 128 + 60 * np.sin((x + y + i) / 13.0)
+    img = np.stack([r, g, b], axis=2)
+    img[: max(2, h // 8), : max(2, w // 8)] = [250, 20, 20]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_clip(path: Path, *, n: int = 20, w: int = 64, h: int = 48, pts: list[int] | None = None,
+              tb: Fraction = Fraction(1, 1000), codec: str = "libx264",
+              pix_fmt: str = "yuv420p", gop: int = 10, audio: bool = False,
+              subtitles: bool = False, rotation: int = 0, colorspace: int | None = None,
+              color_range: int | None = None, title: str | None = None,
+              chapters: bool = False, options: dict | None = None) -> list[int]:
+    """Write a test clip; returns the frame timestamps."""
+    pts = pts or [i * 100 for i in range(n)]  # 10 fps in milliseconds
+    out = av.open(str(path), "w")
+    if title:
+        out.metadata["title"] = title
+    v = out.add_stream(codec, rate=10, options={"g": str(gop), **(options or {})})
+    cc = v.codec_context
+    cc.width, cc.height, cc.pix_fmt = w, h, pix_fmt
+    cc.time_base, v.time_base = tb, tb
+    if colorspace is not None:
+        cc.colorspace = colorspace
+    if color_range is not None:
+        cc.color_range = color_range
+    if rotation:
+        v.set_display_rotation(rotation)
+    v.metadata["language"] = "fra"
+    a = s = None
+    if audio:
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "mono"
+        a.metadata["language"] = "eng"
+    if subtitles:
+        s = out.add_mux_stream("subrip")
+    if chapters:
+        out.set_chapters([{"id": 1, "start": 0, "end": 500, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "one"}},
+                          {"id": 2, "start": 500, "end": pts[-1] + 100,
+                           "time_base": Fraction(1, 1000), "metadata": {"title": "two"}}])
+    fmt_in = "rgb24"
+    for i, t in enumerate(pts):
+        f = av.VideoFrame.from_ndarray(_pattern(i, w, h), format=fmt_in)
+        kw = {}
+        if colorspace is not None:
+            kw["dst_colorspace"] = {1: "ITU709", 5: "ITU601", 6: "ITU601", 9: "BT2020"}[
+                colorspace]
+        if color_range is not None:
+            kw["dst_color_range"] = av.video.reformatter.ColorRange(color_range)
+        f = f.reformat(format=pix_fmt, **kw)
+        f.pts, f.time_base = t, tb
+        for p in v.encode(f):
+            out.mux(p)
+    for p in v.encode(None):
+        out.mux(p)
+    if a is not None:
+        samples = int((pts[-1] + 100) / 1000 * 48000)
+        tone = (0.2 * np.sin(np.arange(samples) / 48000 * 2 * np.pi * 440)).astype(np.float32)
+        for k in range(0, samples, 1024):
+            fr = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp",
+                                            layout="mono")
+            fr.sample_rate, fr.pts = 48000, k
+            for p in a.encode(fr):
+                out.mux(p)
+        for p in a.encode(None):
+            out.mux(p)
+    if s is not None:
+        for k, text in enumerate(("hello", "world")):
+            pkt = av.Packet(f"{text}\n".encode())
+            pkt.pts = pkt.dts = k * 500
+            pkt.duration = 400
+            pkt.time_base = Fraction(1, 1000)
+            pkt.stream = s
+            out.mux(pkt)
+    out.close()
+    return pts
+
+
+def _frames(path: Path) -> list[tuple[int, np.ndarray]]:
+    with av.open(str(path)) as c:
+        return [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(c.streams.video[0])]
+
+
+def _video(path: Path):
+    c = av.open(str(path))
+    return c, c.streams.video[0]
+
+
+@pytest.fixture(scope="module")
+def bic2():
+    return upres.load("bicubic", scale=2)
+
+
+def test_real_clip_keeps_audio_packets_timestamps_and_sync(tmp_path, capsys):
+    src = VIDEO / "realshort.mp4"
+    out = tmp_path / "o.mp4"
+    assert main(["video", str(src), "-o", str(out), "-m", "bicubic", "-s", "2"]) == 0
+    assert "libx264 CRF 18" in capsys.readouterr().err  # the encoder is said once
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        va, vb = a.streams.video[0], b.streams.video[0]
+        assert (vb.codec_context.width, vb.codec_context.height) == (640, 480)
+        assert vb.time_base == va.time_base
+        assert vb.metadata["language"] == "eng"
+        pa = [f.pts for f in a.decode(va)]
+        pb = [f.pts for f in b.decode(vb)]
+        assert pa == pb  # every frame keeps its own timestamp
+        assert abs(a.duration - b.duration) <= 1e6 / 29.97  # container within one frame
+    with av.open(str(src)) as a, av.open(str(out)) as b:  # audio copied packet for packet
+        ka = [(p.pts, bytes(p)) for p in a.demux(a.streams.audio[0]) if p.size]
+        kb = [(p.pts, bytes(p)) for p in b.demux(b.streams.audio[0]) if p.size]
+        assert ka == kb
+        assert b.streams.audio[0].start_time == a.streams.audio[0].start_time
+        assert b.streams.video[0].start_time == a.streams.video[0].start_time
+
+
+def test_piece_of_real_footage_with_mp3(tmp_path, bic2):
+    src = VIDEO / "cockatoo.mp4"
+    out = upres.upscale_video(bic2, src, tmp_path / "p.mp4", frames=(100, 130), say=print)
+    with av.open(str(out)) as b:
+        v = b.streams.video[0]
+        pts = [f.pts for f in b.decode(v)]
+        assert len(pts) == 30 and pts[0] == 0 and np.all(np.diff(pts) == 512)
+        assert b.streams.audio[0].codec_context.name.startswith("mp3")
+    with av.open(str(out)) as b:
+        aud = [p.pts * p.time_base for p in b.demux(b.streams.audio[0]) if p.pts is not None]
+        # audio of the piece only, starting with it (to within one audio packet)
+        assert 0 <= float(aud[0]) < 0.08 and float(aud[-1]) < 30 / 20
+
+
+def test_variable_frame_rate_keeps_exact_timestamps(tmp_path, bic2):
+    pts = [0, 40, 90, 100, 260, 300, 310, 480, 500, 700, 710, 740]
+    make_clip(tmp_path / "vfr.mkv", pts=pts, gop=4)
+    out = upres.upscale_video(bic2, tmp_path / "vfr.mkv", tmp_path / "o.mkv")
+    got = [p for p, _ in _frames(out)]
+    assert got == pts
+    c, v = _video(out)
+    with c:
+        assert v.time_base == Fraction(1, 1000)
+
+
+def test_ten_bit_stays_ten_bit_and_network_sees_sixteen_bits(tmp_path, bic2):
+    src = tmp_path / "hdr.mkv"
+    make_clip(src, codec="libx265", pix_fmt="yuv420p10le", colorspace=9, n=8,
+              options={"x265-params": "log-level=error"})
+    meta = probe(src)
+    assert meta.bits == 10
+    _, _, rgb = next(decode_rgb(meta, meta.pts[0], meta.end))
+    assert rgb.dtype == np.uint16 and len(np.unique(rgb)) > 256  # not squeezed to 8 bits
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv")
+    c, v = _video(out)
+    with c:
+        assert v.codec_context.name == "hevc"
+        assert v.codec_context.pix_fmt == "yuv420p10le"
+        assert v.codec_context.colorspace == 9  # BT.2020 tag carried
+        f = next(c.decode(v))
+        assert f.format.name == "yuv420p10le"
+
+
+def test_bt709_full_range_keeps_colours_and_tags(tmp_path, bic2):
+    src = tmp_path / "pc.mp4"
+    make_clip(src, w=96, h=64, colorspace=1, color_range=2, pix_fmt="yuv444p", n=6)
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mp4")
+    c, v = _video(out)
+    with c:
+        assert v.codec_context.colorspace == 1 and v.codec_context.color_range == 2
+    a = [f for _, f in _frames(src)]
+    b = [f for _, f in _frames(out)]
+    meta_a, meta_b = probe(src), probe(out)
+    fa = next(decode_rgb(meta_a, meta_a.pts[0], meta_a.end))[2].astype(np.float64)
+    fb = next(decode_rgb(meta_b, meta_b.pts[0], meta_b.end))[2].astype(np.float64)
+    # mean colour of the upscaled frame equals the input's (no matrix/range shift)
+    assert np.abs(fa.mean(axis=(0, 1)) - fb.mean(axis=(0, 1))).max() < 1.0
+    assert len(a) == len(b)
+
+
+def test_rotation_is_applied_upright(tmp_path, bic2, capsys):
+    src = tmp_path / "rot.mp4"
+    make_clip(src, w=64, h=48, rotation=90, n=4)
+    meta = probe(src)
+    assert meta.rotation == 90 and (meta.width, meta.height) == (48, 64)
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mp4")
+    c, v = _video(out)
+    with c:
+        f = next(c.decode(v))
+        assert (f.width, f.height) == (96, 128) and not f.rotation
+    # the picture is the upright one: same as the input frame turned by its display matrix
+    up = next(decode_rgb(meta, meta.pts[0], meta.end))[2]
+    got = _frames(out)[0][1].astype(int)
+    want = imresize(up, 2).astype(int)
+    assert np.abs(got - want).mean() < 6
+
+
+def test_odd_output_size_is_padded_and_said(tmp_path, capsys):
+    src = tmp_path / "odd.mkv"
+    make_clip(src, w=33, h=25, pix_fmt="yuv444p", n=4)
+    up3 = upres.load("bicubic", scale=3)
+    notes: list[str] = []
+    out = upres.upscale_video(up3, src, tmp_path / "o.mp4", say=notes.append, pix_fmt="yuv420p")
+    c, v = _video(out)
+    with c:
+        assert (v.codec_context.width, v.codec_context.height) == (100, 76)
+    assert any("needs even sizes" in n and "99x75" in n for n in notes)
+
+
+def test_subtitles_chapters_and_metadata(tmp_path, bic2):
+    src = tmp_path / "s.mkv"
+    make_clip(src, audio=True, subtitles=True, title="Bird", chapters=True, n=10)
+    notes: list[str] = []
+    mkv = upres.upscale_video(bic2, src, tmp_path / "o.mkv", say=notes.append)
+    with av.open(str(mkv)) as c:
+        kinds = sorted(s.type for s in c.streams)
+        assert kinds == ["audio", "subtitle", "video"]
+        assert c.metadata.get("title") == "Bird"
+        assert [ch["metadata"].get("title") for ch in c.chapters()] == ["one", "two"]
+        sub = c.streams.subtitles[0]
+        assert [bytes(p).strip() for p in c.demux(sub) if p.size] == [b"hello", b"world"]
+    mp4 = upres.upscale_video(bic2, src, tmp_path / "o.mp4", say=notes.append)
+    with av.open(str(mp4)) as c:
+        # no subtitle stream (MP4 keeps the chapters as a text track of its own: "data")
+        assert sorted(s.type for s in c.streams if s.type != "data") == ["audio", "video"]
+        assert [ch["metadata"].get("title") for ch in c.chapters()] == ["one", "two"]
+        assert c.streams.audio[0].metadata.get("language") == "eng"
+    assert any("subtitle" in n and "dropped" in n for n in notes)
+
+
+def test_webm_reencodes_aac_audio_and_says_so(tmp_path, bic2):
+    src = tmp_path / "a.mp4"
+    make_clip(src, audio=True, n=6)
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / "o.webm", say=notes.append)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+        assert c.streams.audio[0].codec_context.name in ("opus", "libopus")
+    assert any("re-encoded to libopus" in n for n in notes)
+
+
+def test_bad_inputs_one_line_before_any_work(tmp_path, capsys):
+    (tmp_path / "text.mp4").write_text("not a video at all")
+    audio_only = tmp_path / "a.m4a"
+    with av.open(str(audio_only), "w", format="mp4") as out:
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "mono"
+        fr = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp",
+                                        layout="mono")
+        fr.sample_rate, fr.pts = 48000, 0
+        for p in [*a.encode(fr), *a.encode(None)]:
+            out.mux(p)
+    src = tmp_path / "ok.mkv"
+    make_clip(src, n=4)
+    cases = [(["video", str(tmp_path / "text.mp4")], "not a video file"),
+             (["video", str(audio_only)], "no video stream"),
+             (["video", str(tmp_path / "missing.mp4")], "no such file"),
+             (["video", str(src), "--max-pixels", "100"], "frames too large"),
+             (["video", str(src), "-o", str(tmp_path / "x.avi")], "unknown video container"),
+             (["video", str(src), "-o", str(tmp_path / "x.mp4"), "--codec", "prores"],
+              "cannot go into a mp4 file")]
+    for args, msg in cases:
+        capsys.readouterr()
+        assert main([*args, "-m", "bicubic", "-s", "2"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.m4a", "ok.mkv", "text.mp4"]
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    src = tmp_path / "c.mkv"
+    make_clip(src, n=4)
+    out = tmp_path / "c_x2.mkv"
+    out.write_bytes(b"mine")
+    assert main(["video", str(src), "-m", "bicubic", "-s", "2"]) == 1
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"mine"
+    assert main(["video", str(src), "-m", "bicubic", "-s", "2", "--overwrite", "-q"]) == 0
+    assert out.read_bytes() != b"mine"
+
+
+def test_damaged_input_names_the_time_and_keeps_the_work(tmp_path, capsys):
+    src = tmp_path / "long.mkv"
+    make_clip(src, n=60, w=96, h=64, gop=10)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(src.read_bytes()[: int(src.stat().st_size * 0.6)])
+    out = tmp_path / "cut_x2.mkv"
+    assert main(["video", str(cut), "-m", "bicubic", "-s", "2", "--segment-seconds",
+                 "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "damaged video at" in err[-1] and str(cut) in err[-1], err
+    assert not out.exists()
+    work = tmp_path / ".cut_x2.mkv.upres"
+    assert list(work.glob("seg-*.nut"))  # the part before the damage is kept
+
+
+def _resume_cmd(src: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "upres", "video", str(src), "-o", str(out), "-m", "fast-x2",
+            "-q", "--segment-seconds", "1"]
+
+
+def test_sigkill_then_resume_gives_identical_frames(tmp_path):
+    src = tmp_path / "clip.mkv"
+    make_clip(src, n=80, w=160, h=120, gop=10, audio=True)
+    ref = tmp_path / "ref.mkv"
+    subprocess.run(_resume_cmd(src, ref), check=True, timeout=600)
+    out = tmp_path / "out.mkv"
+    work = tmp_path / ".out.mkv.upres"
+    p = subprocess.Popen(_resume_cmd(src, out))
+    deadline = time.monotonic() + 300
+    while len(list(work.glob("seg-*-*[0-9].nut"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    assert not out.exists()
+    done = sorted(work.glob("seg-*-*[0-9].nut"))
+    assert 2 <= len(done) < 8, done  # killed mid-way, with segments committed
+    r = subprocess.run([a for a in _resume_cmd(src, out) if a != "-q"], check=True,
+                       timeout=600, capture_output=True, text=True)
+    assert f"{len(done)} already done (resuming)" in r.stderr
+    assert out.exists() and not work.exists()
+    a, b = _frames(ref), _frames(out)
+    assert [t for t, _ in a] == [t for t, _ in b] == [i * 100 for i in range(80)]
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
