@@ -6,19 +6,22 @@ Exit status: 0 all done, 1 some inputs failed (the rest still done), 2 usage err
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from upres.errors import UpresError
+
+if TYPE_CHECKING:
+    from upres.jobs import JobOptions, Row
 
 __all__ = ["main"]
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # upres.inference.upscaler.PRECISIONS, unimported
-_FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
-_RASTER_FORMATS = ("gtiff", "cog")  # upres.formats.geotiff.GEO_FORMATS, unimported
+_RASTER_FORMATS = ("gtiff", "cog")  # upres.jobs.RASTER_FORMATS, unimported
 
 
 def _err(msg: str) -> None:
@@ -30,101 +33,47 @@ class _UsageError(Exception):
 
 
 # -- upscale -----------------------------------------------------------------------------------
-def _collect_inputs(items: list[str], recursive: bool,
-                    raster: bool = False) -> list[tuple[Path, Path, bool]]:
-    """``(file, base, listed)`` triples; ``base`` is the folder the output tree mirrors from,
-    ``listed`` is True for files found by listing a folder or matching a pattern (False for a
-    file named on the command line)."""
-    from upres.formats import looks_like_input
+def _job_options(args: argparse.Namespace) -> JobOptions:
+    from upres.jobs import JobOptions
 
-    found: list[tuple[Path, Path, bool]] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            it = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in it if f.is_file() and not f.name.startswith(".")
-                           and looks_like_input(f, raster=raster))
-            if not files:
-                _err(f"{p}: no images in this folder")
-            found.extend((f, p, True) for f in files)
-        elif any(c in item for c in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
-            files = [m for m in matches if m.is_file()]
-            if not files:
-                _err(f"{item}: pattern matches no file")
-            found.extend((f, f.parent, True) for f in files)
-        else:
-            found.append((p, p.parent, False))
-    return found
+    return JobOptions(output=args.output, format=args.format, suffix=args.suffix,
+                      overwrite=args.overwrite, tile=args.tile, tile_overlap=args.tile_overlap,
+                      max_pixels=args.max_pixels, dicom_range=args.dicom_range,
+                      bands=tuple(args.bands or ()), value_range=args.value_range,
+                      overviews=args.overviews)
 
 
-def _drop_own_outputs(inputs: list[tuple[Path, Path, bool]], args: argparse.Namespace,
-                      scale: int) -> list[tuple[Path, Path]]:
-    """Leave out listed files that a run like this one wrote: those named with this run's
-    suffix whose output would land in their own folder (``bird_x4.png`` beside ``bird.png``),
-    and those inside an output folder that lies within the listed folder. A second run over the
-    same folder then does not upscale its own results. Named files are always kept."""
-    suffix = args.suffix.format(scale=scale)
-    out = Path(args.output).resolve() if args.output is not None else None
-    kept, dropped = [], 0
-    for src, base, listed in inputs:
-        if listed:
-            folder = src.resolve().parent
-            beside = _out_path(src, base, args, scale, False, "PNG").resolve().parent == folder
-            in_out = out is not None and base.resolve() in out.parents and (
-                folder == out or out in folder.parents)
-            if (suffix and beside and src.stem.endswith(suffix)) or in_out:
-                dropped += 1
-                continue
-        kept.append((src, base))
-    if dropped and not args.quiet:
-        _err(f"left out {dropped} file(s) that look like outputs of an earlier run (named "
-             f"*{suffix}.* beside their input, or inside the output folder); name them one by "
-             "one to upscale them anyway")
-    return kept
-
-
-def _out_path(src: Path, base: Path, args: argparse.Namespace, scale: int, single: bool,
-              src_format: str, kind: str = "image") -> Path:
-    from upres.formats import KIND_EXTS
-    from upres.formats.image import FORMAT_EXTS, format_for_suffix
-
-    if kind == "geotiff":  # any raster in, GeoTIFF out
-        ext = src.suffix.lower() if src.suffix.lower() in KIND_EXTS[kind] else ".tif"
-    elif kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
-        keep = KIND_EXTS[kind]
-        ext = src.suffix.lower() if src.suffix.lower() in keep else keep[0]
-        if src.suffix.lower() not in keep:  # IM0001, 1.2.840.1234.5 (UID names): keep it all
-            return _out_path(src.with_name(src.name + ext), base, args, scale, single,
-                             src_format, kind)
-    elif args.format == "same" or args.format in _RASTER_FORMATS:
-        ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
-        ext = ext or FORMAT_EXTS.get(src_format, ".png")
-    else:
-        ext = _FORMAT_EXT[args.format]
-    name = f"{src.stem}{args.suffix.format(scale=scale)}{ext}"
-    if args.output is None:
-        return src.parent / name
-    out = Path(args.output)
-    if single and (format_for_suffix(out) or out.suffix.lower() in KIND_EXTS["dicom"]):
-        keep = KIND_EXTS.get(kind)
-        if keep and out.suffix.lower() not in keep:
-            raise UpresError(f"{out}: {kind.upper()} input is written as {kind.upper()}; "
-                             f"name the output {out.stem}{keep[0]}")
-        return out
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
     try:
-        rel = src.parent.relative_to(base)
+        k, n = (int(v) for v in text.split("/"))
     except ValueError:
-        rel = Path()
-    return out / rel / name
+        raise _UsageError(f"--shard {text!r}: expected K/N (K from 0 to N-1)") from None
+    if n < 1 or not 0 <= k < n:
+        raise _UsageError(f"--shard {text!r}: K must be 0 to N-1 and N at least 1")
+    return k, n
+
+
+def _print_row(row: Row, quiet: bool, write: Callable[..., None]) -> None:
+    """One line per item, as the local run prints it."""
+    if row.status == "done":
+        for note in row.notes:
+            if not quiet:
+                write(f"upres: {note}", file=sys.stderr)
+        if not quiet:
+            n = f", {row.frames} frames" if row.frames else ""
+            write(f"{row.input} -> {row.output} ({row.width}x{row.height}{n})", file=sys.stdout)
+    elif row.status == "exists":
+        write(f"upres: {row.output}: exists, skipped (use --overwrite to replace it)",
+              file=sys.stderr)
+    else:
+        write(f"upres: {row.error}", file=sys.stderr)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
-    from upres import formats
-    from upres.convert import Session, is_network, upscale_document
-    from upres.formats.dicom import NOT_FOR_DIAGNOSIS
-    from upres.formats.image import format_for_suffix
+    from upres.jobs import collect_inputs, drop_own_outputs, process_item, shard_of
 
     if args.tile is not None and args.tile != 0 and args.tile < 16:
         raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
@@ -133,118 +82,92 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     except (KeyError, IndexError, ValueError) as exc:
         raise _UsageError(f"--suffix {args.suffix!r}: only {{scale}} may appear in braces "
                           f"({type(exc).__name__}: {exc})") from None
-    raster = args.format in _RASTER_FORMATS
-    inputs = _collect_inputs(args.inputs, args.recursive, raster)
-    if not inputs:
+    shard = _parse_shard(args.shard)
+    scaled_out = args.engine == "ray" or shard is not None
+    if scaled_out and (args.output is None or Path(args.output).suffix):
+        raise _UsageError("--engine ray and --shard write into an output folder: give -o DIR")
+    opts = _job_options(args)
+    items = collect_inputs(args.inputs, args.recursive, raster=opts.raster, say=_err)
+    if not items:
         return 1
     if args.bands:
         from upres.raster import parse_bands
 
         parse_bands(args.bands)  # a malformed --bands is one line before any work
+    model = args.model or f"x{args.scale or 4}"
     try:
-        up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
-                        precision=args.precision, scale=args.scale, backend=args.backend,
-                        ensemble=args.ensemble)
+        up = upres.load(model, device=args.device, precision=args.precision, scale=args.scale,
+                        backend=args.backend, ensemble=args.ensemble)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     if getattr(up, "precision_note", "") and not args.quiet:
         print(f"upres: {up.precision_note}", file=sys.stderr)
-    inputs = _drop_own_outputs(inputs, args, up.scale)
-    if not inputs:
+    items, dropped = drop_own_outputs(items, opts, up.scale)
+    if dropped and not args.quiet:
+        _err(f"left out {dropped} file(s) that look like outputs of an earlier run (named "
+             f"*{args.suffix.format(scale=up.scale)}.* beside their input, or inside the output "
+             "folder); name them one by one to upscale them anyway")
+    if not items:
         return 0
-    single = len(inputs) == 1
-    failed = 0
-    session = Session()
-    network = is_network(up)
     from tqdm import tqdm
 
-    bar = tqdm(inputs, unit="img", disable=args.quiet or not sys.stderr.isatty() or single,
-               dynamic_ncols=True)
-    for src, base in bar:
-        # The suffix decides the output format for "same"; the decoded format refines it below.
-        dst = _out_path(src, base, args, up.scale, single, format_for_suffix(src) or "PNG")
-        try:
-            if dst.exists() and not args.overwrite:
-                tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",
-                           file=sys.stderr)
-                continue
-            kind = formats.kind_of(src, raster=raster)
-            if kind == "geotiff":
-                dst = _upscale_raster(up, src, base, args, single)
-                w, h = _raster_size(dst)
-                if not args.quiet:
-                    tqdm.write(f"{src} -> {dst} ({w}x{h})", file=sys.stdout)
-                continue
-            if args.bands or args.value_range != "auto" or args.overviews:
-                raise UpresError(f"{src}: --bands, --value-range and --overviews apply to "
-                                 "rasters (GeoTIFF, or --format gtiff|cog)")
-            doc = formats.read(src, max_pixels=args.max_pixels)
-            if doc.kind != "image" and args.format != "same":
-                raise UpresError(f"{src}: {doc.kind.upper()} input is written as "
-                                 f"{doc.kind.upper()}; --format applies to ordinary images")
-            dst = _out_path(src, base, args, up.scale, single, getattr(doc.meta, "format", ""),
-                            doc.kind)
-            if dst.exists() and not args.overwrite:
-                tqdm.write(f"upres: {dst}: exists, skipped (use --overwrite to replace it)",
-                           file=sys.stderr)
-                continue
-            res = upscale_document(up, doc, tile=args.tile, tile_overlap=args.tile_overlap,
-                                   session=session, dicom_range=args.dicom_range)
-            if res.kind == "dicom" and network and not args.quiet:
-                for note in session.new_notes([NOT_FOR_DIAGNOSIS]):
-                    tqdm.write(f"upres: {note}", file=sys.stderr)
-            if not args.quiet:
-                for note in session.new_notes(getattr(res.meta, "notes", ())):
-                    tqdm.write(f"upres: {note} (first seen in {src})", file=sys.stderr)
-            formats.write(dst, res, overwrite=args.overwrite)
-            out = res.frames[0]
-        except _OutputExistsError as skip:
-            tqdm.write(f"upres: {skip.args[0]}: exists, skipped (use --overwrite to replace it)",
-                       file=sys.stderr)
-            continue
-        except UpresError as exc:
-            msg = str(exc)
-            tqdm.write("upres: " + (msg if msg.startswith((str(src), str(dst)))
-                                    else f"{src}: {msg}"), file=sys.stderr)
-            failed += 1
-            continue
-        except MemoryError:
-            tqdm.write(f"upres: {src}: out of memory (try a smaller --tile)", file=sys.stderr)
-            failed += 1
-            continue
-        if not args.quiet:
-            n = f", {len(res.frames)} frames" if len(res.frames) > 1 else ""
-            tqdm.write(f"{src} -> {dst} ({out.shape[1]}x{out.shape[0]}{n})", file=sys.stdout)
+    failed = 0
+    report = None
+    if scaled_out:
+        from upres.formats.files import sweep_stale
+        from upres.jobs.manifest import Report, job_params, open_job
+
+        params = job_params(model, up.scale, args.precision, args.ensemble, args.backend, opts)
+        job = open_job(args.output, items, params, overwrite=args.overwrite)
+        swept = sweep_stale(args.output, recursive=True)
+        if swept and not args.quiet:
+            _err(f"removed {len(swept)} temporary file(s) that killed runs left")
+        if shard is not None:
+            k, n = shard
+            items = [it for it in items if shard_of(it.rel, n) == k]
+            report = Report(job / f"report-shard-{k}-of-{n}.jsonl")
+        else:
+            report = Report(job / "report.jsonl")
+    counts = {"done": 0, "exists": 0, "failed": 0}
+    bar = tqdm(total=len(items), unit="img", dynamic_ncols=True,
+               disable=args.quiet or not sys.stderr.isatty() or len(items) == 1)
+
+    def on_rows(rows: list[Row]) -> None:
+        for row in rows:
+            counts[row.status] += 1
+            _print_row(row, args.quiet, tqdm.write)
+            bar.update(1)
+        if report is not None:
+            report.write(rows)
+
+    try:
+        if args.engine == "ray":
+            from upres.jobs.ray_engine import ModelSpec, run_ray
+
+            del up  # each worker loads its own
+            spec = ModelSpec(model=model, scale=args.scale, device=args.device,
+                             precision=args.precision, backend=args.backend,
+                             ensemble=args.ensemble)
+            run_ray(items, opts, spec, address=args.address, workers=args.workers,
+                    gpus_per_worker=args.gpus_per_worker, on_rows=on_rows,
+                    say=lambda m: None if args.quiet else _err(m))
+        else:
+            from upres.convert import Session
+
+            session = Session()
+            single = len(items) == 1 and not scaled_out
+            for it in items:
+                on_rows([process_item(up, it, opts, single=single, session=session)])
+    finally:
+        bar.close()
+        if report is not None:
+            report.close()
+    if scaled_out:  # what workers killed during this run left behind
+        sweep_stale(args.output, recursive=True)
+    failed = counts["failed"]
+    if scaled_out and not args.quiet:
+        _err(f"{counts['done']} done, {counts['exists']} already there, {failed} failed")
     return 1 if failed else 0
-
-
-def _upscale_raster(up, src: Path, base: Path, args: argparse.Namespace, single: bool) -> Path:
-    """One raster through :func:`upres.raster.upscale_raster`; returns the output path."""
-    from upres.raster import upscale_raster
-
-    if args.format not in ("same", *_RASTER_FORMATS):
-        raise UpresError(f"{src}: a GeoTIFF is written as GeoTIFF (--format gtiff or cog); "
-                         f"--format {args.format} would lose its georeferencing")
-    dst = _out_path(src, base, args, up.scale, single, "TIFF", "geotiff")
-    if dst.exists() and not args.overwrite:
-        raise _OutputExistsError(dst)
-    return upscale_raster(up, src, dst, fmt="cog" if args.format == "cog" else "gtiff",
-                          bands=args.bands, value_range=args.value_range,
-                          overviews=args.overviews, tile=args.tile,
-                          tile_overlap=args.tile_overlap, overwrite=args.overwrite,
-                          max_pixels=args.max_pixels,
-                          progress=not args.quiet and sys.stderr.isatty())
-
-
-def _raster_size(path: Path) -> tuple[int, int]:
-    from upres.formats.geotiff import GeoSource
-
-    with GeoSource(path, max_pixels=0) as g:
-        return g.meta.width, g.meta.height
-
-
-class _OutputExistsError(Exception):
-    """An output exists and --overwrite was not given: skip the input with a notice."""
 
 
 # -- video -------------------------------------------------------------------------------------
@@ -531,6 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DICOM values the network's 0..1 maps onto: the stored bit range "
                         "(default) or the range the file's frames use (better for data that "
                         "fills little of its bits, e.g. 16-bit MR using 0..1000)")
+    u.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (this process) or ray (a Ray cluster; needs -o DIR)")
+    u.add_argument("--address", default=None,
+                   help="--engine ray: auto (this machine's cluster) or HOST:PORT; default: "
+                        "start a local one")
+    u.add_argument("--workers", type=int, default=None,
+                   help="--engine ray: worker actors (default: one per CPU, or per GPU share)")
+    u.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="--engine ray: GPUs each worker takes (e.g. 0.5)")
+    u.add_argument("--shard", metavar="K/N",
+                   help="do only shard K (0..N-1) of N: a stable hash of each input's path "
+                        "(Slurm arrays, torchrun, several machines; needs -o DIR)")
     u.add_argument("--max-pixels", type=int, default=None,
                    help="refuse inputs with more pixels than this (default 200000000; "
                         "2000000000 for rasters, which are read window by window; 0 = no limit)")

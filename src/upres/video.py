@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from upres.errors import UpresError
-from upres.formats.files import check_writable
+from upres.formats.files import check_writable, commit, default_mode, sweep_stale, temp_path
 from upres.formats.video import (
     CONTAINERS,
     EncodeSettings,
@@ -216,13 +216,13 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
                          f"fails there); the frames before it are done and kept in {work} for a "
                          "run on a repaired file")
     seg_files = [_seg_file(work, seg) for seg in segments]
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part{dst.suffix}")
+    sweep_stale(dst.parent, dst.name)
+    tmp = temp_path(dst, dst.suffix)
     try:
         assemble(meta, seg_files, tmp, container, start=lo, stop=hi, settings=settings,
                  note=say)
-        check_writable(dst, overwrite)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dst)
+        os.chmod(tmp, default_mode())
+        commit(tmp, dst, overwrite=overwrite)
     except UpresError:
         raise
     except Exception as exc:
@@ -233,12 +233,6 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
             tmp.unlink()
     shutil.rmtree(work, ignore_errors=True)
     return dst
-
-
-def _umask() -> int:
-    from upres.formats.files import _umask as umask
-
-    return umask()
 
 
 def _encoder_size(pix_fmt: str, w: int, h: int) -> tuple[int, int]:

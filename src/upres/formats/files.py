@@ -1,15 +1,36 @@
-"""Writing a file safely: the one place every format writer ends (atomic, never overwriting)."""
+"""Writing a file safely: the one place every format writer ends (atomic, never overwriting).
+
+Every output is written under a hidden temporary name in its own folder,
+``.NAME.HOST-PID-RANDOM.part[SUFFIX]``, and then *committed*: without ``overwrite`` by a hard
+link to the output name (which fails if the name exists, so two attempts at the same output,
+on one machine or many sharing a file system, can never both write it) and the removal of the
+temporary; with ``overwrite`` by a rename over it. A killed writer leaves only its hidden
+temporary, which :func:`sweep_stale` removes later.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import tempfile
+import secrets
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from upres.errors import UpresError
 
-__all__ = ["atomic_write", "check_writable", "encode_and_write"]
+__all__ = ["OutputExistsError", "atomic_write", "check_writable", "commit", "default_mode",
+           "encode_and_write", "is_temporary", "sweep_stale", "temp_path"]
+
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+#: A temporary of another machine is taken as abandoned after this many seconds unchanged.
+STALE_SECONDS = 3600.0
+
+
+class OutputExistsError(UpresError):
+    """The output name is taken (by an earlier run, or another attempt that committed first)."""
 
 
 def _umask() -> int:
@@ -25,29 +46,126 @@ def _umask() -> int:
     return old
 
 
+def default_mode() -> int:
+    """The mode a plain ``open()`` gives a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
 def check_writable(path: Path, overwrite: bool) -> None:
-    """Raise UpresError if ``path`` exists and ``overwrite`` is False."""
+    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False."""
     if path.exists() and not overwrite:
-        raise UpresError(f"{path}: already exists (use --overwrite to replace it)")
+        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def temp_path(path: str | os.PathLike[str], suffix: str = "") -> Path:
+    """A fresh hidden temporary name beside ``path`` (this host, this process, random)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
+
+
+def is_temporary(f: Path) -> bool:
+    """Whether ``f`` is named like a :func:`temp_path`."""
+    return f.name.startswith(".") and ".part" in f.name and f.name.count(".") >= 3
+
+
+def _owner(f: Path) -> tuple[str, int] | None:
+    """``(host, pid)`` from a temporary's name, or None."""
+    try:
+        tag = f.name.rsplit(".part", 1)[0].rsplit(".", 1)[1]
+        host, pid, _ = tag.rsplit("-", 2)
+        return host, int(pid)
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike[str], name: str | None = None, *,
+                recursive: bool = False) -> list[Path]:
+    """Remove abandoned temporaries in ``folder`` (only those of output ``name``, if given):
+    those of a process of this host that is gone, and those of other hosts (or older naming)
+    unchanged for :data:`STALE_SECONDS`. Returns what was removed."""
+    d = Path(folder)
+    if not d.is_dir():
+        return []
+    pattern = f".{name}.*.part*" if name else ".*.part*"
+    gone = []
+    now = time.time()
+    for f in (d.rglob(pattern) if recursive else d.glob(pattern)):
+        if not f.is_file() or not is_temporary(f):
+            continue
+        owner = _owner(f)
+        if owner and owner[0] == _HOST:
+            stale = owner[1] != os.getpid() and not _alive(owner[1])
+        else:
+            try:
+                stale = now - f.stat().st_mtime > STALE_SECONDS
+            except OSError:
+                continue
+        if stale:
+            with contextlib.suppress(OSError):
+                f.unlink()
+                gone.append(f)
+    return gone
+
+
+def commit(tmp: Path, path: Path, *, overwrite: bool = False) -> Path:
+    """Give the finished temporary ``tmp`` the name ``path`` (see the module docstring).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False (``tmp`` is removed).
+        OSError: the file system refused.
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return path
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)") \
+            from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                             errno.EMLINK):
+            raise
+        # a file system without hard links: check, then rename (not safe against a second
+        # writer committing at the same instant)
+        check_writable(path, False)
+        os.replace(tmp, path)
+        return path
+    tmp.unlink()
+    return path
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
-    failed or killed write never leaves a half-written file; an existing file is replaced only
-    if ``overwrite``. The file gets the mode a plain ``open()`` would give it (the replaced
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a commit, so
+    a failed or killed write never leaves a half-written file; an existing file is replaced
+    only if ``overwrite``. The file gets the mode a plain ``open()`` would give it (the replaced
     file's mode, or 0666 less the umask)."""
     p = Path(path)
     check_writable(p, overwrite)
     tmp = None
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        mode = (p.stat().st_mode & 0o777) if p.exists() else 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+        mode = (p.stat().st_mode & 0o777) if p.exists() else default_mode()
+        tmp = temp_path(p)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, mode)
-        check_writable(p, overwrite)
-        os.replace(tmp, p)
+        commit(tmp, p, overwrite=overwrite)
+    except UpresError:
+        raise
     except OSError as exc:  # read-only folder, disk full, permission denied
         raise UpresError(f"{p}: cannot write ({exc.strerror or exc})") from None
     finally:

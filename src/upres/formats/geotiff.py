@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from upres.errors import UnsupportedImageError, UpresError
-from upres.formats.files import check_writable
+from upres.formats.files import check_writable, commit, default_mode, sweep_stale, temp_path
 
 __all__ = ["GDAL_EXTS", "GEO_FORMATS", "GeoMeta", "GeoSink", "GeoSource", "is_geotiff",
            "output_block"]
@@ -300,8 +300,9 @@ def _predictor(dtype: str) -> int:
 
 class GeoSink:
     """The output raster, written window by window under a temporary name in the output's
-    folder (``.NAME.PID.part``); :meth:`commit` builds overviews (``overviews``), makes the
-    Cloud-Optimised copy (``fmt="cog"``) and renames it to ``path``. Leaving without commit
+    folder (:func:`~upres.formats.files.temp_path`); :meth:`commit` builds overviews
+    (``overviews``), makes the Cloud-Optimised copy (``fmt="cog"``) and commits it to
+    ``path`` (:func:`~upres.formats.files.commit`). Leaving without commit
     (an error, Ctrl-C) removes the temporary; a SIGKILL leaves only the hidden temporary, which
     the next run for the same output removes. Nothing ever carries ``path`` half-written.
 
@@ -321,8 +322,8 @@ class GeoSink:
         self.path, self.meta, self.fmt, self.overviews = Path(path), meta, fmt, overviews
         self.overwrite = overwrite
         check_writable(self.path, overwrite)
-        sweep_stale(self.path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        sweep_stale(self.path.parent, self.path.name)
+        self.tmp = temp_path(self.path)
         block = output_block(meta.scale)
         profile: dict[str, Any] = {
             "driver": "GTiff", "width": meta.width, "height": meta.height, "count": meta.count,
@@ -406,15 +407,14 @@ class GeoSink:
                                             else Resampling.average)
             self._stack.close()
             if self.fmt == "cog":
-                final = self.tmp.with_name(self.tmp.name + ".cog")
+                final = temp_path(self.path, ".cog")
                 with _env():
                     rio_copy(self.tmp, final, driver="COG", compress="deflate",
                              predictor=_predictor(m.dtype), blocksize=512, bigtiff="if_safer",
                              overview_resampling="nearest" if m.colormaps else "average")
                 os.unlink(self.tmp)
-            os.chmod(final, 0o666 & ~_umask())
-            check_writable(self.path, self.overwrite)
-            os.replace(final, self.path)
+            os.chmod(final, default_mode())
+            commit(final, self.path, overwrite=self.overwrite)
         except UpresError:
             self.abort(final)
             raise
@@ -434,12 +434,6 @@ class GeoSink:
                 os.unlink(str(f) + ".msk")
 
 
-def _umask() -> int:
-    from upres.formats.files import _umask as umask
-
-    return umask()
-
-
 def overview_factors(width: int, height: int, smallest: int = 512) -> list[int]:
     """2, 4, 8, ... until the overview fits in ``smallest`` pixels on its longer side."""
     out, f = [], 2
@@ -447,29 +441,3 @@ def overview_factors(width: int, height: int, smallest: int = 512) -> list[int]:
         out.append(f)
         f *= 2
     return out
-
-
-def sweep_stale(path: Path) -> list[Path]:
-    """Remove the temporaries that killed runs left for ``path`` (``.NAME.PID.part*`` whose
-    process is gone); returns what was removed."""
-    gone = []
-    if not path.parent.is_dir():
-        return gone
-    for f in path.parent.glob(f".{path.name}.*.part*"):
-        pid = f.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            f.unlink()
-            gone.append(f)
-    return gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

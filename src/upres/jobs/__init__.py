@@ -1,0 +1,266 @@
+"""Many inputs -> many outputs: which files, what each is called, one item through the
+pipeline, and what "done" means. The command line, the Ray workers and ``--shard`` processes
+all use these, so a file is named, skipped, written and reported the same way everywhere.
+
+An item is done when its output file exists: outputs are committed by
+:func:`upres.formats.files.commit` (a hard link to the output name, which fails if the name is
+taken), so two attempts at one item, on one machine or on many sharing a file system, cannot
+both write it, and a half-written file never carries the output name.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from upres.errors import UpresError
+
+__all__ = ["FORMAT_EXT", "RASTER_FORMATS", "Item", "JobOptions", "Row", "collect_inputs",
+           "drop_own_outputs", "out_path", "process_item", "shard_of"]
+
+#: ``--format`` -> output suffix for ordinary images.
+FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+#: ``--format`` values that write GeoTIFF (upres.formats.geotiff.GEO_FORMATS, unimported).
+RASTER_FORMATS = ("gtiff", "cog")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How every item of a job is upscaled and named (the ``upres upscale`` options that are
+    not the model). Frozen and picklable: Ray workers get a copy."""
+
+    output: str | None = None
+    format: str = "same"
+    suffix: str = "_x{scale}"
+    overwrite: bool = False
+    tile: int | None = None
+    tile_overlap: int = 16
+    max_pixels: int | None = None
+    dicom_range: str = "stored"
+    bands: tuple[str, ...] = ()
+    value_range: str = "auto"
+    overviews: bool = False
+
+    @property
+    def raster(self) -> bool:
+        return self.format in RASTER_FORMATS
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: ``src``; ``base``, the folder the output tree mirrors from; ``listed``: found
+    by listing a folder or a pattern (False for a file named on the command line)."""
+
+    src: Path
+    base: Path
+    listed: bool = True
+
+    @property
+    def rel(self) -> str:
+        """The input's path relative to its base, with ``/`` (stable across machines)."""
+        try:
+            return self.src.relative_to(self.base).as_posix()
+        except ValueError:
+            return self.src.name
+
+
+@dataclass
+class Row:
+    """What became of one item: ``status`` ``done``, ``exists`` (skipped: the output was
+    there) or ``failed`` (``error``: one line); the output's size in bytes and pixels, and the
+    seconds it took. ``notes``: one-line remarks to show once per run."""
+
+    input: str
+    output: str | None
+    status: str
+    seconds: float = 0.0
+    bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    worker: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
+
+
+def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
+                   say: Callable[[str], None] = print) -> list[Item]:
+    """Files, folders (listed, recursively with ``recursive``; hidden files left out) and
+    glob patterns -> items, in order. An empty folder or pattern is said, not fatal."""
+    from upres.formats import looks_like_input
+
+    found: list[Item] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            files = sorted(f for f in it if f.is_file() and not f.name.startswith(".")
+                           and looks_like_input(f, raster=raster))
+            if not files:
+                say(f"{p}: no images in this folder")
+            found.extend(Item(f, p, True) for f in files)
+        elif any(c in item for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                say(f"{item}: pattern matches no file")
+            found.extend(Item(f, f.parent, True) for f in files)
+        else:
+            found.append(Item(p, p.parent, False))
+    return found
+
+
+def drop_own_outputs(items: list[Item], opts: JobOptions, scale: int
+                     ) -> tuple[list[Item], int]:
+    """Leave out listed files that a run like this one wrote: those named with this run's
+    suffix whose output would land in their own folder (``bird_x4.png`` beside ``bird.png``),
+    and those inside an output folder that lies within the listed folder. A second run over the
+    same folder then does not upscale its own results. Named files are always kept. Returns
+    ``(kept, number left out)``."""
+    suffix = opts.suffix.format(scale=scale)
+    out = Path(opts.output).resolve() if opts.output is not None else None
+    kept, dropped = [], 0
+    for it in items:
+        if it.listed:
+            folder = it.src.resolve().parent
+            beside = out_path(it.src, it.base, opts, scale, False, "PNG").resolve().parent \
+                == folder
+            in_out = out is not None and it.base.resolve() in out.parents and (
+                folder == out or out in folder.parents)
+            if (suffix and beside and it.src.stem.endswith(suffix)) or in_out:
+                dropped += 1
+                continue
+        kept.append(it)
+    return kept, dropped
+
+
+def out_path(src: Path, base: Path, opts: JobOptions, scale: int, single: bool,
+             src_format: str, kind: str = "image") -> Path:
+    """The output file of ``src``: ``{stem}{suffix}{ext}`` beside it, in the output folder
+    (mirroring the tree under ``base``), or the output path itself for a single input.
+
+    Raises:
+        UpresError: a single output whose suffix does not fit the input's kind.
+    """
+    from upres.formats import KIND_EXTS
+    from upres.formats.image import FORMAT_EXTS, format_for_suffix
+
+    if kind == "geotiff":  # any raster in, GeoTIFF out
+        ext = src.suffix.lower() if src.suffix.lower() in KIND_EXTS[kind] else ".tif"
+    elif kind != "image":  # DICOM stays DICOM, a scientific TIFF stays TIFF
+        keep = KIND_EXTS[kind]
+        ext = src.suffix.lower() if src.suffix.lower() in keep else keep[0]
+        if src.suffix.lower() not in keep:  # IM0001, 1.2.840.1234.5 (UID names): keep it all
+            return out_path(src.with_name(src.name + ext), base, opts, scale, single,
+                            src_format, kind)
+    elif opts.format == "same" or opts.format in RASTER_FORMATS:
+        ext = src.suffix.lower() if src.suffix.lower() in (".jpeg", ".tif") else None
+        ext = ext or FORMAT_EXTS.get(src_format, ".png")
+    else:
+        ext = FORMAT_EXT[opts.format]
+    name = f"{src.stem}{opts.suffix.format(scale=scale)}{ext}"
+    if opts.output is None:
+        return src.parent / name
+    out = Path(opts.output)
+    if single and (format_for_suffix(out) or out.suffix.lower() in KIND_EXTS["dicom"]):
+        keep = KIND_EXTS.get(kind)
+        if keep and out.suffix.lower() not in keep:
+            raise UpresError(f"{out}: {kind.upper()} input is written as {kind.upper()}; "
+                             f"name the output {out.stem}{keep[0]}")
+        return out
+    try:
+        rel = src.parent.relative_to(base)
+    except ValueError:
+        rel = Path()
+    return out / rel / name
+
+
+def shard_of(rel: str, n: int) -> int:
+    """Which of ``n`` shards (0..n-1) an input belongs to: a stable hash of its path relative to
+    its base, the same on every machine and in every run."""
+    return int(hashlib.sha256(rel.encode()).hexdigest()[:16], 16) % n
+
+
+def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
+                 session: Any = None) -> Row:
+    """Read, upscale and write one item (any kind: image, DICOM, scientific TIFF, GeoTIFF);
+    never raises for a bad input: the row says what happened."""
+    from upres import formats
+    from upres.convert import Session, is_network, upscale_document
+    from upres.formats.dicom import NOT_FOR_DIAGNOSIS
+    from upres.formats.files import OutputExistsError
+    from upres.formats.image import format_for_suffix
+
+    t0 = time.perf_counter()
+    src = item.src
+    session = session or Session()
+    dst: Path | None = None
+    row = Row(input=str(src), output=None, status="failed")
+    try:
+        # The suffix decides the output format for "same"; the decoded format refines it.
+        dst = out_path(src, item.base, opts, up.scale, single, format_for_suffix(src) or "PNG")
+        if dst.exists() and not opts.overwrite:
+            raise OutputExistsError(str(dst))
+        kind = formats.kind_of(src, raster=opts.raster)
+        if kind == "geotiff":
+            from upres.raster import upscale_raster
+
+            if opts.format not in ("same", *RASTER_FORMATS):
+                raise UpresError(f"{src}: a GeoTIFF is written as GeoTIFF (--format gtiff or "
+                                 f"cog); --format {opts.format} would lose its georeferencing")
+            dst = out_path(src, item.base, opts, up.scale, single, "TIFF", "geotiff")
+            if dst.exists() and not opts.overwrite:
+                raise OutputExistsError(str(dst))
+            upscale_raster(up, src, dst, fmt="cog" if opts.format == "cog" else "gtiff",
+                           bands=list(opts.bands), value_range=opts.value_range,
+                           overviews=opts.overviews, tile=opts.tile,
+                           tile_overlap=opts.tile_overlap, overwrite=opts.overwrite,
+                           max_pixels=opts.max_pixels)
+            from upres.formats.geotiff import GeoSource
+
+            with GeoSource(dst, max_pixels=0) as g:
+                row.width, row.height = g.meta.width, g.meta.height
+        else:
+            if opts.bands or opts.value_range != "auto" or opts.overviews:
+                raise UpresError(f"{src}: --bands, --value-range and --overviews apply to "
+                                 "rasters (GeoTIFF, or --format gtiff|cog)")
+            doc = formats.read(src, max_pixels=opts.max_pixels)
+            if doc.kind != "image" and opts.format != "same":
+                raise UpresError(f"{src}: {doc.kind.upper()} input is written as "
+                                 f"{doc.kind.upper()}; --format applies to ordinary images")
+            dst = out_path(src, item.base, opts, up.scale, single,
+                           getattr(doc.meta, "format", ""), doc.kind)
+            if dst.exists() and not opts.overwrite:
+                raise OutputExistsError(str(dst))
+            res = upscale_document(up, doc, tile=opts.tile, tile_overlap=opts.tile_overlap,
+                                   session=session, dicom_range=opts.dicom_range)
+            if res.kind == "dicom" and is_network(up):
+                row.notes += session.new_notes([NOT_FOR_DIAGNOSIS])
+            row.notes += [f"{n} (first seen in {src})"
+                          for n in session.new_notes(getattr(res.meta, "notes", ()))]
+            formats.write(dst, res, overwrite=opts.overwrite)
+            out = res.frames[0]
+            row.height, row.width = out.shape[0], out.shape[1]
+            row.frames = len(res.frames) if len(res.frames) > 1 else None
+        row.status = "done"
+        row.bytes = dst.stat().st_size
+    except OutputExistsError:
+        row.status = "exists"
+    except UpresError as exc:
+        msg = str(exc)
+        row.error = msg if msg.startswith((str(src), str(dst))) else f"{src}: {msg}"
+    except MemoryError:
+        row.error = f"{src}: out of memory (try a smaller --tile)"
+    row.output = str(dst) if dst is not None else None
+    row.seconds = round(time.perf_counter() - t0, 4)
+    row.worker = f"{os.uname().nodename}:{os.getpid()}"
+    return row

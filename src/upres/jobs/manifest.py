@@ -1,0 +1,123 @@
+"""The job folder of a scaled-out run: ``OUT/.upres-job/``.
+
+``manifest.json``: the parameters that decide the outputs' bytes (model and a hash of its
+weights, scale, tile, format, ... and the upres version), their hash, and the number of inputs
+and a hash of their sorted relative paths; ``inputs.txt``: those paths, one per line. A run
+into a folder that holds the manifest of other parameters is refused (one line) unless
+``--overwrite``; a run with the same parameters does only what is missing (the output files
+are the truth). ``report*.jsonl``: one JSON object per item and run (input, status, output,
+bytes, seconds, error), appended by the driver of a Ray run, or by each ``--shard`` process
+into its own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from upres.errors import UpresError
+from upres.formats.files import OutputExistsError, commit, temp_path
+from upres.jobs import Item, JobOptions, Row
+
+__all__ = ["JOB_DIR", "Report", "job_params", "open_job"]
+
+JOB_DIR = ".upres-job"
+
+
+def _weights_hash(model: str) -> str:
+    from upres.api import resolve_weights
+    from upres.models.zoo import BASELINES
+
+    if model in BASELINES:
+        return model
+    try:
+        path = resolve_weights(model)
+    except UpresError:
+        return model
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def job_params(model: str, scale: int, precision: str, ensemble: int, backend: str,
+               opts: JobOptions) -> dict[str, Any]:
+    """What decides the outputs' bytes, as a JSON-able dict."""
+    import upres
+
+    o = {k: v for k, v in opts.__dict__.items() if k not in ("overwrite", "output")}
+    return {"model": model, "weights_sha256": _weights_hash(model), "scale": scale,
+            "precision": precision, "ensemble": ensemble, "backend": backend,
+            "upres": upres.__version__, **{k: list(v) if isinstance(v, tuple) else v
+                                            for k, v in o.items()}}
+
+
+def _write_once(path: Path, text: str) -> bool:
+    """Create ``path`` with ``text`` unless it exists (atomic, no clobber); True if created."""
+    tmp = temp_path(path)
+    tmp.write_text(text)
+    try:
+        commit(tmp, path)
+    except OutputExistsError:
+        return False
+    return True
+
+
+def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[str, Any], *,
+             overwrite: bool = False) -> Path:
+    """Create or check the job folder of ``out_dir``; returns it.
+
+    Raises:
+        UpresError: the folder holds a job of other parameters (and not ``overwrite``), or
+            one over another set of inputs.
+    """
+    d = Path(out_dir) / JOB_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    rels = sorted(it.rel for it in items)
+    blob = "\n".join(rels) + ("\n" if rels else "")
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    manifest = {"params_sha256": key, "params": params, "inputs": len(rels),
+                "inputs_sha256": hashlib.sha256(blob.encode()).hexdigest()}
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    mf = d / "manifest.json"
+    if not _write_once(mf, text):
+        try:
+            old = json.loads(mf.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("params_sha256") != key:
+            changed = sorted(k for k in set(params) | set(old.get("params", {}))
+                             if params.get(k) != old.get("params", {}).get(k))
+            if not overwrite:
+                raise UpresError(f"{out_dir}: holds a job run with other parameters "
+                                 f"({', '.join(changed) or 'unknown'} differ); use the same "
+                                 "parameters, another output folder, or --overwrite")
+            tmp = temp_path(mf)
+            tmp.write_text(text)
+            os.replace(tmp, mf)
+    inputs = d / "inputs.txt"
+    if not inputs.exists() or inputs.read_text() != blob:
+        tmp = temp_path(inputs)
+        tmp.write_text(blob)
+        os.replace(tmp, inputs)
+    return d
+
+
+class Report:
+    """Appends rows as JSON lines to ``path`` (one writer per file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.f = open(path, "a", buffering=1)  # noqa: SIM115 (closed by close())
+
+    def write(self, rows: Iterable[Row]) -> None:
+        for r in rows:
+            self.f.write(json.dumps(r.to_json()) + "\n")
+
+    def close(self) -> None:
+        self.f.close()
