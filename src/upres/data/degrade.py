@@ -24,9 +24,25 @@ import numpy as np
 from upres.resize import imresize
 
 __all__ = [
-    "Pipeline", "add_gaussian_noise", "add_poisson_noise", "anisotropic_gaussian_kernel",
-    "bicubic_down", "blur", "gaussian_kernel", "jpeg", "modcrop", "random_blur", "random_jpeg",
-    "random_noise", "random_resize", "resize", "second_order",
+    "DEGRADATIONS",
+    "Mixture",
+    "Pipeline",
+    "add_gaussian_noise",
+    "add_poisson_noise",
+    "anisotropic_gaussian_kernel",
+    "bicubic_down",
+    "blur",
+    "degradation",
+    "gaussian_kernel",
+    "jpeg",
+    "modcrop",
+    "photo_mix",
+    "random_blur",
+    "random_jpeg",
+    "random_noise",
+    "random_resize",
+    "resize",
+    "second_order",
 ]
 
 Rng = np.random.Generator
@@ -216,3 +232,54 @@ def second_order(scale: int) -> Pipeline:
         after=(random_jpeg,),
         final_kernels=("bicubic", "bilinear", "area"),
     )
+
+
+def _maybe(p: float, step: Step) -> Step:
+    """``step`` with probability ``p``, else nothing."""
+    def run(img: np.ndarray, rng: Rng) -> np.ndarray:
+        return step(img, rng) if rng.random() < p else img
+    return run
+
+
+def one_pass(scale: int) -> Pipeline:
+    """An everyday camera or web photo: maybe a blur (p 0.5, sigma 0.2-2.5 HR pixels), a
+    bicubic downscale, maybe noise (p 0.6, Gaussian sigma 0.5-10 levels or Poisson), maybe
+    JPEG (p 0.7, quality 40-95); each drawn independently."""
+    return Pipeline(
+        scale=scale,
+        steps=(_maybe(0.5, lambda x, r: random_blur(x, r, sigma=(0.2, 2.5))),),
+        after=(_maybe(0.6, lambda x, r: random_noise(x, r, sigma=(0.5 / 255, 10 / 255),
+                                                     poisson=(0.05, 1.0))),
+               _maybe(0.7, lambda x, r: random_jpeg(x, r, quality=(40, 95)))),
+        final_kernels=("bicubic",),
+    )
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """One of ``parts`` per call, drawn with ``weights``: ``__call__(hr, rng)`` as
+    :class:`Pipeline`'s."""
+
+    scale: int
+    parts: tuple[Callable[[np.ndarray, Rng], np.ndarray], ...]
+    weights: tuple[float, ...]
+
+    def __call__(self, hr: np.ndarray, rng: Rng) -> np.ndarray:
+        w = np.asarray(self.weights, dtype=np.float64)
+        k = int(rng.choice(len(self.parts), p=w / w.sum()))
+        return self.parts[k](hr, rng)
+
+
+def photo_mix(scale: int) -> Mixture:
+    """Photos as users bring them, from clean to badly damaged: half Real-ESRGAN's second-order
+    pipeline (:func:`second_order`), half one everyday pass (:func:`one_pass`)."""
+    return Mixture(scale=scale, parts=(second_order(scale), one_pass(scale)), weights=(1, 1))
+
+
+#: ``data.degradation`` names with a pipeline (``bicubic`` has none: MATLAB bicubic LR).
+DEGRADATIONS = {"second_order": second_order, "photo_mix": photo_mix}
+
+
+def degradation(name: str, scale: int) -> Callable[[np.ndarray, Rng], np.ndarray] | None:
+    """The pipeline of ``data.degradation`` ``name`` at ``scale`` (None for ``bicubic``)."""
+    return DEGRADATIONS[name](scale) if name in DEGRADATIONS else None

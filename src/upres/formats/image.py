@@ -28,7 +28,8 @@ from upres.formats.files import atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "encode_image",
-    "format_for_suffix", "read_image", "read_image_info", "read_rgb8", "to_8bit", "write_image",
+    "format_for_suffix", "jpeg_quality_of", "read_image", "read_image_info", "read_rgb8",
+    "to_8bit", "write_image",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -48,7 +49,9 @@ class ImageInfo:
     ``format``: PIL format name (``PNG``, ``JPEG``, ...); ``bit_depth``: 8 or 16;
     ``icc_profile``: the colour profile to carry (None if none); ``exif``: EXIF bytes with the
     orientation reset to 1 (the pixels are already upright), or None; ``dpi``: the print
-    resolution ``(x, y)`` in dots per inch, or None. An ordinary image's print DPI is kept as it
+    resolution ``(x, y)`` in dots per inch, or None; ``jpeg_quality``: for a JPEG, the IJG quality
+    (1-100) its luminance quantisation table corresponds to (what photo models' automatic
+    clean-up strength reads), else None. An ordinary image's print DPI is kept as it
     is by an upscale (the print gets larger, not finer); physical pixel sizes of scientific
     images are handled by :mod:`upres.formats.tiff`.
     """
@@ -58,11 +61,37 @@ class ImageInfo:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    jpeg_quality: int | None = None
 
 
 def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
     """The image format a file name's suffix names (``"PNG"``, ``"JPEG"``, ...), or None."""
     return _SUFFIX_FORMAT.get(Path(path).suffix.lower())
+
+
+# The IJG (libjpeg) luminance table at quality 50, row by row.
+_IJG_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+                      14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+                      18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                      49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+                     dtype=np.float64)
+
+
+def jpeg_quality_of(img: Image.Image) -> int | None:
+    """The IJG quality (1-100) whose scaled luminance table is closest to an open JPEG's own
+    (what cameras and libjpeg write; other encoders' tables get the nearest), or None."""
+    tables = getattr(img, "quantization", None)
+    if not tables:
+        return None
+    q = np.sort(np.asarray(tables[min(tables)], dtype=np.float64))
+    if q.size != 64:
+        return None
+    errs = []
+    for quality in range(1, 101):
+        s = 5000 / quality if quality < 50 else 200 - 2 * quality
+        t = np.clip(np.floor((_IJG_LUMA * s + 50) / 100), 1, 255)
+        errs.append(float(np.abs(np.sort(t) - q).mean()))
+    return int(np.argmin(errs)) + 1
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -201,6 +230,7 @@ def read_image_info(path: str | os.PathLike[str], *,
             Image.MAX_IMAGE_PIXELS = None  # our own limit was checked in _open
             fmt = img.format or "PNG"
             dpi = _dpi(img)
+            quality = jpeg_quality_of(img) if fmt == "JPEG" else None
             frames = int(getattr(img, "n_frames", 1) or 1)
             if frames > 1 and fmt in ("GIF", "PNG", "WEBP"):
                 raise UnsupportedImageError(f"{p}: animated {fmt} ({frames} frames); only still "
@@ -229,7 +259,7 @@ def read_image_info(path: str | os.PathLike[str], *,
     # A TIFF's "EXIF" is its own directory of layout tags: carry none of it.
     exif_bytes = exif.tobytes() if len(exif) and fmt != "TIFF" else None
     info = ImageInfo(format=fmt, bit_depth=16 if arr.dtype == np.uint16 else 8,
-                     icc_profile=icc, exif=exif_bytes, dpi=dpi)
+                     icc_profile=icc, exif=exif_bytes, dpi=dpi, jpeg_quality=quality)
     return arr, info
 
 

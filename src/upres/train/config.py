@@ -37,6 +37,7 @@ class DataConfig:
     train: tuple[str, ...] = ("../shared/data/train",)
     train_lr: tuple[str, ...] = ()  # paired LR folders, one per train folder (default: bicubic)
     degradation: str = "bicubic"  # bicubic (MATLAB, the classic task) | second_order (blind)
+    #                              | photo_mix (half second_order, half one everyday pass)
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
@@ -175,9 +176,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.data.degradation not in ("bicubic", "second_order"):
-        raise UpresError(f"config key 'data.degradation': bicubic or second_order, got "
-                         f"{cfg.data.degradation!r}")
+    if cfg.data.degradation not in ("bicubic", "second_order", "photo_mix"):
+        raise UpresError(f"config key 'data.degradation': bicubic, second_order or photo_mix, "
+                         f"got {cfg.data.degradation!r}")
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")

@@ -271,12 +271,12 @@ class Trainer:
         # The data first: a damaged or missing image stops the run before it writes anything, so
         # the folder stays free for the corrected run (the CLI refuses folders holding a run).
         t0 = time.time()
-        from upres.data.degrade import second_order
+        from upres.data.degrade import degradation
 
         data = PairedPatchSampler(
             cfg.data.train, scale=cfg.scale, patch=cfg.data.patch,
             lr_folders=cfg.data.train_lr or None,
-            degrade=second_order(cfg.scale) if cfg.data.degradation == "second_order" else None,
+            degrade=degradation(cfg.data.degradation, cfg.scale),
             workers=torch.get_num_threads(), variants=cfg.data.variants, seed=cfg.seed,
             rescale=cfg.data.rescale)
         self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]

@@ -1,0 +1,190 @@
+"""Clean-up strength for photo models (issue 22): weights interpolated between two trained
+networks, and an estimate of how damaged an input is.
+
+A photo model ``photo-x{s}`` is stored as its strong-clean-up endpoint; its card names the
+clean endpoint (``denoise_base``, the bicubic-trained ``x{s}`` it was fine-tuned from). Strength
+``t`` in [0, 1] runs the network whose every weight is ``(1 - t) * base + t * photo`` (ESRGAN's
+network interpolation): computed once per strength, so every strength runs at the same speed,
+and ``t = 0`` gives exactly ``x{s}``'s output, ``t = 1`` the photo model's.
+
+``auto`` picks ``t`` per image from :func:`damage`: the noise level measured on flat regions
+(Immerkaer's fast estimator, after Liu et al.'s idea of using low-texture patches), the JPEG
+blockiness of the pixels, and for a JPEG file the quality its quantisation tables say. The map
+from those to ``t`` (:func:`strength_for`) was fitted on the 291 training images degraded by
+known amounts (``scripts/fit_denoise.py``), never on benchmark images.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Damage", "PhotoUpscaler", "blockiness", "damage", "jpeg_quality", "noise_sigma",
+           "strength_for"]
+
+
+def _luma(img: np.ndarray) -> np.ndarray:
+    """``(H, W[, C])`` uint8/uint16/float -> float64 luma on 0..255."""
+    a = np.asarray(img)
+    peak = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255 / 65535}.get(a.dtype, 255.0)
+    a = a.astype(np.float64) * peak
+    if a.ndim == 3 and a.shape[2] >= 3:
+        return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114
+    return a[:, :, 0] if a.ndim == 3 else a
+
+
+def noise_sigma(img: np.ndarray) -> float:
+    """Gaussian noise sigma (levels of 255) of an image: Immerkaer's Laplacian-difference
+    estimator over its flattest pixels (the half with the smallest gradient)."""
+    from scipy.ndimage import convolve, sobel
+
+    y = _luma(img)
+    if min(y.shape) < 8:
+        return 0.0
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+    lap = np.abs(convolve(y, k, mode="reflect"))[1:-1, 1:-1]
+    grad = np.hypot(sobel(y, 0), sobel(y, 1))[1:-1, 1:-1]
+    flat = grad <= np.percentile(grad, 50)
+    return float(np.sqrt(np.pi / 2) / 6 * lap[flat].mean()) if flat.any() else 0.0
+
+
+def blockiness(img: np.ndarray) -> float:
+    """JPEG blocking: how much larger the steps across the 8x8 grid are than the steps inside
+    the blocks (0 for none; luma, horizontal and vertical)."""
+    y = _luma(img)
+    if min(y.shape) < 24:
+        return 0.0
+    dx = np.abs(np.diff(y, axis=1))
+    dy = np.abs(np.diff(y, axis=0))
+    bx = dx[:, 7::8].mean() / max(1e-6, np.delete(dx, np.s_[7::8], axis=1).mean())
+    by = dy[7::8, :].mean() / max(1e-6, np.delete(dy, np.s_[7::8], axis=0).mean())
+    return float(max(0.0, (bx + by) / 2 - 1.0))
+
+
+def jpeg_quality(path: str | os.PathLike[str]) -> int | None:
+    """The IJG quality (1-100) of a JPEG file's quantisation tables, or None for anything
+    else (see :func:`upres.formats.image.jpeg_quality_of`)."""
+    from PIL import Image
+
+    from upres.formats.image import jpeg_quality_of
+
+    try:
+        with Image.open(path) as im:
+            return jpeg_quality_of(im) if im.format == "JPEG" else None
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What :func:`damage` measured: ``noise`` sigma (levels), ``blocking``, JPEG ``quality``
+    from the file's tables (None when not a JPEG)."""
+
+    noise: float
+    blocking: float
+    quality: int | None = None
+
+
+def damage(img: np.ndarray, quality: int | None = None) -> Damage:
+    """Measure an input's noise and JPEG damage (``quality``: from the file, if a JPEG)."""
+    return Damage(noise_sigma(img), blockiness(img), quality)
+
+
+#: ``t = clip(a + b * noise + c * blocking + d * (100 - quality) / 100, 0, 1)``, fitted by
+#: scripts/fit_denoise.py on the training images; below ``_OFF`` the clean model runs as is.
+STRENGTH_FIT = {"a": -0.2, "b": 0.12, "c": 1.5, "d": 1.0}
+_OFF = 0.05
+
+
+def strength_for(d: Damage, fit: dict[str, float] | None = None) -> float:
+    """The clean-up strength ``t`` in [0, 1] for measured damage ``d``."""
+    f = fit or STRENGTH_FIT
+    q = d.quality if d.quality is not None else 100
+    t = f["a"] + f["b"] * d.noise + f["c"] * d.blocking + f["d"] * (100 - q) / 100
+    t = float(np.clip(t, 0.0, 1.0))
+    return 0.0 if t < _OFF else t
+
+
+class PhotoUpscaler:
+    """An :class:`~upres.inference.upscaler.Upscaler` whose network is the blend of a clean and
+    a clean-up endpoint; ``denoise`` (``float`` 0..1 or ``"auto"``) sets the strength, per call
+    or for every call. Everything else (tiling, alpha, 16-bit, precision) is the Upscaler's."""
+
+    def __init__(self, up: Any, base: dict[str, torch.Tensor], photo: dict[str, torch.Tensor],
+                 *, denoise: float | str = "auto") -> None:
+        self.up = up
+        self.base = {k: v.detach().clone().float() for k, v in base.items()}
+        self.photo = {k: v.detach().clone().float() for k, v in photo.items()}
+        if set(self.base) != set(self.photo) or any(
+                self.base[k].shape != self.photo[k].shape for k in self.base):
+            raise ValueError("denoise endpoints must be the same architecture")
+        self.denoise = check_denoise(denoise)
+        self.strength: float | None = None
+        self.last: tuple[float, Damage | None] = (0.0, None)
+        self._params = dict(up.model.named_parameters())
+        self._buffers = dict(up.model.named_buffers())
+
+    def __getattr__(self, name: str) -> Any:  # name, scale, card, precision, ...
+        return getattr(self.__dict__["up"], name)
+
+    @torch.no_grad()
+    def set_strength(self, t: float) -> None:
+        """Load the weights of strength ``t`` into the network (once per strength)."""
+        if self.strength == t:
+            return
+        for k, a in self.base.items():
+            dst = self._params.get(k)
+            if dst is None:
+                dst = self._buffers.get(k)
+            if dst is None:
+                continue
+            w = a if t == 0 else self.photo[k] if t == 1 else torch.lerp(a, self.photo[k], t)
+            dst.copy_(w.to(dst.dtype))
+        self.strength = t
+
+    def choose(self, img: Any, denoise: float | str | None = None,
+               quality: int | None = None) -> float:
+        """The strength for ``img`` (``denoise`` or this upscaler's setting; ``auto``:
+        measured)."""
+        d = check_denoise(self.denoise if denoise is None else denoise)
+        if d != "auto":
+            self.last = (float(d), None)
+            return float(d)
+        if isinstance(img, str | os.PathLike):
+            quality = quality if quality is not None else jpeg_quality(img)
+            from upres.formats.image import read_image
+
+            img = read_image(Path(img))
+        dmg = damage(np.asarray(img), quality)
+        t = strength_for(dmg)
+        self.last = (t, dmg)
+        return t
+
+    def upscale(self, img: Any, *, denoise: float | str | None = None,
+                quality: int | None = None, **kw: Any) -> Any:
+        """As :meth:`Upscaler.upscale`, at clean-up strength ``denoise`` (default: this
+        upscaler's; ``auto`` measures ``img``; ``quality``: a JPEG source's quality)."""
+        self.set_strength(self.choose(img, denoise, quality))
+        return self.up.upscale(img, **kw)
+
+
+def check_denoise(value: float | str) -> float | str:
+    """``"auto"`` or a number in [0, 1] (a numeric string is taken), else UpresError."""
+    from upres.errors import UpresError
+
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+        try:
+            value = float(value)
+        except ValueError:
+            raise UpresError(f"denoise must be auto or a number from 0 to 1, got {value!r}") \
+                from None
+    if not 0.0 <= float(value) <= 1.0:
+        raise UpresError(f"denoise must be from 0 to 1, got {value}")
+    return float(value)

@@ -1,0 +1,145 @@
+"""Photo models' clean-up strength (issue 22): weight interpolation between two endpoints, the
+damage estimator on images degraded by known amounts, and the degradation ladder."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import upres
+from upres.data.degrade import jpeg, one_pass, photo_mix
+from upres.data.ladder import KINDS, RUNGS, degrade, make_ladder_set
+from upres.formats.image import read_rgb8
+from upres.inference.denoise import (
+    PhotoUpscaler,
+    blockiness,
+    check_denoise,
+    damage,
+    jpeg_quality,
+    noise_sigma,
+    strength_for,
+)
+from upres.models.weights import load_model
+from upres.models.zoo import resolve
+from upres.resize import imresize
+
+from conftest import BENCH, DATA
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """x4 and another trained UpNet 64x16 x4 (the older GAN photo model) as endpoints."""
+    base = upres.load("x4", device="cpu")
+    other, _ = load_model(resolve("photo-x4"))
+    plain = upres.load("photo-x4", device="cpu")
+    return base, other, plain
+
+
+def test_strength_ends_are_the_endpoints_and_the_middle_costs_the_same(pair):
+    base, other, plain = pair
+    ref0 = upres.load("x4", device="cpu")
+    lr = imresize(read_rgb8(BENCH / "Set14" / "baboon.png"), 1 / 4)[:60, :80]
+    want0 = ref0.upscale(lr)
+    want1 = plain.upscale(lr)
+    pu = PhotoUpscaler(base, ref0.model.state_dict(), other.state_dict(), denoise=0.0)
+    np.testing.assert_array_equal(pu.upscale(lr), want0)
+    np.testing.assert_array_equal(pu.upscale(lr, denoise=1.0), want1)
+    mid = pu.upscale(lr, denoise=0.5)
+    assert not np.array_equal(mid, want0) and not np.array_equal(mid, want1)
+    # the same network runs at every strength: one forward per tile, same parameters
+    calls = []
+    h = pu.up.model.register_forward_hook(lambda *_: calls.append(1))
+    for t in (0.0, 0.5, 1.0):
+        pu.upscale(lr, denoise=t, tile=0)
+    h.remove()
+    assert calls == [1, 1, 1]
+    n = sum(p.numel() for p in pu.up.model.parameters())
+    assert n == sum(v.numel() for v in ref0.model.state_dict().values()
+                    if v.dtype.is_floating_point)
+    with torch.no_grad():  # weights of the middle strength are the midpoint
+        k = "head.weight"
+        pu.set_strength(0.5)
+        expect = (ref0.model.state_dict()[k] + other.state_dict()[k]) / 2
+        torch.testing.assert_close(dict(pu.up.model.named_parameters())[k], expect)
+
+
+def test_check_denoise():
+    assert check_denoise("auto") == "auto" and check_denoise("0.3") == 0.3
+    for bad in ("strong", 1.5, -0.1):
+        with pytest.raises(upres.UpresError):
+            check_denoise(bad)
+
+
+def _photo() -> np.ndarray:
+    img = read_rgb8(DATA / "train" / "BSD200" / "2092.png") if (
+        DATA / "train" / "BSD200" / "2092.png").exists() else read_rgb8(
+        sorted((DATA / "train").rglob("*.png"))[0])
+    return img[:240, :240]
+
+
+def test_noise_estimate_tracks_known_noise():
+    img = _photo()
+    rng = np.random.default_rng(0)
+    est = []
+    for sigma in (0, 2, 5, 10, 20):
+        noisy = np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).round().astype(np.uint8)
+        est.append(noise_sigma(noisy))
+    assert all(b > a for a, b in itertools.pairwise(est)), est  # monotonic
+    assert est[0] < 3 and 10 < est[-1] < 30, est
+
+
+def test_jpeg_quality_from_tables_and_blocking(tmp_path):
+    img = _photo()
+    for q in (35, 60, 85, 95):
+        Image.fromarray(img).save(tmp_path / f"{q}.jpg", quality=q)
+        assert jpeg_quality(tmp_path / f"{q}.jpg") == q
+    Image.fromarray(img).save(tmp_path / "a.png")
+    assert jpeg_quality(tmp_path / "a.png") is None
+    f = img.astype(np.float32) / 255
+    blocks = [blockiness((jpeg(f, q) * 255).round().astype(np.uint8)) for q in (95, 60, 30)]
+    assert blocks[0] < blocks[1] < blocks[2], blocks
+    assert blockiness(img) < blocks[1]  # (the BSDS photos were JPEGs once themselves)
+
+
+def test_clean_input_gets_strength_zero_and_damaged_more():
+    img = _photo()
+    lr = imresize(img, 1 / 2)
+    assert strength_for(damage(lr)) == 0.0
+    rng = np.random.default_rng(1)
+    noisy = np.clip(lr + rng.normal(0, 12, lr.shape), 0, 255).round().astype(np.uint8)
+    assert strength_for(damage(noisy)) > 0.3
+    bad_jpeg = (jpeg(lr.astype(np.float32) / 255, 30) * 255).round().astype(np.uint8)
+    assert strength_for(damage(bad_jpeg, 30)) > 0.3
+
+
+def test_ladder_is_seeded_and_graded(tmp_path):
+    sets = {}
+    for rung in ("L0", "L1", "L2"):
+        files = make_ladder_set(BENCH / "Set5", tmp_path / rung, scale=4, rung=rung)
+        sets[rung] = {f.name: np.asarray(Image.open(f)) for f in files}
+    again = make_ladder_set(BENCH / "Set5", tmp_path / "again", scale=4, rung="L2")
+    assert all(np.array_equal(np.asarray(Image.open(f)), sets["L2"][f.name]) for f in again)
+    hr = read_rgb8(BENCH / "Set5" / "bird.png")
+    hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
+    np.testing.assert_array_equal(sets["L0"]["birdx4.png"], imresize(hr, 1 / 4))
+    d1 = np.mean([np.abs(sets["L1"][k].astype(int) - sets["L0"][k]).mean() for k in sets["L0"]])
+    d2 = np.mean([np.abs(sets["L2"][k].astype(int) - sets["L0"][k]).mean() for k in sets["L0"]])
+    assert 0 < d1 < d2  # mild, then moderate
+    assert set(RUNGS) == {"L1", "L2"} and len(KINDS) == 4
+    out = degrade(hr, 4, RUNGS["L1"], "all", np.random.default_rng(0))
+    assert out.dtype == np.uint8 and out.shape == (hr.shape[0] // 4, hr.shape[1] // 4, 3)
+
+
+def test_photo_mix_draws_both_kinds():
+    img = _photo()[:128, :128].astype(np.float32) / 255
+    mix = photo_mix(4)
+    outs = [mix(img, np.random.default_rng(i)) for i in range(12)]
+    assert all(o.shape == (32, 32, 3) and o.dtype == np.float32 for o in outs)
+    assert len({o.tobytes() for o in outs}) >= 8  # (a clean draw can repeat)
+    a = one_pass(4)(img, np.random.default_rng(3))
+    b = one_pass(4)(img, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)  # the same seed, the same LR
