@@ -95,9 +95,9 @@ def test_eval_bicubic_json_schema(tmp_path, capsys):
 def test_models_json_schema(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    for r in rows:  # the DESIGN schema; shipped models add their card's notes
-        assert set(r) - {"notes", "gmacs", "cpu_ms"} == {"name", "arch", "scale", "params",
-                                                          "psnr"}
+    for r in rows:  # the DESIGN schema; shipped models add notes, speed, summary, denoise
+        assert set(r) - {"notes", "gmacs", "cpu_ms", "summary", "denoise"} == {
+            "name", "arch", "scale", "params", "psnr"}
     names = {r["name"] for r in rows}
     assert {"bicubic", "lanczos", "x2", "x3", "x4"} <= names
     bic = [r for r in rows if r["name"] == "bicubic"]

@@ -27,10 +27,10 @@ def resolve_weights(model: str | os.PathLike[str], *, also: Sequence[str] = ()) 
     return path
 
 
-def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
+def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
          precision: str = "fp32", scale: int | None = None,
          channels_last: bool | None = None, backend: str = "torch",
-         ensemble: int = 1) -> Upscaler | Interpolator:
+         ensemble: int = 1, denoise: float | str = "auto") -> Upscaler | Interpolator:
     """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
     is needed, default 4), a weights file (``.safetensors`` from upres, third-party ``.pth``) or
     an ONNX file written by ``upres export`` (run by onnxruntime).
@@ -41,8 +41,17 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
     (1, 2, 4, 8): average over that many flipped/rotated runs per tile (self-ensemble; that many
     times slower); interpolators ignore it. ``precision``: ``fp32`` (default), ``bf16``,
     ``fp16`` (CUDA) or ``auto`` (bf16 where a one-off timing at load shows it clearly faster).
+
+    ``"auto"`` (the default) is the photo model of the scale (``scale``, default 4) with an
+    automatic clean-up strength: a clean image gets exactly ``x{s}``'s output, a damaged one
+    (noise, JPEG, blur) the clean-up its damage calls for; at a scale without a photo model it
+    is ``x{s}``. ``denoise`` (photo models: 0..1, or ``auto`` measured per image) sets the
+    clean-up strength; see :mod:`upres.inference.denoise`.
     """
     name = str(model)
+    if name == "auto":
+        photo = zoo.photo_for(scale or 4)
+        name = photo.name if photo is not None and backend == "torch" else f"x{scale or 4}"
     if backend not in ("torch", "onnxruntime"):
         raise UpresError(f"unknown backend {backend!r}; choose torch or onnxruntime")
     check_ensemble(ensemble)  # also for interpolators, which need no ensemble
@@ -56,6 +65,21 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
             raise UpresError(f"{name}: model upscales x{card.scale}, not x{scale}")
         return Upscaler(onet, card, device="cpu", precision=precision, ensemble=ensemble)
     net, card = load_model(resolve_weights(name, also=zoo.BASELINES), scale)
+    if card.denoise_base:
+        from upres.inference.denoise import PhotoUpscaler, check_denoise
+
+        base, _ = load_model(resolve_weights(card.denoise_base), scale)
+        photo = {k: v.clone() for k, v in net.state_dict().items()}
+        strength = check_denoise(denoise)
+        if backend == "onnxruntime":  # a fixed strength, exported as one network
+            if strength == "auto":
+                raise UpresError(f"{name}: the automatic clean-up strength needs the torch "
+                                 "backend; give a fixed --denoise 0..1")
+            PhotoUpscaler(_Holder(net), base.state_dict(), photo).set_strength(strength)
+        else:
+            up = Upscaler(net, card, device=device, precision=precision,
+                          channels_last=channels_last, ensemble=ensemble)
+            return PhotoUpscaler(up, base.state_dict(), photo, denoise=strength)
     if backend == "onnxruntime":
         from upres.export import OnnxNet, onnx_bytes
 
@@ -63,3 +87,10 @@ def load(model: str | os.PathLike[str] = "x4", *, device: str = "auto",
                         ensemble=ensemble)
     return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last,
                     ensemble=ensemble)
+
+
+class _Holder:
+    """A bare ``.model`` for :class:`~upres.inference.denoise.PhotoUpscaler` to set weights in."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model

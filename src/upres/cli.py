@@ -63,6 +63,7 @@ def _print_row(row: Row, quiet: bool, write: Callable[..., None]) -> None:
                 write(f"upres: {note}", file=sys.stderr)
         if not quiet:
             n = f", {row.frames} frames" if row.frames else ""
+            n += f", clean-up {row.denoise:.2f}" if row.denoise else ""
             write(f"{row.input} -> {row.output} ({row.width}x{row.height}{n})", file=sys.stdout)
     elif row.status == "exists":
         write(f"upres: {row.output}: exists, skipped (use --overwrite to replace it)",
@@ -94,10 +95,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         from upres.raster import parse_bands
 
         parse_bands(args.bands)  # a malformed --bands is one line before any work
-    model = args.model or f"x{args.scale or 4}"
+    model = args.model or "auto"
     try:
         up = upres.load(model, device=args.device, precision=args.precision, scale=args.scale,
-                        backend=args.backend, ensemble=args.ensemble)
+                        backend=args.backend, ensemble=args.ensemble, denoise=args.denoise)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     if getattr(up, "precision_note", "") and not args.quiet:
@@ -117,7 +118,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         from upres.formats.files import sweep_stale
         from upres.jobs.manifest import Report, job_params, open_job
 
-        params = job_params(model, up.scale, args.precision, args.ensemble, args.backend, opts)
+        params = job_params(model, up.scale, args.precision, args.ensemble, args.backend, opts,
+                            args.denoise)
         job = open_job(args.output, items, params, overwrite=args.overwrite)
         swept = sweep_stale(args.output, recursive=True)
         if swept and not args.quiet:
@@ -147,7 +149,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             del up  # each worker loads its own
             spec = ModelSpec(model=model, scale=args.scale, device=args.device,
                              precision=args.precision, backend=args.backend,
-                             ensemble=args.ensemble)
+                             ensemble=args.ensemble, denoise=args.denoise)
             run_ray(items, opts, spec, address=args.address, workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker, on_rows=on_rows,
                     say=lambda m: None if args.quiet else _err(m))
@@ -203,8 +205,8 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     frames = _frame_range(args.frames)
     try:
-        up = upres.load(args.model or f"x{args.scale or 4}", device=args.device,
-                        precision=args.precision, scale=args.scale)
+        up = upres.load(args.model or "auto", device=args.device,
+                        precision=args.precision, scale=args.scale, denoise=args.denoise)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     if getattr(up, "precision_note", "") and not args.quiet:
@@ -421,7 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     u.add_argument("-o", "--output", help="output folder, or a file path for one input")
     u.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), help="scale (picks model x{s})")
-    u.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path")
+    u.add_argument("-m", "--model",
+                   help="shipped model name, bicubic/lanczos, or weights path (default auto: "
+                        "x{s}'s output for clean images, the photo model with the clean-up its "
+                        "damage calls for otherwise)")
+    u.add_argument("--denoise", default="auto", metavar="0..1|auto",
+                   help="photo models: clean-up strength, 0 (none: x{s}) to 1 (strong); auto "
+                        "measures each image's noise and JPEG damage (default)")
     u.add_argument("--tile", type=int,
                    help="tile size in input pixels; 0 = whole image (default: automatic)")
     u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
@@ -475,7 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("input", metavar="IN", help="a video file (any container FFmpeg reads)")
     vd.add_argument("-o", "--output", help="output file (.mp4, .mkv, .mov, .webm) or folder")
     vd.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), help="scale (picks model x{s})")
-    vd.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path")
+    vd.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path "
+                                          "(default auto, as for upscale)")
+    vd.add_argument("--denoise", default="auto", metavar="0..1|auto",
+                    help="photo models: clean-up strength; auto measures the first frame and "
+                         "keeps one strength for the whole video")
     vd.add_argument("--codec", help="h264, h265, vp9, av1, ffv1 or prores (default: H.264 for "
                                     "8-bit, H.265 keeping the depth for 10/12-bit, VP9 in WebM)")
     vd.add_argument("--crf", type=int, help="quality for h264/h265/vp9/av1 (lower is better; "

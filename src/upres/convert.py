@@ -58,8 +58,11 @@ def upscale_values(up: Any, frame: np.ndarray, lo: float, hi: float,
     whose meaningful range is ``lo..hi``: mapped linearly onto the network's [0, 1], upscaled,
     mapped back, clipped to ``lo..hi`` and cast to the frame's dtype; ``mask`` ``(H, W)``
     samples (padding, NaN) are kept out of the network and come back as they were."""
+    from upres.inference.denoise import data_kwargs
+
     u = to_unit(frame, lo, hi, mask)
-    y = np.asarray(up.upscale(u, tile=tile, tile_overlap=tile_overlap), dtype=np.float32)
+    y = np.asarray(up.upscale(u, tile=tile, tile_overlap=tile_overlap, **data_kwargs(up)),
+                   dtype=np.float32)
     out = from_unit(y, lo, hi, frame.dtype)
     return masked_nearest(out, frame, mask, up.scale)
 
@@ -89,7 +92,8 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
         raise UpresError(f"dicom_range must be 'stored' or 'data', got {dicom_range!r}")
     s = up.scale
     if doc.kind == "image":
-        out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap)
+        hint = {"quality": doc.meta.jpeg_quality} if hasattr(up, "choose") else {}
+        out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap, **hint)
         return Document("image", (out,), doc.meta)
     session = session or Session()
     if doc.kind == "dicom":

@@ -367,12 +367,15 @@ def _enlarge_group(up: Any, interp: dict[str, Any], g: BandGroup, vals: np.ndarr
     with np.errstate(invalid="ignore", over="ignore"):  # invalid samples are replaced below
         u = ((vals[b].astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
     u = np.clip(fill_nearby(u, bad, radius), 0.0, 1.0)
+    from upres.inference.denoise import data_kwargs
+
     engine = up if g.mode in ("rgb", "net") else interp[g.mode]
+    kw = data_kwargs(engine)
     if g.mode == "rgb":
-        y = np.asarray(engine.upscale(np.ascontiguousarray(u.transpose(1, 2, 0)), tile=0))
+        y = np.asarray(engine.upscale(np.ascontiguousarray(u.transpose(1, 2, 0)), tile=0, **kw))
         y = y.transpose(2, 0, 1)
     else:
-        y = np.asarray(engine.upscale(u[0], tile=0))[None]
+        y = np.asarray(engine.upscale(u[0], tile=0, **kw))[None]
     y = y[:, cy0 * s:cy1 * s, cx0 * s:cx1 * s]
     return np.stack([from_unit(y[i], float(lo[i, 0, 0]), float(hi[i, 0, 0]), vals.dtype)
                      for i in range(len(b))])

@@ -113,6 +113,7 @@ class VideoJob:
     tile_overlap: int
     precision: str
     settings: tuple
+    denoise: str = ""
 
     @property
     def key(self) -> str:
@@ -181,13 +182,20 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
     w, h = meta.width * s, meta.height * s
     ew, eh = _encoder_size(settings.pix_fmt, w, h)
     segments = plan_segments(meta, lo, hi, segment_seconds)
+    kw: dict[str, Any] = {}
+    if getattr(up, "denoise", None) == "auto" and hasattr(up, "choose"):
+        # one strength for the whole video (per-frame choices could flicker)
+        t = up.choose(next(decode_rgb(meta, lo, hi))[2])
+        kw = {"denoise": t}
+        say(f"{up.name}: clean-up strength {t:.2f} for every frame (measured on the first)")
     job = VideoJob(src=str(src.resolve()),
                    stream=f"{meta.codec} {meta.width}x{meta.height} {meta.pix_fmt} "
                           f"{meta.time_base} {meta.rotation} {meta.matrix}",
                    model=str(getattr(up, "name", "")),
                    weights=_weights_id(up), scale=s, tile=tile, tile_overlap=tile_overlap,
                    precision=str(getattr(up, "precision", "")),
-                   settings=(settings.encoder, settings.pix_fmt, settings.options))
+                   settings=(settings.encoder, settings.pix_fmt, settings.options),
+                   denoise=str(kw.get("denoise", getattr(up, "denoise", ""))))
     work = dst.with_name(f".{dst.name}.upres")
     done = _open_work(work, job, say)
     n_frames = sum(1 for p in meta.pts if lo <= p < hi)
@@ -208,7 +216,7 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
                file=sys.stderr, leave=False)
     try:
         _run_segments(up, meta, segments, todo, work, settings, (ew, eh), tile, tile_overlap,
-                      bar)
+                      bar, kw)
     finally:
         bar.close()
     if meta.damaged_at is not None:
@@ -284,7 +292,8 @@ _END = object()
 
 def _run_segments(up: Any, meta: VideoMeta, segments: list[tuple[int, int]], todo: list[int],
                   work: Path, settings: EncodeSettings, size: tuple[int, int],
-                  tile: int | None, tile_overlap: int, bar: Any) -> None:
+                  tile: int | None, tile_overlap: int, bar: Any,
+                  kw: dict[str, Any] | None = None) -> None:
     """Decode, upscale and encode the segments ``todo``, committing each by a rename.
 
     Decoding and encoding run in threads of their own beside the network (FFmpeg releases
@@ -374,7 +383,7 @@ def _run_segments(up: Any, meta: VideoMeta, segments: list[tuple[int, int]], tod
                 break
             if not isinstance(item[0], str):
                 pts, dur, rgb = item
-                big = up.upscale(rgb, tile=tile, tile_overlap=tile_overlap)
+                big = up.upscale(rgb, tile=tile, tile_overlap=tile_overlap, **(kw or {}))
                 item = (pts, dur, _even(big, *size))
                 bar.update(1)
             if not put(q_out, item):

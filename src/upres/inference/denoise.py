@@ -17,6 +17,7 @@ known amounts (``scripts/fit_denoise.py``), never on benchmark images.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Damage", "PhotoUpscaler", "blockiness", "damage", "jpeg_quality", "noise_sigma",
-           "strength_for"]
+__all__ = ["Damage", "PhotoUpscaler", "blockiness", "check_denoise", "damage", "data_kwargs",
+           "jpeg_quality", "noise_sigma", "strength_for"]
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -126,6 +127,7 @@ class PhotoUpscaler:
         self.denoise = check_denoise(denoise)
         self.strength: float | None = None
         self.last: tuple[float, Damage | None] = (0.0, None)
+        self._lock = threading.RLock()
         self._params = dict(up.model.named_parameters())
         self._buffers = dict(up.model.named_buffers())
 
@@ -165,12 +167,28 @@ class PhotoUpscaler:
         self.last = (t, dmg)
         return t
 
+    def run(self, img: Any, *, denoise: float | str | None = None, quality: int | None = None,
+            **kw: Any) -> tuple[Any, float]:
+        """:meth:`upscale`, and the strength it used. One call at a time (the strength is the
+        network's weights), so threads may share this object."""
+        with self._lock:
+            t = self.choose(img, denoise, quality)
+            self.set_strength(t)
+            return self.up.upscale(img, **kw), t
+
     def upscale(self, img: Any, *, denoise: float | str | None = None,
                 quality: int | None = None, **kw: Any) -> Any:
         """As :meth:`Upscaler.upscale`, at clean-up strength ``denoise`` (default: this
         upscaler's; ``auto`` measures ``img``; ``quality``: a JPEG source's quality)."""
-        self.set_strength(self.choose(img, denoise, quality))
-        return self.up.upscale(img, **kw)
+        return self.run(img, denoise=denoise, quality=quality, **kw)[0]
+
+
+def data_kwargs(up: Any) -> dict[str, Any]:
+    """Keyword arguments for ``up.upscale`` on measured data (DICOM, scientific TIFF, GeoTIFF):
+    an automatic clean-up strength becomes 0 there (their noise is signal, not damage); a
+    strength the user gave is kept."""
+    return {"denoise": 0.0} if getattr(up, "denoise", None) == "auto" and \
+        isinstance(up, PhotoUpscaler) else {}
 
 
 def check_denoise(value: float | str) -> float | str:

@@ -74,7 +74,8 @@ class Item:
 class Row:
     """What became of one item: ``status`` ``done``, ``exists`` (skipped: the output was
     there) or ``failed`` (``error``: one line); the output's size in bytes and pixels, and the
-    seconds it took. ``notes``: one-line remarks to show once per run."""
+    seconds it took; ``denoise``: the clean-up strength a photo model used. ``notes``:
+    one-line remarks to show once per run."""
 
     input: str
     output: str | None
@@ -87,6 +88,7 @@ class Row:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     worker: str | None = None
+    denoise: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v != []}
@@ -253,6 +255,8 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
             row.frames = len(res.frames) if len(res.frames) > 1 else None
         row.status = "done"
         row.bytes = dst.stat().st_size
+        if hasattr(up, "last"):  # a photo model: the clean-up strength it used
+            row.denoise = up.last[0]
     except OutputExistsError:
         row.status = "exists"
     except UpresError as exc:

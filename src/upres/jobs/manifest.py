@@ -46,13 +46,14 @@ def _weights_hash(model: str) -> str:
 
 
 def job_params(model: str, scale: int, precision: str, ensemble: int, backend: str,
-               opts: JobOptions) -> dict[str, Any]:
+               opts: JobOptions, denoise: float | str = "auto") -> dict[str, Any]:
     """What decides the outputs' bytes, as a JSON-able dict."""
     import upres
 
     o = {k: v for k, v in opts.__dict__.items() if k not in ("overwrite", "output")}
     return {"model": model, "weights_sha256": _weights_hash(model), "scale": scale,
             "precision": precision, "ensemble": ensemble, "backend": backend,
+            "denoise": denoise,
             "upres": upres.__version__, **{k: list(v) if isinstance(v, tuple) else v
                                             for k, v in o.items()}}
 

@@ -38,6 +38,7 @@ class ModelSpec:
     precision: str = "fp32"
     backend: str = "torch"
     ensemble: int = 1
+    denoise: float | str = "auto"
 
 
 class _Worker:
@@ -50,7 +51,8 @@ class _Worker:
 
         torch.set_num_threads(max(1, threads))
         self.up = upres.load(spec.model, device=spec.device, precision=spec.precision,
-                             scale=spec.scale, backend=spec.backend, ensemble=spec.ensemble)
+                             scale=spec.scale, backend=spec.backend, ensemble=spec.ensemble,
+                             denoise=spec.denoise)
         self.opts = opts
 
     def pid(self) -> int:

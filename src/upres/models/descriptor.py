@@ -25,6 +25,9 @@ class ModelCard:
     the network maps a bicubic-enlarged image to one of the same size (SRCNN, VDSR);
     ``supports_half``: the network runs under bf16/fp16 autocast (every registered architecture
     is checked under bf16 by the tests); when False, half precision requests fall back to fp32.
+    ``denoise_base``: for a photo model, the model whose weights are clean-up strength 0 (the
+    card's own weights are strength 1; :mod:`upres.inference.denoise`). ``summary``: one or two
+    sentences for users: what the model is for.
     """
 
     name: str
@@ -49,6 +52,8 @@ class ModelCard:
     size_multiple: int = 1
     pre_upsample: bool = False
     supports_half: bool = True
+    denoise_base: str = ""  # photo models: the shipped model that is clean-up strength 0
+    summary: str = ""  # what the model is for, in a user's words (listings, web page)
 
     def to_metadata(self) -> dict[str, str]:
         """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""

@@ -15,7 +15,8 @@ from safetensors import safe_open
 
 from upres.models.descriptor import ModelCard
 
-__all__ = ["BASELINES", "ZOO_DIR", "baseline_rows", "resolve", "shipped", "shipped_rows"]
+__all__ = ["BASELINES", "ZOO_DIR", "baseline_rows", "photo_for", "resolve", "shipped",
+           "shipped_rows"]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 BASELINES = ("bicubic", "lanczos")
@@ -39,10 +40,18 @@ def resolve(name: str) -> Path | None:
     return p if name in {c.name for c in shipped()} else None
 
 
+def photo_for(scale: int) -> ModelCard | None:
+    """The shipped photo model (one with a clean-up strength) of ``scale``, or None."""
+    return next((c for c in shipped() if c.scale == scale and c.denoise_base), None)
+
+
 def shipped_rows() -> list[dict]:
-    """``models --json`` rows of the shipped models (``GET /v1/models`` serves the same)."""
+    """``models --json`` rows of the shipped models (``GET /v1/models`` serves the same):
+    ``summary`` says in a user's words what each is for; ``denoise`` is true for models with a
+    clean-up strength (``--denoise``)."""
     return [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
-             "psnr": dict(c.psnr), "gmacs": c.gmacs, "cpu_ms": c.cpu_ms, "notes": c.notes}
+             "psnr": dict(c.psnr), "gmacs": c.gmacs, "cpu_ms": c.cpu_ms,
+             "summary": c.summary, "denoise": bool(c.denoise_base), "notes": c.notes}
             for c in shipped()]
 
 

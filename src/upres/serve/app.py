@@ -6,7 +6,8 @@ Endpoints::
     GET  /healthz       {"status": "ok", "running": n, "waiting": n}
     GET  /v1/models     the offered models, as ``upres models --json``
     POST /v1/upscale    image in (multipart field ``file``, or the raw body), image out;
-                        query: model, scale, format (png | jpg | webp | tiff | same)
+                        query: model (default auto), scale, format (png | jpg | webp |
+                        tiff | same), denoise (photo models: 0..1 or auto)
 
 Limits (:class:`ServeConfig`): bodies over ``max_upload_bytes`` get 413 (checked on
 Content-Length and while streaming); images over ``max_pixels`` get 413, refused from the header
@@ -123,12 +124,16 @@ class _Models:
         from upres.models import zoo
 
         by_name = {r["name"]: r for r in zoo.shipped_rows()}
-        return ([by_name[n] for n in self.names]
+        return (self.rows_auto() + [by_name[n] for n in self.names]
                 + [r for r in zoo.baseline_rows() if r["name"] == "bicubic"])
 
     def pick(self, model: str | None, scale: int | None) -> tuple[str, int]:
-        if model is None:
+        if model is None or model == "auto":
             s = scale or 4
+            photo = next((n for n in self.names if self.cards[n].scale == s
+                          and self.cards[n].denoise_base), None)
+            if photo is not None and self.cards[photo].denoise_base in self.names:
+                return photo, s  # auto: clean images get the base model's output exactly
             default = f"x{s}"
             if default not in self.names:
                 choices = [n for n in self.names if self.cards[n].scale == s]
@@ -145,6 +150,19 @@ class _Models:
         if scale is not None and scale != s:
             raise _HTTPError(422, f"model {model} upscales x{s}, not x{scale}")
         return model, s
+
+    def rows_auto(self) -> list[dict]:
+        """An ``auto`` row per scale that has a photo model and its base."""
+        out = []
+        for n in self.names:
+            c = self.cards[n]
+            if c.denoise_base and c.denoise_base in self.names:
+                out.append({"name": "auto", "arch": c.arch, "scale": c.scale,
+                            "params": c.params, "psnr": {}, "denoise": True,
+                            "summary": f"The default: {c.denoise_base}'s output for clean "
+                                       f"images, {n} with the clean-up each image's noise and "
+                                       "JPEG damage call for otherwise."})
+        return out
 
     def get(self, name: str, scale: int) -> Any:
         import upres
@@ -226,7 +244,8 @@ def _probe(data: bytes, max_pixels: int) -> None:
                               f"{max_pixels})")
 
 
-def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
+def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
+             denoise: float | str | None = None) -> tuple[bytes, str, float | None]:
     """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread)."""
     from upres.formats.image import encode_image, read_image_info
 
@@ -246,8 +265,12 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int) -> tuple[by
     if alpha and out_fmt in ("JPEG", "BMP"):
         raise _HTTPError(422, f"the image has transparency, which {out_fmt} cannot hold; "
                               "ask for png, webp or tiff")
-    out = up.upscale(img)
-    return encode_image(out, out_fmt, info=info), out_fmt
+    strength = None
+    if hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
+        out, strength = up.run(img, denoise=denoise, quality=info.jpeg_quality)
+    else:
+        out = up.upscale(img)
+    return encode_image(out, out_fmt, info=info), out_fmt, strength
 
 
 def create_app(cfg: ServeConfig | None = None) -> FastAPI:
@@ -296,24 +319,34 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         scale: int | None = Query(None, ge=2, le=8, description="2, 3 or 4 (default: the "
                                                                 "model's, or 4)"),
         format: str = Query("png", description="png, jpg, webp, tiff, or same (as the input)"),
+        denoise: str = Query("auto", description="photo models: clean-up strength 0..1, or "
+                                                 "auto (measured from the image)"),
     ) -> Response:
         """Upscale one image: multipart form field ``file``, or the image as the raw body."""
         fmt_key = format.lower()
         if fmt_key != "same" and fmt_key not in _FORMATS:
             raise _HTTPError(422, f"format must be png, jpg, webp, tiff or same, not {format!r}")
+        from upres.inference.denoise import check_denoise
+
+        try:
+            strength = check_denoise(denoise)
+        except UpresError as exc:
+            raise _HTTPError(422, str(exc)) from None
         name, s = models.pick(model, scale)
         data = await _image_bytes(request, cfg.max_upload_bytes)
         await run_in_threadpool(_probe, data, cfg.max_pixels)
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
-            body, out_fmt = await run_in_threadpool(
+            body, out_fmt, used = await run_in_threadpool(
                 _upscale, up, data, None if fmt_key == "same" else _FORMATS[fmt_key],
-                cfg.max_pixels)
+                cfg.max_pixels, strength)
         headers = {
             "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
             "X-Upres-Model": name, "X-Upres-Scale": str(s)}
         if hasattr(up, "precision"):  # networks; the bicubic baseline has no precision
             headers["X-Upres-Precision"] = up.precision
+        if used is not None:  # photo models: the clean-up strength used
+            headers["X-Upres-Denoise"] = f"{used:.2f}"
         return Response(body, media_type=_MEDIA[out_fmt], headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

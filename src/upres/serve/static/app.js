@@ -28,17 +28,23 @@ function fillModels() {
   const list = state.models.filter((m) => m.scale === s && m.name !== "bicubic");
   for (const m of list) {
     const psnr = m.psnr && m.psnr.Set14 ? ` · Set14 ${m.psnr.Set14.toFixed(2)} dB` : "";
-    sel.add(new Option(`${m.name}${psnr}`, m.name));
+    const speed = m.cpu_ms ? ` · ${Math.round(m.cpu_ms)} ms/720p` : "";
+    sel.add(new Option(`${m.name}${psnr}${speed}`, m.name));
   }
-  const def = list.find((m) => m.name === `x${s}`);
+  const def = list.find((m) => m.name === "auto") || list.find((m) => m.name === `x${s}`);
   if (def) sel.value = def.name;
   showNote();
 }
 
+function currentModel() {
+  const s = Number($("scale").value);
+  return state.models.find((x) => x.name === $("model").value && x.scale === s);
+}
+
 function showNote() {
-  const m = state.models.find((x) => x.name === $("model").value);
-  $("model-note").textContent = m ? `${m.arch}, ${m.params.toLocaleString()} parameters.` +
-    (m.notes ? ` ${m.notes}` : "") : "";
+  const m = currentModel();
+  $("model-note").textContent = m ? (m.summary || m.notes || "") : "";
+  $("denoise-box").hidden = !(m && m.denoise);
 }
 
 function pick(file) {
@@ -49,17 +55,18 @@ function pick(file) {
 }
 
 // POST the file; resolves to {blob, headers}; reports upload progress as 0..1.
-function upscaleRequest(file, model, scale, format, onUpload) {
+function upscaleRequest(file, model, scale, format, onUpload, denoise = "auto") {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    const q = new URLSearchParams({ model, scale: String(scale), format });
+    const q = new URLSearchParams({ model, scale: String(scale), format, denoise });
     xhr.open("POST", `/v1/upscale?${q}`);
     xhr.responseType = "blob";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onUpload) onUpload(e.loaded / e.total); };
     xhr.upload.onload = () => { if (onUpload) onUpload(1); }; // small uploads may skip progress
     xhr.onload = async () => {
       if (xhr.status === 200) {
-        resolve({ blob: xhr.response, type: xhr.getResponseHeader("Content-Type") });
+        resolve({ blob: xhr.response, type: xhr.getResponseHeader("Content-Type"),
+          denoise: xhr.getResponseHeader("X-Upres-Denoise") });
       } else {
         let detail = `HTTP ${xhr.status}`;
         try { detail = JSON.parse(await xhr.response.text()).detail || detail; } catch (_) { /* not JSON */ }
@@ -91,12 +98,13 @@ async function run() {
         timer = setInterval(() => setStatus(
           `Upscaling with ${model}… ${((performance.now() - t0) / 1000).toFixed(1)} s`), 200);
       }
-    });
+    }, $("denoise-box").hidden ? "auto" : $("denoise").value);
     clearInterval(timer); timer = null;
     setStatus("Preparing the bicubic comparison…");
     const before = await upscaleRequest(state.file, "bicubic", scale, "png", null);
     await show(result.blob, before.blob, model, scale, format);
-    setStatus(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
+    const used = result.denoise !== null ? ` Clean-up strength ${result.denoise}.` : "";
+    setStatus(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s.${used}`);
   } catch (err) {
     setStatus(`Failed: ${err.message}`, true);
   } finally {
