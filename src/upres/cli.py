@@ -404,12 +404,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from upres.serve.app import ServeConfig, run
 
+    token = os.environ.get("UPRES_TOKEN") or None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise _UsageError(f"--token-file {args.token_file}: cannot read it "
+                              f"({exc.strerror or exc})") from None
+        if len(token) < 16:
+            raise _UsageError(f"--token-file {args.token_file}: the token must be at least 16 "
+                              "characters (e.g. python -c 'import secrets; "
+                              "print(secrets.token_urlsafe(32))')")
     cfg = ServeConfig(models=tuple(args.models) if args.models else None,
                       max_upload_bytes=args.max_upload_mb * 2**20,
                       max_pixels=args.max_pixels, workers=args.workers,
                       queue_timeout=args.queue_timeout, max_queue=args.max_queue,
-                      precision=args.precision)
-    run(cfg, host=args.host, port=args.port)
+                      precision=args.precision, token=token, read_timeout=args.read_timeout)
+    try:
+        run(cfg, host=args.host, port=args.port, insecure=args.insecure)
+    except UpresError as exc:
+        raise _UsageError(str(exc)) from None
     return 0
 
 
@@ -580,6 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--precision", default="fp32", choices=_PRECISIONS,
                    help="what the models run in (default fp32; auto: bf16 where the CPU runs it "
                         "clearly faster, fp16 on CUDA; see `upres upscale --help`)")
+    v.add_argument("--token-file", metavar="PATH",
+                   help="require 'Authorization: Bearer TOKEN' on /v1/ (the token is the "
+                        "file's text; or set UPRES_TOKEN); needed off the loopback address")
+    v.add_argument("--insecure", action="store_true",
+                   help="serve off the loopback address without a token (anyone who can reach "
+                        "it can use it)")
+    v.add_argument("--read-timeout", type=float, default=30.0,
+                   help="seconds an upload may send nothing before 408 (default 30)")
     v.set_defaults(func=cmd_serve)
 
     t = sub.add_parser("train", help="train a model from a YAML recipe")

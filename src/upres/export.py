@@ -100,6 +100,31 @@ class OnnxNet(nn.Module):
         return torch.from_numpy(self.session.run(None, {self._in: arr})[0])
 
 
+def _load_external_data(proto: object, p: Path) -> None:
+    """Read tensors stored beside the model (ONNX external data) into it, refusing any whose
+    location is absolute or leads out of the model's folder."""
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    folder = p.parent.resolve()
+    for t in proto.graph.initializer:  # type: ignore[attr-defined]
+        if not uses_external_data(t):
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (folder / loc).resolve()
+        if not loc or Path(loc).is_absolute() or folder not in target.parents:
+            raise UpresError(f"{p}: refused: tensor {t.name!r} reads external data from "
+                             f"{loc!r}, outside the model's folder")
+        if not target.is_file():
+            raise UpresError(f"{p}: tensor {t.name!r}: external data {loc!r} is missing")
+        try:
+            load_external_data_for_tensor(t, str(folder))
+        except Exception as exc:
+            raise UpresError(f"{p}: cannot read external data {loc!r} "
+                             f"({type(exc).__name__})") from None
+        del t.external_data[:]
+        t.data_location = 0  # DEFAULT: the data now lives in the model
+
+
 def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
     """Open an ONNX file written by :func:`export_onnx`: ``(OnnxNet, its ModelCard)``."""
     p = Path(path)
@@ -111,6 +136,7 @@ def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for damaged files
         raise UpresError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    _load_external_data(proto, p)
     meta = {e.key: e.value for e in proto.metadata_props}
     card = ModelCard.from_metadata(meta)
     if card is None:

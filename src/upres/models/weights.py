@@ -54,13 +54,49 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) 
     return p
 
 
+#: The largest safetensors header upres reads (its JSON: tensor names, shapes, offsets).
+MAX_HEADER = 16 * 2**20
+
+
+def _check_safetensors_header(p: Path) -> None:
+    """Refuse, before any parsing, a header that claims more than the file holds or more than
+    :data:`MAX_HEADER`, and tensor offsets that point past the end of the file."""
+    import json
+    import struct
+
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UpresError(f"{p}: not a safetensors file (shorter than its 8-byte header "
+                             "length)")
+        n = struct.unpack("<Q", head)[0]
+        if n > min(MAX_HEADER, size - 8):
+            raise UpresError(f"{p}: refused: its header claims {n} bytes, but the file has "
+                             f"{size - 8} after the length and upres reads at most {MAX_HEADER}")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise UpresError(f"{p}: not a safetensors file (its header is not JSON)") from None
+    data = size - 8 - n
+    for name, t in header.items() if isinstance(header, dict) else ():
+        if name == "__metadata__" or not isinstance(t, dict):
+            continue
+        a, b = (t.get("data_offsets") or [0, 0])[:2]
+        if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= data):
+            raise UpresError(f"{p}: refused: tensor {name!r} claims bytes {a}-{b} of a data "
+                             f"section of {data}")
+
+
 def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    _check_safetensors_header(p)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata()
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types
-        raise UpresError(f"{p}: not a readable safetensors file ({exc})") from None
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UpresError(f"{p}: not a readable safetensors file ({first})") from None
     return state, ModelCard.from_metadata(meta)
 
 

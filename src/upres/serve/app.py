@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
 
-__all__ = ["ServeConfig", "create_app", "run"]
+__all__ = ["ServeConfig", "create_app", "is_loopback", "run"]
 
 STATIC = Path(__file__).parent / "static"
 _MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
@@ -54,7 +54,10 @@ class ServeConfig:
     ``max_queue``: requests allowed to wait for a worker; ``queue_timeout``: seconds one may
     wait; ``retry_after``: seconds suggested to clients refused with 503. ``precision``: what the
     models run in (``fp32``, ``bf16``, ``fp16`` or ``auto``, as in ``upres.load``); each answer
-    names the one in effect in its ``X-Upres-Precision`` header.
+    names the one in effect in its ``X-Upres-Precision`` header. ``token``: when set, every
+    ``/v1/`` request needs ``Authorization: Bearer TOKEN`` (compared in constant time; 401
+    otherwise). ``read_timeout``: seconds an upload may go without sending a byte (408 after
+    that; uploads are read before a worker is taken, so a slow client never holds one).
     """
 
     models: tuple[str, ...] | None = None
@@ -65,6 +68,8 @@ class ServeConfig:
     queue_timeout: float = 60.0
     retry_after: int = 5
     precision: str = "fp32"
+    token: str | None = None
+    read_timeout: float = 30.0
 
 
 class _HTTPError(Exception):
@@ -180,12 +185,20 @@ class _Models:
             return self._loaded[key]
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float = 30.0) -> bytes:
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > limit:
         raise _HTTPError(413, f"upload too large: {int(size)} bytes, limit {limit}")
     chunks, total = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise _HTTPError(408, f"upload too slow: nothing received for {timeout:g} s") \
+                from None
         total += len(chunk)
         if total > limit:
             raise _HTTPError(413, f"upload too large: more than {limit} bytes")
@@ -193,9 +206,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _image_bytes(request: Request, limit: int) -> bytes:
+async def _image_bytes(request: Request, limit: int, timeout: float = 30.0) -> bytes:
     """The uploaded file's bytes: multipart field ``file`` (or the first file), or the body."""
-    body = await _read_body(request, limit)
+    body = await _read_body(request, limit, timeout)
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         return body
@@ -286,6 +299,23 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
             gate["g"] = _Gate(cfg.workers, cfg.max_queue, cfg.queue_timeout)
         return gate["g"]
 
+    if cfg.token:
+        import hmac
+
+        want = cfg.token.encode()
+
+        @app.middleware("http")
+        async def _auth(request: Request, call_next: Any) -> Response:
+            if request.url.path.startswith(("/v1/", "/docs", "/openapi.json", "/redoc")):
+                got = request.headers.get("authorization", "")
+                scheme, _, value = got.partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), want):
+                    return JSONResponse({"detail": "missing or wrong access token (send "
+                                                   "Authorization: Bearer TOKEN)"},
+                                        status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
+
     @app.exception_handler(_HTTPError)
     async def _on_error(_: Request, exc: _HTTPError) -> JSONResponse:
         headers = dict(exc.headers)
@@ -333,7 +363,7 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         except UpresError as exc:
             raise _HTTPError(422, str(exc)) from None
         name, s = models.pick(model, scale)
-        data = await _image_bytes(request, cfg.max_upload_bytes)
+        data = await _image_bytes(request, cfg.max_upload_bytes, cfg.read_timeout)
         await run_in_threadpool(_probe, data, cfg.max_pixels)
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
@@ -353,10 +383,39 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
     return app
 
 
-def run(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``create_app(cfg)`` with uvicorn until interrupted."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine's loopback address (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000,
+        insecure: bool = False) -> None:
+    """Serve ``create_app(cfg)`` with uvicorn until interrupted.
+
+    Raises:
+        UpresError: ``host`` is not a loopback address and no token is set (unless
+            ``insecure``).
+    """
+    import sys
+
     import uvicorn
 
+    if not is_loopback(host) and not cfg.token:
+        if not insecure:
+            raise UpresError(f"serve: refusing to listen on {host} without an access token: "
+                             "give --token-file PATH (or UPRES_TOKEN), or --insecure to serve "
+                             "everyone who can reach it")
+        print(f"upres: WARNING: serving on {host} with NO access token: anyone who can "
+              "reach this address can use the server (--insecure)", file=sys.stderr,
+              flush=True)
     app = create_app(cfg)
-    print(f"upres: serving on http://{host}:{port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    print(f"upres: serving on http://{host}:{port}/ (API docs at /docs)"
+          + (" (token required for /v1/)" if cfg.token else ""), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)

@@ -10,8 +10,22 @@ function setStatus(text, isError = false) {
   el.className = isError ? "error" : "";
 }
 
+// A server started with --token-file answers 401 until the page sends its token: ask once,
+// keep it for this tab only.
+function authHeaders() {
+  const t = sessionStorage.getItem("upres-token");
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+function askToken() {
+  const t = window.prompt("This server needs its access token:");
+  if (t) sessionStorage.setItem("upres-token", t.trim());
+  return Boolean(t);
+}
+
 async function loadModels() {
-  const res = await fetch("/v1/models");
+  let res = await fetch("/v1/models", { headers: authHeaders() });
+  if (res.status === 401 && askToken()) res = await fetch("/v1/models", { headers: authHeaders() });
   state.models = await res.json();
   const scales = [...new Set(state.models.filter((m) => m.name !== "bicubic")
     .map((m) => m.scale))].sort();
@@ -60,6 +74,7 @@ function upscaleRequest(file, model, scale, format, onUpload, denoise = "auto") 
     const xhr = new XMLHttpRequest();
     const q = new URLSearchParams({ model, scale: String(scale), format, denoise });
     xhr.open("POST", `/v1/upscale?${q}`);
+    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
     xhr.responseType = "blob";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onUpload) onUpload(e.loaded / e.total); };
     xhr.upload.onload = () => { if (onUpload) onUpload(1); }; // small uploads may skip progress
