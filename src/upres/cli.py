@@ -55,6 +55,30 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+class _TileBar:
+    """A progress bar of one large image's tiles (frames, ETA), shown once it has more than
+    one tile; ``__call__(done, total)`` is the Upscaler's ``on_tile``."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.bar = name, None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if total < 2:
+            return
+        if self.bar is None or self.bar.total != total or done == 1:
+            self.close()
+            self.bar = tqdm(total=total, unit="tile", desc=self.name, leave=False,
+                            dynamic_ncols=True, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _print_row(row: Row, quiet: bool, write: Callable[..., None]) -> None:
     """One line per item, as the local run prints it."""
     if row.status == "done":
@@ -158,8 +182,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
             session = Session()
             single = len(items) == 1 and not scaled_out
+            tty = not args.quiet and sys.stderr.isatty()
             for it in items:
-                on_rows([process_item(up, it, opts, single=single, session=session)])
+                tiles = _TileBar(it.src.name) if tty else None
+                try:
+                    row = process_item(up, it, opts, single=single, session=session,
+                                       on_tile=tiles)
+                finally:
+                    if tiles is not None:
+                        tiles.close()
+                on_rows([row])
     finally:
         bar.close()
         if report is not None:
@@ -268,7 +300,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ups = []
     for m in args.model:
         try:
-            up = upres.load(m, device=args.device, scale=args.scale, ensemble=args.ensemble)
+            up = upres.load(m, device=args.device, scale=args.scale, ensemble=args.ensemble,
+                            precision=args.precision, denoise=args.denoise)
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
         plain = args.ensemble == 1 or not isinstance(up, Upscaler)
@@ -293,7 +326,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     table[n][2][name] = sr
             res = evaluate(lambda lr, up=up: up.upscale(lr, tile=args.tile), model_name=name,
                            dataset=d, scale=args.scale, images=images, rgb=args.rgb,
-                           on_output=keep, niqe=args.niqe)
+                           on_output=keep, niqe=args.niqe, progress=sys.stderr.isatty())
             results.append(res)
             extra = (f"  | RGB: PSNR {res.psnr_rgb:6.2f}  SSIM {res.ssim_rgb:.4f}"
                      if args.rgb else "")
@@ -551,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="self-ensemble: average over N flipped/rotated runs (N times slower)")
     e.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    e.add_argument("--precision", default="fp32", choices=_PRECISIONS,
+                   help="what the networks run in, as for upscale and bench")
+    e.add_argument("--denoise", default="auto", metavar="0..1|auto",
+                   help="photo models: clean-up strength (auto: measured per image)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="latency, throughput and peak memory")

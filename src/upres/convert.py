@@ -81,19 +81,23 @@ def used_range(frames: tuple[np.ndarray, ...], masks: list[np.ndarray | None]) -
 
 
 def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_overlap: int = 16,
-                     session: Session | None = None, dicom_range: str = "stored") -> Document:
+                     session: Session | None = None, dicom_range: str = "stored",
+                     on_tile: Any = None) -> Document:
     """Upscale every frame of ``doc`` and scale its metadata; returns a document of the same
     kind and dtype, ``up.scale`` times larger.
 
     ``dicom_range``: what the network's 0..1 stands for in a DICOM: ``"stored"`` (the stored bit
     range, BitsStored and PixelRepresentation; the default) or ``"data"`` (the range the file's
-    frames use, padding left out; results are clipped to it)."""
+    frames use, padding left out; results are clipped to it). ``on_tile(done, total)``: the
+    progress of an ordinary image's tiles."""
     if dicom_range not in ("stored", "data"):
         raise UpresError(f"dicom_range must be 'stored' or 'data', got {dicom_range!r}")
     s = up.scale
     if doc.kind == "image":
-        hint = {"quality": doc.meta.jpeg_quality} if hasattr(up, "choose") else {}
-        out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap, **hint)
+        kw: dict[str, Any] = {"quality": doc.meta.jpeg_quality} if hasattr(up, "choose") else {}
+        if on_tile is not None:  # networks report their tiles (interpolators ignore it)
+            kw["on_tile"] = on_tile
+        out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap, **kw)
         return Document("image", (out,), doc.meta)
     session = session or Session()
     if doc.kind == "dicom":

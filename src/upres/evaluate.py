@@ -109,19 +109,27 @@ def evaluate(
     rgb: bool = False,
     on_output: Callable[[str, np.ndarray], None] | None = None,
     niqe: bool = False,
+    progress: bool = False,
 ) -> EvalResult:
     """Score ``upscale`` on one dataset folder by the standard protocol.
 
     ``images`` may pass pre-loaded ``load_benchmark`` output (used by training validation).
     ``rgb`` adds PSNR/SSIM on the R, G, B channels (SSIM: mean over channels), same shave.
     ``on_output(name, sr)`` receives each uint8 output (for reports). ``niqe`` adds each
-    output's NIQE (no-reference; upres's pristine model, see :mod:`upres.niqe`).
+    output's NIQE (no-reference; upres's pristine model, see :mod:`upres.niqe`). ``progress``:
+    a bar of images with ETA on stderr.
     """
+    import sys
+
+    from tqdm import tqdm
+
     from upres.niqe import niqe as niqe_score
 
     data = images if images is not None else load_benchmark(dataset, scale)
     scores = []
-    for name, hr, lr in data:
+    for name, hr, lr in tqdm(data, unit="img", desc=f"{model_name} {Path(dataset).name}",
+                             disable=not progress, leave=False, file=sys.stderr,
+                             dynamic_ncols=True):
         sr = upscale(lr)
         if sr.shape != hr.shape or sr.dtype != np.uint8:
             raise ValueError(f"{name}: upscaler returned {sr.shape} {sr.dtype}, expected "

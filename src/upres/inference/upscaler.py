@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,8 @@ class Upscaler:
         return max(64, side // 32 * 32)
 
     def _upscale_planes(self, rgb: np.ndarray, out_dtype: np.dtype, tile: int,
-                        overlap: int, *, gray: bool = False) -> np.ndarray:
+                        overlap: int, *, gray: bool = False,
+                        on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
         """``(H, W, 3)`` float32 [0, 1] -> ``(H*s, W*s, 3)`` of ``out_dtype`` (``(H*s, W*s)``,
         the mean of the three output channels, with ``gray``), tile by tile.
 
@@ -316,7 +318,8 @@ class Upscaler:
         s = self.scale
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), dtype=out_dtype)
         size = tile if tile > 0 else max(h, w)
-        for t in tile_grid(h, w, size, overlap if tile > 0 else 0, self.size_multiple):
+        tiles = list(tile_grid(h, w, size, overlap if tile > 0 else 0, self.size_multiple))
+        for i, t in enumerate(tiles):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
             y = self._forward(x[None])[0].numpy().transpose(1, 2, 0)
@@ -325,15 +328,19 @@ class Upscaler:
             core = y[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
             out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(core.mean(axis=2) if gray else core,
                                                          out_dtype)
+            if on_tile is not None:
+                on_tile(i + 1, len(tiles))
         return out
 
     def _upscale_gray(self, plane: np.ndarray, out_dtype: np.dtype, tile: int,
-                      overlap: int) -> np.ndarray:
+                      overlap: int,
+                      on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
         """``(H, W)`` float32 -> ``(H*s, W*s)``: through the RGB model as three equal channels."""
         return self._upscale_planes(np.repeat(plane[:, :, None], 3, axis=2), out_dtype, tile,
-                                    overlap, gray=True)
+                                    overlap, gray=True, on_tile=on_tile)
 
-    def upscale(self, img: Any, *, tile: int | None = None, tile_overlap: int = 16) -> Any:
+    def upscale(self, img: Any, *, tile: int | None = None, tile_overlap: int = 16,
+                on_tile: Callable[[int, int], None] | None = None) -> Any:
         """Upscale one image by ``self.scale``.
 
         Args:
@@ -343,6 +350,7 @@ class Upscaler:
                 memory, ``0`` runs the whole image at once.
             tile_overlap: context pixels read around each tile (>= the network's receptive-field
                 radius makes tiling exact).
+            on_tile: called as ``on_tile(done, total)`` after each tile (progress bars).
 
         Returns:
             The same kind (array or PIL image) and dtype, ``scale`` times larger. Colour and
@@ -368,9 +376,9 @@ class Upscaler:
         if alpha is not None:
             f = fill_transparent(f, alpha)
         if f.shape[2] == 1:
-            res = self._upscale_gray(f[:, :, 0], out_dt, tile, tile_overlap)[:, :, None]
+            res = self._upscale_gray(f[:, :, 0], out_dt, tile, tile_overlap, on_tile)[:, :, None]
         else:
-            res = self._upscale_planes(f, out_dt, tile, tile_overlap)
+            res = self._upscale_planes(f, out_dt, tile, tile_overlap, on_tile=on_tile)
         if alpha is not None:
             if alpha.min() >= peak:  # fully opaque stays exactly opaque
                 a_up = np.full(res.shape[:2], peak, dtype=out_dt)

@@ -193,9 +193,10 @@ def shard_of(rel: str, n: int) -> int:
 
 
 def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
-                 session: Any = None) -> Row:
+                 session: Any = None, on_tile: Callable[[int, int], None] | None = None) -> Row:
     """Read, upscale and write one item (any kind: image, DICOM, scientific TIFF, GeoTIFF);
-    never raises for a bad input: the row says what happened."""
+    never raises for a bad input: the row says what happened. ``on_tile(done, total)``:
+    progress of an ordinary image's tiles."""
     from upres import formats
     from upres.convert import Session, is_network, upscale_document
     from upres.formats.dicom import NOT_FOR_DIAGNOSIS
@@ -244,7 +245,8 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
             if dst.exists() and not opts.overwrite:
                 raise OutputExistsError(str(dst))
             res = upscale_document(up, doc, tile=opts.tile, tile_overlap=opts.tile_overlap,
-                                   session=session, dicom_range=opts.dicom_range)
+                                   session=session, dicom_range=opts.dicom_range,
+                                   on_tile=on_tile)
             if res.kind == "dicom" and is_network(up):
                 row.notes += session.new_notes([NOT_FOR_DIAGNOSIS])
             row.notes += [f"{n} (first seen in {src})"
