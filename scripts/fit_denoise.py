@@ -7,15 +7,18 @@ amounts: clean, one everyday pass (blur, noise, JPEG, as in ``upres.data.degrade
 Real-ESRGAN's second-order pipeline; half of the JPEG-compressed ones also tell their quality
 (as a JPEG file's tables do), the rest are "PNGs that were JPEGs once". Each is upscaled at
 strengths 0, 0.1, ..., 1 (the base ``x{s}`` and the photo model's blend) and scored (PSNR-Y
-against the crop). The map ``t = a + b * noise + c * blocking + d * (100 - quality) / 100``
-(clipped to 0..1, and 0 below 0.05) is chosen by grid search to maximise the mean PSNR-Y; the
-script prints it and the gap to the best strength per sample, for upres.inference.denoise.
+against the crop). The map ``t = max(0, a + b * noise + c * blocking) + d * (100 -
+quality) / 100`` (clipped to 0..1, and 0 below 0.05: ``upres.inference.denoise.strength_for``)
+is chosen by grid search to maximise the mean PSNR-Y among the maps that give at least 90 % of
+the clean crops strength 0 (a clean image must get ``x{s}``'s output itself); the script prints
+it and the gap to the best strength per sample, for upres.inference.denoise.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +89,19 @@ def main() -> None:
     print(f"{len(data)} samples; mean PSNR-Y at the best strength per sample {best.mean():.3f}, "
           f"at 0 {scores[:, 0].mean():.3f}, at 1 {scores[:, -1].mean():.3f}")
     top = None
-    for a, b, c, d in itertools.product(np.arange(-0.6, 0.31, 0.1), np.arange(0, 0.41, 0.04),
-                                        np.arange(0, 6.1, 0.5), np.arange(0, 2.6, 0.25)):
+    clean = np.array([x[3] == "clean" for x in data])
+    for a, b, c, d in itertools.product(np.arange(-1.2, 0.31, 0.1), np.arange(0, 0.41, 0.04),
+                                        np.arange(0, 8.1, 0.5), np.arange(0, 4.1, 0.25)):
         fit = {"a": float(a), "b": float(b), "c": float(c), "d": float(d)}
-        idx = [int(np.abs(GRID - strength_for(f, fit)).argmin()) for f in feats]
+        ts = np.array([strength_for(f, fit) for f in feats])
+        if (ts[clean] > 0).mean() > 0.1:  # clean input must get x{s} itself (t = 0)
+            continue
+        idx = [int(np.abs(GRID - t).argmin()) for t in ts]
         mean = scores[np.arange(len(data)), idx].mean()
         if top is None or mean > top[0]:
             top = (mean, fit)
     mean, fit = top
-    print(f"fit {({k: round(v, 3) for k, v in fit.items()})}: mean PSNR-Y {mean:.3f} "
+    print(f"fit {json.dumps({k: round(v, 3) for k, v in fit.items()})}: mean PSNR-Y {mean:.3f} "
           f"({best.mean() - mean:.3f} dB under the best strength per sample)")
     for kind in ("clean", "pass", "second"):
         rows = [i for i, x in enumerate(data) if x[3] == kind]

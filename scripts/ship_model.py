@@ -37,9 +37,27 @@ def main() -> None:
     ap.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help="where to ship (default: zoo)")
     ap.add_argument("--prior", type=Path, help="run folder of the stage this run started from")
     ap.add_argument("--trained-on", default="291 images (T91 + BSD200), LR by MATLAB bicubic")
+    ap.add_argument("--denoise-base", default="",
+                    help="photo models: the shipped model that is clean-up strength 0; the "
+                         "PSNR is then measured as upres eval does, at the automatic strength")
+    ap.add_argument("--summary", default="", help="what the model is for, in a user's words")
+    ap.add_argument("--denoise-fit", default="",
+                    help='photo models: the automatic strength map from scripts/fit_denoise.py, '
+                         'as JSON ({"a": ..., "b": ..., "c": ..., "d": ...})')
     args = ap.parse_args()
     model, card = load_model(args.run / "final.safetensors")
+    if args.denoise_fit:
+        import json
+
+        card = card.with_(denoise_fit=json.loads(args.denoise_fit))
     up = Upscaler(model, card, device="cpu")
+    if args.denoise_base:
+        from upres.api import resolve_weights
+        from upres.inference.denoise import PhotoUpscaler
+
+        base, _ = load_model(resolve_weights(args.denoise_base))
+        photo = {k: v.clone() for k, v in model.state_dict().items()}
+        up = PhotoUpscaler(Upscaler(model, card, device="cpu"), base.state_dict(), photo)
     psnr, ssim = {}, {}
     for ds in ("Set5", "Set14", "BSD100"):
         res = evaluate(up.upscale, model_name=args.name, dataset=BENCH / ds, scale=card.scale)
@@ -53,7 +71,10 @@ def main() -> None:
         seconds += prior_card.train_seconds
         log = (args.prior / "train.log").read_text() + log
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
-                      notes=args.notes, train_seconds=round(seconds, 1))
+                      notes=args.notes, train_seconds=round(seconds, 1),
+                      denoise_base=args.denoise_base, summary=args.summary)
+    if args.denoise_base:
+        up.set_strength(1.0)  # the file holds the strong endpoint
     out = save_model(args.zoo_dir / f"{args.name}.safetensors", model, card)
     shutil.copy(args.run / "config.yaml", args.zoo_dir / f"{args.name}.yaml")
     (args.zoo_dir / f"{args.name}.log").write_text(log)

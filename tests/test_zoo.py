@@ -69,8 +69,9 @@ def test_ci_runs_the_readme_test_command():
 
 def test_photo_model_says_what_it_is_for_and_runs_everywhere(tmp_path):
     card = next(c for c in zoo.shipped() if c.name == "photo-x4")
-    assert "blur" in card.notes and "forensic" in card.notes and "invents" in card.notes
-    assert "second-order" in card.trained_on and card.config["gan"]["weight"] > 0
+    assert "forensic" in card.notes and "removes what it takes for noise" in card.notes
+    assert "second-order" in card.trained_on and card.denoise_base == "x4"
+    assert "JPEG" in card.summary and card.config["data"]["degradation"] == "photo_mix"
     lr = imresize(read_rgb8(BENCH / "Set5" / "bird.png"), 1 / 4)
     out = upres.load("photo-x4").upscale(lr)
     assert out.shape == (lr.shape[0] * 4, lr.shape[1] * 4, 3)

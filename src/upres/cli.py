@@ -286,15 +286,22 @@ def cmd_models(args: argparse.Namespace) -> int:
                 else f"{'-':>6} {'-':>7}")
         print(f"{r['name']:<10} {r['arch']:<9} {'x' + str(r['scale']):>5} {r['params']:>8} "
               f"{size}  " + vals)
-        if r.get("notes"):
-            print(f"{'':<10} {r['notes'].split('. ')[0].rstrip('.')}.")
+        if r.get("summary") or r.get("notes"):
+            print(f"{'':<10} {r.get('summary') or r['notes'].split('. ')[0].rstrip('.') + '.'}")
+    from upres.models import zoo
+
+    photos = [f"x{c.scale}: {c.name}" for c in zoo.shipped() if c.denoise_base]
+    if photos:
+        print(f"auto (the default model): x{{s}}'s own output for clean images, the photo model "
+              f"({', '.join(photos)}) with the clean-up each image's damage calls for otherwise; "
+              "x{s} at other scales.")
     return 0
 
 
 # -- eval --------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     import upres
-    from upres.evaluate import evaluate, load_benchmark
+    from upres.evaluate import evaluate, input_hints, load_benchmark, load_inputs
     from upres.inference.upscaler import Upscaler
 
     ups = []
@@ -316,7 +323,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for i, d in enumerate(args.dataset):
         if not Path(d).is_dir():
             raise _UsageError(f"{d}: no such dataset folder")
-        images = load_benchmark(d, args.scale, lr_dirs[i] if lr_dirs else None)
+        images = (load_inputs(d, args.scale) if args.no_reference else
+                  load_benchmark(d, args.scale, lr_dirs[i] if lr_dirs else None))
         table = outputs.setdefault((Path(d).name, args.scale),
                                    {n: (hr, lr, {}) for n, hr, lr in images})
         for name, up in ups:
@@ -324,19 +332,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if args.report:
                 def keep(n: str, sr, name: str = name, table: dict = table) -> None:
                     table[n][2][name] = sr
-            res = evaluate(lambda lr, up=up: up.upscale(lr, tile=args.tile), model_name=name,
+            hints = input_hints(d) if args.no_reference and hasattr(up, "choose") else None
+            res = evaluate(lambda lr, up=up, **kw: up.upscale(lr, tile=args.tile, **kw),
+                           model_name=name, hints=hints,
                            dataset=d, scale=args.scale, images=images, rgb=args.rgb,
-                           on_output=keep, niqe=args.niqe, progress=sys.stderr.isatty())
+                           on_output=keep, niqe=args.niqe, progress=sys.stderr.isatty(),
+                           reference=not args.no_reference)
             results.append(res)
             extra = (f"  | RGB: PSNR {res.psnr_rgb:6.2f}  SSIM {res.ssim_rgb:.4f}"
                      if args.rgb else "")
-            extra += f"  NIQE {res.niqe:.2f}" if args.niqe else ""
-            print(f"{res.model:<24} {res.dataset:<10} x{res.scale}  PSNR-Y {res.psnr_y:6.2f}  "
-                  f"SSIM-Y {res.ssim_y:.4f}  ({res.n_images} images){extra}", flush=True)
+            extra += f"  NIQE {res.niqe:.2f}" if args.niqe or args.no_reference else ""
+            fid = ("(no reference)" if args.no_reference else
+                   f"PSNR-Y {res.psnr_y:6.2f}  SSIM-Y {res.ssim_y:.4f}")
+            print(f"{res.model:<24} {res.dataset:<10} x{res.scale}  {fid}  "
+                  f"({res.n_images} images){extra}", flush=True)
     lr_note = "LR from --lr-dir" if lr_dirs else "MATLAB-bicubic LR"
-    print(f"(standard protocol: {lr_note}, Y channel, border shaved by the scale"
-          + ("; RGB figures are not the protocol's and not comparable with papers)" if args.rgb
-             else ")"))
+    if args.no_reference:
+        print("(inputs without ground truth: NIQE only, upres's own fit; lower is more natural)")
+    else:
+        print(f"(standard protocol: {lr_note}, Y channel, border shaved by the scale"
+              + ("; RGB figures are not the protocol's and not comparable with papers)"
+                 if args.rgb else ")"))
     for path, text in ((args.json, lambda: json.dumps([r.to_json() for r in results], indent=2)),
                        (args.markdown, lambda: to_markdown(results))):
         if path:
@@ -347,7 +363,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.report:
         from upres.report import write_report
 
-        print(f"wrote {write_report(args.report, results, outputs)}")
+        index = write_report(args.report, results, outputs, reference=not args.no_reference)
+        print(f"wrote {index}")
     return 0
 
 
@@ -575,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lr-dir", nargs="+", metavar="DIR",
                    help="ready LR images, one folder per dataset (X{s}/{name}x{s}.png, "
                         "{name}x{s}.png, {name}_x{s}.png or {name}.png)")
+    e.add_argument("--no-reference", action="store_true",
+                   help="the folders hold real inputs without ground truth (e.g. real-world "
+                        "photos): upscale them, score NIQE only, and --report shows crops")
     e.add_argument("--rgb", action="store_true",
                    help="also PSNR/SSIM on RGB (labelled; not the protocol's Y figures)")
     e.add_argument("--niqe", action="store_true",

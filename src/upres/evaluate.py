@@ -8,7 +8,7 @@ shave. Set PSNR/SSIM are means of the per-image values.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,26 @@ def load_benchmark(folder: str | os.PathLike[str], scale: int,
     return out
 
 
+def input_hints(folder: str | os.PathLike[str]) -> dict[str, dict]:
+    """Per image of ``folder`` (by stem), what a photo model reads from the file itself: a
+    JPEG's quality (``{"quality": q}``)."""
+    from upres.inference.denoise import jpeg_quality
+
+    return {f.stem: {"quality": jpeg_quality(f)} for f in scan_images([folder])}
+
+
+def load_inputs(folder: str | os.PathLike[str], scale: int
+                ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, shown, lr)`` for images without ground truth (real-world photos): ``lr`` the
+    image as 8-bit RGB, ``shown`` the same enlarged ``scale`` times by nearest neighbour (what
+    the report puts where the HR would be, and the output's expected shape)."""
+    out = []
+    for f in scan_images([folder]):
+        lr = np.ascontiguousarray(read_rgb8(f))
+        out.append((f.stem, np.repeat(np.repeat(lr, scale, 0), scale, 1), lr))
+    return out
+
+
 def to_markdown(results: Sequence[EvalResult]) -> str:
     """A Markdown table: one row per model, PSNR-Y / SSIM-Y per dataset and scale."""
     cols = list(dict.fromkeys((r.dataset, r.scale) for r in results))
@@ -110,6 +130,8 @@ def evaluate(
     on_output: Callable[[str, np.ndarray], None] | None = None,
     niqe: bool = False,
     progress: bool = False,
+    reference: bool = True,
+    hints: Mapping[str, dict] | None = None,
 ) -> EvalResult:
     """Score ``upscale`` on one dataset folder by the standard protocol.
 
@@ -117,7 +139,9 @@ def evaluate(
     ``rgb`` adds PSNR/SSIM on the R, G, B channels (SSIM: mean over channels), same shave.
     ``on_output(name, sr)`` receives each uint8 output (for reports). ``niqe`` adds each
     output's NIQE (no-reference; upres's pristine model, see :mod:`upres.niqe`). ``progress``:
-    a bar of images with ETA on stderr.
+    a bar of images with ETA on stderr. ``reference=False`` (inputs without ground truth, from
+    :func:`load_inputs`): no PSNR/SSIM (NaN), NIQE only. ``hints``: keyword arguments for
+    ``upscale`` per image name (a JPEG's quality for photo models).
     """
     import sys
 
@@ -130,14 +154,15 @@ def evaluate(
     for name, hr, lr in tqdm(data, unit="img", desc=f"{model_name} {Path(dataset).name}",
                              disable=not progress, leave=False, file=sys.stderr,
                              dynamic_ncols=True):
-        sr = upscale(lr)
+        sr = upscale(lr, **(hints or {}).get(name, {}))
         if sr.shape != hr.shape or sr.dtype != np.uint8:
             raise ValueError(f"{name}: upscaler returned {sr.shape} {sr.dtype}, expected "
                              f"{hr.shape} uint8")
         if on_output is not None:
             on_output(name, sr)
         p_rgb = s_rgb = None
-        if rgb:
+        niqe = niqe or not reference
+        if rgb and reference:
             p_rgb = psnr(sr, hr, shave=scale)
             s_rgb = float(np.mean([ssim(sr[..., c], hr[..., c], shave=scale) for c in range(3)]))
         nq = None
@@ -146,15 +171,16 @@ def evaluate(
                 nq = niqe_score(sr)
             except ValueError as exc:  # too small for NIQE's 96x96 patches
                 raise UpresError(f"{name}: {exc}") from None
-        scores.append(ImageScore(name, psnr_y(sr, hr, shave=scale),
-                                 ssim_y(sr, hr, shave=scale) if with_ssim else float("nan"),
-                                 p_rgb, s_rgb, nq))
+        nan = float("nan")
+        scores.append(ImageScore(name, psnr_y(sr, hr, shave=scale) if reference else nan,
+                                 ssim_y(sr, hr, shave=scale) if with_ssim and reference
+                                 else nan, p_rgb, s_rgb, nq))
     return EvalResult(
         model=model_name, dataset=Path(dataset).name, scale=scale,
         psnr_y=float(np.mean([s.psnr_y for s in scores])),
         ssim_y=float(np.mean([s.ssim_y for s in scores])),
         n_images=len(scores), per_image=scores,
-        psnr_rgb=float(np.mean([s.psnr_rgb for s in scores])) if rgb else None,
-        ssim_rgb=float(np.mean([s.ssim_rgb for s in scores])) if rgb else None,
+        psnr_rgb=float(np.mean([s.psnr_rgb for s in scores])) if rgb and reference else None,
+        ssim_rgb=float(np.mean([s.ssim_rgb for s in scores])) if rgb and reference else None,
         niqe=float(np.mean([s.niqe for s in scores])) if niqe else None,
     )

@@ -73,10 +73,12 @@ def _slug(text: str) -> str:
 
 
 def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult],
-                 outputs: Outputs, *, crop: int = 96) -> Path:
+                 outputs: Outputs, *, crop: int = 96, reference: bool = True) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/img/*.png``; returns the HTML path.
 
     ``crop``: side of the HR-resolution crop shown for each image (displayed 3x, 6x on click).
+    ``reference=False``: inputs without ground truth; the first panel is the input enlarged by
+    nearest neighbour and the figures are NIQE (no reference; lower is more natural).
     """
     out = Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
@@ -90,17 +92,21 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult],
              f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
              f"<title>upres evaluation</title><style>{_CSS}</style></head><body>",
              "<h1>upres evaluation</h1>",
-             "<p>PSNR-Y (dB) / SSIM-Y by the standard protocol: MATLAB-bicubic LR, luma "
-             "(BT.601), border shaved by the scale. Crops show where the models disagree "
-             "most; click a crop to zoom.</p>",
+             ("<p>PSNR-Y (dB) / SSIM-Y by the standard protocol: MATLAB-bicubic LR, luma "
+              "(BT.601), border shaved by the scale." if reference else
+              "<p>Real inputs without ground truth: judge by eye. The figures are NIQE "
+              "(no-reference naturalness, upres's own fit: lower is more natural), not "
+              "fidelity.")
+             + " Crops show where the models disagree most; click a crop to zoom.</p>",
              "<table><tr><th>model</th>"
              + "".join(f"<th>{esc(d)} x{s}</th>" for d, s in cols) + "</tr>"]
     for m in models:
         tds = []
         for d, s in cols:
             r = cell.get((m, d, s))
-            tds.append(f"<td class='num'>{r.psnr_y:.2f} / {r.ssim_y:.4f}</td>" if r
-                       else "<td>-</td>")
+            val = (f"{r.psnr_y:.2f} / {r.ssim_y:.4f}" if reference else
+                   f"NIQE {r.niqe:.2f}") if r else None
+            tds.append(f"<td class='num'>{val}</td>" if val else "<td>-</td>")
         parts.append(f"<tr><td>{esc(m)}</td>{''.join(tds)}</tr>")
     parts.append("</table>")
     for (dataset, scale), images in outputs.items():
@@ -111,15 +117,19 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult],
             bic = srs.get("bicubic")
             if bic is None:
                 bic = imresize(lr, float(scale))
-            panels = [("HR", hr, None), ("bicubic", bic, per_image.get(("bicubic", dataset,
-                                                                         scale), {}).get(name))]
+            first = "HR" if reference else "input (nearest)"
+            panels = [(first, hr, None),
+                      ("bicubic", bic, per_image.get(("bicubic", dataset, scale), {}).get(name))]
             panels += [(m, sr, per_image.get((m, dataset, scale), {}).get(name))
                        for m, sr in srs.items() if m != "bicubic"]
             figs = []
             for label, img, score in panels:
                 f = f"img/{_slug(dataset)}_x{scale}_{_slug(name)}_{_slug(label)}.png"
                 write_image(out / f, np.ascontiguousarray(img[y:y + c, x:x + c]), overwrite=True)
-                cap = esc(label) + (f"<br>{score.psnr_y:.2f} dB" if score is not None else "")
+                fig = None if score is None else (f"{score.psnr_y:.2f} dB" if reference else
+                                                  f"NIQE {score.niqe:.2f}"
+                                                  if score.niqe is not None else None)
+                cap = esc(label) + (f"<br>{fig}" if fig else "")
                 figs.append(f"<figure><img class='crop' src='{f}' alt='{esc(label)} crop of "
                             f"{esc(name)}' width='{c * 3}' height='{c * 3}' data-w='{c}'>"
                             f"<figcaption>{cap}</figcaption></figure>")

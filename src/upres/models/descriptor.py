@@ -26,7 +26,8 @@ class ModelCard:
     ``supports_half``: the network runs under bf16/fp16 autocast (every registered architecture
     is checked under bf16 by the tests); when False, half precision requests fall back to fp32.
     ``denoise_base``: for a photo model, the model whose weights are clean-up strength 0 (the
-    card's own weights are strength 1; :mod:`upres.inference.denoise`). ``summary``: one or two
+    card's own weights are strength 1; :mod:`upres.inference.denoise`), and ``denoise_fit`` the
+    coefficients of its automatic strength (``scripts/fit_denoise.py``). ``summary``: one or two
     sentences for users: what the model is for.
     """
 
@@ -53,6 +54,7 @@ class ModelCard:
     pre_upsample: bool = False
     supports_half: bool = True
     denoise_base: str = ""  # photo models: the shipped model that is clean-up strength 0
+    denoise_fit: dict[str, float] = field(default_factory=dict)  # its automatic strength map
     summary: str = ""  # what the model is for, in a user's words (listings, web page)
 
     def to_metadata(self) -> dict[str, str]:
