@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from upres.errors import UpresError
 from upres.inference.upscaler import Interpolator, Upscaler, check_ensemble
 from upres.models import zoo
 from upres.models.weights import load_model
 
-__all__ = ["load", "resolve_weights"]
+__all__ = ["load", "resolve_weights", "upscale_image"]
 
 
 def resolve_weights(model: str | os.PathLike[str], *, also: Sequence[str] = ()) -> Path:
@@ -94,3 +95,45 @@ class _Holder:
 
     def __init__(self, model: object) -> None:
         self.model = model
+
+
+def upscale_image(img: Any, model: str = "auto", *, scale: int | None = None,
+                  outscale: float | None = None, size: tuple[int, int] | None = None,
+                  fit: tuple[int, int] | None = None, tile: int | None = None,
+                  **load_kw: Any) -> Any:
+    """Upscale one image (numpy array or PIL image, any dtype :meth:`Upscaler.upscale` takes)
+    to any size: ``outscale`` (a factor: 1.5, 6, 8), ``size`` ``(w, h)`` (a 0 keeps the aspect
+    ratio) or ``fit`` ``(w, h)`` (largest within, keeping the aspect ratio); none of them:
+    the model's own scale. With ``model="auto"`` the network of each scale is the default one
+    of that scale (loaded once and kept); a named model runs as many times as needed. The
+    network passes are the least work that reaches the size, then one MATLAB-bicubic resize.
+    ``load_kw`` go to :func:`load` (device, precision, denoise, ...)."""
+    import numpy as np
+    from PIL import Image
+
+    from upres.inference.outscale import SizeRequest, passes_for, target_size, upscale_to
+
+    pil = isinstance(img, Image.Image)
+    arr = np.asarray(img)
+    req = SizeRequest(outscale=outscale, size=size, fit=fit)
+    if outscale is None and size is None and fit is None:
+        out = _cached(model, scale, load_kw).upscale(arr, tile=tile)
+    else:
+        h, w = arr.shape[:2]
+        tw, th = target_size(w, h, req)
+        fixed = None if model == "auto" else _cached(model, scale, load_kw).scale
+        passes = passes_for(max(tw / w, th / h), fixed)
+        out = upscale_to(arr, (tw, th), lambda s: _cached(model, s if model == "auto"
+                                                          else scale, load_kw), passes,
+                         tile=tile)
+    return Image.fromarray(out) if pil else out
+
+
+_LOADED: dict[tuple, Upscaler | Interpolator] = {}
+
+
+def _cached(model: str, scale: int | None, load_kw: dict[str, Any]) -> Any:
+    key = (model, scale, tuple(sorted(load_kw.items())))
+    if key not in _LOADED:
+        _LOADED[key] = load(model, scale=scale, **load_kw)
+    return _LOADED[key]

@@ -11,11 +11,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from upres.errors import UpresError
 
 if TYPE_CHECKING:
+    from upres.inference.outscale import SizeRequest
     from upres.jobs import JobOptions, Row
 
 __all__ = ["main"]
@@ -33,6 +34,27 @@ class _UsageError(Exception):
 
 
 # -- upscale -----------------------------------------------------------------------------------
+def _size_request(args: argparse.Namespace) -> SizeRequest | None:
+    from upres.inference.outscale import SizeRequest, parse_size
+
+    given = [a for a in ("outscale", "size", "fit") if getattr(args, a) is not None]
+    if len(given) > 1:
+        raise _UsageError(f"--{given[0]} and --{given[1]} exclude each other")
+    if not given:
+        return None
+    try:
+        if args.outscale is not None:
+            if not 0 < args.outscale <= 64:
+                raise UpresError(f"--outscale must be above 0 and at most 64, got "
+                                 f"{args.outscale}")
+            return SizeRequest(outscale=args.outscale)
+        if args.size is not None:
+            return SizeRequest(size=parse_size(args.size, "--size"))
+        return SizeRequest(fit=parse_size(args.fit, "--fit"))
+    except UpresError as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def _job_options(args: argparse.Namespace) -> JobOptions:
     from upres.jobs import JobOptions
 
@@ -40,7 +62,7 @@ def _job_options(args: argparse.Namespace) -> JobOptions:
                       overwrite=args.overwrite, tile=args.tile, tile_overlap=args.tile_overlap,
                       max_pixels=args.max_pixels, dicom_range=args.dicom_range,
                       bands=tuple(args.bands or ()), value_range=args.value_range,
-                      overviews=args.overviews)
+                      overviews=args.overviews, size=_size_request(args))
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -127,11 +149,22 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         raise _UsageError(str(exc)) from None
     if getattr(up, "precision_note", "") and not args.quiet:
         print(f"upres: {up.precision_note}", file=sys.stderr)
-    items, dropped = drop_own_outputs(items, opts, up.scale)
+    label = opts.size.label if opts.size is not None else up.scale
+    items, dropped = drop_own_outputs(items, opts, label)
     if dropped and not args.quiet:
         _err(f"left out {dropped} file(s) that look like outputs of an earlier run (named "
-             f"*{args.suffix.format(scale=up.scale)}.* beside their input, or inside the output "
+             f"*{args.suffix.format(scale=label)}.* beside their input, or inside the output "
              "folder); name them one by one to upscale them anyway")
+    upscaler_for = None
+    if opts.size is not None and args.model in (None, "auto"):
+        cache = {up.scale: up}
+
+        def upscaler_for(s: int) -> Any:  # the default model of each scale, loaded once
+            if s not in cache:
+                cache[s] = upres.load("auto", device=args.device, precision=args.precision,
+                                      scale=s, backend=args.backend, ensemble=args.ensemble,
+                                      denoise=args.denoise)
+            return cache[s]
     if not items:
         return 0
     from tqdm import tqdm
@@ -187,7 +220,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tiles = _TileBar(it.src.name) if tty else None
                 try:
                     row = process_item(up, it, opts, single=single, session=session,
-                                       on_tile=tiles)
+                                       on_tile=tiles, upscaler_for=upscaler_for)
                 finally:
                     if tiles is not None:
                         tiles.close()
@@ -494,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--denoise", default="auto", metavar="0..1|auto",
                    help="photo models: clean-up strength, 0 (none: x{s}) to 1 (strong); auto "
                         "measures each image's noise and JPEG damage (default)")
+    u.add_argument("--outscale", type=float, metavar="F",
+                   help="any output factor (1.5, 6, 8): the network pass(es) that reach it "
+                        "with the least work, then one high-quality resize; ordinary images")
+    u.add_argument("--size", metavar="WxH",
+                   help="exact output size (WxH; 1920x0 keeps the aspect ratio)")
+    u.add_argument("--fit", metavar="WxH",
+                   help="largest output within WxH, keeping the aspect ratio")
     u.add_argument("--tile", type=int,
                    help="tile size in input pixels; 0 = whole image (default: automatic)")
     u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")

@@ -46,6 +46,7 @@ class JobOptions:
     bands: tuple[str, ...] = ()
     value_range: str = "auto"
     overviews: bool = False
+    size: Any = None  # upres.inference.outscale.SizeRequest: --outscale / --size / --fit
 
     @property
     def raster(self) -> bool:
@@ -121,7 +122,7 @@ def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
     return found
 
 
-def drop_own_outputs(items: list[Item], opts: JobOptions, scale: int
+def drop_own_outputs(items: list[Item], opts: JobOptions, scale: int | str
                      ) -> tuple[list[Item], int]:
     """Leave out listed files that a run like this one wrote: those named with this run's
     suffix whose output would land in their own folder (``bird_x4.png`` beside ``bird.png``),
@@ -145,7 +146,7 @@ def drop_own_outputs(items: list[Item], opts: JobOptions, scale: int
     return kept, dropped
 
 
-def out_path(src: Path, base: Path, opts: JobOptions, scale: int, single: bool,
+def out_path(src: Path, base: Path, opts: JobOptions, scale: int | str, single: bool,
              src_format: str, kind: str = "image") -> Path:
     """The output file of ``src``: ``{stem}{suffix}{ext}`` beside it, in the output folder
     (mirroring the tree under ``base``), or the output path itself for a single input.
@@ -193,10 +194,12 @@ def shard_of(rel: str, n: int) -> int:
 
 
 def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
-                 session: Any = None, on_tile: Callable[[int, int], None] | None = None) -> Row:
+                 session: Any = None, on_tile: Callable[[int, int], None] | None = None,
+                 upscaler_for: Callable[[int], Any] | None = None) -> Row:
     """Read, upscale and write one item (any kind: image, DICOM, scientific TIFF, GeoTIFF);
     never raises for a bad input: the row says what happened. ``on_tile(done, total)``:
-    progress of an ordinary image's tiles."""
+    progress of an ordinary image's tiles. With ``opts.size`` (any output size), the network
+    passes come from ``upscaler_for(scale)`` (default: ``up`` for its own scale only)."""
     from upres import formats
     from upres.convert import Session, is_network, upscale_document
     from upres.formats.dicom import NOT_FOR_DIAGNOSIS
@@ -206,14 +209,19 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
     t0 = time.perf_counter()
     src = item.src
     session = session or Session()
+    name_scale: int | str = opts.size.label if opts.size is not None else up.scale
     dst: Path | None = None
     row = Row(input=str(src), output=None, status="failed")
     try:
         # The suffix decides the output format for "same"; the decoded format refines it.
-        dst = out_path(src, item.base, opts, up.scale, single, format_for_suffix(src) or "PNG")
+        dst = out_path(src, item.base, opts, name_scale, single,
+                       format_for_suffix(src) or "PNG")
         if dst.exists() and not opts.overwrite:
             raise OutputExistsError(str(dst))
         kind = formats.kind_of(src, raster=opts.raster)
+        if opts.size is not None and kind != "image":
+            raise UpresError(f"{src}: --outscale, --size and --fit apply to ordinary images, "
+                             f"not {kind.upper()} (whose metadata follows an integer scale)")
         if kind == "geotiff":
             from upres.raster import upscale_raster
 
@@ -240,13 +248,16 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
             if doc.kind != "image" and opts.format != "same":
                 raise UpresError(f"{src}: {doc.kind.upper()} input is written as "
                                  f"{doc.kind.upper()}; --format applies to ordinary images")
-            dst = out_path(src, item.base, opts, up.scale, single,
+            dst = out_path(src, item.base, opts, name_scale, single,
                            getattr(doc.meta, "format", ""), doc.kind)
             if dst.exists() and not opts.overwrite:
                 raise OutputExistsError(str(dst))
-            res = upscale_document(up, doc, tile=opts.tile, tile_overlap=opts.tile_overlap,
-                                   session=session, dicom_range=opts.dicom_range,
-                                   on_tile=on_tile)
+            if opts.size is not None:
+                res = _sized(up, doc, opts, upscaler_for, on_tile)
+            else:
+                res = upscale_document(up, doc, tile=opts.tile, tile_overlap=opts.tile_overlap,
+                                       session=session, dicom_range=opts.dicom_range,
+                                       on_tile=on_tile)
             if res.kind == "dicom" and is_network(up):
                 row.notes += session.new_notes([NOT_FOR_DIAGNOSIS])
             row.notes += [f"{n} (first seen in {src})"
@@ -270,3 +281,22 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
     row.seconds = round(time.perf_counter() - t0, 4)
     row.worker = f"{os.uname().nodename}:{os.getpid()}"
     return row
+
+
+def _sized(up: Any, doc: Any, opts: JobOptions, upscaler_for: Callable[[int], Any] | None,
+           on_tile: Callable[[int, int], None] | None) -> Any:
+    """An ordinary image at ``opts.size``: network passes, then one resize."""
+    from upres.formats import Document
+    from upres.inference.outscale import passes_for, target_size, upscale_to
+
+    img = doc.frames[0]
+    h, w = img.shape[:2]
+    tw, th = target_size(w, h, opts.size)
+    fixed = None if upscaler_for is not None else up.scale
+    passes = passes_for(max(tw / w, th / h), fixed)
+    kw: dict[str, Any] = {"tile": opts.tile, "tile_overlap": opts.tile_overlap}
+    if on_tile is not None:
+        kw["on_tile"] = on_tile
+    pick = upscaler_for or (lambda s: up)
+    out = upscale_to(img, (tw, th), pick, passes, **kw)
+    return Document("image", (out,), doc.meta)

@@ -258,7 +258,8 @@ def _probe(data: bytes, max_pixels: int) -> None:
 
 
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
-             denoise: float | str | None = None) -> tuple[bytes, str, float | None]:
+             denoise: float | str | None = None, sized: Any = None
+             ) -> tuple[bytes, str, float | None]:
     """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread)."""
     from upres.formats.image import encode_image, read_image_info
 
@@ -279,7 +280,17 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
         raise _HTTPError(422, f"the image has transparency, which {out_fmt} cannot hold; "
                               "ask for png, webp or tiff")
     strength = None
-    if hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
+    if sized is not None:  # (SizeRequest, upscaler_for(scale) or None for a fixed model)
+        from upres.inference.outscale import passes_for, target_size, upscale_to
+
+        req, upscaler_for = sized
+        h, w = img.shape[:2]
+        tw, th = target_size(w, h, req)
+        if tw * th > 4 * max_pixels:
+            raise _HTTPError(413, f"requested output too large ({tw}x{th})")
+        passes = passes_for(max(tw / w, th / h), None if upscaler_for else up.scale)
+        out = upscale_to(img, (tw, th), upscaler_for or (lambda s: up), passes)
+    elif hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
         out, strength = up.run(img, denoise=denoise, quality=info.jpeg_quality)
     else:
         out = up.upscale(img)
@@ -351,6 +362,11 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         format: str = Query("png", description="png, jpg, webp, tiff, or same (as the input)"),
         denoise: str = Query("auto", description="photo models: clean-up strength 0..1, or "
                                                  "auto (measured from the image)"),
+        outscale: float | None = Query(None, gt=0, le=16, description="any output factor "
+                                                                      "(1.5, 6, 8)"),
+        size: str | None = Query(None, description="exact output size WxH (a 0 keeps the "
+                                                   "aspect ratio)"),
+        fit: str | None = Query(None, description="largest output within WxH"),
     ) -> Response:
         """Upscale one image: multipart form field ``file``, or the image as the raw body."""
         fmt_key = format.lower()
@@ -363,13 +379,27 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         except UpresError as exc:
             raise _HTTPError(422, str(exc)) from None
         name, s = models.pick(model, scale)
+        sized = None
+        if sum(v is not None for v in (outscale, size, fit)) > 1:
+            raise _HTTPError(422, "give one of outscale, size and fit")
+        if outscale is not None or size is not None or fit is not None:
+            from upres.inference.outscale import SizeRequest, parse_size
+
+            try:
+                req = SizeRequest(outscale=outscale,
+                                  size=parse_size(size, "size") if size else None,
+                                  fit=parse_size(fit, "fit") if fit else None)
+            except UpresError as exc:
+                raise _HTTPError(422, str(exc)) from None
+            auto = model in (None, "auto")
+            sized = (req, (lambda sc: models.get(*models.pick(None, sc))) if auto else None)
         data = await _image_bytes(request, cfg.max_upload_bytes, cfg.read_timeout)
         await run_in_threadpool(_probe, data, cfg.max_pixels)
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
             body, out_fmt, used = await run_in_threadpool(
                 _upscale, up, data, None if fmt_key == "same" else _FORMATS[fmt_key],
-                cfg.max_pixels, strength)
+                cfg.max_pixels, strength, sized)
         headers = {
             "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
             "X-Upres-Model": name, "X-Upres-Scale": str(s)}

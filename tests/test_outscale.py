@@ -1,0 +1,82 @@
+"""Any output size (issue 25): --outscale, --size and --fit reach the size with the least
+network work and one resize; the same through the API and the HTTP API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import upres
+from upres.cli import main
+from upres.inference.outscale import SizeRequest, passes_for, target_size, upscale_to
+
+from conftest import DATA, ROOT
+
+BUTTERFLY = ROOT / "src" / "upres" / "assets" / "butterfly.png"
+
+
+def test_passes_are_the_least_work():
+    assert passes_for(1.5) == [2] and passes_for(2) == [2] and passes_for(2.5) == [3]
+    assert passes_for(4) == [4] and passes_for(6) == [2, 3] and passes_for(8) == [2, 4]
+    assert passes_for(16) == [4, 4] and passes_for(0.5) == [] and passes_for(1) == []
+    assert passes_for(8, fixed=4) == [4, 4] and passes_for(3, fixed=2) == [2, 2]
+
+
+def test_target_sizes():
+    assert target_size(200, 100, SizeRequest(outscale=1.5)) == (300, 150)
+    assert target_size(200, 100, SizeRequest(size=(640, 0))) == (640, 320)
+    assert target_size(200, 100, SizeRequest(size=(640, 480))) == (640, 480)
+    assert target_size(200, 100, SizeRequest(fit=(1000, 1000))) == (1000, 500)
+    assert target_size(200, 100, SizeRequest(fit=(0, 300))) == (600, 300)
+
+
+@pytest.mark.parametrize(("args", "size", "name"), [
+    (["--outscale", "1.5"], (384, 384), "butterfly_x1.5.png"),
+    (["--outscale", "6", "-m", "bicubic", "-s", "2"], (1536, 1536), "butterfly_x6.png"),
+    (["--size", "500x300"], (500, 300), "butterfly_x500x300.png"),
+    (["--fit", "700x1000"], (700, 700), "butterfly_x700x1000.png"),
+])
+def test_cli_reaches_the_size(tmp_path, args, size, name):
+    assert main(["upscale", str(BUTTERFLY), "-o", str(tmp_path), "-q", *args]) == 0
+    out = tmp_path / name
+    assert Image.open(out).size == size
+
+
+def test_outscale_one_and_a_half_is_x2_then_a_resize():
+    img = np.asarray(Image.open(BUTTERFLY).convert("RGB"))[:64, :64]
+    up2 = upres.load("x2", device="cpu")
+    got = upscale_to(img, (96, 96), lambda s: up2, [2])
+    want = upres.imresize(up2.upscale(img), size=(96, 96))
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.uint8
+
+
+def test_sizes_refused_for_data_and_contradictions(tmp_path, capsys):
+    dcm = DATA / "apps" / "dicom" / "dicom_file01.dcm"
+    assert main(["upscale", str(dcm), "-o", str(tmp_path), "--outscale", "1.5"]) == 1
+    assert "apply to ordinary images" in capsys.readouterr().err
+    assert main(["upscale", str(BUTTERFLY), "--outscale", "2", "--size", "9x9"]) == 2
+    assert main(["upscale", str(BUTTERFLY), "--size", "axb"]) == 2
+    assert main(["upscale", str(BUTTERFLY), "--outscale", "0"]) == 2
+    assert not any(tmp_path.iterdir())
+
+
+def test_api_and_http_reach_the_size(tmp_path):
+    import httpx
+
+    from test_serve import _serving
+
+    im = Image.open(BUTTERFLY)
+    assert upres.upscale_image(im, outscale=1.5).size == (384, 384)
+    assert upres.upscale_image(np.asarray(im), fit=(100, 50)).shape == (50, 50, 3)
+    with _serving(tmp_path) as url:
+        r = httpx.post(f"{url}/v1/upscale", params={"outscale": 1.5},
+                       content=BUTTERFLY.read_bytes(), timeout=120)
+        bad = httpx.post(f"{url}/v1/upscale", params={"outscale": 1.5, "size": "9x9"},
+                         content=BUTTERFLY.read_bytes(), timeout=120)
+    assert r.status_code == 200, r.text
+    import io
+
+    assert Image.open(io.BytesIO(r.content)).size == (384, 384)
+    assert bad.status_code == 422
