@@ -88,18 +88,27 @@ def main() -> None:
     best = scores.max(axis=1)
     print(f"{len(data)} samples; mean PSNR-Y at the best strength per sample {best.mean():.3f}, "
           f"at 0 {scores[:, 0].mean():.3f}, at 1 {scores[:, -1].mean():.3f}")
-    top = None
     clean = np.array([x[3] == "clean" for x in data])
-    for a, b, c, d in itertools.product(np.arange(-1.2, 0.31, 0.1), np.arange(0, 0.41, 0.04),
-                                        np.arange(0, 8.1, 0.5), np.arange(0, 4.1, 0.25)):
-        fit = {"a": float(a), "b": float(b), "c": float(c), "d": float(d)}
-        ts = np.array([strength_for(f, fit) for f in feats])
-        if (ts[clean] > 0).mean() > 0.1:  # clean input must get x{s} itself (t = 0)
-            continue
-        idx = [int(np.abs(GRID - t).argmin()) for t in ts]
-        mean = scores[np.arange(len(data)), idx].mean()
-        if top is None or mean > top[0]:
-            top = (mean, fit)
+    noise = np.array([f.noise for f in feats])
+    block = np.array([f.blocking for f in feats])
+    qterm = np.array([(100 - (f.quality if f.quality is not None else 100)) / 100
+                      for f in feats])
+    rows = np.arange(len(data))
+    top = None
+    for a, b, c in itertools.product(np.arange(-2.0, 0.31, 0.1), np.arange(0, 0.61, 0.04),
+                                     np.arange(0, 16.1, 0.5)):
+        pixels = np.maximum(0.0, a + b * noise + c * block)
+        ds = np.arange(0, 6.1, 0.25)
+        ts = np.clip(pixels[None, :] + ds[:, None] * qterm[None, :], 0, 1)
+        ts[ts < 0.05] = 0.0
+        ok = (ts[:, clean] > 0).mean(axis=1) <= 0.1  # clean input gets x{s} itself (t = 0)
+        idx = np.abs(GRID[None, None, :] - ts[:, :, None]).argmin(axis=2)
+        means = scores[rows[None, :], idx].mean(axis=1)
+        means[~ok] = -np.inf
+        k = int(np.argmax(means))
+        if top is None or means[k] > top[0]:
+            top = (float(means[k]), {"a": round(float(a), 2), "b": round(float(b), 2),
+                                     "c": float(c), "d": float(ds[k])})
     mean, fit = top
     print(f"fit {json.dumps({k: round(v, 3) for k, v in fit.items()})}: mean PSNR-Y {mean:.3f} "
           f"({best.mean() - mean:.3f} dB under the best strength per sample)")
