@@ -295,6 +295,8 @@ def read_dicom(path: str | os.PathLike[str], *,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(p)
+            for _ in ds.iterall():  # parse every element now: a damaged one fails here, once
+                pass
     except InvalidDicomError as exc:
         raise UnsupportedImageError(f"{p}: not a DICOM file ({exc})") from None
     except Exception as exc:

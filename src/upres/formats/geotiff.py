@@ -348,10 +348,10 @@ class GeoSink:
             self._stack.enter_context(_env())
             self.ds = self._stack.enter_context(rasterio.open(self.tmp, "w", **profile))
             ds = self.ds
-            if meta.gcps:
-                gcrs = CRS.from_wkt(meta.gcps_crs) if meta.gcps_crs else None
+            gcps_crs = meta.gcps_crs or meta.crs
+            if meta.gcps and gcps_crs:  # (GCPs without any CRS cannot be written)
                 ds.gcps = ([GroundControlPoint(row=r, col=c, x=x, y=y, z=z)
-                            for r, c, x, y, z in meta.gcps], gcrs)
+                            for r, c, x, y, z in meta.gcps], CRS.from_wkt(gcps_crs))
             tags = dict(meta.tags)
             if tags:
                 ds.update_tags(**tags)

@@ -178,7 +178,7 @@ def read_tiff(path: str | os.PathLike[str], *,
 
     p = Path(path)
     try:
-        with tifffile.TiffFile(p) as tf:
+        with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
             images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
             if len(images) > 1:
                 raise UnsupportedImageError(f"{p}: TIFF holds {len(images)} image series; only "

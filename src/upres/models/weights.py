@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def _read_pth(p: Path) -> dict[str, torch.Tensor]:
         raise UpresError(f"{p}: not a weights file (expected upres .safetensors or a PyTorch "
                          f".pth/.pt state dict)")
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file gets our one line, not torch's warnings
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UpresError(
             f"{p}: refused: the file needs arbitrary unpickling (a whole pickled model, not a "

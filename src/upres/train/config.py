@@ -239,8 +239,13 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         data = yaml.safe_load(p.read_text()) or {}
     except OSError as exc:
         raise UpresError(f"{p}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise UpresError(f"{p}: not a text file (byte {exc.start} is not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise UpresError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UpresError(f"{p}: a recipe is a YAML mapping of keys, not a "
+                         f"{type(data).__name__}")
     data = apply_overrides(data, overrides or [])
     cfg = _build(TrainConfig, data, "")
     _validate(cfg)
