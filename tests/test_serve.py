@@ -104,10 +104,14 @@ def test_health_docs_and_models(server, capsys):
     served = httpx.get(f"{url}/v1/models").json()
     assert main(["models", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
-    # The same list as `upres models --json` (lanczos is not offered by the page).
-    assert [r["name"] for r in served] == [r["name"] for r in cli if r["name"] != "lanczos"]
-    assert {r["name"]: r["psnr"] for r in served} == {
-        r["name"]: r["psnr"] for r in cli if r["name"] != "lanczos"}
+    # An `auto` row (the default) first for each scale with a photo model and its base...
+    autos = [r for r in served if r["name"] == "auto"]
+    assert sorted(r["scale"] for r in autos) == [2, 4] and all(r["denoise"] for r in autos)
+    assert [r["name"] for r in served[:len(autos)]] == ["auto"] * len(autos)
+    # ...then the same list as `upres models --json` (lanczos is not offered by the page).
+    named = [r for r in served if r["name"] != "auto"]
+    assert [r["name"] for r in named] == [r["name"] for r in cli if r["name"] != "lanczos"]
+    assert [r["psnr"] for r in named] == [r["psnr"] for r in cli if r["name"] != "lanczos"]
 
 
 def test_upscale_multipart_and_raw_equal_the_library(server):
@@ -120,7 +124,9 @@ def test_upscale_multipart_and_raw_equal_the_library(server):
     b = httpx.post(f"{url}/v1/upscale?scale=4", content=data, timeout=120)
     assert a.status_code == b.status_code == 200, (a.text, b.text)
     assert a.headers["content-type"] == "image/png"
-    assert a.headers["x-upres-model"] == b.headers["x-upres-model"] == "x4"
+    assert a.headers["x-upres-model"] == "x4"
+    # No model named: auto. A clean PNG gets the photo model at strength 0, which is x4 exactly.
+    assert b.headers["x-upres-model"] == "photo-x4" and b.headers["x-upres-denoise"] == "0.00"
     assert a.headers["x-upres-precision"] == "fp32"  # the server's default
     out_a, out_b = _decode(a.content), _decode(b.content)
     assert out_a.shape == (288 * 4, 288 * 4, 3)
@@ -276,7 +282,8 @@ def test_page_upscales_compares_and_downloads(server, browser, tmp_path):
     page.goto(url)
     page.wait_for_selector("#model option", state="attached")
     page.select_option("#scale", "4")
-    assert page.input_value("#model") == "x4"
+    assert page.input_value("#model") == "auto"  # the default
+    page.select_option("#model", "x4")
     page.set_input_files("#file", str(BIRD))
     page.click("#go")
     page.wait_for_function("document.getElementById('status-text').textContent"
