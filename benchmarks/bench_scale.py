@@ -120,6 +120,22 @@ class Cluster:
         self.log.close()
 
 
+def estimate(per_node: float, model: str) -> str:
+    """The cost of a million images from ``per_node``, the seconds of one CPU per image."""
+    import math
+
+    cpu_h = per_node * 1e6 / 3600
+    return (f"\n\nEstimate from the 2-node run: {per_node * 1e3:.1f} ms of one CPU per {model} "
+            f"image of 64x48 -> 128x96 (decode, network, encode, commit, report), so a million "
+            f"such images take {cpu_h:.1f} CPU-hours: {cpu_h / 32 * 60:.0f} minutes on one "
+            f"32-core machine, within the hour on {max(1, math.ceil(cpu_h / 32))} such "
+            "machine(s), plus one cold start per node. The cost per image grows with its "
+            "pixels: a 1280x720 output with `x4` takes about 0.16 s of two cores here "
+            "(network alone, `docs/benchmarks.md`, video section: 280 frames in 44.5 s), "
+            "i.e. about 0.3 s of one CPU, so a million such images are about 90 CPU-hours: "
+            "3 hours on one 32-core machine, or an hour on 3.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -187,16 +203,7 @@ def main() -> None:
             mem.append(f"| {n} | {rss:.0f} MB |")
             print(mem[-1], flush=True)
     two = per_image.get("ray, 2 worker node(s)")
-    est = ""
-    if two:
-        per_node = two * 2  # seconds per image per one-CPU worker node
-        est = (f"\n\nEstimate from the 2-node run: {per_node * 1e3:.0f} ms of one CPU per "
-               f"{args.model} image of 64x48 -> 128x96, so a million such images take "
-               f"{per_node * 1e6 / 3600:.0f} CPU-hours: about {per_node * 1e6 / 3600 / 32:.1f} "
-               "hours on one 32-core machine, or an hour on "
-               f"{per_node * 1e6 / 3600 / 32:.0f} such machines, plus the cold start once per "
-               "run. Cost per image grows with its pixels: a 1280x720 output with `x4` takes "
-               "about 0.5 s of two cores here (docs/benchmarks.md, inference section).")
+    est = estimate(two * 2, args.model) if two else ""
     body = (f"{args.n} images, model `{args.model}`, all runs in this one run. The machine has "
             "2 cores, so two one-CPU worker nodes can at best double one node; the local "
             "engine already uses both cores through torch's threads.\n\n" + "\n".join(rows)
