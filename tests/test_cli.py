@@ -193,3 +193,35 @@ def test_precision_choices_match_the_library():
     from upres.inference.upscaler import PRECISIONS
 
     assert cli._PRECISIONS == PRECISIONS
+
+
+def test_overlapped_folder_equals_one_at_a_time(tmp_path):
+    """Decoding ahead and writing behind the network changes nothing: the same rows in the
+    same order, the same output bytes, a corrupt file and an existing output handled alike."""
+    import upres
+    from upres.jobs import JobOptions, collect_inputs, process_items
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(["bird", "baby", "butterfly", "head", "woman"]):
+        im = Image.open(BENCH / "Set5" / f"{name}.png").crop((0, 0, 48 + 8 * i, 40))
+        im.save(src / f"{i}-{name}.png")
+    Image.open(BENCH / "Set14" / "bridge.png").crop((0, 0, 50, 30)).save(src / "5-gray.jpg")
+    (src / "2b-broken.png").write_bytes((BENCH / "Set5" / "baby.png").read_bytes()[:300])
+    up = upres.load("tiny-x2", device="cpu")
+    results = {}
+    for overlap in (False, True):
+        out = tmp_path / f"out-{overlap}"
+        out.mkdir()
+        Image.new("RGB", (4, 4)).save(out / "3-head_x2.png")  # already there: never replaced
+        items = collect_inputs([str(src)], recursive=False)
+        rows = list(process_items(up, items, JobOptions(output=str(out)), overlap=overlap))
+        results[overlap] = ([(r.input, r.status, r.width, r.height, r.bytes) for r in rows],
+                            {p.name: p.read_bytes() for p in out.iterdir()})
+        statuses = [r.status for r in rows]
+        assert statuses.count("failed") == 1 and statuses.count("exists") == 1
+        assert statuses.count("done") == 5
+        assert "broken" in next(r.error for r in rows if r.status == "failed")
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries
+    assert results[True][0] == results[False][0]
+    assert results[True][1] == results[False][1]

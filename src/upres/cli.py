@@ -120,7 +120,7 @@ def _print_row(row: Row, quiet: bool, write: Callable[..., None]) -> None:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
-    from upres.jobs import collect_inputs, drop_own_outputs, process_item, shard_of
+    from upres.jobs import collect_inputs, drop_own_outputs, process_items, shard_of
 
     if args.tile is not None and args.tile != 0 and args.tile < 16:
         raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
@@ -213,17 +213,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         else:
             from upres.convert import Session
 
-            session = Session()
             single = len(items) == 1 and not scaled_out
             tty = not args.quiet and sys.stderr.isatty()
-            for it in items:
-                tiles = _TileBar(it.src.name) if tty else None
-                try:
-                    row = process_item(up, it, opts, single=single, session=session,
-                                       on_tile=tiles, upscaler_for=upscaler_for)
-                finally:
-                    if tiles is not None:
-                        tiles.close()
+            for row in process_items(up, items, opts, single=single, session=Session(),
+                                     upscaler_for=upscaler_for,
+                                     tile_bar=(lambda it: _TileBar(it.src.name)) if tty else None):
                 on_rows([row])
     finally:
         bar.close()

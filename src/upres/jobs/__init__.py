@@ -14,7 +14,7 @@ import glob
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from upres.errors import UpresError
 
 __all__ = ["FORMAT_EXT", "RASTER_FORMATS", "Item", "JobOptions", "Row", "collect_inputs",
-           "drop_own_outputs", "out_path", "process_item", "shard_of"]
+           "drop_own_outputs", "out_path", "process_item", "process_items", "shard_of"]
 
 #: ``--format`` -> output suffix for ordinary images.
 FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
@@ -193,6 +193,152 @@ def shard_of(rel: str, n: int) -> int:
     return int(hashlib.sha256(rel.encode()).hexdigest()[:16], 16) % n
 
 
+@dataclass
+class _Work:
+    """One item between the stages of :func:`process_item`: its row so far, the output path,
+    the decoded document (ordinary images, DICOM, scientific TIFF) and the upscaled result."""
+
+    item: Item
+    row: Row
+    t0: float
+    dst: Path | None = None
+    kind: str = ""
+    doc: Any = None
+    res: Any = None
+    done: bool = False  # finished (failed, skipped, or a GeoTIFF written window by window)
+
+
+def _fail(w: _Work, exc: BaseException) -> _Work:
+    """Record ``exc`` (an error of the item, never of upres) in ``w``'s row."""
+    from upres.formats.files import OutputExistsError
+
+    src, dst = w.item.src, w.dst
+    if isinstance(exc, OutputExistsError):
+        w.row.status = "exists"
+    elif isinstance(exc, MemoryError):
+        w.row.error = f"{src}: out of memory (try a smaller --tile)"
+    else:
+        msg = str(exc)
+        w.row.error = msg if msg.startswith((str(src), str(dst))) else f"{src}: {msg}"
+    w.done, w.doc, w.res = True, None, None
+    return w
+
+
+def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
+              single: bool = False) -> _Work:
+    """Stage 1 of :func:`process_item`: name the output, skip it if it exists, and decode the
+    input (all but GeoTIFF, which is read window by window in stage 2). Never raises for a bad
+    input. Safe to run in a thread beside stage 2 of another item."""
+    from upres import formats
+    from upres.formats.files import OutputExistsError
+    from upres.formats.image import format_for_suffix
+
+    src = item.src
+    w = _Work(item, Row(input=str(src), output=None, status="failed"), time.perf_counter())
+    try:
+        # The suffix decides the output format for "same"; the decoded format refines it.
+        w.dst = out_path(src, item.base, opts, name_scale, single,
+                         format_for_suffix(src) or "PNG")
+        if w.dst.exists() and not opts.overwrite:
+            raise OutputExistsError(str(w.dst))
+        w.kind = formats.kind_of(src, raster=opts.raster)
+        if opts.size is not None and w.kind != "image":
+            raise UpresError(f"{src}: --outscale, --size and --fit apply to ordinary images, "
+                             f"not {w.kind.upper()} (whose metadata follows an integer scale)")
+        if w.kind == "geotiff":
+            if opts.format not in ("same", *RASTER_FORMATS):
+                raise UpresError(f"{src}: a GeoTIFF is written as GeoTIFF (--format gtiff or "
+                                 f"cog); --format {opts.format} would lose its georeferencing")
+            return w
+        if opts.bands or opts.value_range != "auto" or opts.overviews:
+            raise UpresError(f"{src}: --bands, --value-range and --overviews apply to "
+                             "rasters (GeoTIFF, or --format gtiff|cog)")
+        w.doc = formats.read(src, max_pixels=opts.max_pixels)
+        if w.doc.kind != "image" and opts.format != "same":
+            raise UpresError(f"{src}: {w.doc.kind.upper()} input is written as "
+                             f"{w.doc.kind.upper()}; --format applies to ordinary images")
+        w.dst = out_path(src, item.base, opts, name_scale, single,
+                         getattr(w.doc.meta, "format", ""), w.doc.kind)
+        if w.dst.exists() and not opts.overwrite:
+            raise OutputExistsError(str(w.dst))
+    except (UpresError, OutputExistsError, MemoryError) as exc:
+        return _fail(w, exc)
+    return w
+
+
+def upscale_item(up: Any, w: _Work, opts: JobOptions, *, session: Any,
+                 on_tile: Callable[[int, int], None] | None = None,
+                 upscaler_for: Callable[[int], Any] | None = None,
+                 single: bool = False) -> _Work:
+    """Stage 2 of :func:`process_item`: the network (a GeoTIFF is also read and written here,
+    window by window). Never raises for a bad input; runs where the model runs."""
+    from upres.convert import is_network, upscale_document
+    from upres.formats.dicom import NOT_FOR_DIAGNOSIS
+    from upres.formats.files import OutputExistsError
+
+    if w.done:
+        return w
+    src, row = w.item.src, w.row
+    try:
+        if w.kind == "geotiff":
+            from upres.formats.geotiff import GeoSource
+            from upres.raster import upscale_raster
+
+            w.dst = out_path(src, w.item.base, opts, up.scale, single, "TIFF", "geotiff")
+            if w.dst.exists() and not opts.overwrite:
+                raise OutputExistsError(str(w.dst))
+            upscale_raster(up, src, w.dst, fmt="cog" if opts.format == "cog" else "gtiff",
+                           bands=list(opts.bands), value_range=opts.value_range,
+                           overviews=opts.overviews, tile=opts.tile,
+                           tile_overlap=opts.tile_overlap, overwrite=opts.overwrite,
+                           max_pixels=opts.max_pixels)
+            with GeoSource(w.dst, max_pixels=0) as g:
+                row.width, row.height = g.meta.width, g.meta.height
+            w.done = True
+        else:
+            if opts.size is not None:
+                w.res = _sized(up, w.doc, opts, upscaler_for, on_tile)
+            else:
+                w.res = upscale_document(up, w.doc, tile=opts.tile,
+                                         tile_overlap=opts.tile_overlap, session=session,
+                                         dicom_range=opts.dicom_range, on_tile=on_tile)
+            w.doc = None
+            if w.res.kind == "dicom" and is_network(up):
+                row.notes += session.new_notes([NOT_FOR_DIAGNOSIS])
+            row.notes += [f"{n} (first seen in {src})"
+                          for n in session.new_notes(getattr(w.res.meta, "notes", ()))]
+        if hasattr(up, "last"):  # a photo model: the clean-up strength it used
+            row.denoise = up.last[0]
+    except (UpresError, OutputExistsError, MemoryError) as exc:
+        return _fail(w, exc)
+    return w
+
+
+def write_item(w: _Work, opts: JobOptions) -> Row:
+    """Stage 3 of :func:`process_item`: commit the output and finish the row. Never raises for
+    a bad input. Safe to run in a thread beside stage 2 of another item."""
+    from upres import formats
+    from upres.formats.files import OutputExistsError
+
+    row = w.row
+    try:
+        if not w.done:
+            formats.write(w.dst, w.res, overwrite=opts.overwrite)
+            out = w.res.frames[0]
+            row.height, row.width = out.shape[0], out.shape[1]
+            row.frames = len(w.res.frames) if len(w.res.frames) > 1 else None
+            w.res = None
+        if row.status == "failed" and row.error is None:
+            row.status = "done"
+            row.bytes = w.dst.stat().st_size
+    except (UpresError, OutputExistsError, MemoryError) as exc:
+        _fail(w, exc)
+    row.output = str(w.dst) if w.dst is not None else None
+    row.seconds = round(time.perf_counter() - w.t0, 4)
+    row.worker = f"{os.uname().nodename}:{os.getpid()}"
+    return row
+
+
 def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
                  session: Any = None, on_tile: Callable[[int, int], None] | None = None,
                  upscaler_for: Callable[[int], Any] | None = None) -> Row:
@@ -200,87 +346,59 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
     never raises for a bad input: the row says what happened. ``on_tile(done, total)``:
     progress of an ordinary image's tiles. With ``opts.size`` (any output size), the network
     passes come from ``upscaler_for(scale)`` (default: ``up`` for its own scale only)."""
-    from upres import formats
-    from upres.convert import Session, is_network, upscale_document
-    from upres.formats.dicom import NOT_FOR_DIAGNOSIS
-    from upres.formats.files import OutputExistsError
-    from upres.formats.image import format_for_suffix
+    from upres.convert import Session
 
-    t0 = time.perf_counter()
-    src = item.src
+    name_scale: int | str = opts.size.label if opts.size is not None else up.scale
+    w = read_item(item, opts, name_scale, single=single)
+    w = upscale_item(up, w, opts, session=session or Session(), on_tile=on_tile,
+                     upscaler_for=upscaler_for, single=single)
+    return write_item(w, opts)
+
+
+def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool = False,
+                  session: Any = None, upscaler_for: Callable[[int], Any] | None = None,
+                  tile_bar: Callable[[Item], Any] | None = None, overlap: bool = True,
+                  ) -> Iterator[Row]:
+    """:func:`process_item` over ``items``, yielding their rows in order. With ``overlap``,
+    decoding the next input and writing the previous output run in two threads beside the
+    network (PIL, zlib, libjpeg and pydicom's decoders release the GIL), one item ahead and
+    one behind, so at most three items are in memory. ``tile_bar(item)``: an optional
+    per-item tile progress callback with a ``close()``."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from upres.convert import Session
+
     session = session or Session()
     name_scale: int | str = opts.size.label if opts.size is not None else up.scale
-    dst: Path | None = None
-    row = Row(input=str(src), output=None, status="failed")
-    try:
-        # The suffix decides the output format for "same"; the decoded format refines it.
-        dst = out_path(src, item.base, opts, name_scale, single,
-                       format_for_suffix(src) or "PNG")
-        if dst.exists() and not opts.overwrite:
-            raise OutputExistsError(str(dst))
-        kind = formats.kind_of(src, raster=opts.raster)
-        if opts.size is not None and kind != "image":
-            raise UpresError(f"{src}: --outscale, --size and --fit apply to ordinary images, "
-                             f"not {kind.upper()} (whose metadata follows an integer scale)")
-        if kind == "geotiff":
-            from upres.raster import upscale_raster
 
-            if opts.format not in ("same", *RASTER_FORMATS):
-                raise UpresError(f"{src}: a GeoTIFF is written as GeoTIFF (--format gtiff or "
-                                 f"cog); --format {opts.format} would lose its georeferencing")
-            dst = out_path(src, item.base, opts, up.scale, single, "TIFF", "geotiff")
-            if dst.exists() and not opts.overwrite:
-                raise OutputExistsError(str(dst))
-            upscale_raster(up, src, dst, fmt="cog" if opts.format == "cog" else "gtiff",
-                           bands=list(opts.bands), value_range=opts.value_range,
-                           overviews=opts.overviews, tile=opts.tile,
-                           tile_overlap=opts.tile_overlap, overwrite=opts.overwrite,
-                           max_pixels=opts.max_pixels)
-            from upres.formats.geotiff import GeoSource
+    def compute(w: _Work) -> _Work:
+        bar = tile_bar(w.item) if tile_bar is not None and not w.done else None
+        try:
+            return upscale_item(up, w, opts, session=session, on_tile=bar,
+                                upscaler_for=upscaler_for, single=single)
+        finally:
+            if bar is not None:
+                bar.close()
 
-            with GeoSource(dst, max_pixels=0) as g:
-                row.width, row.height = g.meta.width, g.meta.height
-        else:
-            if opts.bands or opts.value_range != "auto" or opts.overviews:
-                raise UpresError(f"{src}: --bands, --value-range and --overviews apply to "
-                                 "rasters (GeoTIFF, or --format gtiff|cog)")
-            doc = formats.read(src, max_pixels=opts.max_pixels)
-            if doc.kind != "image" and opts.format != "same":
-                raise UpresError(f"{src}: {doc.kind.upper()} input is written as "
-                                 f"{doc.kind.upper()}; --format applies to ordinary images")
-            dst = out_path(src, item.base, opts, name_scale, single,
-                           getattr(doc.meta, "format", ""), doc.kind)
-            if dst.exists() and not opts.overwrite:
-                raise OutputExistsError(str(dst))
-            if opts.size is not None:
-                res = _sized(up, doc, opts, upscaler_for, on_tile)
-            else:
-                res = upscale_document(up, doc, tile=opts.tile, tile_overlap=opts.tile_overlap,
-                                       session=session, dicom_range=opts.dicom_range,
-                                       on_tile=on_tile)
-            if res.kind == "dicom" and is_network(up):
-                row.notes += session.new_notes([NOT_FOR_DIAGNOSIS])
-            row.notes += [f"{n} (first seen in {src})"
-                          for n in session.new_notes(getattr(res.meta, "notes", ()))]
-            formats.write(dst, res, overwrite=opts.overwrite)
-            out = res.frames[0]
-            row.height, row.width = out.shape[0], out.shape[1]
-            row.frames = len(res.frames) if len(res.frames) > 1 else None
-        row.status = "done"
-        row.bytes = dst.stat().st_size
-        if hasattr(up, "last"):  # a photo model: the clean-up strength it used
-            row.denoise = up.last[0]
-    except OutputExistsError:
-        row.status = "exists"
-    except UpresError as exc:
-        msg = str(exc)
-        row.error = msg if msg.startswith((str(src), str(dst))) else f"{src}: {msg}"
-    except MemoryError:
-        row.error = f"{src}: out of memory (try a smaller --tile)"
-    row.output = str(dst) if dst is not None else None
-    row.seconds = round(time.perf_counter() - t0, 4)
-    row.worker = f"{os.uname().nodename}:{os.getpid()}"
-    return row
+    if not overlap:
+        for it in items:
+            yield write_item(compute(read_item(it, opts, name_scale, single=single)), opts)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="upres-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="upres-write") as writer:
+        ahead: Future | None = None
+        behind: Future | None = None
+        for i, it in enumerate(items):
+            w = ahead.result() if ahead is not None else read_item(it, opts, name_scale,
+                                                                    single=single)
+            ahead = (reader.submit(read_item, items[i + 1], opts, name_scale, single=single)
+                     if i + 1 < len(items) else None)
+            w = compute(w)
+            if behind is not None:
+                yield behind.result()  # one write in flight at a time
+            behind = writer.submit(write_item, w, opts)
+        if behind is not None:
+            yield behind.result()
 
 
 def _sized(up: Any, doc: Any, opts: JobOptions, upscaler_for: Callable[[int], Any] | None,

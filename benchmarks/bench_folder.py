@@ -1,0 +1,102 @@
+"""A folder of photos end to end against the network alone (issue 25, item 3).
+
+Inputs: BSD100's 100 images shrunk x4 by MATLAB bicubic (120x80 or 80x120), saved as PNG in a
+temporary folder. Timed in this one process with the model loaded and warm:
+
+- the network alone: ``Upscaler.upscale`` on the already decoded LR arrays;
+- ``upres.jobs.process_items`` one item at a time (decode, network, encode, commit in turn);
+- ``process_items`` overlapped (the next image decoded and the previous output written in two
+  threads beside the network: what ``upres upscale DIR`` does);
+
+and ``upres upscale DIR -o OUT -m MODEL -q`` in a child process (adds Python, torch and model
+load). Target: the overlapped folder at most 1.18x the network alone (I/O at most 15 %).
+
+    .venv/bin/python benchmarks/bench_folder.py [--model x4] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import upres
+from upres.jobs import JobOptions, collect_inputs, process_items
+from upres.resize import imresize
+
+from _report import update_section
+
+BSD100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark" / "BSD100"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="x4")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for each in-process row")
+    args = ap.parse_args()
+    up = upres.load(args.model, device="cpu")
+    s = up.scale
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        src = tmp / "in"
+        src.mkdir()
+        lrs = []
+        for p in sorted(BSD100.glob("*.png")):
+            hr = np.asarray(Image.open(p).convert("RGB"))
+            hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
+            lr = imresize(hr, 1 / s)
+            Image.fromarray(lr).save(src / p.name)
+            lrs.append(lr)
+        items = collect_inputs([str(src)], recursive=False)
+        up.upscale(lrs[0])  # warm-up
+
+        def network() -> None:
+            for lr in lrs:
+                up.upscale(lr)
+
+        def folder(overlap: bool) -> None:
+            out = tmp / f"out-{time.perf_counter_ns()}"
+            rows = list(process_items(up, items, JobOptions(output=str(out)), overlap=overlap))
+            assert all(r.status == "done" for r in rows), rows
+
+        times = {}
+        for label, fn in (("network alone", network),
+                          ("folder, one item at a time", lambda: folder(False)),
+                          ("folder, overlapped (`upres upscale DIR`)", lambda: folder(True))):
+            best = float("inf")
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+            times[label] = best
+            print(f"{label}: {best:.2f} s", flush=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "upres", "upscale", str(src), "-o",
+                        str(tmp / "cli"), "-m", args.model, "-q"], check=True)
+        cli = time.perf_counter() - t0
+    net = times["network alone"]
+    n = len(lrs)
+    rows = [f"| path | wall (best of {args.repeat}) | images/s | ratio to network | I/O share |",
+            "|---|---|---|---|---|"]
+    for label, t in times.items():
+        rows.append(f"| {label} | {t:.2f} s | {n / t:.1f} | {t / net:.3f}x | "
+                    f"{100 * (1 - net / t):.1f} % |")
+    rows.append(f"| `upres upscale DIR -m {args.model} -q` (child process, once) | {cli:.2f} s | "
+                f"{n / cli:.1f} | {cli / net:.3f}x | {100 * (1 - net / cli):.1f} % |")
+    ratio = times["folder, overlapped (`upres upscale DIR`)"] / net
+    body = (f"BSD100's {n} images shrunk x{s} (MATLAB bicubic, PNG), model `{args.model}`, "
+            "all rows in this one run. The child-process row adds Python, torch and the model "
+            "load.\n\n" + "\n".join(rows) + f"\n\nTarget: the overlapped folder at most 1.18x "
+            f"the network alone: {ratio:.3f}x, {'met' if ratio <= 1.18 else 'NOT met'}.")
+    update_section("folder-speed", f"A folder of photos end to end (x{s}, BSD100)", body)
+
+
+if __name__ == "__main__":
+    main()
