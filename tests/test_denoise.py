@@ -147,3 +147,26 @@ def test_photo_mix_draws_both_kinds():
     a = one_pass(4)(img, np.random.default_rng(3))
     b = one_pass(4)(img, np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)  # the same seed, the same LR
+
+
+def test_eval_reports_the_strength_each_image_got(tmp_path, capsys):
+    """`upres eval --no-reference` on real photos: a photo model's per-image clean-up strength
+    is in the JSON and the report; a clean PNG gets 0, a low-quality JPEG more."""
+    import json
+
+    from upres.cli import main
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    im = Image.open(BENCH / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 120, 120))
+    im.save(d / "clean.png")
+    im.save(d / "rough.jpg", quality=40)
+    out = tmp_path / "r.json"
+    assert main(["eval", "-m", "photo-x4", "x4", "-d", str(d), "-s", "4", "--no-reference",
+                 "--json", str(out), "--report", str(tmp_path / "rep")]) == 0
+    photo, plain = json.loads(out.read_text())
+    got = {p["name"]: p["denoise"] for p in photo["per_image"]}
+    assert got["clean"] == 0.0 and got["rough"] > 0.3
+    assert all("denoise" not in p for p in plain["per_image"])
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert f"clean-up {got['rough']:.2f}" in html and "not for measurement" in html

@@ -364,7 +364,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            model_name=name, hints=hints,
                            dataset=d, scale=args.scale, images=images, rgb=args.rgb,
                            on_output=keep, niqe=args.niqe, progress=sys.stderr.isatty(),
-                           reference=not args.no_reference)
+                           reference=not args.no_reference,
+                           strength=(lambda up=up: up.last[0]) if hasattr(up, "last") else None)
             results.append(res)
             extra = (f"  | RGB: PSNR {res.psnr_rgb:6.2f}  SSIM {res.ssim_rgb:.4f}"
                      if args.rgb else "")

@@ -34,6 +34,7 @@ class ImageScore:
     psnr_rgb: float | None = None
     ssim_rgb: float | None = None
     niqe: float | None = None
+    denoise: float | None = None  # a photo model's clean-up strength for this image
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class EvalResult:
                     out.pop(k)
                     for item in out["per_image"]:
                         item.pop(k)
+        for item in out["per_image"]:
+            if item["denoise"] is None:
+                item.pop("denoise")
         return out
 
 
@@ -132,6 +136,7 @@ def evaluate(
     progress: bool = False,
     reference: bool = True,
     hints: Mapping[str, dict] | None = None,
+    strength: Callable[[], float | None] | None = None,
 ) -> EvalResult:
     """Score ``upscale`` on one dataset folder by the standard protocol.
 
@@ -141,7 +146,8 @@ def evaluate(
     output's NIQE (no-reference; upres's pristine model, see :mod:`upres.niqe`). ``progress``:
     a bar of images with ETA on stderr. ``reference=False`` (inputs without ground truth, from
     :func:`load_inputs`): no PSNR/SSIM (NaN), NIQE only. ``hints``: keyword arguments for
-    ``upscale`` per image name (a JPEG's quality for photo models).
+    ``upscale`` per image name (a JPEG's quality for photo models). ``strength()``: the
+    clean-up strength the last ``upscale`` call used (photo models), kept per image.
     """
     import sys
 
@@ -174,7 +180,8 @@ def evaluate(
         nan = float("nan")
         scores.append(ImageScore(name, psnr_y(sr, hr, shave=scale) if reference else nan,
                                  ssim_y(sr, hr, shave=scale) if with_ssim and reference
-                                 else nan, p_rgb, s_rgb, nq))
+                                 else nan, p_rgb, s_rgb, nq,
+                                 strength() if strength is not None else None))
     return EvalResult(
         model=model_name, dataset=Path(dataset).name, scale=scale,
         psnr_y=float(np.mean([s.psnr_y for s in scores])),

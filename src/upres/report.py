@@ -96,7 +96,9 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult],
               "(BT.601), border shaved by the scale." if reference else
               "<p>Real inputs without ground truth: judge by eye. The figures are NIQE "
               "(no-reference naturalness, upres's own fit: lower is more natural), not "
-              "fidelity.")
+              "fidelity. Models that clean up (photo models) remove what they take for "
+              "noise and invent plausible texture: not for measurement, medical, satellite "
+              "analysis or forensics.")
              + " Crops show where the models disagree most; click a crop to zoom.</p>",
              "<table><tr><th>model</th>"
              + "".join(f"<th>{esc(d)} x{s}</th>" for d, s in cols) + "</tr>"]
@@ -129,6 +131,8 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult],
                 fig = None if score is None else (f"{score.psnr_y:.2f} dB" if reference else
                                                   f"NIQE {score.niqe:.2f}"
                                                   if score.niqe is not None else None)
+                if score is not None and score.denoise is not None:
+                    fig = (f"{fig}, " if fig else "") + f"clean-up {score.denoise:.2f}"
                 cap = esc(label) + (f"<br>{fig}" if fig else "")
                 figs.append(f"<figure><img class='crop' src='{f}' alt='{esc(label)} crop of "
                             f"{esc(name)}' width='{c * 3}' height='{c * 3}' data-w='{c}'>"
