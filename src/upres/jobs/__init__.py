@@ -362,14 +362,25 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
     """:func:`process_item` over ``items``, yielding their rows in order. With ``overlap``,
     decoding the next input and writing the previous output run in two threads beside the
     network (PIL, zlib, libjpeg and pydicom's decoders release the GIL), one item ahead and
-    one behind, so at most three items are in memory. ``tile_bar(item)``: an optional
+    one behind, so at most three items are in memory. Temporaries left by killed runs are
+    removed from each output folder before its first write. ``tile_bar(item)``: an optional
     per-item tile progress callback with a ``close()``."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from upres.convert import Session
+    from upres.formats.files import sweep_stale
 
     session = session or Session()
     name_scale: int | str = opts.size.label if opts.size is not None else up.scale
+    swept: set[Path] = set()
+
+    def write(w: _Work) -> Row:
+        # Temporaries that a killed run left in this output folder go before the first write
+        # there (once per folder; only those of dead processes of this host, or old ones).
+        if w.dst is not None and not w.done and w.dst.parent not in swept:
+            swept.add(w.dst.parent)
+            sweep_stale(w.dst.parent)
+        return write_item(w, opts)
 
     def compute(w: _Work) -> _Work:
         bar = tile_bar(w.item) if tile_bar is not None and not w.done else None
@@ -382,7 +393,7 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
 
     if not overlap:
         for it in items:
-            yield write_item(compute(read_item(it, opts, name_scale, single=single)), opts)
+            yield write(compute(read_item(it, opts, name_scale, single=single)))
         return
     with ThreadPoolExecutor(1, thread_name_prefix="upres-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="upres-write") as writer:
@@ -396,7 +407,7 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
             w = compute(w)
             if behind is not None:
                 yield behind.result()  # one write in flight at a time
-            behind = writer.submit(write_item, w, opts)
+            behind = writer.submit(write, w)
         if behind is not None:
             yield behind.result()
 
