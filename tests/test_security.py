@@ -133,3 +133,27 @@ def test_onnx_external_data_outside_its_folder_is_refused(tmp_path):
     onnx.save(model, tmp_path / "evil.onnx")
     with pytest.raises(UpresError, match="outside the model's folder"):
         load_onnx(tmp_path / "evil.onnx")
+
+
+def test_damaged_model_cards_and_graphs_are_one_line(tmp_path):
+    """Found by the fuzz run: a bit flip inside the card's JSON in a .safetensors, and an ONNX
+    graph whose node names an input nobody makes, were tracebacks."""
+    import onnx
+    from safetensors.torch import load_file, save_file
+
+    from upres.export import export_onnx, load_onnx
+
+    src = resolve("tiny-x2")
+    net, card = load_model(src)
+    bad = tmp_path / "card.safetensors"
+    save_file(load_file(str(src)), str(bad), metadata={"upres": card.to_metadata()["upres"][:-9]})
+    with pytest.raises(UpresError, match="model card .* is damaged") as e:
+        load_model(bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    good = export_onnx(net, card, tmp_path / "m.onnx")
+    proto = onnx.load(str(good))
+    proto.graph.node[1].input[0] = "made_by_no_node"
+    onnx.save(proto, str(tmp_path / "graph.onnx"))
+    with pytest.raises(UpresError, match="not a valid ONNX model") as e:
+        load_onnx(tmp_path / "graph.onnx")
+    assert "\n" not in str(e.value)

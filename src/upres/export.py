@@ -138,8 +138,15 @@ def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
         raise UpresError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
     _load_external_data(proto, p)
     meta = {e.key: e.value for e in proto.metadata_props}
-    card = ModelCard.from_metadata(meta)
+    try:
+        card = ModelCard.from_metadata(meta)
+    except (ValueError, TypeError):
+        raise UpresError(f"{p}: its upres model card (metadata) is damaged") from None
     if card is None:
         raise UpresError(f"{p}: ONNX file without an upres model card (export it with "
                          "'upres export')")
-    return OnnxNet(proto.SerializeToString()), card
+    try:
+        return OnnxNet(proto.SerializeToString()), card
+    except Exception as exc:  # onnxruntime's own error types (an invalid graph, ...)
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UpresError(f"{p}: not a valid ONNX model ({first})") from None

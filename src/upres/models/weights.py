@@ -98,7 +98,10 @@ def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelCard | Non
     except Exception as exc:  # safetensors raises its own error types
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UpresError(f"{p}: not a readable safetensors file ({first})") from None
-    return state, ModelCard.from_metadata(meta)
+    try:
+        return state, ModelCard.from_metadata(meta)
+    except (ValueError, TypeError):  # the card's JSON damaged, or not the fields it names
+        raise UpresError(f"{p}: its upres model card (metadata) is damaged") from None
 
 
 def _read_pth(p: Path) -> dict[str, torch.Tensor]:
