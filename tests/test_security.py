@@ -147,7 +147,7 @@ def test_damaged_model_cards_and_graphs_are_one_line(tmp_path):
     net, card = load_model(src)
     bad = tmp_path / "card.safetensors"
     save_file(load_file(str(src)), str(bad), metadata={"upres": card.to_metadata()["upres"][:-9]})
-    with pytest.raises(UpresError, match="model card .* is damaged") as e:
+    with pytest.raises(UpresError, match=r"model card .* is damaged") as e:
         load_model(bad)
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
     good = export_onnx(net, card, tmp_path / "m.onnx")

@@ -343,3 +343,18 @@ def test_page_on_a_phone_is_clean_and_keyboard_reachable(server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve-phone.png"), full_page=True)
     assert errors == []
+
+
+def test_client_leaving_mid_upload_is_quiet(server):
+    """A client that sends half its body and hangs up: no traceback in the server's log (the
+    fixture checks it at the end), and the server goes on answering."""
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    data = BIRD.read_bytes()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"POST /v1/upscale?scale=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"Content-Type: image/png\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                      + data[: len(data) // 3])
+    time.sleep(1.0)
+    assert httpx.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"

@@ -32,6 +32,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
 
@@ -199,6 +200,8 @@ async def _read_body(request: Request, limit: int, timeout: float = 30.0) -> byt
         except TimeoutError:
             raise _HTTPError(408, f"upload too slow: nothing received for {timeout:g} s") \
                 from None
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer, nothing kept
+            raise _HTTPError(400, "client disconnected during the upload") from None
         total += len(chunk)
         if total > limit:
             raise _HTTPError(413, f"upload too large: more than {limit} bytes")
