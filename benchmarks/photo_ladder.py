@@ -32,6 +32,14 @@ RUNGS = ("L0", "L1", "L2", "L3")
 TARGETS = {"L0": -0.5, "L1": 0.0, "L2": 0.5, "L3": 0.75}
 
 
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", type=int, nargs="+", default=[4, 2])
@@ -88,11 +96,13 @@ def main() -> None:
                 bm = max((k for k in rows if not k.endswith("auto")),
                          key=lambda k, r=r, n=n: rows[k][r, n][0])
                 verdict.append(
-                    f"| {r} | {n} | {diff:+.2f} >= {tgt:+.2f}: "
+                    f"| {r} | {n} | {diff:+.2f} (>= {tgt:+.2f}: "
                     f"{'met' if diff >= tgt else 'NOT met'}) | {bf} ({rows[bf][r, n][0]:.2f}) | "
                     f"{auto[r, n][0] - rows[bf][r, n][0]:+.2f} | {bm} | "
                     f"{auto[r, n][0] - rows[bm][r, n][0]:+.2f} |")
-        body = (f"PSNR-Y (dB) by the standard protocol on each rung's LR (`{args.ladder}-x{s}`); "
+        body = ("PSNR-Y (dB) by the standard protocol on each rung's LR "
+                f"(`{_shown(args.ladder)}-x{s}`, "
+                "made by `scripts/make_ladder.py`, rungs defined in `upres.data.ladder`); "
                 "NIQE (upres's own fit, lower is more natural) on L3. "
                 f"`{photo.name} t` is the clean-up strength t; `auto` measures each image.\n\n"
                 + "\n".join(lines + verdict))

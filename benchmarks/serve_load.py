@@ -2,6 +2,7 @@
 images with oversized uploads, decompression bombs, truncated files and non-images.
 
     .venv/bin/python benchmarks/serve_load.py [--requests 200] [--clients 16] [--model fast-x2]
+    .venv/bin/python benchmarks/serve_load.py --soak 300 [--clients 16]
 
 Starts the real server (uvicorn subprocess, free loopback port, one worker, queue of 32 with
 a 30 s wait), fires the requests from ``--clients`` concurrent httpx clients, checks every answer
@@ -9,19 +10,30 @@ a 30 s wait), fires the requests from ``--clients`` concurrent httpx clients, ch
 bad inputs: the documented 4xx code), and writes the "serve-load" section of
 docs/benchmarks.md: throughput, latency percentiles per kind, status-code counts, peak server
 RSS. Bounded: ``--requests`` requests, each with a 120 s client timeout, on loopback only.
+
+``--soak SECONDS`` (the "serve-soak" section) runs the clients for that long instead, mixing
+in multipart uploads, slow uploads (half the body, then silence past the server's 5 s read
+timeout: 408 expected), trickled uploads (a chunk a second, completing), and clients that
+abandon their request mid-upload or mid-response; it samples the server's RSS and open file
+descriptors every 2 s and compares the first minute after a 30 s warm-up with the last minute,
+and counts files left in the server's own temporary folder. Bounded by SECONDS plus the
+in-flight requests' timeouts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import random
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections import Counter
@@ -127,19 +139,196 @@ def _check(kind: str, status, headers, content: bytes, size, scale: int) -> bool
     return status in EXPECTED[kind]
 
 
+SOAK_KINDS = (("valid", 0.36), ("multipart", 0.10), ("oversized", 0.07), ("bomb", 0.07),
+              ("truncated", 0.07), ("not_image", 0.05), ("slow", 0.06), ("trickle", 0.06),
+              ("abandon_upload", 0.08), ("abandon_response", 0.08))
+READ_TIMEOUT = 5.0
+
+
+async def _raw(port: int, head: bytes, body: bytes, *, stall_after: int | None = None,
+               trickle: int | None = None, read_bytes: int | None = None,
+               timeout: float = 120) -> str:
+    """One request over a raw socket. ``stall_after``: send that many body bytes, then wait
+    (the server must time out); ``trickle``: send the body in that many pieces a second apart;
+    ``read_bytes``: close after reading that many bytes of the answer. The status, or what
+    happened."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(head)
+        if stall_after is not None:
+            w.write(body[:stall_after])
+            await w.drain()
+            line = await asyncio.wait_for(r.readline(), READ_TIMEOUT * 4)
+            return line.split()[1].decode() if line else "closed"
+        if trickle:
+            step = -(-len(body) // trickle)
+            for i in range(0, len(body), step):
+                w.write(body[i:i + step])
+                await w.drain()
+                await asyncio.sleep(1.0)
+        else:
+            w.write(body)
+            await w.drain()
+        if read_bytes is not None:
+            await asyncio.wait_for(r.read(read_bytes), timeout)
+            return "abandoned"
+        line = await asyncio.wait_for(r.readline(), timeout)
+        status = line.split()[1].decode() if line else "closed"
+        await asyncio.wait_for(r.read(), timeout)  # the rest of the answer
+        return status
+    finally:
+        w.close()
+
+
+def _multipart(data: bytes) -> tuple[bytes, str]:
+    b = "upresSoakBoundary7"
+    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../x.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={b}"
+
+
+async def _soak(url: str, port: int, seconds: float, clients: int, model: str, scale: int,
+                seed: int, pid: int) -> tuple[list[dict], list[tuple[float, float, int]]]:
+    """Clients firing mixed requests for ``seconds``; samples ``(t, RSS MB, fds)``."""
+    rng = random.Random(seed)
+    pool = _cases(120, seed)
+    valid = [c for c in pool if c[0] == "valid"]
+    bad = {k: [c for c in pool if c[0] == k] for k in EXPECTED}
+    results: list[dict] = []
+    samples: list[tuple[float, float, int]] = []
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    kinds, weights = zip(*SOAK_KINDS, strict=True)
+
+    def head(n: int, ctype: str = "image/png") -> bytes:
+        return (f"POST /v1/upscale?model={model} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {n}\r\n"
+                "Connection: close\r\n\r\n").encode()
+
+    async def sampler() -> None:
+        while time.perf_counter() < end:
+            with contextlib.suppress(OSError):
+                rss = next(int(x.split()[1]) for x in
+                           Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if x.startswith("VmRSS:")) / 1024
+                samples.append((time.perf_counter() - t0, rss, len(os.listdir(f"/proc/{pid}/fd"))))
+            await asyncio.sleep(2.0)
+
+    async def client(k: int) -> None:
+        crng = random.Random(rng.random())
+        async with httpx.AsyncClient(timeout=120) as http:
+            while time.perf_counter() < end:
+                kind = crng.choices(kinds, weights)[0]
+                t = time.perf_counter()
+                ok = True
+                try:
+                    if kind in ("valid", "multipart"):
+                        _, data, size = crng.choice(valid)
+                        if kind == "multipart":
+                            body, ctype = _multipart(data)
+                            r = await http.post(f"{url}/v1/upscale", params={"model": model},
+                                                content=body, headers={"content-type": ctype})
+                        else:
+                            r = await http.post(f"{url}/v1/upscale", params={"model": model},
+                                                content=data)
+                        status = r.status_code
+                        ok = _check("valid", status, r.headers, r.content, size, scale)
+                    elif kind in EXPECTED:
+                        _, data, _ = crng.choice(bad[kind])
+                        r = await http.post(f"{url}/v1/upscale", params={"model": model},
+                                            content=data)
+                        status = r.status_code
+                        ok = _check(kind, status, r.headers, r.content, None, scale)
+                    else:
+                        _, data, _ = crng.choice(valid)
+                        if kind == "slow":
+                            status = await _raw(port, head(len(data)), data,
+                                                stall_after=len(data) // 2)
+                            ok = status == "408"
+                        elif kind == "trickle":
+                            status = await _raw(port, head(len(data)), data, trickle=4)
+                            ok = status in ("200", "503")
+                        elif kind == "abandon_upload":
+                            _r, w_ = await asyncio.open_connection("127.0.0.1", port)
+                            w_.write(head(len(data)) + data[: len(data) // 3])
+                            await w_.drain()
+                            w_.close()
+                            status = "abandoned"
+                        else:
+                            status = await _raw(port, head(len(data)), data, read_bytes=64)
+                except (httpx.HTTPError, OSError, TimeoutError) as exc:
+                    status, ok = f"client error {type(exc).__name__}", False
+                results.append({"kind": kind, "status": status, "ok": ok,
+                                "seconds": time.perf_counter() - t})
+
+    await asyncio.gather(sampler(), *(client(k) for k in range(clients)))
+    return results, samples
+
+
+def _soak_report(results: list[dict], samples: list, args: argparse.Namespace, wall: float,
+                 alive: bool, crashed: bool, temps: list[str]) -> tuple[str, bool]:
+    codes = Counter(str(r["status"]) for r in results)
+    bad = [r for r in results if not r["ok"]]
+    fives = sum(v for k, v in codes.items() if k.startswith("5") and k != "503")
+    lines = [f"{len(results)} requests from {args.clients} concurrent clients over "
+             f"{wall:.0f} s; model `{args.model}`; server: 1 worker, queue 32, 30 s wait, "
+             f"read timeout {READ_TIMEOUT:g} s, uploads <= {MAX_UPLOAD_MB} MiB, inputs <= "
+             f"{MAX_PIXELS:,} pixels.", "", "| kind | requests | answers | not as expected |",
+             "|---|---|---|---|"]
+    for kind, _ in SOAK_KINDS:
+        rs = [r for r in results if r["kind"] == kind]
+        c = Counter(str(r["status"]) for r in rs)
+        lines.append(f"| {kind} | {len(rs)} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in sorted(c.items()))} | "
+                     f"{sum(1 for r in rs if not r['ok'])} |")
+
+    def minute(a: float, b: float) -> str:
+        ss = [x for x in samples if a <= x[0] < b]
+        if not ss:
+            return "-"
+        return (f"RSS {np.mean([x[1] for x in ss]):.0f} MB (max {max(x[1] for x in ss):.0f}), "
+                f"open fds {min(x[2] for x in ss)}-{max(x[2] for x in ss)}")
+
+    last = samples[-1][0] if samples else 0.0
+    first_s, last_s = minute(30, 90), minute(last - 60, last + 1)
+    rss_first = [x[1] for x in samples if 30 <= x[0] < 90]
+    rss_last = [x[1] for x in samples if x[0] >= last - 60]
+    growth = (np.mean(rss_last) / np.mean(rss_first) - 1) * 100 if rss_first and rss_last else 0
+    lines += ["", "| window | server |", "|---|---|",
+              f"| first minute after a 30 s warm-up (30-90 s) | {first_s} |",
+              f"| last minute | {last_s} |", "",
+              f"RSS change, last minute against the first: {growth:+.1f} %. 5xx other than 503: "
+              f"{fives}; answers not as expected: {len(bad)}; server alive afterwards: "
+              f"{'yes' if alive else 'NO'}; traceback in the server log: "
+              f"{'YES' if crashed else 'no'}; files left in the server's temporary folder: "
+              f"{len(temps)}."]
+    failed = bool(bad or fives or crashed or not alive or temps or growth > 10)
+    return "\n".join(lines), failed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--model", default="fast-x2")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                    help="soak for SECONDS with slow and abandoned requests mixed in")
     args = ap.parse_args()
     cases = _cases(args.requests, args.seed)
     port = _free_port()
     cmd = [sys.executable, "-m", "upres.cli", "serve", "--port", str(port), "--models",
            args.model, "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-pixels", str(MAX_PIXELS),
            "--workers", "1", "--max-queue", "32", "--queue-timeout", "30"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tmpdir = tempfile.mkdtemp(prefix="upres-soak-")
+    env = {**os.environ, "TMPDIR": tmpdir}
+    if args.soak:
+        cmd += ["--read-timeout", str(READ_TIMEOUT)]
+    # The server's log goes to a file: a pipe nobody reads until the end fills up (64 KiB)
+    # and then blocks the server on its next log line.
+    log_file = Path(tmpdir).with_suffix(".log")
+    proc = subprocess.Popen(cmd, stdout=open(log_file, "w"),  # noqa: SIM115 (closed on exit)
+                            stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -150,18 +339,42 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"server did not start:\n{proc.stdout.read()}")
+                raise SystemExit(f"server did not start:\n{log_file.read_text()}")
             time.sleep(0.3)
         scale = next(m["scale"] for m in httpx.get(f"{url}/v1/models").json()
                      if m["name"] == args.model)
         t0 = time.perf_counter()
-        results = asyncio.run(_fire(url, cases, args.clients, args.model, scale))
+        if args.soak:
+            results, samples = asyncio.run(_soak(url, port, args.soak, args.clients,
+                                                 args.model, scale, args.seed, proc.pid))
+        else:
+            results = asyncio.run(_fire(url, cases, args.clients, args.model, scale))
         wall = time.perf_counter() - t0
-        alive = httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        try:
+            t_h = time.perf_counter()
+            alive = httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+            print(f"healthz after {time.perf_counter() - t_h:.2f} s", flush=True)
+        except httpx.HTTPError:
+            alive = False
         peak = peak_rss_mb(proc.pid)
+        temps = sorted(str(p) for p in Path(tmpdir).rglob("*"))
     finally:
         proc.terminate()
-        log, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        log = log_file.read_text(errors="replace")
+        log_file.unlink()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    if "Traceback" in log:
+        print(f"server exit code {proc.returncode}; its errors: "
+              + "; ".join(sorted({x for x in log.splitlines() if not x.startswith(" ")
+                                  and ("Error" in x or "Exception" in x)})), file=sys.stderr)
+    if args.soak:
+        body, failed = _soak_report(results, samples, args, wall, alive, "Traceback" in log,
+                                    temps)
+        print(body)
+        update_section("serve-soak", "Serve: soak with slow and abandoned clients (loopback)",
+                       body)
+        raise SystemExit(1 if failed else 0)
     codes = Counter(str(r["status"]) for r in results)
     bad = [r for r in results if not r["ok"]]
     crashed = "Traceback" in log

@@ -40,6 +40,8 @@ _SUFFIX_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 DEFAULT_MAX_PIXELS = 200_000_000
+#: zlib level of 8-bit PNG outputs (see _encode_8bit).
+PNG_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -345,6 +347,11 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
         kw["quality"] = quality
     if fmt == "TIFF":
         kw["compression"] = "tiff_deflate"
+    if fmt == "PNG":
+        # zlib level 3: about 3x faster than PIL's default 6 on upscaled photos for files
+        # about 7 % larger (measured on BSD100 x4 outputs: 11 ms and 194 KB against 36 ms and
+        # 182 KB); at 6 the encoder took longer than the x4 network itself
+        kw["compress_level"] = PNG_LEVEL
     buf = _io.BytesIO()
     img.save(buf, format=fmt, **kw)
     return buf.getvalue()

@@ -22,7 +22,8 @@ from typing import Any
 from upres.errors import UpresError
 
 __all__ = ["FORMAT_EXT", "RASTER_FORMATS", "Item", "JobOptions", "Row", "collect_inputs",
-           "drop_own_outputs", "out_path", "process_item", "process_items", "shard_of"]
+           "drop_own_outputs", "out_path", "overlap_helps", "process_item", "process_items",
+           "shard_of"]
 
 #: ``--format`` -> output suffix for ordinary images.
 FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
@@ -355,15 +356,28 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
     return write_item(w, opts)
 
 
+def overlap_helps(up: Any) -> bool:
+    """Whether decoding and encoding in threads beside ``up``'s network can save time: when
+    the network runs on a GPU, or leaves CPU cores free. Measured on 2 cores with torch on
+    both (docs/benchmarks.md, folder section): the extra threads only compete, about 5 %
+    slower than one item at a time."""
+    import torch
+
+    device = str(getattr(up, "device", "cpu"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return not device.startswith("cpu") or torch.get_num_threads() < (cores or 1)
+
+
 def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool = False,
                   session: Any = None, upscaler_for: Callable[[int], Any] | None = None,
-                  tile_bar: Callable[[Item], Any] | None = None, overlap: bool = True,
+                  tile_bar: Callable[[Item], Any] | None = None, overlap: bool | None = None,
                   ) -> Iterator[Row]:
     """:func:`process_item` over ``items``, yielding their rows in order. With ``overlap``,
     decoding the next input and writing the previous output run in two threads beside the
     network (PIL, zlib, libjpeg and pydicom's decoders release the GIL), one item ahead and
-    one behind, so at most three items are in memory. Temporaries left by killed runs are
-    removed from each output folder before its first write. ``tile_bar(item)``: an optional
+    one behind, so at most three items are in memory; ``None``: where
+    :func:`overlap_helps`. Temporaries left by killed runs are
+    removed from each output folder when it is first named. ``tile_bar(item)``: an optional
     per-item tile progress callback with a ``close()``."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -374,13 +388,15 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
     name_scale: int | str = opts.size.label if opts.size is not None else up.scale
     swept: set[Path] = set()
 
-    def write(w: _Work) -> Row:
-        # Temporaries that a killed run left in this output folder go before the first write
-        # there (once per folder; only those of dead processes of this host, or old ones).
-        if w.dst is not None and not w.done and w.dst.parent not in swept:
+    def read(it: Item) -> _Work:
+        w = read_item(it, opts, name_scale, single=single)
+        # Temporaries that a killed run left in this output folder go the first time an output
+        # is named there (once per folder; only those of dead processes of this host, or old
+        # ones of other hosts), whether or not anything is left to write.
+        if w.dst is not None and w.dst.parent not in swept:
             swept.add(w.dst.parent)
             sweep_stale(w.dst.parent)
-        return write_item(w, opts)
+        return w
 
     def compute(w: _Work) -> _Work:
         bar = tile_bar(w.item) if tile_bar is not None and not w.done else None
@@ -391,23 +407,23 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
             if bar is not None:
                 bar.close()
 
+    if overlap is None:
+        overlap = overlap_helps(up)
     if not overlap:
         for it in items:
-            yield write(compute(read_item(it, opts, name_scale, single=single)))
+            yield write_item(compute(read(it)), opts)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="upres-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="upres-write") as writer:
         ahead: Future | None = None
         behind: Future | None = None
         for i, it in enumerate(items):
-            w = ahead.result() if ahead is not None else read_item(it, opts, name_scale,
-                                                                    single=single)
-            ahead = (reader.submit(read_item, items[i + 1], opts, name_scale, single=single)
-                     if i + 1 < len(items) else None)
+            w = ahead.result() if ahead is not None else read(it)
+            ahead = reader.submit(read, items[i + 1]) if i + 1 < len(items) else None
             w = compute(w)
             if behind is not None:
                 yield behind.result()  # one write in flight at a time
-            behind = writer.submit(write, w)
+            behind = writer.submit(write_item, w, opts)
         if behind is not None:
             yield behind.result()
 
