@@ -292,7 +292,8 @@ def upscale_item(up: Any, w: _Work, opts: JobOptions, *, session: Any,
                            bands=list(opts.bands), value_range=opts.value_range,
                            overviews=opts.overviews, tile=opts.tile,
                            tile_overlap=opts.tile_overlap, overwrite=opts.overwrite,
-                           max_pixels=opts.max_pixels)
+                           max_pixels=opts.max_pixels,
+                           progress=on_tile is not None)  # a bar of windows, with ETA
             with GeoSource(w.dst, max_pixels=0) as g:
                 row.width, row.height = g.meta.width, g.meta.height
             w.done = True
