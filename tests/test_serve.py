@@ -358,3 +358,62 @@ def test_client_leaving_mid_upload_is_quiet(server):
                       + data[: len(data) // 3])
     time.sleep(1.0)
     assert httpx.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_killed_server_leaves_nothing_and_restarts(tmp_path, seed):
+    """SIGKILL the server at a random moment while it takes large multipart uploads (which
+    starlette spools to temporary files) and works: nothing is left in its temporary folder or
+    its working folder, and a server started again on the same port answers at once."""
+    import random
+    import signal
+
+    rng = random.Random(seed)
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+    url = f"http://127.0.0.1:{port}"
+    # a PNG of about 2 MB (noise does not compress): spooled to disk by the multipart parser
+    noisy = np.random.default_rng(seed).integers(0, 256, (820, 820, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noisy).save(buf, format="PNG", compress_level=0)
+    data = buf.getvalue()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "upres.cli", "serve", "--port", str(port),
+                                 "--models", "tiny-x2", "--max-upload-mb", "8"], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return proc
+            assert proc.poll() is None and time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+
+    proc = start()
+
+    def post() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"{url}/v1/upscale", files={"file": ("big.png", data, "image/png")},
+                       timeout=60)
+
+    clients = [threading.Thread(target=post, daemon=True) for _ in range(3)]
+    for c in clients:
+        c.start()
+    time.sleep(rng.uniform(0.2, 1.5))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for c in clients:
+        c.join(timeout=60)
+    assert list(tmp.iterdir()) == [] and list(cwd.iterdir()) == []
+    proc = start()  # the port is free again at once
+    try:
+        r = httpx.post(f"{url}/v1/upscale?scale=2", content=BIRD.read_bytes(), timeout=120)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert list(tmp.iterdir()) == [] and list(cwd.iterdir()) == []
