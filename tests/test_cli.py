@@ -267,3 +267,21 @@ def test_killed_folder_run_then_rerun_gives_every_output_once(tmp_path, seed):
     assert names == sorted(p.name for p in ref.iterdir()) and len(names) == len(bsd)
     for n in names:
         assert (out / n).read_bytes() == (ref / n).read_bytes(), n
+
+
+def test_local_run_keeps_the_users_part_files(tmp_path):
+    """Outputs beside their inputs: the sweep of killed runs' temporaries takes only names
+    upres made for a dead process of this host, never a user's old hidden `.x.y.part` file."""
+    import os
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.open(BENCH / "Set5" / "bird.png").crop((0, 0, 40, 32)).save(d / "bird.png")
+    mine = d / ".holiday.tar.part"
+    mine.write_bytes(b"a user's partial download")
+    os.utime(mine, (1, 1))  # decades old
+    other = d / ".bird_x2.png.otherhost-12-ab12cd34.part"
+    other.write_bytes(b"another machine's temporary")
+    os.utime(other, (1, 1))
+    assert main(["upscale", str(d / "bird.png"), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert mine.exists() and other.exists() and (d / "bird_x2.png").exists()

@@ -89,10 +89,12 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_stale(folder: str | os.PathLike[str], name: str | None = None, *,
-                recursive: bool = False) -> list[Path]:
+                recursive: bool = False, this_host_only: bool = False) -> list[Path]:
     """Remove abandoned temporaries in ``folder`` (only those of output ``name``, if given):
     those of a process of this host that is gone, and those of other hosts (or older naming)
-    unchanged for :data:`STALE_SECONDS`. Returns what was removed."""
+    unchanged for :data:`STALE_SECONDS` (not with ``this_host_only``: for folders that hold
+    the user's own files, where only names upres certainly made may go). Returns what was
+    removed."""
     d = Path(folder)
     if not d.is_dir():
         return []
@@ -105,6 +107,8 @@ def sweep_stale(folder: str | os.PathLike[str], name: str | None = None, *,
         owner = _owner(f)
         if owner and owner[0] == _HOST:
             stale = owner[1] != os.getpid() and not _alive(owner[1])
+        elif this_host_only:
+            continue
         else:
             try:
                 stale = now - f.stat().st_mtime > STALE_SECONDS

@@ -377,7 +377,7 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
     decoding the next input and writing the previous output run in two threads beside the
     network (PIL, zlib, libjpeg and pydicom's decoders release the GIL), one item ahead and
     one behind, so at most three items are in memory; ``None``: where
-    :func:`overlap_helps`. Temporaries left by killed runs are
+    :func:`overlap_helps`. Temporaries left by killed runs of this host are
     removed from each output folder when it is first named. ``tile_bar(item)``: an optional
     per-item tile progress callback with a ``close()``."""
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -392,11 +392,12 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
     def read(it: Item) -> _Work:
         w = read_item(it, opts, name_scale, single=single)
         # Temporaries that a killed run left in this output folder go the first time an output
-        # is named there (once per folder; only those of dead processes of this host, or old
-        # ones of other hosts), whether or not anything is left to write.
+        # is named there (once per folder, whether or not anything is left to write): only
+        # those named by upres for a process of this host that is gone, since the folder may
+        # be the user's own (outputs beside their inputs).
         if w.dst is not None and w.dst.parent not in swept:
             swept.add(w.dst.parent)
-            sweep_stale(w.dst.parent)
+            sweep_stale(w.dst.parent, this_host_only=True)
         return w
 
     def compute(w: _Work) -> _Work:
