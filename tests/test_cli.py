@@ -285,3 +285,38 @@ def test_local_run_keeps_the_users_part_files(tmp_path):
     os.utime(other, (1, 1))
     assert main(["upscale", str(d / "bird.png"), "-m", "bicubic", "-s", "2", "-q"]) == 0
     assert mine.exists() and other.exists() and (d / "bird_x2.png").exists()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_crash_mid_folder_still_reports_what_was_written(tmp_path, overlap):
+    """A bug (not a bad input) in the third item stops the run, but the rows of the items
+    written before it come out first, so the report matches the files."""
+    import upres
+    from upres.jobs import JobOptions, collect_inputs, process_items
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        Image.open(BENCH / "Set5" / "bird.png").crop((i, 0, 40 + i, 32)).save(src / f"{i}.png")
+    real = upres.load("tiny-x2", device="cpu")
+
+    class Breaks:
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def upscale(self, *a, **k):
+            Breaks.calls += 1
+            if Breaks.calls == 3:
+                raise RuntimeError("a bug")
+            return real.upscale(*a, **k)
+
+    out = tmp_path / "out"
+    rows = []
+    with pytest.raises(RuntimeError, match="a bug"):
+        for r in process_items(Breaks(), collect_inputs([str(src)], recursive=False),
+                               JobOptions(output=str(out)), overlap=overlap):
+            rows.append(r)
+    assert [r.status for r in rows] == ["done", "done"]
+    assert sorted(p.name for p in out.iterdir()) == ["0_x2.png", "1_x2.png"]

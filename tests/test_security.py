@@ -157,3 +157,14 @@ def test_damaged_model_cards_and_graphs_are_one_line(tmp_path):
     with pytest.raises(UpresError, match="not a valid ONNX model") as e:
         load_onnx(tmp_path / "graph.onnx")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("card", ["null", "[]", "[" * 100000])
+def test_model_cards_that_are_not_objects_are_one_line(tmp_path, card):
+    from safetensors.torch import load_file, save_file
+
+    src = resolve("tiny-x2")
+    bad = tmp_path / "card.safetensors"
+    save_file(load_file(str(src)), str(bad), metadata={"upres": card})
+    with pytest.raises(UpresError, match="is damaged"):
+        load_model(bad)

@@ -140,7 +140,7 @@ def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
     meta = {e.key: e.value for e in proto.metadata_props}
     try:
         card = ModelCard.from_metadata(meta)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         raise UpresError(f"{p}: its upres model card (metadata) is damaged") from None
     if card is None:
         raise UpresError(f"{p}: ONNX file without an upres model card (export it with "

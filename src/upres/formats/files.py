@@ -24,7 +24,17 @@ from upres.errors import UpresError
 __all__ = ["OutputExistsError", "atomic_write", "check_writable", "commit", "default_mode",
            "encode_and_write", "is_temporary", "sweep_stale", "temp_path"]
 
-_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+def _host_tag() -> str:
+    """This host's name, and its PID namespace where there is one: containers that share a
+    host name (and a folder) but not their process IDs must not judge each other's writers."""
+    tag = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+    try:
+        return f"{tag}_ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return tag
+
+
+_HOST = _host_tag()
 #: A temporary of another machine is taken as abandoned after this many seconds unchanged.
 STALE_SECONDS = 3600.0
 
@@ -83,7 +93,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):  # not ours, or no such PID can exist
         return True
     return True
 

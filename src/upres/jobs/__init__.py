@@ -207,6 +207,7 @@ class _Work:
     doc: Any = None
     res: Any = None
     done: bool = False  # finished (failed, skipped, or a GeoTIFF written window by window)
+    denoise: float | None = None  # a photo model's clean-up strength, reported once written
 
 
 def _fail(w: _Work, exc: BaseException) -> _Work:
@@ -310,7 +311,7 @@ def upscale_item(up: Any, w: _Work, opts: JobOptions, *, session: Any,
             row.notes += [f"{n} (first seen in {src})"
                           for n in session.new_notes(getattr(w.res.meta, "notes", ()))]
         if hasattr(up, "last"):  # a photo model: the clean-up strength it used
-            row.denoise = up.last[0]
+            w.denoise = up.last[0]
     except (UpresError, OutputExistsError, MemoryError) as exc:
         return _fail(w, exc)
     return w
@@ -333,6 +334,7 @@ def write_item(w: _Work, opts: JobOptions) -> Row:
         if row.status == "failed" and row.error is None:
             row.status = "done"
             row.bytes = w.dst.stat().st_size
+            row.denoise = w.denoise
     except (UpresError, OutputExistsError, MemoryError) as exc:
         _fail(w, exc)
     row.output = str(w.dst) if w.dst is not None else None
@@ -420,9 +422,17 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
         ahead: Future | None = None
         behind: Future | None = None
         for i, it in enumerate(items):
-            w = ahead.result() if ahead is not None else read(it)
-            ahead = reader.submit(read, items[i + 1]) if i + 1 < len(items) else None
-            w = compute(w)
+            try:
+                w = ahead.result() if ahead is not None else read(it)
+                ahead = reader.submit(read, items[i + 1]) if i + 1 < len(items) else None
+                w = compute(w)
+            except BaseException:  # no yield inside the try: never GeneratorExit
+                # a bug or an interruption (Ctrl-C) in this item: the previous item is written (or
+                # being written), so its row is reported before the error goes on up
+                if behind is not None:
+                    row, behind = behind.result(), None
+                    yield row
+                raise
             if behind is not None:
                 yield behind.result()  # one write in flight at a time
             behind = writer.submit(write_item, w, opts)

@@ -100,7 +100,7 @@ def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelCard | Non
         raise UpresError(f"{p}: not a readable safetensors file ({first})") from None
     try:
         return state, ModelCard.from_metadata(meta)
-    except (ValueError, TypeError):  # the card's JSON damaged, or not the fields it names
+    except (ValueError, TypeError, AttributeError, RecursionError):  # damaged, or not a card
         raise UpresError(f"{p}: its upres model card (metadata) is damaged") from None
 
 
