@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -195,7 +196,8 @@ def test_precision_choices_match_the_library():
     assert cli._PRECISIONS == PRECISIONS
 
 
-def test_overlapped_folder_equals_one_at_a_time(tmp_path):
+@pytest.mark.parametrize("model", ["tiny-x2", "photo-x2"])
+def test_overlapped_folder_equals_one_at_a_time(tmp_path, model):
     """Decoding ahead and writing behind the network changes nothing: the same rows in the
     same order, the same output bytes, a corrupt file and an existing output handled alike."""
     import upres
@@ -208,7 +210,7 @@ def test_overlapped_folder_equals_one_at_a_time(tmp_path):
         im.save(src / f"{i}-{name}.png")
     Image.open(BENCH / "Set14" / "bridge.png").crop((0, 0, 50, 30)).save(src / "5-gray.jpg")
     (src / "2b-broken.png").write_bytes((BENCH / "Set5" / "baby.png").read_bytes()[:300])
-    up = upres.load("tiny-x2", device="cpu")
+    up = upres.load(model, device="cpu")
     results = {}
     for overlap in (False, True):
         out = tmp_path / f"out-{overlap}"
@@ -216,7 +218,9 @@ def test_overlapped_folder_equals_one_at_a_time(tmp_path):
         Image.new("RGB", (4, 4)).save(out / "3-head_x2.png")  # already there: never replaced
         items = collect_inputs([str(src)], recursive=False)
         rows = list(process_items(up, items, JobOptions(output=str(out)), overlap=overlap))
-        results[overlap] = ([(r.input, r.status, r.width, r.height, r.bytes) for r in rows],
+        results[overlap] = ([(r.input, r.status, r.width, r.height, r.bytes, r.frames,
+                              r.error, Path(r.output).name if r.output else None, r.notes,
+                              r.denoise) for r in rows],
                             {p.name: p.read_bytes() for p in out.iterdir()})
         statuses = [r.status for r in rows]
         assert statuses.count("failed") == 1 and statuses.count("exists") == 1
@@ -225,6 +229,8 @@ def test_overlapped_folder_equals_one_at_a_time(tmp_path):
         assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries
     assert results[True][0] == results[False][0]
     assert results[True][1] == results[False][1]
+    if model == "photo-x2":  # each written image says the strength it got
+        assert all(r[-1] is not None for r in results[True][0] if r[1] == "done")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
