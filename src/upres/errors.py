@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageTooLargeError", "UnsupportedImageError", "UpresError"]
+__all__ = ["ImageTooLargeError", "UnsupportedImageError", "UpresError", "one_line"]
 
 
 class UpresError(Exception):
@@ -15,3 +15,9 @@ class UnsupportedImageError(UpresError):
 
 class ImageTooLargeError(UpresError):
     """The image has more pixels than the configured limit (refused before decoding)."""
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """A third-party exception's message on one line (at most ``limit`` characters), or its
+    type's name when it has none: for the parenthesis of an :class:`UpresError`."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from upres.errors import UpresError
+from upres.errors import UpresError, one_line
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
@@ -138,15 +138,11 @@ def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
         raise UpresError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
     _load_external_data(proto, p)
     meta = {e.key: e.value for e in proto.metadata_props}
-    try:
-        card = ModelCard.from_metadata(meta)
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        raise UpresError(f"{p}: its upres model card (metadata) is damaged") from None
+    card = ModelCard.from_file_metadata(meta, p)
     if card is None:
         raise UpresError(f"{p}: ONNX file without an upres model card (export it with "
                          "'upres export')")
     try:
         return OnnxNet(proto.SerializeToString()), card
     except Exception as exc:  # onnxruntime's own error types (an invalid graph, ...)
-        first = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise UpresError(f"{p}: not a valid ONNX model ({first})") from None
+        raise UpresError(f"{p}: not a valid ONNX model ({one_line(exc, 200)})") from None

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from upres.errors import UnsupportedImageError, UpresError
+from upres.errors import UnsupportedImageError, UpresError, one_line
 from upres.formats.files import check_writable, commit, default_mode, sweep_stale, temp_path
 
 __all__ = ["GDAL_EXTS", "GEO_FORMATS", "GeoMeta", "GeoSink", "GeoSource", "is_geotiff",
@@ -195,7 +195,7 @@ class GeoSource:
         except Exception as exc:
             self._stack.close()
             raise UpresError(f"{self.path}: cannot open raster: damaged or not a raster "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
 
     def _check(self, max_pixels: int | None) -> GeoMeta:
         ds, p = self.ds, self.path
@@ -277,15 +277,11 @@ class GeoSource:
         return out
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _root_cause(exc: BaseException) -> str:
     """The innermost message of a chained exception (GDAL's own words), on one line."""
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return _one_line(exc)
+    return one_line(exc)
 
 
 def output_block(scale: int) -> int:
@@ -373,7 +369,7 @@ class GeoSink:
             self.abort()
             if isinstance(exc, UpresError):
                 raise
-            raise UpresError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+            raise UpresError(f"{self.path}: cannot write ({one_line(exc)})") from None
 
     def write(self, values: np.ndarray, window: tuple[int, int, int, int],
               valid: np.ndarray | None = None) -> None:
@@ -388,7 +384,7 @@ class GeoSink:
             if self.meta.mask and valid is not None:
                 self.ds.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=win)
         except Exception as exc:
-            raise UpresError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+            raise UpresError(f"{self.path}: cannot write ({one_line(exc)})") from None
 
     def commit(self) -> Path:
         """Finish the file and give it its name (atomically; never over an existing file
@@ -420,7 +416,7 @@ class GeoSink:
             raise
         except Exception as exc:
             self.abort(final)
-            raise UpresError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+            raise UpresError(f"{self.path}: cannot write ({one_line(exc)})") from None
         return self.path
 
     def abort(self, *also: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from upres.errors import UnsupportedImageError, UpresError
+from upres.errors import UnsupportedImageError, UpresError, one_line
 
 __all__ = ["CODECS", "CONTAINERS", "EncodeSettings", "SegmentEncoder", "VideoMeta", "assemble",
            "decode_rgb", "encode_settings", "is_video", "probe"]
@@ -136,7 +136,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
     try:
         c = av.open(str(p), metadata_errors="replace")
     except Exception as exc:
-        raise UnsupportedImageError(f"{p}: not a video file ({_one_line(exc)})") from None
+        raise UnsupportedImageError(f"{p}: not a video file ({one_line(exc)})") from None
     with c:
         if not c.streams.video:
             raise UnsupportedImageError(f"{p}: no video stream")
@@ -161,7 +161,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
                 end = stop if end is None else max(end, stop)
         except Exception as exc:
             if not pts:
-                raise UpresError(f"{p}: damaged video ({_one_line(exc)})") from None
+                raise UpresError(f"{p}: damaged video ({one_line(exc)})") from None
             damaged = True  # the frames before the damage are planned; the run says where
         if not pts:
             raise UpresError(f"{p}: video stream has no frames")
@@ -221,12 +221,8 @@ def _first_frame(p: Path) -> Any:
                 return frame
     except Exception as exc:
         raise UpresError(f"{p}: cannot decode the first frame: damaged or unsupported codec "
-                         f"({_one_line(exc)})") from None
+                         f"({one_line(exc)})") from None
     raise UpresError(f"{p}: no frame could be decoded (unsupported or damaged video)")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _range(r: int) -> Any:
@@ -278,7 +274,7 @@ def decode_rgb(meta: VideoMeta, start: int, stop: int) -> Iterator[tuple[int, in
             raise
         except Exception as exc:
             raise UpresError(f"{p}: damaged video at {meta.seconds(pos):.3f} s "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -496,7 +492,7 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
                     so = out.add_stream_from_template(s_in)
                 except Exception as exc:
                     note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: the "
-                         f"{container} file refused it ({_one_line(exc)})")
+                         f"{container} file refused it ({one_line(exc)})")
                     continue
                 so.metadata.update(md)
                 copies[info.index] = so

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from upres.errors import UpresError
+
 __all__ = ["ModelCard"]
 
 
@@ -68,6 +70,18 @@ class ModelCard:
         data = json.loads(meta["upres"])
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_file_metadata(cls, meta: dict[str, str] | None, source: Any) -> ModelCard | None:
+        """:meth:`from_metadata` for a file's metadata (``source``: its path, for the message).
+
+        Raises:
+            UpresError: the card is damaged (not JSON, not an object, not the card's fields).
+        """
+        try:
+            return cls.from_metadata(meta)
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            raise UpresError(f"{source}: its upres model card (metadata) is damaged") from None
 
     def with_(self, **changes: Any) -> ModelCard:
         return replace(self, **changes)

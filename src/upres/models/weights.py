@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from upres.errors import UpresError
+from upres.errors import UpresError, one_line
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
@@ -96,12 +96,9 @@ def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelCard | Non
             meta = f.metadata()
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types
-        first = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise UpresError(f"{p}: not a readable safetensors file ({first})") from None
-    try:
-        return state, ModelCard.from_metadata(meta)
-    except (ValueError, TypeError, AttributeError, RecursionError):  # damaged, or not a card
-        raise UpresError(f"{p}: its upres model card (metadata) is damaged") from None
+        raise UpresError(f"{p}: not a readable safetensors file ({one_line(exc, 200)})") \
+            from None
+    return state, ModelCard.from_file_metadata(meta, p)
 
 
 def _read_pth(p: Path) -> dict[str, torch.Tensor]:
