@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,9 @@ SCALES = {"srresnet": (2, 4), "rrdbnet": (2, 4)}
 def pytest_configure(config: pytest.Config) -> None:
     if not BENCH.is_dir():
         raise pytest.UsageError(f"test data not found at {BENCH} (../shared beside the checkout)")
+    # int8 graphs and precision choices go to a cache of the test run, not the user's
+    # (subprocesses inherit it)
+    os.environ["UPRES_CACHE_DIR"] = tempfile.mkdtemp(prefix="upres-test-cache-")
 
 
 @pytest.fixture(scope="session")

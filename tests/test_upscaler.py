@@ -111,27 +111,14 @@ def test_fp16_on_cpu_is_not_a_crash(capsys):
     assert u.upscale(np.zeros((4, 4, 3), np.uint8)).shape == (8, 8, 3)
 
 
-def test_choose_precision_keeps_fp32_unless_bf16_is_clearly_faster():
-    assert choose_precision(1.0, 0.5) == "bf16"
-    assert choose_precision(1.0, 0.8) == "bf16"  # exactly the 1.25x margin
-    assert choose_precision(1.0, 0.9) == "fp32"  # a close call keeps the exact precision
-    assert choose_precision(0.1, 1.0) == "fp32"  # CPUs without native bf16
-
-
-def test_auto_precision_measures_and_stays_close_to_fp32(capsys):
-    img = np.asarray(Image.open(SAMPLE).convert("RGB"))[:96, :96]
-    ref = upres.load("fast-x4", device="cpu").upscale(img)
-    auto = upres.load("fast-x4", device="cpu", precision="auto")
-    assert auto.precision in ("fp32", "bf16")
-    assert auto.precision_note.startswith(f"auto precision: {auto.precision} (a 128x128 tile")
-    assert " ms in fp32, " in auto.precision_note and " ms in bf16)" in auto.precision_note
-    out = auto.upscale(img)
-    assert out.shape == ref.shape
-    # bf16 autocast moves a few 8-bit levels at most (docs/benchmarks.md: 2 on x4)
-    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 4
-    onnx = upres.load("fast-x4", precision="auto", backend="onnxruntime")
-    assert onnx.precision == "fp32" and "onnxruntime" in onnx.precision_note
-    assert capsys.readouterr().err == ""  # auto is not a fallback: nothing to warn about
+def test_choose_precision_keeps_fp32_unless_another_path_is_clearly_faster():
+    assert choose_precision({"fp32": 1.0, "bf16": 0.5}) == "bf16"
+    assert choose_precision({"fp32": 1.0, "bf16": 0.8}) == "bf16"  # exactly the 1.25x margin
+    assert choose_precision({"fp32": 1.0, "bf16": 0.9}) == "fp32"  # a close call keeps fp32
+    assert choose_precision({"fp32": 0.1, "bf16": 1.0}) == "fp32"  # no native bf16
+    assert choose_precision({"fp32": 1.0, "bf16": 0.5, "int8": 0.3}) == "int8"  # the fastest
+    assert choose_precision({"fp32": 1.0, "bf16": 0.5, "int8": 0.6}) == "bf16"
+    assert choose_precision({"fp32": 1.0}) == "fp32"
 
 
 @pytest.mark.parametrize("k", range(8))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,10 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
     a PyTorch model to ONNX in memory and runs it with onnxruntime (CPU, fp32). ``ensemble``
     (1, 2, 4, 8): average over that many flipped/rotated runs per tile (self-ensemble; that many
     times slower); interpolators ignore it. ``precision``: ``fp32`` (default), ``bf16``,
-    ``fp16`` (CUDA) or ``auto`` (bf16 where a one-off timing at load shows it clearly faster).
+    ``fp16`` (CUDA), ``int8`` (onnxruntime, CPU: :mod:`upres.quantize`; photo models need a
+    fixed ``denoise``) or ``auto`` (the fastest of fp32, bf16 and int8 on this machine,
+    measured at the first load and cached; int8 only within 0.05 dB of fp32 on the
+    calibration crops).
 
     ``"auto"`` (the default) is the photo model of the scale (``scale``, default 4) with an
     automatic clean-up strength: a clean image gets exactly ``x{s}``'s output, a damaged one
@@ -72,16 +76,20 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
         base, _ = load_model(resolve_weights(card.denoise_base), scale)
         photo = {k: v.clone() for k, v in net.state_dict().items()}
         strength = check_denoise(denoise)
-        if backend == "onnxruntime":  # a fixed strength, exported as one network
+        if precision == "int8" and strength == "auto" and backend == "torch":
+            print(f"upres: {name}: int8 needs a fixed clean-up strength (--denoise 0..1; the "
+                  "automatic one changes the weights per image); using fp32", file=sys.stderr)
+            precision = "fp32"
+        if backend == "onnxruntime" or precision == "int8":  # a fixed strength, one network
             if strength == "auto":
                 raise UpresError(f"{name}: the automatic clean-up strength needs the torch "
                                  "backend; give a fixed --denoise 0..1")
             PhotoUpscaler(_Holder(net), base.state_dict(), photo).set_strength(strength)
-        else:
+        else:  # the strength may change per image: int8 (fixed weights) is no candidate
             up = Upscaler(net, card, device=device, precision=precision,
-                          channels_last=channels_last, ensemble=ensemble)
+                          channels_last=channels_last, ensemble=ensemble, int8_ok=False)
             return PhotoUpscaler(up, base.state_dict(), photo, denoise=strength)
-    if backend == "onnxruntime":
+    if backend == "onnxruntime" and precision != "int8":
         from upres.export import OnnxNet, onnx_bytes
 
         return Upscaler(OnnxNet(onnx_bytes(net, card)), card, device="cpu", precision=precision,

@@ -25,7 +25,7 @@ from upres.errors import UpresError, one_line
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
-__all__ = ["OPSET", "OnnxNet", "export_onnx", "load_onnx", "onnx_bytes"]
+__all__ = ["OPSET", "OnnxNet", "export_onnx", "load_onnx", "onnx_bytes", "write_onnx"]
 
 # Highest opset of torch's TorchScript-based exporter; onnxruntime >= 1.17 runs all of it.
 OPSET = 20
@@ -65,9 +65,13 @@ def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> byte
 
 def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike[str], *,
                 opset: int = OPSET) -> Path:
-    """Write :func:`onnx_bytes` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write :func:`onnx_bytes` to ``path`` atomically (:func:`write_onnx`)."""
+    return write_onnx(onnx_bytes(model, card, opset=opset), path)
+
+
+def write_onnx(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write a serialized graph to ``path`` atomically (a temporary file renamed into place)."""
     out = Path(path)
-    data = onnx_bytes(model, card, opset=opset)
     tmp = out.with_name(f".{out.name}.part")
     try:
         tmp.write_bytes(data)

@@ -8,6 +8,7 @@ gray image and re-attached (gray+alpha ``(H, W, 2)`` and RGBA ``(H, W, 4)`` alik
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 from upres.resize import imresize
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # what Upscaler(precision=...) accepts
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # what Upscaler(precision=...) accepts
 
 __all__ = ["ENSEMBLES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
            "check_precision", "choose_precision", "dihedral", "fill_transparent", "pick_device",
@@ -48,7 +49,8 @@ def check_ensemble(n: int) -> int:
 def check_precision(precision: str) -> str:
     """``precision`` if Upscaler accepts it (:data:`PRECISIONS`), else UpresError."""
     if precision not in PRECISIONS:
-        raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16, fp16 or auto")
+        raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16, fp16, int8 or "
+                         "auto")
     return precision
 
 
@@ -116,10 +118,12 @@ def _back(arr: np.ndarray, kind: str) -> Any:
     return Image.fromarray(arr) if kind == "pil" else arr
 
 
-def choose_precision(fp32_s: float, bf16_s: float, *, margin: float = 1.25) -> str:
-    """``"bf16"`` when its measured time is at least ``margin`` times shorter than fp32's,
-    else ``"fp32"`` (a close call keeps the exact precision)."""
-    return "bf16" if bf16_s * margin <= fp32_s else "fp32"
+def choose_precision(times: dict[str, float], *, margin: float = 1.25) -> str:
+    """The fastest path of ``times`` (seconds per path name; ``"fp32"`` must be there), taken
+    only when it is at least ``margin`` times faster than fp32; else ``"fp32"`` (a close call
+    keeps the exact precision)."""
+    best = min(times, key=lambda k: times[k])
+    return best if times[best] * margin <= times["fp32"] else "fp32"
 
 
 class Interpolator:
@@ -155,34 +159,47 @@ class Upscaler:
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
                  precision: str = "fp32", channels_last: bool | None = None,
-                 ensemble: int = 1) -> None:
+                 ensemble: int = 1, int8_ok: bool = True) -> None:
         from upres.export import OnnxNet
 
         self.ensemble = check_ensemble(ensemble)
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
         self.backend = "onnxruntime" if isinstance(model, OnnxNet) else "torch"
-        if self.backend == "onnxruntime":  # onnxruntime's CPU provider: fp32, plain layout
-            device, channels_last = "cpu", False
-            if precision not in ("fp32", "auto"):
-                print(f"upres: the onnxruntime backend runs fp32, not {precision}",
-                      file=sys.stderr)
-                precision = "fp32"
-        self.device = pick_device(device)
         check_precision(precision)
+        if self.backend == "onnxruntime":  # onnxruntime's CPU provider, plain layout
+            device, channels_last = "cpu", False
+            native = "int8" if card.quantized else "fp32"  # the graph's own precision
+            if precision in ("bf16", "fp16") or (precision == "int8" and native == "fp32"):
+                print(f"upres: this onnxruntime graph runs {native}, not {precision}",
+                      file=sys.stderr)
+            precision = native if precision != "auto" else precision
+        self.device = pick_device(device)
         self.precision_note = ""
+        self.int8_loss: float | None = None  # calibration-crop PSNR-Y loss of an int8 path
+        known = card.arch in REGISTRY.names()
+        spec = REGISTRY.get(card.arch) if known else None
+        # int8: a graph onnxruntime can run (dynamic sizes), on the CPU, with fixed weights
+        self._int8_ok = bool(int8_ok and self.backend == "torch" and (spec is None or spec.onnx))
         auto = precision == "auto"
-        if auto:  # settled below, once the model is in place
-            precision = "fp32"
+        if auto:  # settled below, once the model is in place (an ONNX graph: as exported)
+            precision = "int8" if self.backend == "onnxruntime" and card.quantized else "fp32"
+        if precision == "int8" and self.backend == "torch":
+            if not self._int8_ok:
+                why = ("its weights change per image (automatic clean-up strength: give a "
+                       "fixed --denoise)" if int8_ok else "it cannot be exported to ONNX")
+                raise UpresError(f"{card.name}: int8 is not available: {why}")
+            if self.device.type != "cpu":
+                print(f"upres: int8 runs on the CPU (onnxruntime), not {self.device.type}",
+                      file=sys.stderr)
+                self.device = torch.device("cpu")
         if precision == "fp16" and self.device.type == "cpu":
             print("upres: fp16 is not supported on CPU; using fp32", file=sys.stderr)
             precision = "fp32"
-        if precision != "fp32" and not card.supports_half:
+        if precision in ("bf16", "fp16") and not card.supports_half:
             print(f"upres: {card.name} does not support {precision}; using fp32", file=sys.stderr)
             precision = "fp32"
         self.precision = precision
-        known = card.arch in REGISTRY.names()
-        spec = REGISTRY.get(card.arch) if known else None
         self.tile_exact = spec.tile_exact if spec else True
         if channels_last is None:  # the measured default for this architecture on CPU
             channels_last = bool(spec and spec.channels_last_cpu and self.device.type == "cpu")
@@ -195,39 +212,103 @@ class Upscaler:
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self._float_model: nn.Module | None = None  # the torch network behind an int8 path
+        if precision == "int8" and self.backend == "torch":
+            self._use_int8()
+            from upres.quantize import loss_words
+
+            self.precision_note = (f"int8 {loss_words(self.int8_loss)} PSNR-Y against fp32 on "
+                                   "the calibration crops (training-set images)")
         if auto:
             self._settle_precision()
 
+    def _int8_net(self) -> tuple[nn.Module, float]:
+        """The int8 onnxruntime network of this model (made or taken from the cache) and its
+        calibration-crop loss in dB."""
+        from upres.export import OnnxNet
+        from upres.quantize import int8_graph
+
+        net = copy.deepcopy(self._float_model or self.model).float().cpu()
+        graph, loss = int8_graph(net.to(memory_format=torch.contiguous_format), self.card)
+        return OnnxNet(graph), loss
+
+    def _use_int8(self) -> None:
+        """Switch to the int8 onnxruntime path (CPU, plain layout)."""
+        from upres.quantize import int8_note
+
+        if self._float_model is None:
+            self._float_model = self.model
+        self.model, self.int8_loss = self._int8_net()
+        self.card = self.card.with_(quantized=int8_note())
+        self.backend, self.precision, self.channels_last = "onnxruntime", "int8", False
+        self.device = torch.device("cpu")
+
+    def _time(self, x: torch.Tensor) -> float:
+        """Best of two timed runs of ``x`` after a warm-up (oneDNN and onnxruntime build their
+        kernels on the first call), in seconds."""
+        self._run(x)
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            self._run(x)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
     def _settle_precision(self) -> None:
-        """``precision="auto"``: fp16 on CUDA, fp32 on MPS; on CPU, time one 128x128 tile in fp32
-        and in bf16 (best of two runs after a warm-up) and keep bf16 only when clearly faster
-        (:func:`choose_precision`). bf16 costs at most a few 8-bit levels and ~0.002 dB on
-        the benchmarks, but is several times slower than fp32 on CPUs without native bf16."""
-        if self.backend != "torch" or not self.card.supports_half:
-            why = "onnxruntime runs fp32 only" if self.backend != "torch" else \
-                f"{self.card.name} runs fp32 only"
-            self.precision_note = f"auto precision: fp32 ({why})"
+        """``precision="auto"``: fp16 on CUDA, fp32 on MPS; on CPU, the fastest of fp32, bf16
+        (architectures that support it) and int8 (onnxruntime; only if it loses at most
+        :data:`~upres.quantize.INT8_RULE_DB` dB PSNR-Y on the calibration crops), timed on one
+        128x128 tile and kept only when clearly faster than fp32 (:func:`choose_precision`).
+        The choice is cached per model, weights and machine (:mod:`upres.inference.paths`),
+        so later loads skip the measurement. bf16 costs at most a few 8-bit levels and ~0.002 dB
+        on the benchmarks, but is several times slower than fp32 on CPUs without native bf16."""
+        from upres.inference import paths
+        from upres.quantize import INT8_RULE_DB
+
+        if self.backend != "torch":
+            self.precision_note = (f"auto precision: {self.precision} (an onnxruntime graph "
+                                   "runs as exported)")
             return
         if self.device.type != "cpu":
-            self.precision = "fp16" if self.device.type == "cuda" else "fp32"
+            if self.card.supports_half and self.device.type == "cuda":
+                self.precision = "fp16"
             self.precision_note = f"auto precision: {self.precision} ({self.device.type})"
+            return
+        candidates = ["fp32"] + (["bf16"] if self.card.supports_half else []) + \
+            (["int8"] if self._int8_ok else [])
+        key = paths.cache_key(self.model, self.card, candidates)
+        hit = paths.lookup(key)
+        if hit is not None:
+            choice = hit["precision"]
+            if choice == "int8":
+                self._use_int8()
+            else:
+                self.precision = choice
+            self.precision_note = f"auto precision: {choice} ({paths.describe(hit, cached=True)})"
             return
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 128, 128,
                        generator=torch.Generator().manual_seed(0))
-        times = {}
-        for prec in ("fp32", "bf16"):
+        times: dict[str, float] = {}
+        for prec in candidates:
+            if prec == "int8":
+                continue
             self.precision = prec
-            self._run(x)  # warm-up: oneDNN builds its kernels on the first call
-            best = float("inf")
-            for _ in range(2):
-                t0 = time.perf_counter()
-                self._run(x)
-                best = min(best, time.perf_counter() - t0)
-            times[prec] = best
-        self.precision = choose_precision(times["fp32"], times["bf16"])
-        self.precision_note = (f"auto precision: {self.precision} (a 128x128 tile took "
-                               f"{times['fp32'] * 1e3:.1f} ms in fp32, "
-                               f"{times['bf16'] * 1e3:.1f} ms in bf16)")
+            times[prec] = self._time(x)
+        loss = None
+        if "int8" in candidates:
+            float_state = self.model, self.channels_last, self.card
+            self._use_int8()
+            loss = self.int8_loss
+            if loss is not None and loss <= INT8_RULE_DB:
+                times["int8"] = self._time(x)
+            # back to the float network until the choice is made
+            self.model, self.channels_last, self.card = float_state
+            self.backend, self._float_model, self.int8_loss = "torch", None, None
+        self.precision = choose_precision(times)
+        entry = paths.record(key, self.precision, times, loss)
+        if self.precision == "int8":
+            self._use_int8()
+        self.precision_note = f"auto precision: {self.precision} ({paths.describe(entry)})"
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ class ModelCard:
     ``denoise_base``: for a photo model, the model whose weights are clean-up strength 0 (the
     card's own weights are strength 1; :mod:`upres.inference.denoise`), and ``denoise_fit`` the
     coefficients of its automatic strength (``scripts/fit_denoise.py``). ``summary``: one or two
-    sentences for users: what the model is for.
+    sentences for users: what the model is for. ``quantized``: set on int8 ONNX graphs
+    (:mod:`upres.quantize`), saying how they were quantised; empty for float weights.
     """
 
     name: str
@@ -58,6 +59,7 @@ class ModelCard:
     denoise_base: str = ""  # photo models: the shipped model that is clean-up strength 0
     denoise_fit: dict[str, float] = field(default_factory=dict)  # its automatic strength map
     summary: str = ""  # what the model is for, in a user's words (listings, web page)
+    quantized: str = ""  # int8 graphs (upres.quantize): how they were quantised; "" = float
 
     def to_metadata(self) -> dict[str, str]:
         """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""

@@ -1,0 +1,124 @@
+"""The cache of ``precision="auto"`` choices: which path (fp32, bf16, int8) a model ran fastest
+on this machine, so that only the first load pays for the measurement.
+
+One JSON file, ``<cache_dir>/precision.json`` (:func:`upres.quantize.cache_dir`), maps a key
+(the model's name and weights, the candidate paths, the machine: CPU model and instruction sets,
+thread count, torch and onnxruntime versions) to what was measured and chosen. A file that is
+missing, damaged or unwritable only means measuring again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from upres.models.descriptor import ModelCard
+
+__all__ = ["cache_key", "describe", "lookup", "machine_signature", "record"]
+
+# Instruction sets that change which path is fastest.
+_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile",
+          "amx_bf16", "amx_int8", "avx512_fp16")
+
+
+def machine_signature() -> str:
+    """``"<CPU model> | <instruction sets> | <threads> threads | torch X | onnxruntime Y"``."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "none"
+    isa = " ".join(f for f in _FLAGS if f in flags) or "-"
+    return (f"{model} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+            f"onnxruntime {ort}")
+
+
+def _file() -> Path:
+    from upres.quantize import cache_dir
+
+    return cache_dir() / "precision.json"
+
+
+def cache_key(model: nn.Module, card: ModelCard, candidates: list[str]) -> str:
+    """The key of one model (name and a hash of its weights), its candidate paths and this
+    machine."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return f"{card.name} {h.hexdigest()[:16]} {'/'.join(candidates)} | {machine_signature()}"
+
+
+def _read() -> dict[str, Any]:
+    try:
+        data = json.loads(_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def lookup(key: str) -> dict[str, Any] | None:
+    """The cached entry for ``key`` (``precision``, ``times_ms``, ``int8_loss_db``,
+    ``measured``), or None."""
+    entry = _read().get(key)
+    ok = isinstance(entry, dict) and isinstance(entry.get("precision"), str) and \
+        isinstance(entry.get("times_ms"), dict)
+    return entry if ok else None
+
+
+def record(key: str, precision: str, times: dict[str, float],
+           int8_loss: float | None) -> dict[str, Any]:
+    """Store a measured choice (``times`` in seconds) and return its entry. The file is
+    rewritten atomically; failing to write it is not an error."""
+    entry = {"precision": precision,
+             "times_ms": {k: round(v * 1e3, 2) for k, v in times.items()},
+             "int8_loss_db": None if int8_loss is None else round(int8_loss, 4),
+             "measured": time.strftime("%Y-%m-%d %H:%M")}
+    data = _read()
+    data[key] = entry
+    path = _file()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return entry
+
+
+def describe(entry: dict[str, Any], *, cached: bool = False) -> str:
+    """One line on what was measured: ``a 128x128 tile took 12.0 ms in fp32, ...``."""
+    from upres.quantize import INT8_RULE_DB, loss_words
+
+    order = ("fp32", "bf16", "int8")
+    ms = sorted(entry["times_ms"].items(), key=lambda kv: order.index(kv[0])
+                if kv[0] in order else len(order))
+    times = ", ".join(f"{v:.1f} ms in {k}" for k, v in ms)
+    loss = entry.get("int8_loss_db")
+    extra = ""
+    if loss is not None:
+        extra = (f"; int8 {loss_words(loss)} PSNR-Y on the calibration crops"
+                 + ("" if loss <= INT8_RULE_DB else
+                    f", over the {INT8_RULE_DB} dB rule, not a candidate"))
+    when = f"cached from {entry.get('measured', '?')}: " if cached else ""
+    return f"{when}a 128x128 tile took {times}{extra}"

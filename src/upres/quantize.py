@@ -1,0 +1,266 @@
+"""int8 networks: post-training static quantisation with onnxruntime.
+
+A model is exported to ONNX (:func:`upres.export.onnx_bytes`) and quantised by onnxruntime's
+static quantiser in QDQ form: weights int8 per output channel (symmetric), activations uint8 per
+tensor with ranges from calibration, so onnxruntime runs the convolutions with integer kernels
+(VNNI / AMX where the CPU has them). What keeps it near-lossless for super-resolution:
+
+- The first and last convolutions stay float32: the first sees the raw pixels, the last writes
+  the residual that becomes output pixels, where one 8-bit step of an activation is already a
+  visible fraction of an output level. Only ``Conv`` and ``Relu`` nodes are quantised, so the
+  skip additions, the anchor and the pixel shuffle stay float32 as well; ReLU fuses into the
+  convolution before it, so each body activation uses all 256 levels on ``[0, t]``.
+- Activation ranges are the 99.999th percentile of ``|x|`` over the calibration patches
+  (clipped to the observed min/max), not the bare min/max: one outlier does not stretch the
+  step for every other value.
+- Calibration patches are HR crops of the 291 training images (never benchmark images), shrunk
+  by MATLAB bicubic at the model's scale: :data:`CALIB_FILE`, made by
+  ``scripts/make_calibration.py``; any other folder of images can be given instead.
+
+The card of a quantised graph says ``quantized="int8 ..."``; the :class:`~upres.inference.
+upscaler.Upscaler` runs it like any ONNX model (tiling, alpha, gray, 16-bit unchanged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from upres.errors import UpresError, one_line
+from upres.models.descriptor import ModelCard
+
+__all__ = ["CALIB_FILE", "INT8_RULE_DB", "PERCENTILE", "cache_dir", "calibration_inputs",
+           "calibration_loss", "int8_graph", "int8_note", "load_calibration", "loss_words",
+           "make_calibration", "quantize_int8"]
+
+CALIB_FILE = Path(__file__).parent / "assets" / "calib_291.npz"
+PERCENTILE = 99.999  # activation range: this percentile of |x| over the calibration patches
+INT8_RULE_DB = 0.05  # int8 is chosen automatically only within this PSNR-Y loss of fp32
+CROP = 96  # side of the HR calibration crops: a multiple of 2, 3 and 4 (and 8)
+
+
+def make_calibration(images: Sequence[np.ndarray], *, count: int = 48, seed: int = 0,
+                     side: int = CROP) -> np.ndarray:
+    """``count`` seeded random ``side x side`` crops, one per image (images picked without
+    repetition while they last), from ``(H, W, 3)`` uint8 RGB images at least ``side`` on each
+    side: ``(count, side, side, 3)`` uint8."""
+    usable = [im for im in images if min(im.shape[:2]) >= side]
+    if not usable:
+        raise UpresError(f"calibration needs images at least {side}x{side} pixels; none given")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(usable))
+    crops = []
+    for i in range(count):
+        im = usable[order[i % len(usable)]]
+        y = int(rng.integers(0, im.shape[0] - side + 1))
+        x = int(rng.integers(0, im.shape[1] - side + 1))
+        crops.append(im[y:y + side, x:x + side, :3])
+    return np.stack(crops)
+
+
+def load_calibration(source: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Calibration crops ``(N, 96, 96, 3)`` uint8: the bundled ones from the 291 training images
+    (``source=None``) or :func:`make_calibration` over a folder of images."""
+    if source is None:
+        with np.load(CALIB_FILE) as f:
+            return f["crops"]
+    from upres.data.datasets import scan_images
+    from upres.io import read_rgb8
+
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UpresError(f"{folder}: calibration needs a folder of images")
+    files = scan_images([folder])
+    if not files:
+        raise UpresError(f"{folder}: no images to calibrate with")
+    return make_calibration([read_rgb8(f) for f in files])
+
+
+def calibration_inputs(crops: np.ndarray, card: ModelCard) -> list[np.ndarray]:
+    """Network inputs made from HR crops by the model's convention: each crop shrunk by MATLAB
+    bicubic at ``card.scale``, clipped to [0, 1], luma only for ``y`` models, bicubic-enlarged
+    again for pre-upsampling models, times ``value_range``: ``(1, C, h, w)`` float32 each."""
+    import torch
+
+    from upres.inference.upscaler import rgb_to_ycbcr
+    from upres.resize import imresize
+
+    out = []
+    s = card.scale
+    for crop in crops:
+        hr = crop.astype(np.float64) / 255.0
+        lr = np.clip(imresize(hr, 1.0 / s), 0.0, 1.0)
+        if card.pre_upsample:
+            lr = imresize(lr, float(s))
+        x = torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1)[None]
+        if card.color == "y":
+            x = rgb_to_ycbcr(x)[:, :1]
+        out.append(np.ascontiguousarray((x * card.value_range).numpy(), dtype=np.float32))
+    return out
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of inputs."""
+
+    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
+        self._name, self._it = name, iter(inputs)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {self._name: x}
+
+
+def int8_note(percentile: float = PERCENTILE, crops: int = 48) -> str:
+    """The card's ``quantized`` text for a graph made by :func:`quantize_int8`."""
+    return (f"int8 (onnxruntime QDQ: per-channel int8 weights, uint8 activations at the "
+            f"{percentile:g}th percentile of {crops} calibration crops; first and last "
+            "convolutions float32)")
+
+
+def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
+                  percentile: float = PERCENTILE) -> bytes:
+    """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
+    (:func:`load_calibration`; default the bundled training-set crops). Input and output are
+    as :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card travels in the
+    metadata with ``quantized`` set."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from upres.export import onnx_bytes
+
+    crops = load_calibration() if crops is None else crops
+    fp32 = onnx_bytes(model, card)
+    proto = onnx.load_from_string(fp32)
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    if len(convs) < 3:
+        raise UpresError(f"{card.name}: int8 needs a network with at least 3 convolutions "
+                         f"(the first and last stay float32); it has {len(convs)}")
+    note = int8_note(percentile, len(crops))
+    inputs = calibration_inputs(crops, card)
+    with tempfile.TemporaryDirectory(prefix="upres-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        root, level = logging.getLogger(), logging.getLogger().level
+        try:  # the quantiser prints progress on stdout and advice through logging: keep quiet
+            root.setLevel(logging.ERROR)
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_static(
+                    str(src), str(dst), _Reader(proto.graph.input[0].name, inputs),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.Percentile,
+                    op_types_to_quantize=["Conv", "Relu"],
+                    nodes_to_exclude=[convs[0], convs[-1]],
+                    extra_options={"CalibPercentile": percentile})
+        except Exception as exc:  # onnxruntime's own error types
+            raise UpresError(f"{card.name}: int8 quantisation failed "
+                             f"({one_line(exc, 200)})") from None
+        finally:
+            root.setLevel(level)
+        qproto = onnx.load(str(dst))
+    del qproto.metadata_props[:]
+    entry = qproto.metadata_props.add()
+    entry.key = "upres"
+    entry.value = json.dumps(asdict(card.with_(quantized=note)), sort_keys=True)
+    qproto.producer_name = "upres"
+    return qproto.SerializeToString()
+
+
+def cache_dir() -> Path:
+    """Where upres keeps what it measured or built once per machine: ``$UPRES_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/upres``, else ``~/.cache/upres``."""
+    env = os.environ.get("UPRES_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "upres"
+
+
+def calibration_loss(model: nn.Module, card: ModelCard, graph: bytes,
+                     crops: np.ndarray | None = None) -> float:
+    """How much PSNR-Y (dB, mean over crops, standard protocol: 8-bit LR by MATLAB bicubic,
+    ``scale`` pixels shaved) the int8 ``graph`` loses against ``model`` in float32 on the
+    calibration crops, through the full upscale path. Positive = int8 is worse."""
+    from upres.export import OnnxNet
+    from upres.inference.upscaler import Upscaler
+    from upres.metrics import psnr_y
+    from upres.resize import imresize
+
+    crops = load_calibration() if crops is None else crops
+    ref = Upscaler(model, card, device="cpu", precision="fp32", int8_ok=False)
+    q = Upscaler(OnnxNet(graph), card)
+    s = card.scale
+    diffs = []
+    for hr in crops:
+        lr = np.clip(np.round(imresize(hr.astype(np.float64), 1.0 / s)), 0, 255).astype(np.uint8)
+        diffs.append(psnr_y(ref.upscale(lr, tile=0), hr, shave=s)
+                     - psnr_y(q.upscale(lr, tile=0), hr, shave=s))
+    return float(np.mean(diffs))
+
+
+def loss_words(loss: float) -> str:
+    """``calibration_loss`` in words: ``"loses 0.016 dB"`` / ``"gains 0.002 dB"``."""
+    return f"{'loses' if loss >= 0 else 'gains'} {abs(loss):.3f} dB"
+
+
+def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
+    import hashlib
+
+    import onnxruntime
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    conv = {k: getattr(card, k) for k in ("arch", "scale", "hparams", "color", "value_range",
+                                            "pre_upsample", "min_size", "size_multiple")}
+    h.update(json.dumps(conv, sort_keys=True).encode())
+    h.update(f"{percentile}|{onnxruntime.__version__}|{_QUANTISER}".encode())
+    h.update(CALIB_FILE.read_bytes())
+    return h.hexdigest()[:24]
+
+
+_QUANTISER = 1  # bump when quantize_int8 changes what it writes
+
+
+def int8_graph(model: nn.Module, card: ModelCard, *, percentile: float = PERCENTILE,
+               cache: bool = True) -> tuple[bytes, float]:
+    """``(int8 graph, calibration_loss)`` for ``model`` with the bundled calibration crops,
+    from the cache (:func:`cache_dir` ``/int8``, keyed by the weights, the convention, the
+    quantiser and onnxruntime's version) or made and cached (seconds for the shipped models).
+    A cache that cannot be written is skipped."""
+    import onnx
+
+    path = cache_dir() / "int8" / f"{card.name}-{_weights_key(model, card, percentile)}.onnx"
+    if cache and path.is_file():
+        try:
+            proto = onnx.load(str(path))
+            meta = {e.key: e.value for e in proto.metadata_props}
+            return proto.SerializeToString(), float(json.loads(meta["upres_int8"])["loss_db"])
+        except Exception:  # a damaged cache entry is made again
+            pass
+    graph = quantize_int8(model, card, percentile=percentile)
+    loss = calibration_loss(model, card, graph)
+    proto = onnx.load_from_string(graph)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "upres_int8", json.dumps({"loss_db": round(loss, 4)})
+    graph = proto.SerializeToString()
+    if cache:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(graph)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return graph, loss

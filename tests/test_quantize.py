@@ -1,0 +1,164 @@
+"""int8 through onnxruntime (upres.quantize) and the automatic choice of path: near-lossless on
+the benchmarks, the same image handling as fp32, and a measured choice that is cached."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import upres
+from upres.cli import main
+from upres.errors import UpresError
+from upres.evaluate import evaluate
+from upres.formats.image import read_image
+from upres.inference import paths
+from upres.models import zoo
+from upres.quantize import CALIB_FILE, INT8_RULE_DB, calibration_inputs, load_calibration
+
+from conftest import BENCH, DATA
+
+NETWORKS = [c.name for c in zoo.shipped()]
+
+
+def _set5(up, scale: int, **kw) -> float:
+    return evaluate(lambda im, **_: up.upscale(im, **kw), model_name="m",
+                    dataset=BENCH / "Set5", scale=scale, with_ssim=False).psnr_y
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_int8_set5_within_005_db_of_fp32(name):
+    """Every shipped network (photo models at full clean-up strength, a fixed weight set):
+    int8 PSNR-Y on Set5 within 0.05 dB of the same weights in fp32."""
+    kw = {"denoise": 1.0} if zoo.photo_for(2) and name.startswith("photo-") else {}
+    fp32 = upres.load(name, device="cpu", **kw)
+    int8 = upres.load(name, precision="int8", **kw)
+    assert int8.precision == "int8" and int8.backend == "onnxruntime"
+    assert int8.card.quantized.startswith("int8")
+    a, b = _set5(fp32, fp32.scale), _set5(int8, int8.scale)
+    assert a - b <= INT8_RULE_DB, f"{name}: fp32 {a:.3f} dB, int8 {b:.3f} dB"
+    assert 0 <= int8.int8_loss <= INT8_RULE_DB  # and on the training-set calibration crops
+
+
+def test_calibration_comes_from_the_training_images_only():
+    crops = load_calibration()
+    assert crops.shape == (48, 96, 96, 3) and crops.dtype == np.uint8
+    with np.load(CALIB_FILE) as f:
+        assert "training HR images" in str(f["source"])
+    bench = [read_image(p) for p in sorted((BENCH / "Set5").glob("*.png"))]
+    for c in crops[:8]:  # not a crop of a benchmark image
+        for im in bench:
+            assert not any(np.array_equal(c, im[y:y + 96, x:x + 96, :3])
+                           for y in range(0, im.shape[0] - 95, 96)
+                           for x in range(0, im.shape[1] - 95, 96))
+    card = upres.load("x3", device="cpu").card
+    xs = calibration_inputs(crops[:2], card)
+    assert xs[0].shape == (1, 3, 32, 32) and xs[0].dtype == np.float32
+    assert xs[0].min() >= 0.0 and xs[0].max() <= 1.0
+    # a folder of the user's own images instead
+    own = load_calibration(DATA / "train" / "T91")
+    assert own.shape[1:] == (96, 96, 3)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return upres.load("fast-x2", device="cpu"), upres.load("fast-x2", precision="int8")
+
+
+@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "gray16", "rgb16"])
+def test_int8_path_handles_images_like_fp32(pair, kind):
+    """Gray, alpha and 16-bit go the same way on the int8 path as on fp32 (same shape, dtype,
+    and nearly the same pixels), and tiled equals whole."""
+    fp32, int8 = pair
+    img = read_image(BENCH / "Set14" / "baboon.png")[:90, :110]
+    if kind in ("gray", "gray16"):
+        img = img.mean(axis=2).round().astype(np.uint8)
+    if kind == "rgba":
+        alpha = np.linspace(0, 255, img.shape[1], dtype=np.float64).round().astype(np.uint8)
+        img = np.dstack([img, np.broadcast_to(alpha, img.shape[:2])])
+    if kind.endswith("16"):
+        img = img.astype(np.uint16) * 257
+    a, b = fp32.upscale(img, tile=0), int8.upscale(img, tile=0)
+    assert a.shape == b.shape and a.dtype == b.dtype == img.dtype
+    top = 65535 if img.dtype == np.uint16 else 255
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)) / top * 255
+    assert diff.mean() < 0.5 and diff.max() <= 12, (diff.mean(), diff.max())
+    if kind == "rgba":  # alpha goes through the same network in both paths
+        assert np.abs(a[..., 3].astype(int) - b[..., 3].astype(int)).max() <= 12
+    tiled = int8.upscale(img, tile=32)
+    assert np.abs(tiled.astype(np.int64) - b.astype(np.int64)).max() <= (257 if top > 255 else 1)
+
+
+def test_int8_needs_fixed_weights(capsys):
+    auto = upres.load("photo-x4", precision="int8")  # strength per image: no fixed int8 graph
+    assert auto.precision == "fp32" and auto.denoise == "auto"
+    assert "int8 needs a fixed clean-up strength" in capsys.readouterr().err
+    photo = upres.load("photo-x4", precision="int8", denoise=0.5)
+    assert photo.precision == "int8"
+    with pytest.raises(UpresError, match="automatic clean-up strength"):
+        upres.load("photo-x4", backend="onnxruntime")
+
+
+def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    img = read_image(BENCH / "Set5" / "bird.png")[:64, :64]
+    first = upres.load("fast-x4", device="cpu", precision="auto")
+    assert first.precision in ("fp32", "bf16", "int8")
+    note = first.precision_note
+    assert note.startswith(f"auto precision: {first.precision} (a 128x128 tile took ")
+    assert " ms in fp32, " in note and " ms in bf16" in note and " ms in int8" in note
+    assert "PSNR-Y on the calibration crops" in note
+    data = json.loads((tmp_path / "precision.json").read_text())
+    (key, entry), = data.items()
+    assert key.startswith("fast-x4 ") and paths.machine_signature() in key
+    assert entry["precision"] == first.precision
+    assert set(entry["times_ms"]) == {"fp32", "bf16", "int8"}
+    # the choice is the measured one
+    assert entry["precision"] == upres.inference.upscaler.choose_precision(
+        {k: v / 1e3 for k, v in entry["times_ms"].items()})
+    assert any(p.suffix == ".onnx" for p in (tmp_path / "int8").iterdir())
+    # The next load takes the cached choice without measuring.
+    second = upres.load("fast-x4", device="cpu", precision="auto")
+    assert second.precision == first.precision
+    assert "cached from " in second.precision_note
+    ref = upres.load("fast-x4", device="cpu").upscale(img)
+    assert np.abs(second.upscale(img).astype(int) - ref.astype(int)).mean() < 0.5
+    # A cached choice of another path is followed (the cache decides, not a new timing).
+    entry["precision"] = "int8"
+    (tmp_path / "precision.json").write_text(json.dumps({key: entry}))
+    assert upres.load("fast-x4", device="cpu", precision="auto").backend == "onnxruntime"
+    # A damaged cache means measuring again, not an error.
+    (tmp_path / "precision.json").write_text("{not json")
+    again = upres.load("fast-x4", device="cpu", precision="auto")
+    assert "cached" not in again.precision_note
+    assert capsys.readouterr().err == ""
+
+
+def test_auto_keeps_int8_out_when_the_strength_changes_per_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    up = upres.load("photo-x4", device="cpu", precision="auto")
+    assert up.precision in ("fp32", "bf16")
+    assert "int8" not in up.precision_note
+
+
+def test_export_int8_cli_and_eval_precision(tmp_path, capsys):
+    out = tmp_path / "t.onnx"
+    assert main(["export", "-m", "tiny-x2", "--int8", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "int8 ONNX" in said and "PSNR-Y against fp32" in said
+    via_file = upres.load(str(out))
+    assert via_file.precision == "int8" and via_file.card.quantized
+    same = upres.load("tiny-x2", precision="int8")  # the same quantiser, the same graph
+    img = read_image(BENCH / "Set5" / "head.png")
+    np.testing.assert_array_equal(via_file.upscale(img), same.upscale(img))
+    assert main(["export", "-m", "tiny-x2", "--int8", "--calibration", str(tmp_path / "no"),
+                 "-o", str(tmp_path / "u.onnx")]) == 2
+    assert "calibration needs a folder" in capsys.readouterr().err
+    js = tmp_path / "e.json"
+    assert main(["eval", "-m", "tiny-x2", "-s", "2", "-d", str(BENCH / "Set5"),
+                 "--precision", "int8", "--json", str(js)]) == 0
+    assert "int8 loses" in capsys.readouterr().err  # what ran is said
+    (row,) = json.loads(js.read_text())
+    fp32 = upres.load("tiny-x2").card.psnr["Set5"]
+    assert 0 <= fp32 - row["psnr_y"] <= INT8_RULE_DB
