@@ -1,0 +1,234 @@
+"""Every path on this machine (issue 25, items 1, 2 and 6): the convolution peak of each path,
+and for every shipped model its latency, share of that peak and PSNR-Y on Set5 / Set14 /
+BSD100 in fp32 (PyTorch, upres's default), bf16 (PyTorch autocast) and int8 (onnxruntime,
+:mod:`upres.quantize`), all in one run.
+
+Peaks: a 3x3 convolution, 64 -> 64 channels (an UpNet body layer), 8 layers in a row, on
+feature maps from 48x48 to 360x640; fp32 and bf16 with ``torch.conv2d`` (channels-last), int8
+with onnxruntime on the same 8 layers quantised as upres quantises (QDQ, per-channel weights,
+ReLU between layers, fused). Latency: ``Upscaler.upscale`` of one 1280x720 output (the full
+path: conversion, network, rounding), the fastest of ``--repeat`` runs; photo models are timed
+as their ``x{s}`` (the same network). PSNR: ``upres.evaluate`` by the standard protocol; photo
+models at clean-up strength 1 (their own weights; strength 0 is ``x{s}``). Verdicts: int8
+within 0.05 dB of fp32 on all three sets, and at least 1.6x faster than fp32.
+
+    .venv/bin/python benchmarks/bench_paths.py [--repeat 5] [--models x4 fast-x4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import upres
+from upres.bench import _frame
+from upres.evaluate import evaluate
+from upres.models import zoo
+
+from _report import update_section
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "data" / "benchmark"
+SETS = ("Set5", "Set14", "BSD100")
+PATHS = ("fp32", "bf16", "int8")
+SIZES = ((48, 48), (96, 96), (128, 128), (180, 320), (360, 640))
+OUT = (1280, 720)
+
+
+def isa() -> str:
+    """The vector and matrix instruction sets that matter for convolutions."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next(line.split(":", 1)[1].split() for line in text.splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    keep = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16",
+            "amx_int8")
+    return ", ".join(f for f in keep if f in flags) or "none of AVX2/AVX-512/AMX"
+
+
+def best_of(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls after two untimed ones (seconds)."""
+    for _ in range(2):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def torch_peak(dtype: torch.dtype, repeat: int) -> tuple[float, tuple[int, int]]:
+    """Best GMAC/s of 8 chained 64->64 3x3 ``torch.conv2d`` (channels-last) over SIZES."""
+    best = (0.0, SIZES[0])
+    w = torch.randn(64, 64, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    for h, wd in SIZES:
+        x = torch.randn(1, 64, h, wd).to(dtype).contiguous(memory_format=torch.channels_last)
+        reps = max(1, 360 * 640 // (h * wd))
+
+        def chain(x=x, reps=reps):
+            for _ in range(reps):
+                y = x
+                for _ in range(8):
+                    y = torch.conv2d(y, w, padding=1)
+
+        with torch.inference_mode():
+            t = best_of(chain, repeat) / 8
+        best = max(best, (64 * 64 * 9 * h * wd * reps / t / 1e9, (h, wd)))
+    return best
+
+
+def int8_peak(repeat: int) -> tuple[float, tuple[int, int]]:
+    """Best GMAC/s of 8 chained 64->64 3x3 convolutions + ReLU, quantised by onnxruntime as
+    upres quantises (QDQ, per-channel int8 weights, uint8 activations), over SIZES."""
+    import contextlib
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(8):
+        layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers).eval()
+    calib = [{"x": torch.rand(1, 64, 32, 32).numpy()} for _ in range(4)]
+
+    class Reader:
+        def __init__(self):
+            self.it = iter(calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
+        torch.onnx.export(net, (torch.rand(1, 64, 32, 32),), str(src), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile,
+                            op_types_to_quantize=["Conv", "Relu"])
+        sess = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    best = (0.0, SIZES[0])
+    for h, wd in SIZES:
+        x = np.random.rand(1, 64, h, wd).astype(np.float32)
+        reps = max(1, 360 * 640 // (h * wd))
+
+        def chain(x=x, reps=reps):
+            for _ in range(reps):
+                sess.run(None, {"x": x})
+
+        t = best_of(chain, repeat) / 8
+        best = max(best, (64 * 64 * 9 * h * wd * reps / t / 1e9, (h, wd)))
+    return best
+
+
+def load(name: str, path: str):
+    """The shipped model ``name`` on ``path``; photo models at strength 1 (fixed weights)."""
+    card = next(c for c in zoo.shipped() if c.name == name)
+    kw = {"denoise": 1.0} if card.denoise_base else {}
+    return upres.load(name, device="cpu", precision=path, **kw)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--models", nargs="+", help="shipped models (default: all)")
+    args = ap.parse_args()
+    cards = [c for c in zoo.shipped() if not args.models or c.name in args.models]
+    t0 = time.time()
+    peaks = {"fp32": torch_peak(torch.float32, args.repeat),
+             "bf16": torch_peak(torch.bfloat16, args.repeat), "int8": int8_peak(args.repeat)}
+    for p, (v, hw) in peaks.items():
+        print(f"peak {p}: {v:.1f} GMAC/s at {hw[0]}x{hw[1]}", flush=True)
+    # Latency first, on a quiet machine, then the (load-independent) PSNR columns.
+    lat: dict[tuple[str, str], float] = {}
+    loss: dict[tuple[str, str], float | None] = {}
+    for card in cards:
+        if card.denoise_base:
+            continue  # the same network as x{s}
+        lr = _frame(OUT[0] // card.scale, OUT[1] // card.scale)
+        for p in PATHS:
+            up = load(card.name, p)
+            if up.precision != p:
+                continue
+            lat[card.name, p] = best_of(lambda up=up, lr=lr: up.upscale(lr, tile=0),
+                                        args.repeat)
+            print(f"{card.name} {p}: {lat[card.name, p] * 1e3:.1f} ms", flush=True)
+    psnr: dict[tuple[str, str, str], float] = {}
+    for card in cards:
+        for p in PATHS:
+            up = load(card.name, p)
+            if up.precision != p:
+                continue
+            loss[card.name, p] = getattr(up, "int8_loss", None)
+            for ds in SETS:
+                r = evaluate(lambda im, up=up, **_: up.upscale(im), model_name=card.name,
+                             dataset=BENCH / ds, scale=card.scale, with_ssim=False)
+                psnr[card.name, p, ds] = r.psnr_y
+            print(card.name, p, " / ".join(f"{psnr[card.name, p, d]:.3f}" for d in SETS),
+                  flush=True)
+    rows = ["| model | path | ms (1280x720 out) | vs fp32 | GMAC/s | share of the path's peak "
+            "| Set5 / Set14 / BSD100 | vs fp32 (dB) |", "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for card in cards:
+        timed = f"x{card.scale}" if card.denoise_base else card.name
+        for p in PATHS:
+            if (card.name, p, "Set5") not in psnr:
+                rows.append(f"| {card.name} | {p} | not available | | | | | |")
+                continue
+            t = lat.get((timed, p))
+            t32 = lat.get((timed, "fp32"))
+            if t is None or t32 is None:
+                ms = speed = rate = share = "-"
+            else:
+                ms, speed = f"{t * 1e3:.0f}", f"{t32 / t:.2f}x"
+                rate = f"{card.gmacs / t:.1f}" if card.gmacs else "-"
+                share = f"{100 * card.gmacs / t / peaks[p][0]:.0f} %" if card.gmacs else "-"
+            vals = [psnr[card.name, p, d] for d in SETS]
+            diffs = [psnr[card.name, p, d] - psnr[card.name, "fp32", d] for d in SETS]
+            label = card.name + (" (strength 1)" if card.denoise_base else "")
+            rows.append(f"| {label} | {p} | {ms} | {speed} | {rate} | {share} | "
+                        + " / ".join(f"{v:.3f}" for v in vals) + " | "
+                        + ("-" if p == "fp32" else " / ".join(f"{d:+.3f}" for d in diffs))
+                        + " |")
+            if p == "int8":
+                worst = -min(diffs)
+                fast = None if t is None or t32 is None else t32 / t
+                verdicts.append(
+                    f"{label}: int8 loses at most {worst:.3f} dB "
+                    f"({'met' if worst <= 0.05 else 'NOT met'}, rule 0.05)"
+                    + ("" if fast is None else
+                       f", {fast:.2f}x fp32's speed ({'met' if fast >= 1.6 else 'NOT met'}, "
+                       "target 1.6x)")
+                    + ("" if loss.get((card.name, p)) is None else
+                       f"; calibration crops: {loss[card.name, p]:.3f} dB"))
+    body = (f"Instruction sets: {isa()}; torch threads {torch.get_num_threads()}. Peaks (8 "
+            "chained 64->64 3x3 convolutions, best over feature maps 48x48 to 360x640): "
+            + ", ".join(f"{p} {v:.1f} GMAC/s (at {hw[0]}x{hw[1]})"
+                        for p, (v, hw) in peaks.items())
+            + f". Latency: the full `Upscaler.upscale` path for one 1280x720 output, fastest "
+            f"of {args.repeat}; photo models run the same network as x{{s}}. PSNR-Y by the "
+            "standard protocol; photo models at clean-up strength 1. int8: onnxruntime, "
+            "`upres.quantize` (calibrated on 48 crops of the training images). "
+            f"One run, {(time.time() - t0) / 60:.1f} min.\n\n" + "\n".join(rows)
+            + "\n\nVerdicts (issue 25 item 1):\n\n" + "\n".join(f"- {v}" for v in verdicts))
+    print(body)
+    update_section("paths", "Paths per machine: peak, latency and PSNR in fp32, bf16 and int8",
+                   body)
+
+
+if __name__ == "__main__":
+    main()
