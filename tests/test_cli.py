@@ -96,9 +96,11 @@ def test_eval_bicubic_json_schema(tmp_path, capsys):
 def test_models_json_schema(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    for r in rows:  # the DESIGN schema; shipped models add notes, speed, summary, denoise
-        assert set(r) - {"notes", "gmacs", "cpu_ms", "summary", "denoise"} == {
-            "name", "arch", "scale", "params", "psnr"}
+    for r in rows:  # the DESIGN schema; shipped models add notes, speed, summary, denoise,
+        # and the path they run by default
+        assert set(r) - {"notes", "gmacs", "cpu_ms", "summary", "denoise",
+                         "default_precision"} == {"name", "arch", "scale", "params", "psnr"}
+    assert all(r["default_precision"] in ("fp32", "int8") for r in rows if "denoise" in r)
     names = {r["name"] for r in rows}
     assert {"bicubic", "lanczos", "x2", "x3", "x4"} <= names
     bic = [r for r in rows if r["name"] == "bicubic"]

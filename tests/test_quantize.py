@@ -162,3 +162,23 @@ def test_export_int8_cli_and_eval_precision(tmp_path, capsys):
     (row,) = json.loads(js.read_text())
     fp32 = upres.load("tiny-x2").card.psnr["Set5"]
     assert 0 <= fp32 - row["psnr_y"] <= INT8_RULE_DB
+
+
+def test_a_model_made_to_run_int8_runs_int8_by_default(tmp_path, capsys):
+    from upres.models.weights import load_model, save_model
+
+    net, card = load_model(zoo.resolve("tiny-x2"))
+    path = tmp_path / "q.safetensors"
+    save_model(path, net, card.with_(name="q-x2", default_precision="int8"))
+    assert upres.load(str(path)).precision == "int8"  # the card's own path on a CPU
+    assert upres.load(str(path), precision="default").precision == "int8"
+    assert upres.load(str(path), precision="fp32").precision == "fp32"  # asked: the floats
+    assert upres.load("tiny-x2").precision == "fp32"  # cards without one: fp32
+    out = tmp_path / "o.png"
+    assert main(["upscale", str(BENCH / "Set5" / "bird.png"), "-m", str(path), "-o",
+                 str(out)]) == 0
+    assert "int8 loses" in capsys.readouterr().err  # says what it runs
+    assert main(["eval", "-m", str(path), "-s", "2", "-d", str(BENCH / "Set5"),
+                 "--json", str(tmp_path / "e.json")]) == 0
+    (row,) = json.loads((tmp_path / "e.json").read_text())
+    assert row["model"].endswith("(int8)")  # eval labels the path it measured

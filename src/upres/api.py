@@ -30,7 +30,7 @@ def resolve_weights(model: str | os.PathLike[str], *, also: Sequence[str] = ()) 
 
 
 def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
-         precision: str = "fp32", scale: int | None = None,
+         precision: str = "default", scale: int | None = None,
          channels_last: bool | None = None, backend: str = "torch",
          ensemble: int = 1, denoise: float | str = "auto") -> Upscaler | Interpolator:
     """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
@@ -41,7 +41,9 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
     memory format measured faster for the architecture on CPU. ``backend="onnxruntime"`` exports
     a PyTorch model to ONNX in memory and runs it with onnxruntime (CPU, fp32). ``ensemble``
     (1, 2, 4, 8): average over that many flipped/rotated runs per tile (self-ensemble; that many
-    times slower); interpolators ignore it. ``precision``: ``fp32`` (default), ``bf16``,
+    times slower); interpolators ignore it. ``precision``: ``default`` (the model's own:
+    fp32, or int8 on a CPU for models made to run quantised, see ``upres models``), ``fp32``,
+    ``bf16``,
     ``fp16`` (CUDA), ``int8`` (onnxruntime, CPU: :mod:`upres.quantize`; photo models need a
     fixed ``denoise``) or ``auto`` (the fastest of fp32, bf16 and int8 on this machine,
     measured at the first load and cached; int8 only within 0.05 dB of fp32 on the

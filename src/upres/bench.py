@@ -133,7 +133,7 @@ def _measure(model: str, scale: int, width: int, height: int, device: str, preci
 
 
 def bench(model: str, *, scale: int, width: int = 320, height: int = 180, device: str = "cpu",
-          precision: str = "fp32", repeat: int = 10, warmup: int = 2,
+          precision: str = "default", repeat: int = 10, warmup: int = 2,
           channels_last: bool | None = None, backend: str = "torch",
           ensemble: int = 1) -> BenchResult:
     """Measure one model in a child process; see :class:`BenchResult`."""

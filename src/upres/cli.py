@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 # upres.inference.upscaler.PRECISIONS, not imported here
-_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+_PRECISIONS = ("default", "fp32", "bf16", "fp16", "int8", "auto")
 _RASTER_FORMATS = ("gtiff", "cog")  # upres.jobs.RASTER_FORMATS, unimported
 
 
@@ -316,6 +316,9 @@ def cmd_models(args: argparse.Namespace) -> int:
               f"{size}  " + vals)
         if r.get("summary") or r.get("notes"):
             print(f"{'':<10} {r.get('summary') or r['notes'].split('. ')[0].rstrip('.') + '.'}")
+        if r.get("default_precision", "fp32") != "fp32":
+            print(f"{'':<10} Runs {r['default_precision']} on a CPU by default (its PSNR and CPU "
+                  "ms are that path's; --precision fp32 runs the float weights).")
     from upres.models import zoo
 
     photos = [f"x{c.scale}: {c.name}" for c in zoo.shipped() if c.denoise_base]
@@ -341,7 +344,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise _UsageError(str(exc)) from None
         if getattr(up, "precision_note", ""):
             print(f"upres: {m}: {up.precision_note}", file=sys.stderr)
-        tags = [up.precision] if args.precision != "fp32" and hasattr(up, "precision") else []
+        tags = [up.precision] if hasattr(up, "precision") and up.precision != "fp32" else []
         if args.ensemble != 1 and isinstance(up, Upscaler):
             tags.append(f"ensemble {args.ensemble}")
         ups.append((f"{m} ({', '.join(tags)})" if tags else m, up))
@@ -554,11 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile size in input pixels; 0 = whole image (default: automatic)")
     u.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
     u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    u.add_argument("--precision", default="fp32", choices=_PRECISIONS,
-                   help="int8: onnxruntime on the CPU, quantised at the first use (cached); "
-                        "auto: time fp32, bf16 and int8 on this machine at the first load, "
-                        "keep the clearly faster (int8 only within 0.05 dB of fp32) and cache "
-                        "the choice")
+    u.add_argument("--precision", default="default", choices=_PRECISIONS,
+                   help="default: the model's own (fp32; int8 on a CPU for models made to "
+                        "run quantised, see `upres models`); int8: onnxruntime on the CPU, "
+                        "quantised at the first use (cached); auto: time fp32, bf16 and int8 on "
+                        "this machine at the first load, keep the clearly faster (int8 only "
+                        "within 0.05 dB of fp32) and cache the choice")
     u.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                    help="run the network with PyTorch (default) or onnxruntime (CPU, fp32)")
     u.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
@@ -624,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tile size in input pixels; 0 = whole frame (default: automatic)")
     vd.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
     vd.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    vd.add_argument("--precision", default="fp32", choices=_PRECISIONS)
+    vd.add_argument("--precision", default="default", choices=_PRECISIONS)
     vd.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
     vd.add_argument("--overwrite", action="store_true", help="replace an existing output")
     vd.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -662,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="self-ensemble: average over N flipped/rotated runs (N times slower)")
     e.add_argument("--tile", type=int, help="tile size in input pixels (default: automatic)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    e.add_argument("--precision", default="fp32", choices=_PRECISIONS,
+    e.add_argument("--precision", default="default", choices=_PRECISIONS,
                    help="what the networks run in, as for upscale and bench")
     e.add_argument("--denoise", default="auto", metavar="0..1|auto",
                    help="photo models: clean-up strength (auto: measured per image)")
@@ -674,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", default="320x180", help="input size WxH (default 320x180)")
     b.add_argument("--json", metavar="PATH", help="write results as JSON")
     b.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
-    b.add_argument("--precision", default="fp32", choices=_PRECISIONS)
+    b.add_argument("--precision", default="default", choices=_PRECISIONS)
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: the measured best per arch)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")
@@ -712,9 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests waiting beyond the running ones before 503 (default 32)")
     v.add_argument("--queue-timeout", type=float, default=60.0,
                    help="seconds a request waits for a worker before 503 (default 60)")
-    v.add_argument("--precision", default="fp32", choices=_PRECISIONS,
-                   help="what the models run in (default fp32; auto: the fastest path measured "
-                        "on this machine, fp16 on CUDA; see `upres upscale --help`)")
+    v.add_argument("--precision", default="default", choices=_PRECISIONS,
+                   help="what the models run in (default: each model's own, fp32 for most; "
+                        "auto: the fastest path measured on this machine, fp16 on CUDA; see "
+                        "`upres upscale --help`)")
     v.add_argument("--token-file", metavar="PATH",
                    help="require 'Authorization: Bearer TOKEN' on /v1/ (the token is the "
                         "file's text; or set UPRES_TOKEN); needed off the loopback address")

@@ -29,7 +29,8 @@ from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 from upres.resize import imresize
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # what Upscaler(precision=...) accepts
+# what Upscaler(precision=...) accepts; "default": the card's default_precision on a CPU, else fp32
+PRECISIONS = ("default", "fp32", "bf16", "fp16", "int8", "auto")
 
 __all__ = ["ENSEMBLES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
            "check_precision", "choose_precision", "dihedral", "fill_transparent", "pick_device",
@@ -49,8 +50,8 @@ def check_ensemble(n: int) -> int:
 def check_precision(precision: str) -> str:
     """``precision`` if Upscaler accepts it (:data:`PRECISIONS`), else UpresError."""
     if precision not in PRECISIONS:
-        raise UpresError(f"unknown precision {precision!r}; choose fp32, bf16, fp16, int8 or "
-                         "auto")
+        raise UpresError(f"unknown precision {precision!r}; choose default, fp32, bf16, fp16, "
+                         "int8 or auto")
     return precision
 
 
@@ -158,7 +159,7 @@ class Upscaler:
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
-                 precision: str = "fp32", channels_last: bool | None = None,
+                 precision: str = "default", channels_last: bool | None = None,
                  ensemble: int = 1, int8_ok: bool = True) -> None:
         from upres.export import OnnxNet
 
@@ -170,11 +171,16 @@ class Upscaler:
         if self.backend == "onnxruntime":  # onnxruntime's CPU provider, plain layout
             device, channels_last = "cpu", False
             native = "int8" if card.quantized else "fp32"  # the graph's own precision
+            if precision == "default":
+                precision = native
             if precision in ("bf16", "fp16") or (precision == "int8" and native == "fp32"):
                 print(f"upres: this onnxruntime graph runs {native}, not {precision}",
                       file=sys.stderr)
             precision = native if precision != "auto" else precision
         self.device = pick_device(device)
+        if precision == "default":  # the model's own path on a CPU; fp32 elsewhere
+            own = card.default_precision or "fp32"
+            precision = own if self.device.type == "cpu" else "fp32"
         self.precision_note = ""
         self.int8_loss: float | None = None  # calibration-crop PSNR-Y loss of an int8 path
         known = card.arch in REGISTRY.names()

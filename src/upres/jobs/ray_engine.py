@@ -35,7 +35,7 @@ class ModelSpec:
     model: str
     scale: int | None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "default"
     backend: str = "torch"
     ensemble: int = 1
     denoise: float | str = "auto"

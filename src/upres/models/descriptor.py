@@ -32,6 +32,8 @@ class ModelCard:
     coefficients of its automatic strength (``scripts/fit_denoise.py``). ``summary``: one or two
     sentences for users: what the model is for. ``quantized``: set on int8 ONNX graphs
     (:mod:`upres.quantize`), saying how they were quantised; empty for float weights.
+    ``default_precision``: what ``precision="default"`` runs on a CPU (``"int8"`` for models
+    made to run quantised; empty = fp32); other devices run fp32.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelCard:
     denoise_fit: dict[str, float] = field(default_factory=dict)  # its automatic strength map
     summary: str = ""  # what the model is for, in a user's words (listings, web page)
     quantized: str = ""  # int8 graphs (upres.quantize): how they were quantised; "" = float
+    default_precision: str = ""  # the path it runs on a CPU unless told ("" = fp32)
 
     def to_metadata(self) -> dict[str, str]:
         """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""

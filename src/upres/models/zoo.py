@@ -48,10 +48,12 @@ def photo_for(scale: int) -> ModelCard | None:
 def shipped_rows() -> list[dict]:
     """``models --json`` rows of the shipped models (``GET /v1/models`` serves the same):
     ``summary`` says in a user's words what each is for; ``denoise`` is true for models with a
-    clean-up strength (``--denoise``)."""
+    clean-up strength (``--denoise``); ``default_precision`` is what it runs on a CPU unless
+    told (``fp32`` for most, ``int8`` for models made to run quantised)."""
     return [{"name": c.name, "arch": c.arch, "scale": c.scale, "params": c.params,
              "psnr": dict(c.psnr), "gmacs": c.gmacs, "cpu_ms": c.cpu_ms,
-             "summary": c.summary, "denoise": bool(c.denoise_base), "notes": c.notes}
+             "summary": c.summary, "denoise": bool(c.denoise_base), "notes": c.notes,
+             "default_precision": c.default_precision or "fp32"}
             for c in shipped()]
 
 

@@ -68,7 +68,7 @@ class ServeConfig:
     max_queue: int = 32
     queue_timeout: float = 60.0
     retry_after: int = 5
-    precision: str = "fp32"
+    precision: str = "default"
     token: str | None = None
     read_timeout: float = 30.0
 
@@ -109,7 +109,7 @@ class _Gate:
 class _Models:
     """Offered models, loaded on first use and kept (one Upscaler per name)."""
 
-    def __init__(self, names: tuple[str, ...] | None, precision: str = "fp32") -> None:
+    def __init__(self, names: tuple[str, ...] | None, precision: str = "default") -> None:
         from upres.inference.upscaler import check_precision
         from upres.models import zoo
 
