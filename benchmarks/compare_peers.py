@@ -61,6 +61,10 @@ TIERS = {
 }
 
 
+# label -> the path an upres model ran on (its CPU default: fp32, or int8 for the int8 tier)
+PATHS: dict[str, str] = {}
+
+
 def ladder_rows(rows: list[dict], s: int) -> list[str]:
     """Markdown rows judging each shipped tier at scale ``s`` from one run's ``rows`` (dicts
     with label, psnr {Set5, Set14, BSD100}, latency_ms): budget, bar, and whether both hold
@@ -87,7 +91,9 @@ def ladder_rows(rows: list[dict], s: int) -> list[str]:
         need_txt = " / ".join(f"{v:.2f}" for v in need) if need else "?"
         verdict = "**met**" if fast_ok and good_ok else "not met: " + ", ".join(
             w for w, ok in (("too slow", fast_ok), ("below the bar", good_ok)) if not ok)
-        out.append(f"| `{name}` | {' / '.join(f'{v:.2f}' for v in got)} | "
+        path = PATHS.get(f"upres {name}", "fp32")
+        shown = f"`{name}`" + ("" if path == "fp32" else f" ({path}, its default)")
+        out.append(f"| {shown} | {' / '.join(f'{v:.2f}' for v in got)} | "
                    f"{r['latency_ms']:.0f} | {budget:.0f} ({share:g} x {peer}) | "
                    f"{bar_label}: {need_txt} | {verdict} |")
     return out
@@ -110,7 +116,8 @@ def candidates(scale: int) -> list[tuple[str, str, Callable[[np.ndarray], np.nda
     out = []
     for card in zoo.shipped():
         if card.scale == scale:
-            up = upres.load(card.name, device="cpu")
+            up = upres.load(card.name, device="cpu")  # at its default path (fp32 or int8)
+            PATHS[f"upres {card.name}"] = up.precision
             out.append((f"upres {card.name}", "upres", lambda x, up=up: up.upscale(x, tile=0)))
     for name in ("bicubic", "lanczos"):
         up = upres.load(name, scale=scale)
@@ -164,16 +171,18 @@ def write_scale(rows: list[dict], s: int, repeat: int) -> None:
     plot(rows, png)
     body = ("Standard protocol (MATLAB-bicubic LR from the modcropped HR, Y channel, border "
             "shaved by the scale; SSIM on Set5/Set14). Latency: median of "
-            f"{repeat} runs after one warm-up, whole frame, fp32, uint8 RGB in and out, in this "
-            "one process, upres models in their CPU default memory format; OpenCV graphs get "
+            f"{repeat} runs after one warm-up, whole frame, uint8 RGB in and out, in this "
+            "one process, every model at its CPU default (fp32 for all but upres models made "
+            "to run int8, labelled in the ladder) and memory format; OpenCV graphs get "
             "BGR. Peers: the authors' weights from `../shared/peers`, run by upres's own "
             "implementations; OpenCV dnn_superres models were trained on OpenCV-bicubic LR, "
             "which is why they score near bicubic here.\n\n" + "\n".join(lines)
             + f"\n\n![PSNR against CPU latency at x{s}]({png.name})\n")
     update_section(f"peers-x{s}", f"upres against peers at x{s} (quality and CPU latency)", body)
     ladder = ("Tiers judged in one run of this script: latency for a 1280x720 output on this "
-              "CPU (fp32, the models' default), PSNR-Y on Set5 / Set14 / BSD100 by the standard "
-              "protocol. Budgets are shares of the peer's latency measured in the same run.\n\n"
+              "CPU at each model's default precision (fp32; int8 where labelled), PSNR-Y on "
+              "Set5 / Set14 / BSD100 by the standard protocol on that same path. Budgets are "
+              "shares of the peer's latency measured in the same run.\n\n"
               "| model | Set5 / Set14 / BSD100 | CPU ms | budget, ms | must reach | verdict |\n"
               "|---|---|---|---|---|---|\n" + "\n".join(ladder_rows(rows, s))
               + f"\n\n![PSNR against CPU latency at x{s}]({png.name})\n\nAll rows of this run: "

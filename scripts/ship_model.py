@@ -8,6 +8,9 @@ PSNR/SSIM in its model card, and copies ``config.yaml`` -> ``NAME.yaml`` and
 ``train.log`` -> ``NAME.log`` beside it, then stamps GMACs and CPU latency
 (``scripts/stamp_cards.py``; run it on a quiet machine).
 
+``--default-precision int8`` ships a model made to run quantised: its card says so, and its
+PSNR and latency are measured on the int8 path (``upres.quantize``), as users will run it.
+
 A model trained in stages names the earlier stage's run folder with ``--prior RUN`` (its
 ``train.log`` and ``final.safetensors``): the shipped log holds that stage's log first, and the
 card's ``train_seconds`` counts both stages (``steps`` and the recipe stay the last stage's).
@@ -44,8 +47,12 @@ def main() -> None:
     ap.add_argument("--denoise-fit", default="",
                     help='photo models: the automatic strength map from scripts/fit_denoise.py, '
                          'as JSON ({"a": ..., "b": ..., "c": ..., "d": ...})')
+    ap.add_argument("--default-precision", default="", choices=("", "int8"),
+                    help="int8: the model runs quantised on a CPU by default (upres.quantize); "
+                         "its PSNR and CPU latency are then measured on that path")
     args = ap.parse_args()
     model, card = load_model(args.run / "final.safetensors")
+    card = card.with_(default_precision=args.default_precision)
     if args.denoise_fit:
         import json
 

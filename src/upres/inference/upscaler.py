@@ -284,7 +284,7 @@ class Upscaler:
             (["int8"] if self._int8_ok else [])
         key = paths.cache_key(self.model, self.card, candidates)
         hit = paths.lookup(key)
-        if hit is not None:
+        if hit is not None and hit["precision"] in candidates:
             choice = hit["precision"]
             if choice == "int8":
                 self._use_int8()
@@ -300,20 +300,27 @@ class Upscaler:
                 continue
             self.precision = prec
             times[prec] = self._time(x)
-        loss = None
+        loss, int8_state = None, None
         if "int8" in candidates:
-            float_state = self.model, self.channels_last, self.card
-            self._use_int8()
-            loss = self.int8_loss
-            if loss is not None and loss <= INT8_RULE_DB:
-                times["int8"] = self._time(x)
+            float_state = self.model, self.channels_last, self.card, self.device
+            try:
+                self._use_int8()
+                loss = self.int8_loss
+                if loss is not None and loss <= INT8_RULE_DB:
+                    times["int8"] = self._time(x)
+                    int8_state = self.model, self.int8_loss, self.card
+            except UpresError:  # a graph onnxruntime cannot quantise: no int8 candidate
+                pass
             # back to the float network until the choice is made
-            self.model, self.channels_last, self.card = float_state
+            self.model, self.channels_last, self.card, self.device = float_state
             self.backend, self._float_model, self.int8_loss = "torch", None, None
         self.precision = choose_precision(times)
         entry = paths.record(key, self.precision, times, loss)
-        if self.precision == "int8":
-            self._use_int8()
+        if self.precision == "int8" and int8_state is not None:
+            self._float_model = self.model
+            self.model, self.int8_loss, self.card = int8_state
+            self.backend, self.channels_last = "onnxruntime", False
+            self.device = torch.device("cpu")
         self.precision_note = f"auto precision: {self.precision} ({paths.describe(entry)})"
 
     @torch.inference_mode()
