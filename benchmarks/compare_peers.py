@@ -61,6 +61,11 @@ TIERS = {
 }
 
 
+def _ms(v: float) -> str:
+    """Milliseconds as the ladder prints them: one decimal below 100 ms (close calls show)."""
+    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
 # label -> the path an upres model ran on (its CPU default: fp32, or int8 for the int8 tier)
 PATHS: dict[str, str] = {}
 
@@ -94,7 +99,7 @@ def ladder_rows(rows: list[dict], s: int) -> list[str]:
         path = PATHS.get(f"upres {name}", "fp32")
         shown = f"`{name}`" + ("" if path == "fp32" else f" ({path}, its default)")
         out.append(f"| {shown} | {' / '.join(f'{v:.2f}' for v in got)} | "
-                   f"{r['latency_ms']:.0f} | {budget:.0f} ({share:g} x {peer}) | "
+                   f"{_ms(r['latency_ms'])} | {_ms(budget)} ({share:g} x {peer}) | "
                    f"{bar_label}: {need_txt} | {verdict} |")
     return out
 

@@ -32,7 +32,7 @@ def test_int8_set5_within_005_db_of_fp32(name):
     """Every shipped network (photo models at full clean-up strength, a fixed weight set):
     int8 PSNR-Y on Set5 within 0.05 dB of the same weights in fp32."""
     kw = {"denoise": 1.0} if zoo.photo_for(2) and name.startswith("photo-") else {}
-    fp32 = upres.load(name, device="cpu", **kw)
+    fp32 = upres.load(name, device="cpu", precision="fp32", **kw)
     int8 = upres.load(name, precision="int8", **kw)
     assert int8.precision == "int8" and int8.backend == "onnxruntime"
     assert int8.card.quantized.startswith("int8")

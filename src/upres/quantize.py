@@ -7,9 +7,11 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
 
 - The first and last convolutions stay float32: the first sees the raw pixels, the last writes
   the residual that becomes output pixels, where one 8-bit step of an activation is already a
-  visible fraction of an output level. Only ``Conv`` and ``Relu`` nodes are quantised, so the
-  skip additions, the anchor and the pixel shuffle stay float32 as well; ReLU fuses into the
-  convolution before it, so each body activation uses all 256 levels on ``[0, t]``.
+  visible fraction of an output level (quantising them too was measured: tiny-x3 then lost
+  0.083 dB on the calibration crops instead of 0.040, for about 10 % more speed). Only
+  ``Conv`` and ``Relu`` nodes are quantised, so the skip additions, the anchor and the pixel
+  shuffle stay float32 as well; ReLU fuses into the convolution before it, so each body
+  activation uses all 256 levels on ``[0, t]``.
 - Activation ranges are the 99.999th percentile of ``|x|`` over the calibration patches
   (clipped to the observed min/max), not the bare min/max: one outlier does not stretch the
   step for every other value.

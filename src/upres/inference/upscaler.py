@@ -96,6 +96,19 @@ def to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return x.astype(dt)
 
 
+def write_planes(dst: np.ndarray, y: torch.Tensor) -> None:
+    """Write :func:`to_dtype` of a ``(C, H, W)`` float32 tensor into ``dst`` ``(H, W, C)`` (a
+    view of the output, of its dtype): the same float32 operations in the same order, so the
+    same values, run by torch's threaded kernels, with the layout change done in the same copy
+    as the final cast."""
+    dt = dst.dtype
+    if dt == np.uint8:
+        q = torch.clamp(y, 0.0, 1.0).mul_(_MAX[dt]).add_(0.5).floor_()
+        torch.from_numpy(dst).copy_(q.permute(1, 2, 0))  # integral floats: exact cast
+    else:
+        dst[...] = to_dtype(y.permute(1, 2, 0).numpy(), dt)
+
+
 def _as_array(img: Any) -> tuple[np.ndarray, str]:
     if isinstance(img, np.ndarray):
         return img, "array"
@@ -416,12 +429,15 @@ class Upscaler:
         for i, t in enumerate(tiles):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
-            y = self._forward(x[None])[0].numpy().transpose(1, 2, 0)
+            yt = self._forward(x[None])[0]
             cy0, cy1, cx0, cx1 = t.crop
             y0, y1, x0, x1 = t.core
-            core = y[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
-            out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(core.mean(axis=2) if gray else core,
-                                                         out_dtype)
+            if gray:
+                core = yt.numpy().transpose(1, 2, 0)[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
+                out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(core.mean(axis=2), out_dtype)
+            else:
+                write_planes(out[y0 * s:y1 * s, x0 * s:x1 * s],
+                             yt[:, cy0 * s:cy1 * s, cx0 * s:cx1 * s])
             if on_tile is not None:
                 on_tile(i + 1, len(tiles))
         return out
