@@ -23,7 +23,8 @@ def test_ladder_verdicts_at_x4():
             _row("OpenCV ESPCN", 50.0, 29.0, 26.5, 26.2),
             _row("upres tiny-x4", 49.0, 30.80, 27.70, 27.00)]     # FSRCNN bar, ESPCN budget
     tiny, fast, mid, best = ladder_rows(rows, 4)
-    assert tiny.startswith("| `tiny-x4` | 30.80 / 27.70 / 27.00 | 49 | 50 (1 x OpenCV ESPCN)")
+    # under 100 ms the ladder prints one decimal, so close calls show
+    assert tiny.startswith("| `tiny-x4` | 30.80 / 27.70 / 27.00 | 49.0 | 50.0 (1 x OpenCV ESPCN)")
     assert tiny.endswith("| **met** |")
     assert fast.startswith("| `fast-x4` | 31.20 / 28.03 / 27.21 | 188 | 268 (0.25 x IMDN)")
     assert fast.endswith("| **met** |")
