@@ -182,3 +182,35 @@ def test_a_model_made_to_run_int8_runs_int8_by_default(tmp_path, capsys):
                  "--json", str(tmp_path / "e.json")]) == 0
     (row,) = json.loads((tmp_path / "e.json").read_text())
     assert row["model"].endswith("(int8)")  # eval labels the path it measured
+
+
+def test_damaged_caches_are_rebuilt_not_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    first = upres.load("fast-x3", precision="int8")
+    (cached,) = (tmp_path / "int8").iterdir()
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside the graph's tensors
+    cached.write_bytes(bytes(data))
+    img = read_image(BENCH / "Set5" / "bird.png")
+    again = upres.load("fast-x3", precision="int8")  # the hash no longer matches: made again
+    np.testing.assert_array_equal(again.upscale(img), first.upscale(img))
+    # a precision cache that is JSON but not what upres wrote
+    up = upres.load("fast-x3", device="cpu", precision="auto")
+    data = json.loads((tmp_path / "precision.json").read_text())
+    for entry in data.values():
+        entry["times_ms"] = {"fp32": "fast"}
+    (tmp_path / "precision.json").write_text(json.dumps(data))
+    again = upres.load("fast-x3", device="cpu", precision="auto")
+    assert again.precision in ("fp32", "bf16", "int8") and up.precision_note
+    assert "cached" not in again.precision_note
+
+
+def test_onnxruntime_backend_and_export_follow_the_models_own_path(tmp_path, capsys):
+    assert upres.load("tiny-x3", backend="onnxruntime").precision == "int8"
+    assert upres.load("tiny-x3", backend="onnxruntime", precision="fp32").precision == "fp32"
+    out = tmp_path / "f.onnx"
+    assert main(["export", "-m", "tiny-x3", "-o", str(out)]) == 0  # the float graph
+    assert upres.load(str(out)).precision == "fp32"
+    assert main(["export", "-m", "tiny-x3", "--calibration", str(BENCH / "Set5"), "-o",
+                 str(tmp_path / "g.onnx")]) == 2
+    assert "--calibration is for --int8" in capsys.readouterr().err

@@ -91,6 +91,8 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
             up = Upscaler(net, card, device=device, precision=precision,
                           channels_last=channels_last, ensemble=ensemble, int8_ok=False)
             return PhotoUpscaler(up, base.state_dict(), photo, denoise=strength)
+    if backend == "onnxruntime" and precision == "default" and card.default_precision == "int8":
+        precision = "int8"  # onnxruntime is the CPU: the model's own int8 graph
     if backend == "onnxruntime" and precision != "int8":
         from upres.export import OnnxNet, onnx_bytes
 

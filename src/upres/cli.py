@@ -480,8 +480,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         net, card = load_model(resolve_weights(args.model), args.scale)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
+    if args.calibration and not args.int8:
+        raise _UsageError("--calibration is for --int8 exports")
+    if args.int8 and args.opset:
+        raise _UsageError("--opset is fixed for --int8 exports (the quantiser's own)")
     if not args.int8:
-        export_onnx(net, card, out, opset=args.opset or OPSET)
+        # the float graph: a card that says "runs int8 by default" would be wrong in it
+        export_onnx(net, card.with_(default_precision=""), out, opset=args.opset or OPSET)
         print(f"{card.name} (x{card.scale}, {card.arch}) -> {out} (ONNX opset "
               f"{args.opset or OPSET}, dynamic batch/height/width)")
         return 0

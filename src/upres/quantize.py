@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -152,7 +153,9 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     with tempfile.TemporaryDirectory(prefix="upres-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32)
-        root, level = logging.getLogger(), logging.getLogger().level
+        root = logging.getLogger()
+        _LOCK.acquire()
+        level = root.level
         try:  # the quantiser prints progress on stdout and advice through logging: keep quiet
             root.setLevel(logging.ERROR)
             with contextlib.redirect_stdout(io.StringIO()):
@@ -169,6 +172,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
                              f"({one_line(exc, 200)})") from None
         finally:
             root.setLevel(level)
+            _LOCK.release()
         qproto = onnx.load(str(dst))
     del qproto.metadata_props[:]
     entry = qproto.metadata_props.add()
@@ -184,7 +188,12 @@ def cache_dir() -> Path:
     env = os.environ.get("UPRES_CACHE_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry (containers with arbitrary uids)
+            base = tempfile.gettempdir()
     return Path(base) / "upres"
 
 
@@ -233,6 +242,15 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
 
 
 _QUANTISER = 1  # bump when quantize_int8 changes what it writes
+_LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
+
+
+def _graph_hash(proto: object) -> str:
+    """SHA-256 of a graph's nodes and tensors (not its metadata): a cached graph whose bytes
+    changed since it was written is made again rather than run."""
+    import hashlib
+
+    return hashlib.sha256(proto.graph.SerializeToString()).hexdigest()  # type: ignore[attr-defined]
 
 
 def int8_graph(model: nn.Module, card: ModelCard, *, percentile: float = PERCENTILE,
@@ -244,21 +262,25 @@ def int8_graph(model: nn.Module, card: ModelCard, *, percentile: float = PERCENT
     import onnx
 
     path = cache_dir() / "int8" / f"{card.name}-{_weights_key(model, card, percentile)}.onnx"
-    if cache and path.is_file():
+    if cache:
         try:
-            proto = onnx.load(str(path))
+            data = path.read_bytes()
+            proto = onnx.load_from_string(data)
             meta = {e.key: e.value for e in proto.metadata_props}
-            return proto.SerializeToString(), float(json.loads(meta["upres_int8"])["loss_db"])
-        except Exception:  # a damaged cache entry is made again
+            entry = json.loads(meta["upres_int8"])
+            if entry.get("sha256") == _graph_hash(proto):  # written whole, by this code
+                return data, float(entry["loss_db"])
+        except Exception:  # missing, unreadable or damaged: made again
             pass
     graph = quantize_int8(model, card, percentile=percentile)
     loss = calibration_loss(model, card, graph)
     proto = onnx.load_from_string(graph)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "upres_int8", json.dumps({"loss_db": round(loss, 4)})
+    entry.key, entry.value = "upres_int8", json.dumps({"loss_db": round(loss, 4),
+                                                      "sha256": _graph_hash(proto)})
     graph = proto.SerializeToString()
     if cache:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(graph)

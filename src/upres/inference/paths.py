@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ def cache_key(model: nn.Module, card: ModelCard, candidates: list[str]) -> str:
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    from upres import quantize
+
+    h.update(f"{quantize._QUANTISER}|{quantize.PERCENTILE}|{quantize.INT8_RULE_DB}".encode())
+    h.update(quantize.CALIB_FILE.read_bytes())
     return f"{card.name} {h.hexdigest()[:16]} {'/'.join(candidates)} | {machine_signature()}"
 
 
@@ -72,7 +77,7 @@ def _read() -> dict[str, Any]:
     try:
         data = json.loads(_file().read_text())
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError, RecursionError):
         return {}
 
 
@@ -80,9 +85,15 @@ def lookup(key: str) -> dict[str, Any] | None:
     """The cached entry for ``key`` (``precision``, ``times_ms``, ``int8_loss_db``,
     ``measured``), or None."""
     entry = _read().get(key)
-    ok = isinstance(entry, dict) and isinstance(entry.get("precision"), str) and \
-        isinstance(entry.get("times_ms"), dict)
-    return entry if ok else None
+    if not (isinstance(entry, dict) and isinstance(entry.get("precision"), str)
+            and isinstance(entry.get("times_ms"), dict)):
+        return None
+    num = (int, float)
+    if not all(isinstance(k, str) and isinstance(v, num) for k, v in entry["times_ms"].items()):
+        return None
+    if not isinstance(entry.get("int8_loss_db"), (*num, type(None))):
+        return None
+    return entry
 
 
 def record(key: str, precision: str, times: dict[str, float],
@@ -96,7 +107,7 @@ def record(key: str, precision: str, times: dict[str, float],
     data = _read()
     data[key] = entry
     path = _file()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))

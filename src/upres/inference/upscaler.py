@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from upres.errors import UpresError
+from upres.errors import UpresError, one_line
 from upres.formats.image import read_image
 from upres.inference.tiling import tile_grid
 from upres.models.descriptor import ModelCard
@@ -166,9 +166,11 @@ class Upscaler:
     applied here, so every registered architecture is called the way its weights expect.
     ``ensemble`` (1, 2, 4 or 8) runs the network on that many flipped/rotated copies of each
     tile and averages the results ("self-ensemble", test-time augmentation): ``ensemble``
-    times slower, usually a little sharper and cleaner. ``precision`` is ``fp32`` (exact),
-    ``bf16`` / ``fp16`` (autocast) or ``auto``: measure once at load and use bf16 on CPUs that
-    run it clearly faster (``precision_note`` says what was measured and chosen).
+    times slower, usually a little sharper and cleaner. ``precision`` is ``default`` (the card's
+    ``default_precision`` on a CPU, else fp32), ``fp32`` (exact), ``bf16`` / ``fp16``
+    (autocast), ``int8`` (onnxruntime on the CPU, :mod:`upres.quantize`) or ``auto``: the
+    fastest of those measured on this machine at the first load, cached (``precision_note``
+    says what was measured and chosen).
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
@@ -186,13 +188,17 @@ class Upscaler:
             native = "int8" if card.quantized else "fp32"  # the graph's own precision
             if precision == "default":
                 precision = native
-            if precision in ("bf16", "fp16") or (precision == "int8" and native == "fp32"):
+            if precision in ("bf16", "fp16") or (precision in ("int8", "fp32")
+                                                 and precision != native):
                 print(f"upres: this onnxruntime graph runs {native}, not {precision}",
                       file=sys.stderr)
             precision = native if precision != "auto" else precision
         self.device = pick_device(device)
         if precision == "default":  # the model's own path on a CPU; fp32 elsewhere
             own = card.default_precision or "fp32"
+            if own not in ("fp32", "bf16", "int8"):
+                raise UpresError(f"{card.name}: its card names an unknown default precision "
+                                 f"{own!r}")
             precision = own if self.device.type == "cpu" else "fp32"
         self.precision_note = ""
         self.int8_loss: float | None = None  # calibration-crop PSNR-Y loss of an int8 path
@@ -249,7 +255,11 @@ class Upscaler:
 
         net = copy.deepcopy(self._float_model or self.model).float().cpu()
         graph, loss = int8_graph(net.to(memory_format=torch.contiguous_format), self.card)
-        return OnnxNet(graph), loss
+        try:
+            return OnnxNet(graph), loss
+        except Exception as exc:  # onnxruntime's own error types
+            raise UpresError(f"{self.card.name}: onnxruntime cannot run its int8 graph "
+                             f"({one_line(exc, 200)})") from None
 
     def _use_int8(self) -> None:
         """Switch to the int8 onnxruntime path (CPU, plain layout)."""
