@@ -44,16 +44,11 @@ OUT = (1280, 720)
 
 
 def isa() -> str:
-    """The vector and matrix instruction sets that matter for convolutions."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next(line.split(":", 1)[1].split() for line in text.splitlines()
-                     if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    keep = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16",
-            "amx_int8")
-    return ", ".join(f for f in keep if f in flags) or "none of AVX2/AVX-512/AMX"
+    """The vector and matrix instruction sets that matter for convolutions (those the
+    precision cache keys on)."""
+    from upres.inference.paths import cpu_info
+
+    return ", ".join(cpu_info()[1]) or "none of AVX2/AVX-512/AMX"
 
 
 def best_of(fn, repeat: int) -> float:

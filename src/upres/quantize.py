@@ -26,6 +26,7 @@ upscaler.Upscaler` runs it like any ONNX model (tiling, alpha, gray, 16-bit unch
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -224,20 +225,27 @@ def loss_words(loss: float) -> str:
     return f"{'loses' if loss >= 0 else 'gains'} {abs(loss):.3f} dB"
 
 
+@functools.cache
+def calibration_sha256() -> str:
+    """SHA-256 of the bundled calibration crops (read once per process)."""
+    import hashlib
+
+    return hashlib.sha256(CALIB_FILE.read_bytes()).hexdigest()
+
+
 def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     import hashlib
 
     import onnxruntime
 
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    from upres.models.weights import state_sha256
+
+    h = hashlib.sha256(state_sha256(model).encode())
     conv = {k: getattr(card, k) for k in ("arch", "scale", "hparams", "color", "value_range",
                                             "pre_upsample", "min_size", "size_multiple")}
     h.update(json.dumps(conv, sort_keys=True).encode())
     h.update(f"{percentile}|{onnxruntime.__version__}|{_QUANTISER}".encode())
-    h.update(CALIB_FILE.read_bytes())
+    h.update(calibration_sha256().encode())
     return h.hexdigest()[:24]
 
 

@@ -124,15 +124,12 @@ class VideoJob:
 def _weights_id(up: Any) -> str:
     """What identifies the network's weights: a hash of its state dict (cheap for these
     models), or the interpolator's name."""
-    model = getattr(up, "model", None)
+    model = getattr(up, "float_model", None) or getattr(up, "model", None)
     if model is None:
         return getattr(up, "name", "")
-    h = hashlib.sha256()
-    with contextlib.suppress(Exception):
-        for k, v in sorted(model.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    from upres.models.weights import state_sha256
+
+    return state_sha256(model)[:16]
 
 
 def _even(rgb: np.ndarray, w: int, h: int) -> np.ndarray:

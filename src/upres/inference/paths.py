@@ -23,15 +23,16 @@ from torch import nn
 
 from upres.models.descriptor import ModelCard
 
-__all__ = ["cache_key", "describe", "lookup", "machine_signature", "record"]
+__all__ = ["cache_key", "cpu_info", "describe", "lookup", "machine_signature", "record"]
 
 # Instruction sets that change which path is fastest.
 _FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile",
           "amx_bf16", "amx_int8", "avx512_fp16")
 
 
-def machine_signature() -> str:
-    """``"<CPU model> | <instruction sets> | <threads> threads | torch X | onnxruntime Y"``."""
+def cpu_info() -> tuple[str, list[str]]:
+    """``(CPU model name, the instruction sets of :data:`_FLAGS` it has)``, from /proc/cpuinfo
+    (the platform's processor name and no sets where that cannot be read)."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -42,13 +43,19 @@ def machine_signature() -> str:
                 break
     except OSError:
         pass
+    return model, [f for f in _FLAGS if f in flags]
+
+
+def machine_signature() -> str:
+    """``"<CPU model> | <instruction sets> | <threads> threads | torch X | onnxruntime Y"``."""
+    model, sets = cpu_info()
     try:
         import onnxruntime
 
         ort = onnxruntime.__version__
     except ImportError:
         ort = "none"
-    isa = " ".join(f for f in _FLAGS if f in flags) or "-"
+    isa = " ".join(sets) or "-"
     return (f"{model} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
             f"onnxruntime {ort}")
 
@@ -62,14 +69,12 @@ def _file() -> Path:
 def cache_key(model: nn.Module, card: ModelCard, candidates: list[str]) -> str:
     """The key of one model (name and a hash of its weights), its candidate paths and this
     machine."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     from upres import quantize
+    from upres.models.weights import state_sha256
 
+    h = hashlib.sha256(state_sha256(model).encode())
     h.update(f"{quantize._QUANTISER}|{quantize.PERCENTILE}|{quantize.INT8_RULE_DB}".encode())
-    h.update(quantize.CALIB_FILE.read_bytes())
+    h.update(quantize.calibration_sha256().encode())
     return f"{card.name} {h.hexdigest()[:16]} {'/'.join(candidates)} | {machine_signature()}"
 
 

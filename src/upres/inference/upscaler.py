@@ -247,13 +247,18 @@ class Upscaler:
         if auto:
             self._settle_precision()
 
+    @property
+    def float_model(self) -> nn.Module:
+        """The torch network: the one running, or the one behind an int8 path."""
+        return self._float_model or self.model
+
     def _int8_net(self) -> tuple[nn.Module, float]:
         """The int8 onnxruntime network of this model (made or taken from the cache) and its
         calibration-crop loss in dB."""
         from upres.export import OnnxNet
         from upres.quantize import int8_graph
 
-        net = copy.deepcopy(self._float_model or self.model).float().cpu()
+        net = copy.deepcopy(self.float_model).float().cpu()
         graph, loss = int8_graph(net.to(memory_format=torch.contiguous_format), self.card)
         try:
             return OnnxNet(graph), loss

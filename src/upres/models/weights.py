@@ -187,3 +187,17 @@ def load_model(path: str | os.PathLike[str],
                          f"({'; '.join(parts)})")
     model.load_state_dict(state, strict=True)
     return model.eval(), card
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 (hex) of a network's state dict: tensor names and float32 values in name order.
+    What identifies its weights wherever results are cached or resumed (cheap for these
+    models)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
