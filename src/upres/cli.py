@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "8-bit, H.265 keeping the depth for 10/12-bit, VP9 in WebM)")
     vd.add_argument("--crf", type=int, help="quality for h264/h265/vp9/av1 (lower is better; "
                                             "default 18 / 20 / 24 / 28)")
-    vd.add_argument("--preset", help="encoder speed preset (x264/x265: medium; av1: 8)")
+    vd.add_argument("--preset", help="encoder speed preset (x264/x265: veryfast; av1: 8)")
     vd.add_argument("--pix-fmt", help="encoder pixel format (default: the input's, if the "
                                       "encoder takes it)")
     vd.add_argument("--frames", metavar="A:B", help="only frames A to B-1 (display order)")
