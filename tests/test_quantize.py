@@ -214,3 +214,18 @@ def test_onnxruntime_backend_and_export_follow_the_models_own_path(tmp_path, cap
     assert main(["export", "-m", "tiny-x3", "--calibration", str(BENCH / "Set5"), "-o",
                  str(tmp_path / "g.onnx")]) == 2
     assert "--calibration is for --int8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tile", [0, 32])
+def test_uint8_pixels_from_onnxruntime_equal_float_path(pair, tile):
+    """8-bit RGB on the onnxruntime path comes out of the graph as pixels (no torch kernel):
+    exactly the pixels the float output rounds to, whole and tiled; ensembles keep the float
+    path."""
+    _, int8 = pair
+    assert int8._uint8_path(np.uint8) and not int8._uint8_path(np.uint16)
+    img = read_image(BENCH / "Set14" / "baboon.png")[:75, :97]
+    fast = int8.upscale(img, tile=tile)
+    f = int8.upscale(img.astype(np.float32) / np.float32(255), tile=tile)  # float path
+    np.testing.assert_array_equal(fast, np.floor(np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8))
+    ens = upres.load("fast-x2", precision="int8", ensemble=2)
+    assert not ens._uint8_path(np.uint8)

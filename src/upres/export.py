@@ -85,23 +85,65 @@ class OnnxNet(nn.Module):
     """An onnxruntime session behind the ``nn.Module`` call interface the Upscaler uses.
 
     ``forward`` takes a float32 ``(N, C, H, W)`` tensor on CPU and returns the graph's output
-    as a float32 CPU tensor. It has no parameters and runs on CPU only.
+    as a float32 CPU tensor. It has no parameters and runs on CPU only. :meth:`uint8_hwc`
+    gives the same graph ending in the conversion to 8-bit pixels, for the Upscaler's
+    8-bit fast path.
     """
 
     def __init__(self, model: bytes | str | os.PathLike[str], *, threads: int = 0) -> None:
         super().__init__()
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
+        self._opts = ort.SessionOptions()
         if threads:
-            opts.intra_op_num_threads = threads
-        src = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+            self._opts.intra_op_num_threads = threads
+        self._src = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(self._src, self._opts,
+                                            providers=["CPUExecutionProvider"])
         self._in = self.session.get_inputs()[0].name
+        self._u8: object | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
         return torch.from_numpy(self.session.run(None, {self._in: arr})[0])
+
+    def uint8_hwc(self, x: np.ndarray) -> np.ndarray:
+        """float32 ``(1, C, H, W)`` -> uint8 ``(H', W', C)``: the graph's output clipped to
+        [0, 1], times 255, rounded half up and laid out as pixels, all inside onnxruntime
+        (the same float32 operations as ``Upscaler``'s ``write_planes``, so the same values).
+        Mixing torch's thread pool with onnxruntime's cost small networks up to half of their
+        time (measured on tiny-x4: 37 against 18 ms for a 1280x720 output); here no torch
+        kernel runs. For outputs in [0, 1] (``value_range`` 1)."""
+        if self._u8 is None:
+            import onnxruntime as ort
+
+            self._u8 = ort.InferenceSession(_with_uint8_output(self._src), self._opts,
+                                            providers=["CPUExecutionProvider"])
+        return self._u8.run(None, {self._in: np.ascontiguousarray(x, np.float32)})[0][0]
+
+
+def _with_uint8_output(src: bytes | str) -> bytes:
+    """The graph ``src`` with its output turned into uint8 ``(N, H, W, C)`` pixels: Clip to
+    [0, 1], Mul 255, Add 0.5, Floor, Cast, Transpose."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load_from_string(src) if isinstance(src, bytes) else onnx.load(src)
+    g = proto.graph
+    out = g.output[0].name
+    for name, v in (("upres_u8_lo", 0.0), ("upres_u8_hi", 1.0), ("upres_u8_255", 255.0),
+                    ("upres_u8_half", 0.5)):
+        g.initializer.append(numpy_helper.from_array(np.array(v, np.float32), name))
+    g.node.extend([
+        helper.make_node("Clip", [out, "upres_u8_lo", "upres_u8_hi"], ["upres_u8_c"]),
+        helper.make_node("Mul", ["upres_u8_c", "upres_u8_255"], ["upres_u8_m"]),
+        helper.make_node("Add", ["upres_u8_m", "upres_u8_half"], ["upres_u8_a"]),
+        helper.make_node("Floor", ["upres_u8_a"], ["upres_u8_f"]),
+        helper.make_node("Cast", ["upres_u8_f"], ["upres_u8_i"], to=TensorProto.UINT8),
+        helper.make_node("Transpose", ["upres_u8_i"], ["pixels"], perm=[0, 2, 3, 1])])
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("pixels", TensorProto.UINT8, None))
+    return proto.SerializeToString()
 
 
 def _load_external_data(proto: object, p: Path) -> None:

@@ -384,6 +384,27 @@ class Upscaler:
             y = y / card.value_range
         return y[:, :, : h * s, : w * s].cpu().contiguous()
 
+    def _uint8_path(self, out_dtype: np.dtype) -> bool:
+        """Whether 8-bit RGB outputs can come straight out of onnxruntime as pixels
+        (:meth:`upres.export.OnnxNet.uint8_hwc`): an onnxruntime network taking and giving RGB
+        in [0, 1] at the output size, without self-ensemble."""
+        card = self.card
+        return (self.backend == "onnxruntime" and np.dtype(out_dtype) == np.uint8
+                and self.ensemble == 1 and card.color != "y" and not card.pre_upsample
+                and card.value_range == 1.0 and hasattr(self.model, "uint8_hwc"))
+
+    def _run_uint8(self, x: np.ndarray) -> np.ndarray:
+        """float32 ``(1, 3, h, w)`` RGB [0, 1] -> uint8 ``(h*s, w*s, 3)`` pixels, rounded as
+        :func:`write_planes` rounds, with :meth:`_run`'s padding to the network's sizes."""
+        h, w = x.shape[2:]
+        m, low = self.size_multiple, self.min_size
+        ph = max(low, -(-h // m) * m) - h
+        pw = max(low, -(-w // m) * m) - w
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        s = self.scale
+        return self.model.uint8_hwc(x)[: h * s, : w * s]
+
     def _bicubic(self, t: torch.Tensor) -> torch.Tensor:
         """``(1, C, h, w)`` float32 -> MATLAB bicubic enlargement by the scale (unrounded)."""
         arr = t[0].permute(1, 2, 0).numpy().astype(np.float64)
@@ -441,12 +462,19 @@ class Upscaler:
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), dtype=out_dtype)
         size = tile if tile > 0 else max(h, w)
         tiles = list(tile_grid(h, w, size, overlap if tile > 0 else 0, self.size_multiple))
+        pixels = not gray and self._uint8_path(out_dtype)
         for i, t in enumerate(tiles):
             py0, py1, px0, px1 = t.padded
             x = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
-            yt = self._forward(x[None])[0]
             cy0, cy1, cx0, cx1 = t.crop
             y0, y1, x0, x1 = t.core
+            if pixels:
+                out[y0 * s:y1 * s, x0 * s:x1 * s] = self._run_uint8(x[None].numpy())[
+                    cy0 * s:cy1 * s, cx0 * s:cx1 * s]
+                if on_tile is not None:
+                    on_tile(i + 1, len(tiles))
+                continue
+            yt = self._forward(x[None])[0]
             if gray:
                 core = yt.numpy().transpose(1, 2, 0)[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
                 out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(core.mean(axis=2), out_dtype)
