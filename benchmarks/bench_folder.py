@@ -9,7 +9,8 @@ temporary folder. Timed in this one process with the model loaded and warm:
   threads beside the network: what ``upres upscale DIR`` does where cores are free);
 
 and ``upres upscale DIR -o OUT -m MODEL -q`` in a child process (adds Python, torch and model
-load). Target: the overlapped folder at most 1.18x the network alone (I/O at most 15 %).
+load). Target: the folder, on the path ``upres upscale DIR`` takes on this machine, at most
+1.18x the network alone (I/O at most 15 %).
 
     .venv/bin/python benchmarks/bench_folder.py [--model x4] [--repeat 5]
 """

@@ -95,3 +95,43 @@ def test_load_onnx_refuses_foreign_or_damaged_files(tmp_path):
     assert onnx.load(str(plain)).graph.node
     with pytest.raises(UpresError, match="without an upres model card"):
         upres.load(str(plain))
+
+
+def test_uint8_pixels_path_fallbacks_and_padding(tmp_path, monkeypatch):
+    """8-bit RGB from an onnxruntime graph: pixels straight out of the graph where it can
+    (one session, made once even when threads ask together), the float path where it cannot
+    (an opset-10 graph has no Clip with bound inputs); both give the same pixels, also when
+    the input is padded to the network's size multiple."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import upres.export as export
+    from upres.export import export_onnx
+    from upres.models import zoo
+    from upres.models.weights import load_model
+
+    img = read_image(BENCH / "Set14" / "baboon.png")[:37, :45]
+    ref = upres.load("tiny-x2", device="cpu").upscale(img)  # torch fp32
+    net, card = load_model(zoo.resolve("tiny-x2"))
+    made = []
+    build = export._with_uint8_output
+    monkeypatch.setattr(export, "_with_uint8_output", lambda src: made.append(1) or build(src))
+    outs = {}
+    for opset in (10, 17):
+        path = export_onnx(net, card, tmp_path / f"o{opset}.onnx", opset=opset)
+        up = upres.load(str(path))
+        with ThreadPoolExecutor(4) as pool:  # first calls at once: one session
+            results = list(pool.map(lambda _, up=up: up.upscale(img), range(4)))
+        assert up.model.uint8_ready() is (opset >= 11), opset
+        assert len(made) == 1, made
+        made.clear()
+        for r in results:
+            np.testing.assert_array_equal(r, results[0])
+        outs[opset] = results[0]
+        up.size_multiple = 8  # padded input, cropped output: the same on both paths
+        padded = up.upscale(img)
+        f = up.upscale(img.astype(np.float32) / np.float32(255))  # the float path
+        assert padded.shape == results[0].shape
+        np.testing.assert_array_equal(
+            padded, np.floor(np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(outs[10], outs[17])
+    assert np.abs(outs[17].astype(int) - ref).max() <= 1

@@ -92,6 +92,8 @@ class OnnxNet(nn.Module):
 
     def __init__(self, model: bytes | str | os.PathLike[str], *, threads: int = 0) -> None:
         super().__init__()
+        import threading
+
         import onnxruntime as ort
 
         self._opts = ort.SessionOptions()
@@ -101,11 +103,29 @@ class OnnxNet(nn.Module):
         self.session = ort.InferenceSession(self._src, self._opts,
                                             providers=["CPUExecutionProvider"])
         self._in = self.session.get_inputs()[0].name
-        self._u8: object | None = None
+        self._u8: object | None = None  # the pixels session; False where it cannot be made
+        self._u8_lock = threading.Lock()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
         return torch.from_numpy(self.session.run(None, {self._in: arr})[0])
+
+    def uint8_ready(self) -> bool:
+        """Whether :meth:`uint8_hwc` can run: its session is made at the first call (once,
+        under a lock: server threads share a network); a graph it cannot be made for (an
+        opset before 11 has no Clip with bounds as inputs) keeps the float path."""
+        if self._u8 is None:
+            with self._u8_lock:
+                if self._u8 is None:
+                    import onnxruntime as ort
+
+                    try:
+                        self._u8 = ort.InferenceSession(_with_uint8_output(self._src),
+                                                        self._opts,
+                                                        providers=["CPUExecutionProvider"])
+                    except Exception:  # onnx's and onnxruntime's own error types
+                        self._u8 = False
+        return self._u8 is not False
 
     def uint8_hwc(self, x: np.ndarray) -> np.ndarray:
         """float32 ``(1, C, H, W)`` -> uint8 ``(H', W', C)``: the graph's output clipped to
@@ -113,12 +133,10 @@ class OnnxNet(nn.Module):
         (the same float32 operations as ``Upscaler``'s ``write_planes``, so the same values).
         Mixing torch's thread pool with onnxruntime's cost small networks up to half of their
         time (measured on tiny-x4: 37 against 18 ms for a 1280x720 output); here no torch
-        kernel runs. For outputs in [0, 1] (``value_range`` 1)."""
-        if self._u8 is None:
-            import onnxruntime as ort
-
-            self._u8 = ort.InferenceSession(_with_uint8_output(self._src), self._opts,
-                                            providers=["CPUExecutionProvider"])
+        kernel runs. For outputs in [0, 1] (``value_range`` 1); check :meth:`uint8_ready`
+        first."""
+        if not self.uint8_ready():
+            raise UpresError("this onnxruntime graph cannot give 8-bit pixels directly")
         return self._u8.run(None, {self._in: np.ascontiguousarray(x, np.float32)})[0][0]
 
 
@@ -140,9 +158,9 @@ def _with_uint8_output(src: bytes | str) -> bytes:
         helper.make_node("Add", ["upres_u8_m", "upres_u8_half"], ["upres_u8_a"]),
         helper.make_node("Floor", ["upres_u8_a"], ["upres_u8_f"]),
         helper.make_node("Cast", ["upres_u8_f"], ["upres_u8_i"], to=TensorProto.UINT8),
-        helper.make_node("Transpose", ["upres_u8_i"], ["pixels"], perm=[0, 2, 3, 1])])
+        helper.make_node("Transpose", ["upres_u8_i"], ["upres_u8_pixels"], perm=[0, 2, 3, 1])])
     del g.output[:]
-    g.output.append(helper.make_tensor_value_info("pixels", TensorProto.UINT8, None))
+    g.output.append(helper.make_tensor_value_info("upres_u8_pixels", TensorProto.UINT8, None))
     return proto.SerializeToString()
 
 

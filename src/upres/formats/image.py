@@ -341,8 +341,11 @@ def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
     if alpha and fmt in ("JPEG", "BMP"):
         raise UpresError(f"{fmt} cannot hold transparency; choose png, webp or tiff")
     if fmt == "PNG":  # 8 or 16 bits, our own fast writer (upres.formats.png)
-        return encode_png(a, icc_profile=info.icc_profile if info else None,
-                          dpi=info.dpi if info else None, exif=info.exif if info else None)
+        try:
+            return encode_png(a, icc_profile=info.icc_profile if info else None,
+                              dpi=info.dpi if info else None, exif=info.exif if info else None)
+        except ValueError as exc:
+            raise UpresError(str(exc)) from None
     if a.dtype == np.uint16 and fmt == "TIFF":
         return _encode_16bit_tiff(a, info)
     a8 = to_8bit(a)

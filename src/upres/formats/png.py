@@ -15,6 +15,7 @@ so memory stays at a few blocks' worth beside the image.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -90,28 +91,38 @@ def encode_png(arr: np.ndarray, *, icc_profile: bytes | None = None,
     if not (0 < h < 2**31 and 0 < w < 2**31):
         raise ValueError(f"PNG cannot hold a {w}x{h} image")
     depth = 8 * a.dtype.itemsize
-    # scanlines as bytes; 16-bit samples are big-endian in PNG
-    raw = np.ascontiguousarray(a, dtype=">u2" if depth == 16 else np.uint8)
-    rows = raw.reshape(h, -1).view(np.uint8)
     bpp = c * a.dtype.itemsize
-    head = [_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOUR_TYPE[c],
-                                                    0, 0, 0))]
+    exif = exif.removeprefix(b"Exif\x00\x00") if exif else None
+    out = io.BytesIO()
+    out.write(_SIGNATURE)
+    out.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOUR_TYPE[c], 0, 0, 0)))
     if icc_profile:
-        head.append(_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
+        out.write(_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
     if dpi:  # pixels per metre, unit 1 (metre)
         ppm = [max(1, round(v / 0.0254)) for v in dpi]
-        head.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+        out.write(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif:
-        head.append(_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
+        out.write(_chunk(b"eXIf", exif))
+    # Scanlines as bytes, a block of rows at a time (16-bit samples big-endian, swapped per
+    # block); compressed bytes leave as IDAT chunks as soon as there are enough of them, so
+    # memory holds a block and a chunk beside the image and the file.
     comp = _deflate.compressobj(_LEVEL)
-    step = max(1, _BLOCK_BYTES // rows.shape[1])
-    above = np.zeros(rows.shape[1], np.uint8)
-    parts = []
+    row_bytes = w * bpp
+    step = max(1, _BLOCK_BYTES // row_bytes)
+    above = np.zeros(row_bytes, np.uint8)
+    pending = bytearray()
     for y in range(0, h, step):
-        block = rows[y:y + step]
-        parts.append(comp.compress(_filter_average(block, above, bpp)))
-        above = block[-1]
-    parts.append(comp.flush())
-    data = b"".join(parts)
-    idat = [_chunk(b"IDAT", data[i:i + _IDAT_MAX]) for i in range(0, len(data), _IDAT_MAX)]
-    return b"".join(head + idat + [_chunk(b"IEND", b"")])
+        block = a[y:y + step]
+        if depth == 16:
+            block = block.astype(">u2")
+        rows = np.ascontiguousarray(block).reshape(block.shape[0], -1).view(np.uint8)
+        pending += comp.compress(_filter_average(rows, above, bpp))
+        above = rows[-1].copy()
+        while len(pending) >= _IDAT_MAX:
+            out.write(_chunk(b"IDAT", bytes(pending[:_IDAT_MAX])))
+            del pending[:_IDAT_MAX]
+    pending += comp.flush()
+    for i in range(0, len(pending), _IDAT_MAX):
+        out.write(_chunk(b"IDAT", bytes(pending[i:i + _IDAT_MAX])))
+    out.write(_chunk(b"IEND", b""))
+    return out.getvalue()

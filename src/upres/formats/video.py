@@ -363,10 +363,11 @@ def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None
         elif enc == "libsvtav1":
             opts["preset"] = preset or "8"
         else:
-            # veryfast, not x264's medium: on this project's 2-core CPU medium cost 37 ms of
-            # two cores per 1280x720 frame against 15 ms, time taken from the network, while
-            # at CRF 18 its files were 7 % larger and 1 dB closer to the frames (46.2 against
-            # 45.2 dB, both far above the visible); docs/benchmarks.md "video-speed"
+            # veryfast, not x264's medium: on this project's 2-core CPU medium took twice the
+            # time per 1280x720 frame (36 against 18 ms), taken from the network, while at CRF
+            # 18 its file was 7 % larger and 1.2 dB closer to the frames it was given (46.8
+            # against 45.6 dB, both far above the visible); docs/benchmarks.md "video-speed".
+            # x265 (deeper sources) gets the same choice, not measured separately
             opts["preset"] = preset or "veryfast"
         if enc in ("libx264", "libx265") or enc == "libsvtav1":
             what += f", preset {opts.get('preset')}"

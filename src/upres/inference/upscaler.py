@@ -391,7 +391,8 @@ class Upscaler:
         card = self.card
         return (self.backend == "onnxruntime" and np.dtype(out_dtype) == np.uint8
                 and self.ensemble == 1 and card.color != "y" and not card.pre_upsample
-                and card.value_range == 1.0 and hasattr(self.model, "uint8_hwc"))
+                and card.value_range == 1.0 and hasattr(self.model, "uint8_ready")
+                and self.model.uint8_ready())
 
     def _run_uint8(self, x: np.ndarray) -> np.ndarray:
         """float32 ``(1, 3, h, w)`` RGB [0, 1] -> uint8 ``(h*s, w*s, 3)`` pixels, rounded as
