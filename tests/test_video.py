@@ -351,3 +351,35 @@ def test_sigkill_then_resume_gives_identical_frames(tmp_path):
     a, b = _frames(ref), _frames(out)
     assert [t for t, _ in a] == [t for t, _ in b] == [i * 100 for i in range(80)]
     assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
+
+
+class _SlowNetwork:
+    """A real upscaler that takes ``seconds`` per frame, as a heavy model on large frames does
+    (the end of a video used to hang when one frame took longer than a second)."""
+
+    def __init__(self, up, seconds: float) -> None:
+        self._up, self._seconds = up, seconds
+
+    def __getattr__(self, name):
+        return getattr(self._up, name)
+
+    def upscale(self, img, **kw):
+        time.sleep(self._seconds)
+        return self._up.upscale(img, **kw)
+
+
+def test_slow_network_finishes(tmp_path, bic2):
+    """The decoder's end mark waits for a free slot however long the network takes: a queue
+    still full a second after the last frame was decoded lost it and the run never ended."""
+    import threading
+
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=9, gop=30)
+    out = tmp_path / "out.mp4"
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(upres.upscale_video(
+        _SlowNetwork(bic2, 1.3), src, out, say=lambda _: None)), daemon=True)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "upscale_video did not finish"
+    assert done == [out] and len(_frames(out)) == 9

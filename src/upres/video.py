@@ -326,8 +326,9 @@ def _run_segments(up: Any, meta: VideoMeta, segments: list[tuple[int, int]], tod
             errors.append(exc)
             stop.set()
         finally:
-            with contextlib.suppress(Exception):
-                q_in.put(_END, timeout=1)
+            # waits as long as the network needs to free a slot (one frame of a large video
+            # can take longer than any fixed timeout; a lost end mark hung the run for good)
+            put(q_in, _END)
 
     def encoder() -> None:
         enc: SegmentEncoder | None = None
