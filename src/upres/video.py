@@ -391,9 +391,13 @@ def _run_segments(up: Any, meta: VideoMeta, segments: list[tuple[int, int]], tod
         stop.set()
         raise
     finally:
-        deadline = time.monotonic() + 60
-        for t in threads:
-            t.join(timeout=max(0.1, deadline - time.monotonic()))
+        if stop.is_set():  # an error or an interrupt: the threads see it within 0.2 s
+            deadline = time.monotonic() + 60
+            for t in threads:
+                t.join(timeout=max(0.1, deadline - time.monotonic()))
+        else:  # the encoder finishes the last frames and commits the last segment, however
+            for t in threads:  # long that takes (large frames, slow codecs)
+                t.join()
     if errors:
         exc = errors[0]
         if isinstance(exc, UpresError):
