@@ -103,8 +103,8 @@ def main() -> None:
     body = (f"BSD100's {n} images shrunk x{s} (MATLAB bicubic, PNG), model `{args.model}`, "
             f"all rows in this one run, in {args.repeat} rounds of every row in turn (best "
             "per row). The child-process row adds Python, torch and the model load. "
-            "`upres upscale DIR` overlaps where `upres.jobs.overlap_helps` says it can (a GPU, "
-            "or CPU cores the network leaves free).\n\n" + "\n".join(rows)
+            "`upres upscale DIR` overlaps where `upres.jobs.overlap_helps` says so (since "
+            "session 12: everywhere).\n\n" + "\n".join(rows)
             + f"\n\nTarget: a folder at most 1.18x the network alone. The default path "
             f"({default.split(' (')[0]}): {ratio:.3f}x, "
             f"{'met' if ratio <= 1.18 else 'NOT met'}; {other}: {times[other] / net:.3f}x.")
