@@ -6,11 +6,11 @@ temporary folder. Timed in this one process with the model loaded and warm:
 - the network alone: ``Upscaler.upscale`` on the already decoded LR arrays;
 - ``upres.jobs.process_items`` one item at a time (decode, network, encode, commit in turn);
 - ``process_items`` overlapped (the next image decoded and the previous output written in two
-  threads beside the network: what ``upres upscale DIR`` does where cores are free);
+  threads beside the network: what ``upres upscale DIR`` does);
 
 and ``upres upscale DIR -o OUT -m MODEL -q`` in a child process (adds Python, torch and model
-load). Target: the folder, on the path ``upres upscale DIR`` takes on this machine, at most
-1.18x the network alone (I/O at most 15 %).
+load). Target: the folder, on the path ``upres upscale DIR`` takes, at most 1.18x the network
+alone (I/O at most 15 %).
 
     .venv/bin/python benchmarks/bench_folder.py [--model x4] [--repeat 5]
 """
@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upres
-from upres.jobs import JobOptions, collect_inputs, overlap_helps, process_items
+from upres.jobs import JobOptions, collect_inputs, process_items
 from upres.resize import imresize
 
 from _report import update_section
@@ -68,12 +68,9 @@ def main() -> None:
             rows = list(process_items(up, items, JobOptions(output=str(out)), overlap=overlap))
             assert all(r.status == "done" for r in rows), rows
 
-        auto = overlap_helps(up)
         rows_fn = (("network alone", network),
-                   ("folder, one item at a time" + ("" if auto else " (the default here)"),
-                    lambda: folder(False)),
-                   ("folder, overlapped" + (" (the default here)" if auto else ""),
-                    lambda: folder(True)))
+                   ("folder, one item at a time", lambda: folder(False)),
+                   ("folder, overlapped (the default here)", lambda: folder(True)))
         # rounds of every row in turn, best per row: a slow spell of this shared machine
         # then hits every row alike instead of one
         times = {label: float("inf") for label, _ in rows_fn}
@@ -103,8 +100,8 @@ def main() -> None:
     body = (f"BSD100's {n} images shrunk x{s} (MATLAB bicubic, PNG), model `{args.model}`, "
             f"all rows in this one run, in {args.repeat} rounds of every row in turn (best "
             "per row). The child-process row adds Python, torch and the model load. "
-            "`upres upscale DIR` overlaps where `upres.jobs.overlap_helps` says so (since "
-            "session 12: everywhere).\n\n" + "\n".join(rows)
+            "`upres upscale DIR` overlaps (`upres.jobs.process_items`'s default since "
+            "session 12).\n\n" + "\n".join(rows)
             + f"\n\nTarget: a folder at most 1.18x the network alone. The default path "
             f"({default.split(' (')[0]}): {ratio:.3f}x, "
             f"{'met' if ratio <= 1.18 else 'NOT met'}; {other}: {times[other] / net:.3f}x.")

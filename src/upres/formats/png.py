@@ -9,8 +9,9 @@ numpy and deflated by ISA-L (``isal``; the standard library's zlib where it is m
 
 The filter is PNG's "Average" (type 3): each byte minus the floor of the mean of its left
 neighbour (one pixel back) and the byte above; on photographs it compresses within a few per cent
-of per-row adaptive filtering and costs four uint8 array operations. Rows are encoded in blocks,
-so memory stays at a few blocks' worth beside the image.
+of per-row adaptive filtering and costs four uint8 array operations. Rows are filtered, deflated
+and written out in blocks, so memory holds a block and one IDAT chunk beside the image and the
+file.
 """
 
 from __future__ import annotations

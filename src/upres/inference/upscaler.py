@@ -363,9 +363,7 @@ class Upscaler:
         card = self.card
         s = 1 if card.pre_upsample else self.scale
         h, w = x.shape[2:]
-        m, low = self.size_multiple, self.min_size
-        ph = max(low, -(-h // m) * m) - h
-        pw = max(low, -(-w // m) * m) - w
+        ph, pw = self._padding(h, w)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         x = x.to(self.device)
@@ -384,6 +382,12 @@ class Upscaler:
             y = y / card.value_range
         return y[:, :, : h * s, : w * s].cpu().contiguous()
 
+    def _padding(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns of edge padding that bring an ``h x w`` input to the network's
+        ``min_size`` and a multiple of its ``size_multiple``."""
+        m, low = self.size_multiple, self.min_size
+        return max(low, -(-h // m) * m) - h, max(low, -(-w // m) * m) - w
+
     def _uint8_path(self, out_dtype: np.dtype) -> bool:
         """Whether 8-bit RGB outputs can come straight out of onnxruntime as pixels
         (:meth:`upres.export.OnnxNet.uint8_hwc`): an onnxruntime network taking and giving RGB
@@ -398,9 +402,7 @@ class Upscaler:
         """float32 ``(1, 3, h, w)`` RGB [0, 1] -> uint8 ``(h*s, w*s, 3)`` pixels, rounded as
         :func:`write_planes` rounds, with :meth:`_run`'s padding to the network's sizes."""
         h, w = x.shape[2:]
-        m, low = self.size_multiple, self.min_size
-        ph = max(low, -(-h // m) * m) - h
-        pw = max(low, -(-w // m) * m) - w
+        ph, pw = self._padding(h, w)
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
         s = self.scale
@@ -472,14 +474,12 @@ class Upscaler:
             if pixels:
                 out[y0 * s:y1 * s, x0 * s:x1 * s] = self._run_uint8(x[None].numpy())[
                     cy0 * s:cy1 * s, cx0 * s:cx1 * s]
-                if on_tile is not None:
-                    on_tile(i + 1, len(tiles))
-                continue
-            yt = self._forward(x[None])[0]
-            if gray:
+            elif gray:
+                yt = self._forward(x[None])[0]
                 core = yt.numpy().transpose(1, 2, 0)[cy0 * s:cy1 * s, cx0 * s:cx1 * s]
                 out[y0 * s:y1 * s, x0 * s:x1 * s] = to_dtype(core.mean(axis=2), out_dtype)
             else:
+                yt = self._forward(x[None])[0]
                 write_planes(out[y0 * s:y1 * s, x0 * s:x1 * s],
                              yt[:, cy0 * s:cy1 * s, cx0 * s:cx1 * s])
             if on_tile is not None:

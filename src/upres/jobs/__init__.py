@@ -22,7 +22,7 @@ from typing import Any
 from upres.errors import UpresError
 
 __all__ = ["FORMAT_EXT", "RASTER_FORMATS", "Item", "JobOptions", "Row", "collect_inputs",
-           "drop_own_outputs", "out_path", "overlap_helps", "process_item", "process_items",
+           "drop_own_outputs", "out_path", "process_item", "process_items",
            "shard_of"]
 
 #: ``--format`` -> output suffix for ordinary images.
@@ -359,28 +359,20 @@ def process_item(up: Any, item: Item, opts: JobOptions, *, single: bool = False,
     return write_item(w, opts)
 
 
-def overlap_helps(up: Any) -> bool:
-    """Whether to decode and encode in threads beside ``up``'s network: yes. With PIL's PNG
-    encoder (13.7 ms a BSD100 x4 output) the extra threads only competed with torch's on 2
-    cores (about 5 % slower than one item at a time); since PNGs are written by
-    :mod:`upres.formats.png` (about 1.5 ms, ISA-L releasing the GIL) the overlapped folder was
-    the faster in both runs that measured them in turn (1.093x against 1.145x and 1.135x
-    against 1.204x the network alone; docs/benchmarks.md, folder section). On a GPU, or with
-    cores the network leaves free, it always helps. ``up`` is kept for callers that may
-    decide per network."""
-    del up
-    return True
-
-
 def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool = False,
                   session: Any = None, upscaler_for: Callable[[int], Any] | None = None,
-                  tile_bar: Callable[[Item], Any] | None = None, overlap: bool | None = None,
+                  tile_bar: Callable[[Item], Any] | None = None, overlap: bool = True,
                   ) -> Iterator[Row]:
     """:func:`process_item` over ``items``, yielding their rows in order. With ``overlap``,
     decoding the next input and writing the previous output run in two threads beside the
     network (PIL, zlib, libjpeg and pydicom's decoders release the GIL), one item ahead and
-    one behind, so at most three items are in memory; ``None``: where
-    :func:`overlap_helps`. Temporaries left by killed runs of this host are
+    one behind, so at most three items are in memory. Overlap is the default everywhere:
+    with PIL's PNG encoder (13.7 ms a BSD100 x4 output) the extra threads only competed with
+    torch's on 2 cores (about 5 % slower than one item at a time); since PNGs are written by
+    :mod:`upres.formats.png` (about 1.5 ms, ISA-L releasing the GIL) the overlapped folder was
+    the faster in all three runs that measured both in turn (docs/benchmarks.md, folder
+    section); on a GPU, or with cores the network leaves free, it helps more. Temporaries left
+    by killed runs of this host are
     removed from each output folder when it is first named. ``tile_bar(item)``: an optional
     per-item tile progress callback with a ``close()``."""
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -412,8 +404,6 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
             if bar is not None:
                 bar.close()
 
-    if overlap is None:
-        overlap = overlap_helps(up)
     if not overlap:
         for it in items:
             yield write_item(compute(read(it)), opts)
