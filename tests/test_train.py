@@ -470,3 +470,69 @@ def test_ship_model_with_a_prior_stage_keeps_both_logs_and_times(tiny, tmp_path)
     assert (zoo / "tiny-x2.log").read_text() == log1 + log2
     assert (zoo / "tiny-x2.yaml").read_text() == (two / "config.yaml").read_text()
     assert set(card.psnr) == {"Set5", "Set14", "BSD100"} and card.gmacs > 0
+
+
+def test_leveled_damage_grows_with_the_level_and_zero_is_bicubic():
+    from upres.data.degrade import Leveled
+
+    hr = upres.io.read_rgb8(BENCH / "Set14" / "baboon.png")[:192, :192].astype(np.float32) / 255
+    pipe = Leveled(4)
+    np.testing.assert_array_equal(pipe.at(0.0)(hr, np.random.default_rng(0)),
+                                  np.clip(upres.imresize(hr, 1 / 4), 0, 1).astype(np.float32))
+    clean = pipe.at(0.0)(hr, np.random.default_rng(0))
+    dist = [np.mean([np.abs(pipe.at(t)(hr, np.random.default_rng(i)) - clean).mean()
+                     for i in range(12)]) for t in (0.1, 0.4, 0.8)]
+    assert dist[0] < dist[1] < dist[2], dist
+    a = pipe.at(0.5)(hr, np.random.default_rng(3))
+    assert a.shape == (48, 48, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, pipe.at(0.5)(hr, np.random.default_rng(3)))
+
+
+def test_denoise_base_trains_every_strength(tiny, tmp_path):
+    """model.denoise_base: each batch is one damage level t of data.degradation leveled, the
+    network at weights base + t * (own - base) is trained, and the base stays as it was."""
+    from upres.data.degrade import Leveled
+    from upres.models.weights import load_model
+
+    s = PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=2, patch=16,
+                           degrade=Leveled(2), variants=4, seed=1)
+    assert s.leveled and s.level(0) == 0.25 and s.level(3) == 1.0
+    lr, _, t = s.sample_level(3, np.random.default_rng(4))
+    assert t in (0.25, 0.5, 0.75, 1.0) and lr.shape == (3, 3, 16, 16)
+    assert len(s._versions) == 1  # every patch of the batch from one version
+    with pytest.raises(UpresError, match="leveled"):
+        PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=2,
+                           patch=16).sample_level(2, np.random.default_rng(0))
+    base_run = tmp_path / "base"
+    assert main(["train", str(tiny), "--run-dir", str(base_run), "--set", "data.val=[]"]) == 0
+    base_file = base_run / "final.safetensors"
+    base_before = load_model(base_file)[0].state_dict()
+    sets = ["data.degradation=leveled", "data.variants=4", "data.val=[]", "optim.steps=4",
+            f"model.denoise_base={base_file}", f"model.init={base_file}"]
+    with pytest.raises(UpresError, match="denoise_base"):
+        Trainer(load_config(tiny, sets[:1] + sets[2:]), tmp_path / "x").run()  # no variants
+    tr = Trainer(load_config(tiny, sets), tmp_path / "path", log=lambda _: None)
+    levels = []
+    orig = PairedPatchSampler.sample_level
+
+    def spy(self, *a, **k):
+        out = orig(self, *a, **k)
+        levels.append(out[2])
+        return out
+
+    PairedPatchSampler.sample_level = spy
+    try:
+        final = tr.run()
+    finally:
+        PairedPatchSampler.sample_level = orig
+    assert len(levels) == 4 and all(0 < t <= 1 for t in levels)
+    after = load_model(base_file)[0].state_dict()
+    assert all(torch.equal(base_before[k], after[k]) for k in after)
+    trained = load_model(final)[0].state_dict()
+    assert any(not torch.equal(trained[k], after[k]) for k in after)  # the endpoint moved
+    # the blend the trainer runs is the one --denoise t runs
+    with torch.no_grad():
+        blend = tr._blended(0.5)
+        k = next(iter(blend))
+        own = dict(tr.model.named_parameters())[k]
+        torch.testing.assert_close(blend[k], (tr.base[k] + own) / 2)

@@ -185,14 +185,42 @@ class PairedPatchSampler:
 
         def one(key: tuple[int, int]) -> None:
             g = np.random.default_rng([self.seed, key[0], key[1]])
-            self._versions[key] = self._degrade_u8(self.pairs[key[0]].hr, g)
+            if self.leveled:
+                assert self.degrade is not None
+                hr = self.pairs[key[0]].hr.astype(np.float32) / 255.0
+                lr = self.degrade.at(self.level(key[1]))(hr, g)  # type: ignore[attr-defined]
+                self._versions[key] = np.floor(lr * 255.0 + 0.5).astype(np.uint8)
+            else:
+                self._versions[key] = self._degrade_u8(self.pairs[key[0]].hr, g)
 
         self._map(one, sorted(k for k in keys if k not in self._versions))
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def leveled(self) -> bool:
+        """Whether versions have damage levels (a :class:`~upres.data.degrade.Leveled`
+        pipeline with ``variants``): version ``v`` of every image is at level ``(v + 1) / V``."""
+        return self.variants > 0 and hasattr(self.degrade, "at")
+
+    def level(self, version: int) -> float:
+        """The damage level of ``version`` (leveled data only)."""
+        return (version + 1) / self.variants
+
+    def sample_level(self, batch: int, rng: np.random.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """As :meth:`sample`, every patch from the same version of its image, so the batch has
+        one damage level ``t``, returned third (leveled data only)."""
+        if not self.leveled:
+            raise UpresError("a batch of one damage level needs data.degradation: leveled and "
+                             "data.variants > 0")
+        v = int(rng.integers(0, self.variants))
+        lr, hr = self.sample(batch, rng, version=v)
+        return lr, hr, self.level(v)
+
+    def sample(self, batch: int, rng: np.random.Generator, *, version: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         s, p = self.scale, self.patch
         lrs = np.empty((batch, p, p, 3), np.uint8)
         hrs = np.empty((batch, p * s, p * s, 3), np.uint8)
@@ -200,7 +228,8 @@ class PairedPatchSampler:
         picks = rng.choice(len(self.pairs), size=batch, p=self.weights)
         whole = self.degrade is not None and self.variants > 0
         if whole:
-            versions = [int(v) for v in rng.integers(0, self.variants, size=batch)]
+            versions = ([int(v) for v in rng.integers(0, self.variants, size=batch)]
+                        if version is None else [version] * batch)
             self._make_versions({(int(k), v) for k, v in zip(picks, versions, strict=True)})
         for i, k in enumerate(picks):
             pair = self.pairs[k]

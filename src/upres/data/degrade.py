@@ -25,6 +25,7 @@ from upres.resize import imresize
 
 __all__ = [
     "DEGRADATIONS",
+    "Leveled",
     "Mixture",
     "Pipeline",
     "add_gaussian_noise",
@@ -35,6 +36,7 @@ __all__ = [
     "degradation",
     "gaussian_kernel",
     "jpeg",
+    "leveled",
     "modcrop",
     "photo_mix",
     "random_blur",
@@ -276,8 +278,68 @@ def photo_mix(scale: int) -> Mixture:
     return Mixture(scale=scale, parts=(second_order(scale), one_pass(scale)), weights=(1, 1))
 
 
+@dataclass(frozen=True)
+class Leveled:
+    """Damage at a level ``t`` in [0, 1], the scale on which a photo model's clean-up strength is
+    trained (issue 22): the network whose weights are ``(1 - t) * x{s} + t * photo`` learns the
+    inputs of level ``t``, and the level estimator learns to read ``t`` off an input.
+
+    - ``t = 0``: clean MATLAB bicubic.
+    - ``t > 0``: with probability ``max(0, 2t - 1)**2`` Real-ESRGAN's second-order pipeline
+      (1 at ``t = 1``: the worst damage is the blind kind); otherwise one everyday pass of blur
+      (p 0.5; Gaussian, sigma ``t * U(0.8, 1.4)`` LR pixels, i.e. times ``scale`` in HR
+      pixels), MATLAB bicubic downscale, noise (p 0.6; Gaussian of sigma ``t * U(6, 14)``
+      levels of 255, gray 40 % of the time, or Poisson) and JPEG (p 0.7; quality
+      ``100 - t * U(40, 70)``), at least one of the three. Every strength grows with ``t``, so
+      an input's level is how damaged it looks whatever the kind.
+
+    ``at(t)`` is the pipeline of one level (``(hr, rng) -> lr``, float32 [0, 1] as
+    :class:`Pipeline`); calling the object itself draws ``t`` uniformly first.
+    """
+
+    scale: int
+
+    def at(self, t: float) -> Callable[[np.ndarray, Rng], np.ndarray]:
+        return lambda hr, rng: self.draw(hr, rng, t)
+
+    def __call__(self, hr: np.ndarray, rng: Rng) -> np.ndarray:
+        return self.draw(hr, rng, float(rng.uniform(0.0, 1.0)))
+
+    def draw(self, hr: np.ndarray, rng: Rng, t: float) -> np.ndarray:
+        """``hr`` float32 ``(sH, sW, C)`` in [0, 1] -> LR float32 ``(H, W, C)`` at level ``t``."""
+        s = self.scale
+        h, w = hr.shape[0] // s, hr.shape[1] // s
+        x = hr.astype(np.float32)
+        if t <= 0.0:
+            return np.clip(resize(x, (h, w), "bicubic"), 0.0, 1.0)
+        if rng.random() < max(0.0, 2.0 * t - 1.0) ** 2:
+            return second_order(s)(x, rng)
+        parts = rng.random(3) < np.array([0.5, 0.6, 0.7])
+        if not parts.any():
+            parts[int(rng.integers(3))] = True
+        if parts[0]:
+            sigma = s * t * float(rng.uniform(0.8, 1.4))
+            x = np.clip(blur(x, gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)), 0, 1)
+        x = np.clip(resize(x, (h, w), "bicubic"), 0.0, 1.0)
+        if parts[1]:
+            gray = bool(rng.random() < 0.4)
+            if rng.random() < 0.7:
+                x = add_gaussian_noise(x, t * float(rng.uniform(6, 14)) / 255, rng, gray=gray)
+            else:
+                x = add_poisson_noise(x, t * float(rng.uniform(0.5, 2.0)), rng, gray=gray)
+            x = np.clip(x, 0.0, 1.0)
+        if parts[2]:
+            x = jpeg(x, round(100 - t * float(rng.uniform(40, 70))))
+        return x.astype(np.float32)
+
+
+def leveled(scale: int) -> Leveled:
+    """:class:`Leveled` at ``scale`` (``data.degradation: leveled``)."""
+    return Leveled(scale)
+
+
 #: ``data.degradation`` names with a pipeline (``bicubic`` has none: MATLAB bicubic LR).
-DEGRADATIONS = {"second_order": second_order, "photo_mix": photo_mix}
+DEGRADATIONS = {"second_order": second_order, "photo_mix": photo_mix, "leveled": leveled}
 
 
 def degradation(name: str, scale: int) -> Callable[[np.ndarray, Rng], np.ndarray] | None:

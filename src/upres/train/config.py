@@ -30,6 +30,10 @@ class ModelConfig:
     # "match": copy the tensors whose names and shapes match; "grow": the architecture's own
     # function-preserving widening/deepening from a smaller model (UpNet.grow_from)
     init_mode: str = "match"
+    # photo models (issue 22): the clean endpoint's weights (strength 0, frozen); each batch of
+    # one damage level t (data.degradation: leveled, data.variants > 0) trains the network whose
+    # weights are (1 - t) * base + t * these, so every strength between the two is trained
+    denoise_base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class DataConfig:
     train_lr: tuple[str, ...] = ()  # paired LR folders, one per train folder (default: bicubic)
     degradation: str = "bicubic"  # bicubic (MATLAB, the classic task) | second_order (blind)
     #                              | photo_mix (half second_order, half one everyday pass)
+    #                              | leveled (damage growing with a level, for photo models)
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
@@ -176,8 +181,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.data.degradation not in ("bicubic", "second_order", "photo_mix"):
-        raise UpresError(f"config key 'data.degradation': bicubic, second_order or photo_mix, "
+    if cfg.data.degradation not in ("bicubic", "second_order", "photo_mix", "leveled"):
+        raise UpresError(f"config key 'data.degradation': bicubic, second_order, photo_mix or "
+                         f"leveled, "
                          f"got {cfg.data.degradation!r}")
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "

@@ -94,6 +94,9 @@ class Trainer:
         if cfg.model.init:
             self._init_from(cfg.model.init)
         self.model = self.model.to(self.device)
+        self.base: dict[str, torch.Tensor] | None = None
+        if cfg.model.denoise_base:
+            self.base = self._load_base(cfg.model.denoise_base)
         if cfg.optim.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema: nn.Module | None = None
@@ -166,6 +169,23 @@ class Trainer:
         self.model.load_state_dict(own)
         skipped = sorted(set(own) - set(copied))
         self.init_note = f"initialised {len(copied)} tensors from {path}; fresh: {skipped}"
+
+    def _load_base(self, path: str) -> dict[str, torch.Tensor]:
+        """The frozen clean endpoint's parameters, by name, as this model's."""
+        src = load_model(path)[0].state_dict()
+        own = dict(self.model.named_parameters())
+        bad = [k for k, v in own.items() if k not in src or src[k].shape != v.shape]
+        if bad:
+            raise UpresError(f"config key 'model.denoise_base': {path} is not the same "
+                             f"architecture (no match for {bad[:3]})")
+        return {k: v.detach().clone().copy_(src[k]) for k, v in own.items()}  # own layout
+
+    def _blended(self, t: float) -> dict[str, torch.Tensor]:
+        """The parameters at clean-up strength ``t``: ``base + t * (own - base)``, differentiable
+        in the model's own."""
+        assert self.base is not None
+        return {k: self.base[k] + t * (p - self.base[k])
+                for k, p in self.model.named_parameters()}
 
     def _convention(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Turn RGB [0, 1] patches into what the architecture trains on: luma only for ``y``
@@ -279,6 +299,9 @@ class Trainer:
             degrade=degradation(cfg.data.degradation, cfg.scale),
             workers=torch.get_num_threads(), variants=cfg.data.variants, seed=cfg.seed,
             rescale=cfg.data.rescale)
+        if self.base is not None and (not data.leveled or self.dist.enabled):
+            raise UpresError("config key 'model.denoise_base' needs data.degradation: leveled "
+                             "with data.variants > 0, in one process")
         self._val_sets = [(v, load_benchmark(v, cfg.scale)) for v in cfg.data.val]
         t_data = time.time() - t0
         if self.dist.main:
@@ -313,7 +336,12 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             td = time.time()
-            lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
+            level = 1.0
+            if self.base is not None:
+                lr_b, hr_b, level = data.sample_level(cfg.data.batch, self.rng)
+                lr_b, hr_b = self._convention(lr_b, hr_b)
+            else:
+                lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
             if self.dist.enabled:  # this process's shard of the global batch
                 per = cfg.data.batch // self.dist.world
                 shard = slice(self.dist.rank * per, (self.dist.rank + 1) * per)
@@ -325,7 +353,12 @@ class Trainer:
             vr = self.conv.get("value_range", 1.0)
             with torch.autocast(lr_b.device.type, enabled=self.amp_dtype is not None,
                                 dtype=self.amp_dtype or torch.bfloat16):
-                pred = self.net(lr_b * vr) / vr if vr != 1.0 else self.net(lr_b)
+                if self.base is not None:
+                    from torch.func import functional_call
+
+                    pred = functional_call(self.model, self._blended(level), (lr_b * vr,)) / vr
+                else:
+                    pred = self.net(lr_b * vr) / vr if vr != 1.0 else self.net(lr_b)
             loss = self.loss_fn(pred.float(), hr_b)
             extra: dict[str, float] = {}
             total = loss
