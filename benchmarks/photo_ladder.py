@@ -64,13 +64,22 @@ def main() -> None:
         pu = upres.load(photo.name, device="cpu")
         models += [(f"{photo.name} {t:g}", pu, {"denoise": t}) for t in args.strengths]
         models.append((f"{photo.name} auto", pu, {"denoise": "auto"}))
+        strengths: dict[tuple[str, str], list[float]] = {}
         for label, up, kw in models:
             rows[label] = {}
             for (rung, name), images in data.items():
                 niqe = rung == "L3" and (label.endswith("auto") or label.endswith(" 1")
                                          or label == f"x{s}")
-                r = evaluate(lambda lr, up=up, kw=kw: up.upscale(lr, **kw), model_name=label,
-                             dataset=str(BENCH / name), scale=s, images=images, niqe=niqe)
+                used = strengths.setdefault((rung, name), []) if label.endswith("auto") \
+                    else []
+
+                def run(lr, up=up, kw=kw, used=used):
+                    out = up.upscale(lr, **kw)
+                    used.append(up.last[0] if hasattr(up, "last") else 0.0)
+                    return out
+
+                r = evaluate(run, model_name=label, dataset=str(BENCH / name), scale=s,
+                             images=images, niqe=niqe)
                 rows[label][rung, name] = (r.psnr_y, r.niqe if niqe else None)
             print(label, " ".join(f"{v[0]:.2f}" for v in rows[label].values()), flush=True)
         head = "| model | " + " | ".join(f"{r} {n}" for r in RUNGS for n in SETS) + \
@@ -100,6 +109,16 @@ def main() -> None:
                     f"{'met' if diff >= tgt else 'NOT met'}) | {bf} ({rows[bf][r, n][0]:.2f}) | "
                     f"{auto[r, n][0] - rows[bf][r, n][0]:+.2f} | {bm} | "
                     f"{auto[r, n][0] - rows[bm][r, n][0]:+.2f} |")
+        verdict += ["", "Strength `auto` chose per rung (the estimated damage level; 0 runs "
+                    f"`x{s}` itself): mean, and the share of images left at 0.", "",
+                    "| rung | " + " | ".join(SETS) + " |", "|---" * (1 + len(SETS)) + "|"]
+        for r in RUNGS:
+            cells = []
+            for n in SETS:
+                ts = strengths[r, n]
+                zero = 100 * sum(t == 0 for t in ts) / len(ts)
+                cells.append(f"{sum(ts) / len(ts):.2f} ({zero:.0f} % at 0)")
+            verdict.append(f"| {r} | " + " | ".join(cells) + " |")
         body = ("PSNR-Y (dB) by the standard protocol on each rung's LR "
                 f"(`{_shown(args.ladder)}-x{s}`, "
                 "made by `scripts/make_ladder.py`, rungs defined in `upres.data.ladder`); "

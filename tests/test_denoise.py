@@ -151,14 +151,15 @@ def test_photo_mix_draws_both_kinds():
 
 def test_eval_reports_the_strength_each_image_got(tmp_path, capsys):
     """`upres eval --no-reference` on real photos: a photo model's per-image clean-up strength
-    is in the JSON and the report; a clean PNG gets 0, a low-quality JPEG more."""
+    is in the JSON and the report; a clean PNG (shrunk by MATLAB bicubic, as the protocol
+    makes LR) gets 0, a low-quality JPEG more."""
     import json
 
     from upres.cli import main
 
     d = tmp_path / "photos"
     d.mkdir()
-    im = Image.open(BENCH / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 120, 120))
+    im = Image.fromarray(imresize(read_rgb8(BENCH / "Set14" / "monarch.png"), 1 / 4))
     im.save(d / "clean.png")
     im.save(d / "rough.jpg", quality=40)
     out = tmp_path / "r.json"
@@ -170,3 +171,66 @@ def test_eval_reports_the_strength_each_image_got(tmp_path, capsys):
     assert all("denoise" not in p for p in plain["per_image"])
     html = (tmp_path / "rep" / "index.html").read_text()
     assert f"clean-up {got['rough']:.2f}" in html and "not for measurement" in html
+
+
+def _lr_of(name: str, s: int) -> np.ndarray:
+    hr = read_rgb8(BENCH / "BSD100" / name)
+    return imresize(hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s], 1 / s)
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_level_estimator_reads_known_damage(s):
+    """The learned estimator (trained on training images only) on benchmark images degraded by
+    known amounts: clean reads under the threshold, each kind of damage reads higher as it
+    grows, and the JPEG quality of a file's tables sets a floor."""
+    from upres.data.degrade import blur, gaussian_kernel
+    from upres.inference.denoise import LEVEL_OFF, Damage, jpeg_level
+    from upres.inference.level import estimate_level, level_net, level_off, windows
+
+    net = level_net(s)
+    assert net is not None, "the shipped estimator is missing"
+    off = level_off(s)
+    assert LEVEL_OFF <= off < 0.5
+    rng = np.random.default_rng(0)
+    clean_reads = []
+    for name in ("3096.png", "108005.png", "253027.png"):
+        hr = read_rgb8(BENCH / "BSD100" / name)
+        hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
+        lr = imresize(hr, 1 / s)
+        f = lr.astype(np.float32) / 255
+        to8 = lambda a: np.floor(np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+        clean_reads.append(estimate_level(lr, net))
+        noisy = [estimate_level(to8(f + rng.normal(0, n / 255, f.shape)), net)
+                 for n in (3, 8, 16)]
+        jpgs = [estimate_level(to8(jpeg(f, q)), net) for q in (85, 60, 30)]
+        blurred = [estimate_level(imresize(to8(blur(hr.astype(np.float32) / 255,
+                                                     gaussian_kernel(2 * int(3 * b * s) + 1,
+                                                                     b * s))), 1 / s), net)
+                   for b in (0.4, 0.8, 1.2)]
+        for seq in (noisy, jpgs, blurred):
+            assert all(b > a - 0.02 for a, b in itertools.pairwise(seq)), (name, seq)
+            assert seq[-1] > 0.3, (name, seq)
+            assert seq[-1] > clean_reads[-1] + 0.1, (name, seq, clean_reads)
+    assert sum(r < off for r in clean_reads) >= 2, clean_reads  # (the threshold: 9 in 10)
+    assert strength_for(Damage(0.5, 0.0, None, 0.02)) == 0.0
+    assert strength_for(Damage(0.5, 0.0, 45, 0.02)) == pytest.approx(jpeg_level(45)) == 1.0
+    assert strength_for(Damage(0.5, 0.0, 95, 0.6)) == 0.6
+    assert strength_for(Damage(0.5, 0.0, None, 0.2), off=0.25) == 0.0
+    wins = windows(np.zeros((300, 200, 3)))
+    assert len(wins) == 9 and all(y % 8 == 0 and x % 8 == 0 and h == w == 64
+                                  for y, x, h, w in wins)
+    assert windows(np.zeros((40, 50))) == [(0, 0, 40, 50)]
+
+
+def test_photo_model_trained_on_levels_takes_the_estimated_level():
+    from upres.inference.level import estimate_level, level_net, level_off
+
+    pu = upres.load("photo-x4", device="cpu")
+    assert pu.card.denoise_level
+    lr = _lr_of("3096.png", 4)
+    level = estimate_level(lr, level_net(4))
+    assert pu.choose(lr) == (0.0 if level < level_off(4) else pytest.approx(level))
+    assert pu.last[1].level == pytest.approx(level)
+    rough = (jpeg(lr.astype(np.float32) / 255, 35) * 255).round().astype(np.uint8)
+    t = pu.choose(rough)
+    assert t > 0.4 and t == pytest.approx(estimate_level(rough, level_net(4)))

@@ -9,16 +9,21 @@ and ``t = 0`` gives exactly ``x{s}``'s output, ``t = 1`` the photo model's.
 
 ``auto`` picks ``t`` per image from :func:`damage`: the noise level measured on flat regions
 (Immerkaer's fast estimator, after Liu et al.'s idea of using low-texture patches), the JPEG
-blockiness of the pixels, and for a JPEG file the quality its quantisation tables say. The map
-from those to ``t`` (:func:`strength_for`) was fitted on the 291 training images degraded by
-known amounts (``scripts/fit_denoise.py``), never on benchmark images.
+blockiness of the pixels, and for a JPEG file the quality its quantisation tables say. Models
+trained on damage levels (card ``denoise_level``: strength ``t`` was trained on inputs damaged
+to level ``t`` of :class:`upres.data.degrade.Leveled`) take the level that the learned
+estimator of :mod:`upres.inference.level` reads off the pixels (given the two measured
+features), or the level the file's JPEG quality alone implies if that is higher. Older models
+map the measured features to ``t`` by a formula (:func:`strength_for`) fitted on the training
+images degraded by known amounts (``scripts/fit_denoise.py``). Both were fitted on the 291
+training images only, never on benchmark images.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 
 __all__ = ["Damage", "PhotoUpscaler", "blockiness", "check_denoise", "damage", "data_kwargs",
-           "jpeg_quality", "noise_sigma", "strength_for"]
+           "jpeg_level", "jpeg_quality", "noise_sigma", "strength_for"]
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -91,11 +96,13 @@ def jpeg_quality(path: str | os.PathLike[str]) -> int | None:
 @dataclass(frozen=True)
 class Damage:
     """What :func:`damage` measured: ``noise`` sigma (levels), ``blocking``, JPEG ``quality``
-    from the file's tables (None when not a JPEG)."""
+    from the file's tables (None when not a JPEG), and the damage ``level`` the learned
+    estimator read (None when it was not asked)."""
 
     noise: float
     blocking: float
     quality: int | None = None
+    level: float | None = None
 
 
 def damage(img: np.ndarray, quality: int | None = None) -> Damage:
@@ -109,10 +116,24 @@ def damage(img: np.ndarray, quality: int | None = None) -> Damage:
 #: ``denoise_fit``; this is photo-x4's); below ``_OFF`` the clean model runs as is.
 STRENGTH_FIT = {"a": -1.1, "b": 0.12, "c": 6.0, "d": 3.25}
 _OFF = 0.05
+#: below this estimated level an input counts as clean (the clean model runs as is)
+LEVEL_OFF = 0.1
 
 
-def strength_for(d: Damage, fit: dict[str, float] | None = None) -> float:
-    """The clean-up strength ``t`` in [0, 1] for measured damage ``d``."""
+def jpeg_level(quality: int | None) -> float:
+    """The damage level a JPEG quality implies on :class:`upres.data.degrade.Leveled`'s scale
+    (quality ``100 - t * U(40, 70)``: ``t = (100 - quality) / 55``), 0 for no JPEG."""
+    return 0.0 if quality is None else float(np.clip((100 - quality) / 55, 0.0, 1.0))
+
+
+def strength_for(d: Damage, fit: dict[str, float] | None = None, *,
+                 off: float = LEVEL_OFF) -> float:
+    """The clean-up strength ``t`` in [0, 1] for measured damage ``d``: its ``level`` (or the
+    file's JPEG quality's, if higher) when the estimator read one, 0 under ``off``; else the
+    fitted map."""
+    if d.level is not None:
+        t = max(d.level, jpeg_level(d.quality))
+        return 0.0 if t < off else float(t)
     f = fit or STRENGTH_FIT
     q = d.quality if d.quality is not None else 100
     pixels = max(0.0, f["a"] + f["b"] * d.noise + f["c"] * d.blocking)
@@ -171,8 +192,18 @@ class PhotoUpscaler:
             from upres.formats.image import read_image
 
             img = read_image(Path(img))
+        card = self.up.card
         dmg = damage(np.asarray(img), quality)
-        t = strength_for(dmg, getattr(self.up.card, "denoise_fit", None) or None)
+        off = LEVEL_OFF
+        if getattr(card, "denoise_level", False):
+            from upres.inference.level import estimate_level, level_net, level_off
+
+            net = level_net(card.scale)
+            if net is not None:
+                dmg = replace(dmg, level=estimate_level(np.asarray(img), net, noise=dmg.noise,
+                                                        blocking=dmg.blocking))
+                off = level_off(card.scale)
+        t = strength_for(dmg, getattr(card, "denoise_fit", None) or None, off=off)
         self.last = (t, dmg)
         return t
 

@@ -29,7 +29,10 @@ class ModelCard:
     is checked under bf16 by the tests); when False, half precision requests fall back to fp32.
     ``denoise_base``: for a photo model, the model whose weights are clean-up strength 0 (the
     card's own weights are strength 1; :mod:`upres.inference.denoise`), and ``denoise_fit`` the
-    coefficients of its automatic strength (``scripts/fit_denoise.py``). ``summary``: one or two
+    coefficients of its automatic strength (``scripts/fit_denoise.py``), unless
+    ``denoise_level``: the model was trained so that strength ``t`` restores damage of
+    level ``t``, and the automatic strength is the level :mod:`upres.inference.level`
+    reads. ``summary``: one or two
     sentences for users: what the model is for. ``quantized``: set on int8 ONNX graphs
     (:mod:`upres.quantize`), saying how they were quantised; empty for float weights.
     ``default_precision``: what ``precision="default"`` runs on a CPU (``"int8"`` for models
@@ -60,6 +63,9 @@ class ModelCard:
     supports_half: bool = True
     denoise_base: str = ""  # photo models: the shipped model that is clean-up strength 0
     denoise_fit: dict[str, float] = field(default_factory=dict)  # its automatic strength map
+    # photo models trained on damage levels (upres.data.degrade.Leveled): the automatic
+    # strength is the level read by upres.inference.level's estimator (denoise_fit unused)
+    denoise_level: bool = False
     summary: str = ""  # what the model is for, in a user's words (listings, web page)
     quantized: str = ""  # int8 graphs (upres.quantize): how they were quantised; "" = float
     default_precision: str = ""  # the path it runs on a CPU unless told ("" = fp32)

@@ -1,0 +1,162 @@
+"""Train the damage-level estimator behind ``--denoise auto`` (issue 22) on the training images.
+
+    .venv/bin/python scripts/fit_level.py -s 4        # writes src/upres/assets/level_x4.safetensors
+
+Each of the 291 training images (never benchmark images) is degraded ``--versions`` times at
+random levels of :class:`upres.data.degrade.Leveled` (the levels the photo models' strengths are
+trained on; a fifth of them clean, level 0), whole, as users' files are. The estimator
+(:class:`upres.inference.level.LevelNet`) sees two 64x64 windows of a version (corners on the
+8x8 JPEG grid) and the two measured features of the whole version, and learns its level (mean
+squared error). A tenth of the images are held out: the script prints the held-out mean error,
+and sets the threshold under which ``auto`` leaves the clean model alone (``off``, stored with
+the weights) at the 90th percentile of the held-out clean images' readings (at least
+``upres.inference.denoise.LEVEL_OFF``), so that nine clean images in ten get exactly ``x{s}``'s
+output, as ``scripts/fit_denoise.py`` asked of the earlier formula. ``--calibrate`` only
+re-measures the held-out figures and the threshold of the estimator already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from upres.data.datasets import scan_images
+from upres.data.degrade import Leveled, modcrop
+from upres.formats.image import read_rgb8
+from upres.inference.denoise import LEVEL_OFF, blockiness, noise_sigma
+from upres.inference.level import WINDOW, LevelNet, level_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT.parent / "shared" / "data" / "train"
+
+
+def make_versions(s: int, versions: int, seed: int, threads: int
+                  ) -> list[tuple[int, np.ndarray, float, float, float]]:
+    """``(image index, LR uint8, level, noise, blocking)`` for every version of every image."""
+    files = scan_images([TRAIN])
+    pipe = Leveled(s)
+
+    def one(job: tuple[int, int]) -> tuple[int, np.ndarray, float, float, float] | None:
+        k, v = job
+        hr = modcrop(read_rgb8(files[k]), s)
+        if min(hr.shape[:2]) < WINDOW * s:
+            return None
+        rng = np.random.default_rng([seed, k, v])
+        t = 0.0 if rng.random() < 0.2 else float(rng.uniform(0.02, 1.0))
+        lr = np.floor(pipe.at(t)(hr.astype(np.float32) / 255, rng) * 255 + 0.5).astype(np.uint8)
+        return k, lr, t, noise_sigma(lr), blockiness(lr)
+
+    jobs = [(k, v) for k in range(len(files)) for v in range(versions)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [r for r in pool.map(one, jobs) if r is not None]
+
+
+def batch(data: list, idx: np.ndarray, rng: np.random.Generator, per: int = 2
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xs, ex, ys = [], [], []
+    for i in idx:
+        _, lr, t, noise, block = data[int(i)]
+        h, w = lr.shape[:2]
+        for _ in range(per):
+            y = int(rng.integers(0, (h - WINDOW) // 8 + 1)) * 8
+            x = int(rng.integers(0, (w - WINDOW) // 8 + 1)) * 8
+            win = lr[y:y + WINDOW, x:x + WINDOW]
+            win = np.rot90(win, int(rng.integers(0, 4)))  # keeps the 8x8 grid on the corners
+            if rng.random() < 0.5:
+                win = win[:, ::-1]
+            xs.append(win)
+            ex.append([math.log1p(noise), block])
+        ys.append(t)
+    x = torch.from_numpy(np.stack(xs).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(ex, dtype=torch.float32), torch.tensor(ys, dtype=torch.float32)
+
+
+def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The estimator's reading of the versions ``idx`` (read as users' images are), and their
+    true levels."""
+    from upres.inference.level import estimate_level
+
+    pred = np.array([estimate_level(data[i][1], net, noise=data[i][3], blocking=data[i][4])
+                     for i in idx])
+    return pred, np.array([data[i][2] for i in idx])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-s", "--scale", type=int, required=True)
+    ap.add_argument("--versions", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("-o", "--out", default=None)
+    ap.add_argument("--calibrate", action="store_true",
+                    help="keep the written weights; re-measure the held-out figures and 'off'")
+    args = ap.parse_args()
+    out = Path(args.out) if args.out else level_path(args.scale)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    data = make_versions(args.scale, args.versions, args.seed, args.threads)
+    images = sorted({d[0] for d in data})
+    rng = np.random.default_rng(args.seed)
+    held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
+    train = np.array([i for i, d in enumerate(data) if d[0] not in held])
+    val = np.array([i for i, d in enumerate(data) if d[0] in held])
+    print(f"{len(data)} versions of {len(images)} images ({len(val)} held out) in "
+          f"{time.time() - t0:.0f} s", flush=True)
+    net = LevelNet()
+    if args.calibrate:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        net.load_state_dict(load_file(str(out)))
+        with safe_open(str(out), framework="pt") as fh:
+            args = argparse.Namespace(**{**json.loads(fh.metadata()["upres_level"])["args"],
+                                         "calibrate": True, "out": args.out})
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for step in range(0 if args.calibrate else args.steps):
+        for g in opt.param_groups:
+            g["lr"] = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * step / args.steps))
+        x, ex, y = batch(data, rng.choice(train, size=args.batch), rng)
+        loss = torch.nn.functional.mse_loss(net(x, ex, group=2), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 1000 == 0:
+            net.eval()
+            pred, true = held_out(net, data, val[::4])
+            net.train()
+            print(f"step {step + 1} loss {loss.item():.4f}, held-out mean error "
+                  f"{np.abs(pred - true).mean():.4f}, clean read {pred[true == 0].mean():.3f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    net.eval()
+    pred, true = held_out(net, data, val)
+    clean = true == 0
+    summary = {"scale": args.scale, "versions": len(data), "held_out": len(val),
+               "mae": round(float(np.abs(pred - true).mean()), 4),
+               "clean_mean": round(float(pred[clean].mean()), 4),
+               "seconds": round(time.time() - t0)}
+    for lo, hi in ((0.0, 0.3), (0.3, 0.7), (0.7, 1.01)):
+        m = (true > lo) & (true < hi)
+        summary[f"mae_{lo:g}_{hi:g}"] = round(float(np.abs(pred[m] - true[m]).mean()), 4)
+    off = max(LEVEL_OFF, float(np.percentile(pred[clean], 90)))
+    summary["off"] = round(off, 3)
+    summary["damaged_under_off"] = round(float((pred[~clean] < off).mean()), 4)
+    print(json.dumps(summary))
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out),
+              metadata={"upres_level": json.dumps({**summary, "args": vars(args)})})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""How damaged an input looks, as the level ``t`` of :class:`upres.data.degrade.Leveled`: the
+learned estimator behind ``--denoise auto`` of photo models trained on those levels (issue 22).
+
+A photo model's network at clean-up strength ``t`` was trained on inputs damaged to level ``t``
+(``model.denoise_base`` in the training config), so the strength for an input is its level. The
+estimator is a small CNN (:class:`LevelNet`, 46 thousand weights) that reads the level off
+the pixels: blur, noise, JPEG blocking and ringing, whichever is there; beside its pooled
+features it is given two measured ones, the flat-region noise sigma and the 8x8 blockiness
+(:mod:`upres.inference.denoise`). It is trained on crops of the 291 training images only,
+degraded at random levels (``scripts/fit_level.py``), and shipped per scale as
+``upres/assets/level_x{s}.safetensors``.
+
+An image is read in up to nine 64x64 windows on a 3x3 grid whose corners sit on the 8x8 JPEG
+grid; their features are averaged before the head, so the estimate costs the same for any size
+(a few milliseconds on a CPU core).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["WINDOW", "LevelNet", "estimate_level", "level_net", "level_off", "level_path",
+           "windows"]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+#: side of the windows an image is read in (training crops are this size too)
+WINDOW = 64
+
+
+class LevelNet(nn.Module):
+    """Input: ``x`` float32 ``(N, 3, H, W)`` RGB in [0, 1] (windows of one image or of a batch),
+    ``extra`` float32 ``(N, 2)`` (log1p of the noise sigma in levels, blockiness);
+    ``group``: how many consecutive windows belong to one image (their features are averaged).
+    Output: ``(N / group,)`` float32 level in [0, 1]."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(3, w // 2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(nn.Linear(2 * w + 2, 32), nn.ReLU(inplace=True),
+                                  nn.Linear(32, 1))
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor, group: int = 1) -> torch.Tensor:
+        f = self.body(x - 0.5)
+        feats = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
+        feats = feats.view(-1, group, feats.shape[1]).mean(dim=1)
+        extra = extra.view(-1, group, extra.shape[1]).mean(dim=1)
+        return torch.sigmoid(self.head(torch.cat([feats, extra], dim=1))).squeeze(1)
+
+
+def level_path(scale: int) -> Path:
+    """The shipped estimator of ``scale`` (it may not exist)."""
+    return ASSETS / f"level_x{scale}.safetensors"
+
+
+@lru_cache(maxsize=4)
+def level_off(scale: int) -> float:
+    """The level under which ``auto`` leaves the clean model alone, as ``scripts/fit_level.py``
+    measured it for the shipped estimator of ``scale`` (nine clean training images in ten read
+    under it); :data:`upres.inference.denoise.LEVEL_OFF` when it says none."""
+    import json
+
+    from safetensors import safe_open
+
+    from upres.inference.denoise import LEVEL_OFF
+
+    p = level_path(scale)
+    if not p.is_file():
+        return LEVEL_OFF
+    with safe_open(str(p), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {}).get("upres_level", "{}"))
+    return float(meta.get("off", LEVEL_OFF))
+
+
+@lru_cache(maxsize=4)
+def level_net(scale: int) -> LevelNet | None:
+    """The shipped estimator of ``scale`` in eval mode, or None when there is none."""
+    p = level_path(scale)
+    if not p.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    state = load_file(str(p))
+    net = LevelNet(width=2 * int(state["body.0.weight"].shape[0]))
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def windows(img: np.ndarray, size: int = WINDOW, n: int = 3) -> list[tuple[int, int, int, int]]:
+    """Up to ``n x n`` windows ``(y, x, h, w)`` of at most ``size`` on a grid over ``img``
+    ``(H, W, ...)``, their corners on multiples of 8 (JPEG's block grid); a small image is one
+    window of itself."""
+    h, w = img.shape[:2]
+    wh, ww = min(size, h), min(size, w)
+
+    def starts(total: int, win: int) -> list[int]:
+        if total <= win:
+            return [0]
+        pos = np.linspace(0, total - win, n)
+        return sorted({min(total - win, int(p) // 8 * 8) for p in pos})
+
+    return [(y, x, wh, ww) for y in starts(h, wh) for x in starts(w, ww)]
+
+
+def _rgb01(img: np.ndarray) -> np.ndarray:
+    """``(H, W[, C])`` uint8/uint16/float -> float32 RGB ``(H, W, 3)`` in [0, 1]."""
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        f = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        f = a.astype(np.float32) / 65535.0
+    else:
+        f = np.clip(a.astype(np.float32), 0.0, 1.0)
+    if f.ndim == 2:
+        f = f[:, :, None]
+    if f.shape[2] == 1 or f.shape[2] == 2:
+        f = np.repeat(f[:, :, :1], 3, axis=2)
+    return f[:, :, :3]
+
+
+@torch.no_grad()
+def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
+                   blocking: float | None = None) -> float:
+    """The damage level in [0, 1] of ``img`` (``(H, W[, C])``, uint8, uint16 or float in
+    [0, 1]; alpha ignored); ``noise``/``blocking``: the measured features when already known
+    (:func:`upres.inference.denoise.damage`). Images under 16 pixels a side read as clean."""
+    from upres.inference.denoise import blockiness, noise_sigma
+
+    if min(np.asarray(img).shape[:2]) < 16:
+        return 0.0
+    noise = noise_sigma(img) if noise is None else noise
+    blocking = blockiness(img) if blocking is None else blocking
+    f = _rgb01(img)
+    wins = windows(f)
+    x = torch.from_numpy(np.stack([f[y:y + h, x:x + w] for y, x, h, w in wins]))
+    x = x.permute(0, 3, 1, 2).contiguous()
+    extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)
+    extra = extra.expand(len(wins), 2).contiguous()
+    with torch.autocast("cpu", enabled=False):
+        return float(net(x, extra, group=len(wins))[0])
