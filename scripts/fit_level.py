@@ -101,6 +101,16 @@ def main() -> None:
                     help="keep the written weights; re-measure the held-out figures and 'off'")
     args = ap.parse_args()
     out = Path(args.out) if args.out else level_path(args.scale)
+    net = LevelNet()
+    trained: dict = {}
+    if args.calibrate:  # the written estimator, with the data and split it was trained on
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        net.load_state_dict(load_file(str(out)))
+        with safe_open(str(out), framework="pt") as fh:
+            trained = json.loads(fh.metadata()["upres_level"])
+        args = argparse.Namespace(**{**trained["args"], "calibrate": True, "out": args.out})
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -112,15 +122,6 @@ def main() -> None:
     val = np.array([i for i, d in enumerate(data) if d[0] in held])
     print(f"{len(data)} versions of {len(images)} images ({len(val)} held out) in "
           f"{time.time() - t0:.0f} s", flush=True)
-    net = LevelNet()
-    if args.calibrate:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        net.load_state_dict(load_file(str(out)))
-        with safe_open(str(out), framework="pt") as fh:
-            args = argparse.Namespace(**{**json.loads(fh.metadata()["upres_level"])["args"],
-                                         "calibrate": True, "out": args.out})
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for step in range(0 if args.calibrate else args.steps):
         for g in opt.param_groups:
@@ -143,7 +144,7 @@ def main() -> None:
     summary = {"scale": args.scale, "versions": len(data), "held_out": len(val),
                "mae": round(float(np.abs(pred - true).mean()), 4),
                "clean_mean": round(float(pred[clean].mean()), 4),
-               "seconds": round(time.time() - t0)}
+               "seconds": trained.get("seconds", round(time.time() - t0))}
     for lo, hi in ((0.0, 0.3), (0.3, 0.7), (0.7, 1.01)):
         m = (true > lo) & (true < hi)
         summary[f"mae_{lo:g}_{hi:g}"] = round(float(np.abs(pred[m] - true[m]).mean()), 4)

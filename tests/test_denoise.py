@@ -216,6 +216,7 @@ def test_level_estimator_reads_known_damage(s):
     assert strength_for(Damage(0.5, 0.0, 45, 0.02)) == pytest.approx(jpeg_level(45)) == 1.0
     assert strength_for(Damage(0.5, 0.0, 95, 0.6)) == 0.6
     assert strength_for(Damage(0.5, 0.0, None, 0.2), off=0.25) == 0.0
+    assert strength_for(Damage(float("nan"), 0.0, None, float("nan"))) == 0.0  # NaN pixels
     wins = windows(np.zeros((300, 200, 3)))
     assert len(wins) == 9 and all(y % 8 == 0 and x % 8 == 0 and h == w == 64
                                   for y, x, h, w in wins)

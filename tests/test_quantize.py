@@ -20,11 +20,11 @@ from upres.quantize import CALIB_FILE, INT8_RULE_DB, calibration_inputs, load_ca
 from conftest import BENCH, DATA
 
 NETWORKS = [c.name for c in zoo.shipped()]
-#: known misses of the int8 rule, each with its measurement; strict: a fix makes the test fail
-#: until the entry is removed
-INT8_MISSES = {"photo-x2": "session 13's endpoint at strength 1: int8 31.314 dB on Set5 "
-                           "against fp32 31.374 (0.060 dB); --precision int8 with a fixed "
-                           "--denoise only, never chosen automatically"}
+#: known misses of the int8 rule: the loss they may not exceed (measured, with a margin); a fix
+#: fails the test until the entry is removed. photo-x2: session 13's endpoint at strength 1,
+#: int8 31.314 dB on Set5 against fp32 31.374 (0.060 dB); --precision int8 with a fixed
+#: --denoise only, never chosen automatically.
+INT8_MISSES = {"photo-x2": 0.07}
 
 
 def _set5(up, scale: int, **kw) -> float:
@@ -32,9 +32,7 @@ def _set5(up, scale: int, **kw) -> float:
                     dataset=BENCH / "Set5", scale=scale, with_ssim=False).psnr_y
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=INT8_MISSES[n]))
-    if n in INT8_MISSES else n for n in NETWORKS])
+@pytest.mark.parametrize("name", NETWORKS)
 def test_int8_set5_within_005_db_of_fp32(name):
     """Every shipped network (photo models at full clean-up strength, a fixed weight set):
     int8 PSNR-Y on Set5 within 0.05 dB of the same weights in fp32."""
@@ -44,6 +42,9 @@ def test_int8_set5_within_005_db_of_fp32(name):
     assert int8.precision == "int8" and int8.backend == "onnxruntime"
     assert int8.card.quantized.startswith("int8")
     a, b = _set5(fp32, fp32.scale), _set5(int8, int8.scale)
+    if name in INT8_MISSES:  # a known miss: still a miss, and no worse than recorded
+        assert INT8_RULE_DB < a - b <= INT8_MISSES[name], f"{name}: fp32 {a:.3f}, int8 {b:.3f}"
+        return
     assert a - b <= INT8_RULE_DB, f"{name}: fp32 {a:.3f} dB, int8 {b:.3f} dB"
     assert 0 <= int8.int8_loss <= INT8_RULE_DB  # and on the training-set calibration crops
 

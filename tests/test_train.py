@@ -526,13 +526,18 @@ def test_denoise_base_trains_every_strength(tiny, tmp_path):
     finally:
         PairedPatchSampler.sample_level = orig
     assert len(levels) == 4 and all(0 < t <= 1 for t in levels)
-    after = load_model(base_file)[0].state_dict()
-    assert all(torch.equal(base_before[k], after[k]) for k in after)
+    assert all(torch.equal(tr.base[k], base_before[k]) for k in tr.base)  # frozen in training
     trained = load_model(final)[0].state_dict()
-    assert any(not torch.equal(trained[k], after[k]) for k in after)  # the endpoint moved
-    # the blend the trainer runs is the one --denoise t runs
+    assert any(not torch.equal(trained[k], base_before[k]) for k in trained)  # endpoint moved
+    # the blend the trainer runs is the network --denoise t runs (PhotoUpscaler)
+    from upres.inference.denoise import PhotoUpscaler
+    from upres.inference.upscaler import Upscaler
+
+    net, card = load_model(base_file)
+    own = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
+    pu = PhotoUpscaler(Upscaler(net, card, device="cpu"), base_before, own, denoise=0.0)
+    pu.set_strength(0.3)
     with torch.no_grad():
-        blend = tr._blended(0.5)
-        k = next(iter(blend))
-        own = dict(tr.model.named_parameters())[k]
-        torch.testing.assert_close(blend[k], (tr.base[k] + own) / 2)
+        blend = tr._blended(0.3)
+        for k, p in pu.up.model.named_parameters():
+            torch.testing.assert_close(blend[k].contiguous(), p.contiguous())

@@ -21,6 +21,7 @@ training images only, never on benchmark images.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -132,7 +133,8 @@ def strength_for(d: Damage, fit: dict[str, float] | None = None, *,
     file's JPEG quality's, if higher) when the estimator read one, 0 under ``off``; else the
     fitted map."""
     if d.level is not None:
-        t = max(d.level, jpeg_level(d.quality))
+        level = d.level if math.isfinite(d.level) else 0.0  # NaN pixels: nothing to read
+        t = max(level, jpeg_level(d.quality))
         return 0.0 if t < off else float(t)
     f = fit or STRENGTH_FIT
     q = d.quality if d.quality is not None else 100
