@@ -174,24 +174,22 @@ class PairedPatchSampler:
             for job in jobs:
                 fn(job)
 
-    def _degrade_u8(self, hr: np.ndarray, g: np.random.Generator) -> np.ndarray:
-        """uint8 HR ``(sH, sW, 3)`` -> its degraded uint8 LR ``(H, W, 3)`` (rounded)."""
-        assert self.degrade is not None
-        return np.floor(self.degrade(hr.astype(np.float32) / 255.0, g) * 255.0
-                        + 0.5).astype(np.uint8)
+    def _degrade_u8(self, hr: np.ndarray, g: np.random.Generator,
+                    pipe: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+                    ) -> np.ndarray:
+        """uint8 HR ``(sH, sW, 3)`` -> its degraded uint8 LR ``(H, W, 3)`` (rounded), by
+        ``pipe`` (default: this sampler's pipeline)."""
+        pipe = pipe or self.degrade
+        assert pipe is not None
+        return np.floor(pipe(hr.astype(np.float32) / 255.0, g) * 255.0 + 0.5).astype(np.uint8)
 
     def _make_versions(self, keys: set[tuple[int, int]]) -> None:
         """Degrade the whole images ``(image, version)`` not made yet (seeded per key)."""
 
         def one(key: tuple[int, int]) -> None:
             g = np.random.default_rng([self.seed, key[0], key[1]])
-            if self.leveled:
-                assert self.degrade is not None
-                hr = self.pairs[key[0]].hr.astype(np.float32) / 255.0
-                lr = self.degrade.at(self.level(key[1]))(hr, g)  # type: ignore[attr-defined]
-                self._versions[key] = np.floor(lr * 255.0 + 0.5).astype(np.uint8)
-            else:
-                self._versions[key] = self._degrade_u8(self.pairs[key[0]].hr, g)
+            pipe = self.degrade.at(self.level(key[1])) if self.leveled else None  # type: ignore[union-attr]
+            self._versions[key] = self._degrade_u8(self.pairs[key[0]].hr, g, pipe)
 
         self._map(one, sorted(k for k in keys if k not in self._versions))
 

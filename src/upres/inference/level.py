@@ -142,9 +142,9 @@ def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None
         return 0.0
     noise = noise_sigma(img) if noise is None else noise
     blocking = blockiness(img) if blocking is None else blocking
-    f = _rgb01(img)
-    wins = windows(f)
-    x = torch.from_numpy(np.stack([f[y:y + h, x:x + w] for y, x, h, w in wins]))
+    a = np.asarray(img)
+    wins = windows(a)  # only the windows are converted, whatever the image's size
+    x = torch.from_numpy(np.stack([_rgb01(a[y:y + h, x:x + w]) for y, x, h, w in wins]))
     x = x.permute(0, 3, 1, 2).contiguous()
     extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)
     extra = extra.expand(len(wins), 2).contiguous()
