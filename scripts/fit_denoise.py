@@ -82,7 +82,7 @@ def main() -> None:
     scores = np.zeros((len(data), len(GRID)))
     feats: list[Damage] = []
     for i, (hr, lr, q, _) in enumerate(data):
-        feats.append(damage(lr, q))
+        feats.append(damage(lr, q, legacy=True))
         for j, t in enumerate(GRID):
             scores[i, j] = psnr_y(pu.upscale(lr, denoise=float(t)), hr, shave=s)
     best = scores.max(axis=1)

@@ -1,12 +1,20 @@
 """Train the damage-level estimator behind ``--denoise auto`` (issue 22) on the training images.
 
-    .venv/bin/python scripts/fit_level.py -s 4        # writes src/upres/assets/level_x4.safetensors
+    .venv/bin/python scripts/fit_level.py -s 4              # src/upres/assets/level_x4.safetensors
+    .venv/bin/python scripts/fit_level.py -s 2 --native 0   # the shipped x2 estimator's recipe
 
 Each of the 291 training images (never benchmark images) is degraded ``--versions`` times at
 random levels of :class:`upres.data.degrade.Leveled` (the levels the photo models' strengths are
-trained on; a fifth of them clean, level 0), whole, as users' files are. The estimator
-(:class:`upres.inference.level.LevelNet`) sees two 64x64 windows of a version (corners on the
-8x8 JPEG grid) and the two measured features of the whole version, and learns its level (mean
+trained on; a fifth of them clean, level 0), whole, as users' files are. A version that takes
+Leveled's second-order (blind) branch is labelled 1 whatever level drew it: that branch does not
+depend on the level, and strength 1 is what it was trained for. ``--native`` of the versions
+(default 30 %) are damaged at the image's own resolution (Leveled at scale 1, everyday branch),
+so that a photo at camera resolution, softer than a downscaled one, reads as clean when it is
+(the shipped x4 estimator; at x2 it did not help full-size photos and cost blur readings, so
+the x2 one is trained with ``--native 0``: README, session 14).
+The estimator (:class:`upres.inference.level.LevelNet`) sees two 64x64 windows of a version
+(corners on the 8x8 JPEG grid; only :func:`upres.inference.level.usable` ones, as when it
+reads an image) and the two measured features of the whole version, and learns its level (mean
 squared error). A tenth of the images are held out: the script prints the held-out mean error,
 and sets the threshold under which ``auto`` leaves the clean model alone (``off``, stored with
 the weights) at the 90th percentile of the held-out clean images' readings (at least
@@ -31,27 +39,41 @@ from upres.data.datasets import scan_images
 from upres.data.degrade import Leveled, modcrop
 from upres.formats.image import read_rgb8
 from upres.inference.denoise import LEVEL_OFF, blockiness, noise_sigma
-from upres.inference.level import WINDOW, LevelNet, level_path
+from upres.inference.level import WINDOW, LevelNet, level_path, read_windows, usable
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT.parent / "shared" / "data" / "train"
 
 
-def make_versions(s: int, versions: int, seed: int, threads: int
-                  ) -> list[tuple[int, np.ndarray, float, float, float]]:
-    """``(image index, LR uint8, level, noise, blocking)`` for every version of every image."""
+def make_versions(s: int, versions: int, seed: int, threads: int, native: float = 0.0
+                  ) -> list[tuple[int, np.ndarray, float, float, float, bool]]:
+    """``(image index, LR uint8, level, noise, blocking, native)`` for every version of every
+    image that has a usable window."""
     files = scan_images([TRAIN])
-    pipe = Leveled(s)
+    pipe, own = Leveled(s), Leveled(1)
 
-    def one(job: tuple[int, int]) -> tuple[int, np.ndarray, float, float, float] | None:
+    def one(job: tuple[int, int]) -> tuple[int, np.ndarray, float, float, float, bool] | None:
         k, v = job
-        hr = modcrop(read_rgb8(files[k]), s)
-        if min(hr.shape[:2]) < WINDOW * s:
-            return None
         rng = np.random.default_rng([seed, k, v])
         t = 0.0 if rng.random() < 0.2 else float(rng.uniform(0.02, 1.0))
-        lr = np.floor(pipe.at(t)(hr.astype(np.float32) / 255, rng) * 255 + 0.5).astype(np.uint8)
-        return k, lr, t, noise_sigma(lr), blockiness(lr)
+        at_own = bool(rng.random() < native)
+        hr = read_rgb8(files[k])
+        if at_own and min(hr.shape[:2]) < WINDOW:
+            return None
+        if at_own:
+            lr = hr if t == 0 else own.draw(hr.astype(np.float32) / 255, rng, t, blind=False)
+        else:
+            hr = modcrop(hr, s)
+            if min(hr.shape[:2]) < WINDOW * s:
+                return None
+            blind = t > 0 and bool(rng.random() < pipe.blind_at(t))
+            lr = pipe.draw(hr.astype(np.float32) / 255, rng, t, blind=blind)
+            t = 1.0 if blind else t
+        if lr.dtype != np.uint8:
+            lr = np.floor(lr * 255 + 0.5).astype(np.uint8)
+        if not read_windows(lr):
+            return None
+        return k, lr, t, noise_sigma(lr), blockiness(lr), at_own
 
     jobs = [(k, v) for k in range(len(files)) for v in range(versions)]
     with ThreadPoolExecutor(threads) as pool:
@@ -62,12 +84,19 @@ def batch(data: list, idx: np.ndarray, rng: np.random.Generator, per: int = 2
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     xs, ex, ys = [], [], []
     for i in idx:
-        _, lr, t, noise, block = data[int(i)]
+        _, lr, t, noise, block, _ = data[int(i)]
         h, w = lr.shape[:2]
         for _ in range(per):
-            y = int(rng.integers(0, (h - WINDOW) // 8 + 1)) * 8
-            x = int(rng.integers(0, (w - WINDOW) // 8 + 1)) * 8
-            win = lr[y:y + WINDOW, x:x + WINDOW]
+            for _try in range(20):  # a usable window, as the estimator reads an image
+                y = int(rng.integers(0, (h - WINDOW) // 8 + 1)) * 8
+                x = int(rng.integers(0, (w - WINDOW) // 8 + 1)) * 8
+                win = lr[y:y + WINDOW, x:x + WINDOW]
+                if usable(win):
+                    break
+            else:  # mostly flat: one of the windows it is read in (there is one)
+                ok = read_windows(lr)
+                y, x, _, _ = ok[int(rng.integers(len(ok)))]
+                win = lr[y:y + WINDOW, x:x + WINDOW]
             win = np.rot90(win, int(rng.integers(0, 4)))  # keeps the 8x8 grid on the corners
             if rng.random() < 0.5:
                 win = win[:, ::-1]
@@ -91,11 +120,13 @@ def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-s", "--scale", type=int, required=True)
-    ap.add_argument("--versions", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--versions", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=9000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--native", type=float, default=0.3,
+                    help="share of versions damaged at the image's own resolution")
     ap.add_argument("-o", "--out", default=None)
     ap.add_argument("--calibrate", action="store_true",
                     help="keep the written weights; re-measure the held-out figures and 'off'")
@@ -103,7 +134,7 @@ def main() -> None:
     out = Path(args.out) if args.out else level_path(args.scale)
     net = LevelNet()
     trained: dict = {}
-    if args.calibrate:  # the written estimator, with the data and split it was trained on
+    if args.calibrate:  # the written estimator; its arguments remade into data by this version
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -114,7 +145,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    data = make_versions(args.scale, args.versions, args.seed, args.threads)
+    data = make_versions(args.scale, args.versions, args.seed, args.threads,
+                         getattr(args, "native", 0.0))
     images = sorted({d[0] for d in data})
     rng = np.random.default_rng(args.seed)
     held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
@@ -148,9 +180,17 @@ def main() -> None:
     for lo, hi in ((0.0, 0.3), (0.3, 0.7), (0.7, 1.01)):
         m = (true > lo) & (true < hi)
         summary[f"mae_{lo:g}_{hi:g}"] = round(float(np.abs(pred[m] - true[m]).mean()), 4)
+    own = np.array([data[i][5] for i in val], dtype=bool)
+    if own.any():  # the downscaled and the own-resolution versions apart
+        for name, m in (("scaled", ~own), ("native", own)):
+            summary[f"mae_{name}"] = round(float(np.abs(pred[m] - true[m]).mean()), 4)
+            if (m & clean).any():
+                summary[f"clean_mean_{name}"] = round(float(pred[m & clean].mean()), 4)
     off = max(LEVEL_OFF, float(np.percentile(pred[clean], 90)))
     summary["off"] = round(off, 3)
     summary["damaged_under_off"] = round(float((pred[~clean] < off).mean()), 4)
+    if (own & clean).any():
+        summary["native_clean_under_off"] = round(float((pred[own & clean] < off).mean()), 4)
     print(json.dumps(summary))
     from safetensors.torch import save_file
 

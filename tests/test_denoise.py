@@ -17,6 +17,7 @@ from upres.formats.image import read_rgb8
 from upres.inference.denoise import (
     PhotoUpscaler,
     blockiness,
+    blockiness_v1,
     check_denoise,
     damage,
     jpeg_quality,
@@ -235,3 +236,136 @@ def test_photo_model_trained_on_levels_takes_the_estimated_level():
     rough = (jpeg(lr.astype(np.float32) / 255, 35) * 255).round().astype(np.uint8)
     t = pu.choose(rough)
     assert t > 0.4 and t == pytest.approx(estimate_level(rough, level_net(4)))
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_level_reads_only_windows_with_something_to_see(s):
+    """Flat areas (a white page around a photo) and transparent ones (whatever colour lies under
+    the alpha) say nothing about damage: the estimator reads the picture in them as it reads the
+    picture alone, and an image with nothing else reads as clean."""
+    from upres.inference.level import estimate_level, level_net, read_windows, usable, windows
+
+    net = level_net(s)
+    lr = _lr_of("3096.png", s)
+    rough = (jpeg(lr.astype(np.float32) / 255, 30) * 255).round().astype(np.uint8)
+    h, w = lr.shape[:2]
+    for img in (lr, rough):
+        alone = estimate_level(img, net)
+        page = np.full((h + 200, w + 304, 3), 255, np.uint8)  # on the 8x8 grid, as the photo's
+        page[96:96 + h, 152:152 + w] = img
+        cut = np.zeros((h + 96, w + 96, 4), np.uint8)  # transparent margin, black underneath
+        cut[48:48 + h, 48:48 + w, :3] = img
+        cut[48:48 + h, 48:48 + w, 3] = 255
+        odd = cut.copy()  # and random colour underneath
+        odd[:, :, :3] = np.where(cut[:, :, 3:] == 255, cut[:, :, :3],
+                                 np.random.default_rng(1).integers(0, 256, cut[:, :, :3].shape))
+        for other in (page, cut, odd):
+            assert abs(estimate_level(other, net) - alone) < 0.15, (alone, other.shape)
+        assert blockiness(cut) == pytest.approx(blockiness(odd))
+        assert blockiness(cut) == pytest.approx(blockiness(img), abs=0.15)
+    assert estimate_level(rough, net) > 0.5
+    blank = np.full((300, 400, 3), 255, np.uint8)
+    assert read_windows(blank) == [] and estimate_level(blank, net) == 0.0
+    seethrough = np.zeros((300, 400, 4), np.uint8)
+    seethrough[:, :, :3] = np.random.default_rng(2).integers(0, 256, (300, 400, 3))
+    assert read_windows(seethrough) == [] and estimate_level(seethrough, net) == 0.0
+    assert noise_sigma(blank) == 0.0 and noise_sigma(seethrough) == 0.0
+    # the windows: the 3x3 grid where it is usable, finer-grid ones standing in for the rest
+    half = np.random.default_rng(3).integers(0, 256, (300, 200, 3)).astype(np.uint8)
+    assert read_windows(half) == windows(half)
+    half[:150] = 255
+    got = read_windows(half)
+    assert len(got) == 9 and all(usable(half[y:y + h, x:x + w]) for y, x, h, w in got)
+    assert set(windows(half)) - set(got) == {w for w in windows(half) if w[0] + w[2] <= 150}
+    assert not usable(np.full((64, 64), 0.5)) and usable(half[200:264, :64])
+
+
+def test_noise_estimate_ignores_exactly_flat_areas():
+    """A clipped highlight or a synthetic background has no noise to measure: a noisy photo
+    keeps its reading when half of the frame is pure white."""
+    img = _photo().astype(np.float64)
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 6, img.shape), 0, 255)
+    noisy = noisy.round().astype(np.uint8)
+    framed = np.full((noisy.shape[0], noisy.shape[1] * 2, 3), 255, np.uint8)
+    framed[:, : noisy.shape[1]] = noisy
+    assert noise_sigma(framed) == pytest.approx(noise_sigma(noisy), rel=0.15)
+    assert 3 < noise_sigma(framed) < 12
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_photos_at_their_own_resolution_read_as_clean(s):
+    """A clean photo at its camera's own resolution is softer than a downscaled one; the
+    estimator (trained on damage at both) leaves most of them alone, as it does clean small
+    images, and still reads damage done to them."""
+    from upres.inference.level import estimate_level, level_net, level_off
+
+    net, off = level_net(s), level_off(s)
+    names = sorted(p.name for p in (BENCH / "BSD100").glob("*.png"))[::3]
+    clean, rough = [], []
+    for name in names:
+        hr = read_rgb8(BENCH / "BSD100" / name)
+        clean.append(estimate_level(hr, net))
+        q30 = (jpeg(hr.astype(np.float32) / 255, 30) * 255).round().astype(np.uint8)
+        rough.append(estimate_level(q30, net))
+    assert np.mean(np.array(clean) < off) >= 0.75, (off, clean)  # (BSDS photos were JPEGs)
+    assert min(rough) > off and np.mean(rough) > 0.6, rough
+
+
+def test_blocking_is_read_on_the_grid_and_only_there():
+    """Block offsets on JPEG's 8x8 grid read as blocking, the same offsets shifted off it do
+    not; one hard edge on the grid (a photo's border on a page) does not, and neither does a
+    non-finite pixel spoil the reading; every dtype and an opaque alpha read alike."""
+    rng = np.random.default_rng(0)
+    texture = rng.normal(128, 3, (96, 96))
+    offsets = np.kron(rng.uniform(-6, 6, (13, 13)), np.ones((8, 8)))
+    on = np.clip(texture + offsets[:96, :96], 0, 255)
+    off = np.clip(texture + offsets[4:100, 4:100], 0, 255)
+    assert blockiness(on) > 0.3 and blockiness(off) < 0.05
+    edge = texture.copy()
+    edge[:, 48:] += 60  # one step, between columns 47 and 48: on the grid
+    assert blockiness(edge) < 0.05 < blockiness_v1(edge)
+    spoiled = on / 255
+    spoiled[10, 10] = np.inf
+    assert blockiness(spoiled) == pytest.approx(blockiness(on / 255), abs=0.05)
+    rgb = np.repeat(on.round().astype(np.uint8)[:, :, None], 3, axis=2)
+    b8 = blockiness(rgb)
+    assert blockiness(rgb.astype(np.uint16) * 257) == pytest.approx(b8)
+    assert blockiness(rgb / 255.0) == pytest.approx(b8)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    assert blockiness(rgba) == pytest.approx(b8)
+    gray_alpha = np.dstack([rgb[:, :, 0], np.full(rgb.shape[:2], 255, np.uint8)])
+    assert blockiness(gray_alpha) == pytest.approx(b8)
+
+
+def test_usable_windows_by_dtype_and_alpha():
+    from upres.inference.level import usable
+
+    win = np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    for img, peak in ((win, 255), (win.astype(np.uint16) * 257, 65535), (win / 255.0, 1.0)):
+        assert usable(img)
+        alpha = np.full((*img.shape[:2], 1), peak, img.dtype)
+        assert usable(np.concatenate([img, alpha], axis=2))
+        assert usable(np.concatenate([img[:, :, :1], alpha], axis=2))  # gray + alpha
+        alpha[3, 3] = peak // 2 if img.dtype.kind == "u" else 0.5
+        assert not usable(np.concatenate([img, alpha], axis=2))
+    assert usable(np.dstack([win / 255.0, np.full((64, 64), 0.9999999)]))  # float rounding
+    assert not usable(np.zeros((0, 0, 3)))
+
+
+def test_leveled_branch_can_be_forced_without_changing_the_stream():
+    """``Leveled.draw(blind=...)``: None draws the branch as before (the same numbers from the
+    same generator), True / False force the second-order / everyday branch."""
+    from upres.data.degrade import Leveled
+
+    hr = _photo()[:96, :96].astype(np.float32) / 255
+    pipe = Leveled(4)
+    kinds = set()
+    for seed in range(6):
+        t = 0.8
+        a = pipe.draw(hr, np.random.default_rng(seed), t)
+        rng = np.random.default_rng(seed)
+        blind = bool(rng.random() < pipe.blind_at(t))
+        kinds.add(blind)
+        np.testing.assert_array_equal(a, pipe.draw(hr, rng, t, blind=blind))
+    assert kinds == {True, False}  # (both branches were drawn)
+    assert pipe.blind_at(0.5) == 0.0 and pipe.blind_at(1.0) == 1.0

@@ -50,12 +50,12 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
     calibration crops).
 
     ``"auto"`` (the default) is the photo model of the scale (``scale``, default 4) with an
-    automatic clean-up strength: an image that reads as clean gets exactly ``x{s}``'s output (most
-    clean downscaled images do; full-size photos, flat areas and transparent parts can read as
-    damaged: :mod:`upres.inference.level`), a damaged one (noise, JPEG, blur) the clean-up its
-    damage calls for; at a scale without a photo model it
-    is ``x{s}``. ``denoise`` (photo models: 0..1, or ``auto`` measured per image) sets the
-    clean-up strength; see :mod:`upres.inference.denoise`.
+    automatic clean-up strength: an image that reads as clean gets exactly ``x{s}``'s output
+    (about nine clean images in ten do; flat areas and transparent parts are not read:
+    :mod:`upres.inference.level`), a damaged one (noise, JPEG, blur) the clean-up its damage
+    calls for; at a scale without a photo model it is ``x{s}``. ``denoise`` (photo models:
+    0..1, or ``auto`` measured per image) sets the clean-up strength; see
+    :mod:`upres.inference.denoise`.
     """
     name = str(model)
     if name == "auto":

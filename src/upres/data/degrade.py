@@ -305,14 +305,24 @@ class Leveled:
     def __call__(self, hr: np.ndarray, rng: Rng) -> np.ndarray:
         return self.draw(hr, rng, float(rng.uniform(0.0, 1.0)))
 
-    def draw(self, hr: np.ndarray, rng: Rng, t: float) -> np.ndarray:
-        """``hr`` float32 ``(sH, sW, C)`` in [0, 1] -> LR float32 ``(H, W, C)`` at level ``t``."""
+    @staticmethod
+    def blind_at(t: float) -> float:
+        """The probability that level ``t`` takes the second-order branch."""
+        return max(0.0, 2.0 * t - 1.0) ** 2
+
+    def draw(self, hr: np.ndarray, rng: Rng, t: float, *, blind: bool | None = None
+             ) -> np.ndarray:
+        """``hr`` float32 ``(sH, sW, C)`` in [0, 1] -> LR float32 ``(H, W, C)`` at level ``t``;
+        ``blind``: True or False forces the second-order or the everyday branch (for ``t > 0``)
+        instead of drawing it (:meth:`blind_at` says how often it is drawn)."""
         s = self.scale
         h, w = hr.shape[0] // s, hr.shape[1] // s
         x = hr.astype(np.float32)
         if t <= 0.0:
             return np.clip(resize(x, (h, w), "bicubic"), 0.0, 1.0)
-        if rng.random() < max(0.0, 2.0 * t - 1.0) ** 2:
+        if blind is None:
+            blind = bool(rng.random() < self.blind_at(t))
+        if blind:
             return second_order(s)(x, rng)
         parts = rng.random(3) < np.array([0.5, 0.6, 0.7])
         if not parts.any():

@@ -14,8 +14,9 @@ trained on damage levels (card ``denoise_level``: strength ``t`` was trained on 
 to level ``t`` of :class:`upres.data.degrade.Leveled`) take the level that the learned
 estimator of :mod:`upres.inference.level` reads off the pixels (given the two measured
 features), or the level the file's JPEG quality alone implies if that is higher. Older models
-map the measured features to ``t`` by a formula (:func:`strength_for`) fitted on the training
-images degraded by known amounts (``scripts/fit_denoise.py``). Both were fitted on the 291
+map the measured features (the blocking as :func:`blockiness_v1` measures it) to ``t`` by a
+formula (:func:`strength_for`) fitted on the training images degraded by known amounts
+(``scripts/fit_denoise.py``). Both were fitted on the 291
 training images only, never on benchmark images.
 """
 
@@ -31,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Damage", "PhotoUpscaler", "blockiness", "check_denoise", "damage", "data_kwargs",
-           "jpeg_level", "jpeg_quality", "noise_sigma", "strength_for"]
+__all__ = ["Damage", "PhotoUpscaler", "blockiness", "blockiness_v1", "check_denoise", "damage",
+           "data_kwargs", "jpeg_level", "jpeg_quality", "noise_sigma", "strength_for"]
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -49,27 +50,78 @@ def noise_sigma(img: np.ndarray) -> float:
     """Gaussian noise sigma (levels of 255) of an image, from its flattest parts: the residual
     of Immerkaer's Laplacian-difference kernel (which cancels smooth shading) has, for white
     noise of sigma s, a standard deviation of 6 s; its standard deviation in 16x16 blocks is
-    taken at the 10th percentile of the blocks, where texture is least. Looks at most the
-    middle 1024x1024 pixels."""
+    taken at the 10th percentile of the blocks, where texture is least. Blocks that are
+    exactly flat (a clipped highlight, a synthetic background, the colour under a transparent
+    area) hold no noise to measure and are left out; 0 when nothing else is left. Looks at
+    most the middle 1024x1024 pixels."""
     from scipy.ndimage import convolve
 
-    y = _luma(img)
+    y, opaque = _luma(img), _opaque(img)
     h, w = y.shape
     if h > 1024 or w > 1024:
         y0, x0 = max(0, (h - 1024) // 2), max(0, (w - 1024) // 2)
         y = y[y0:y0 + 1024, x0:x0 + 1024]
+        opaque = opaque[y0:y0 + 1024, x0:x0 + 1024]
     if min(y.shape) < 18:
         return 0.0
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
     r = convolve(y, k, mode="reflect")[1:-1, 1:-1]
     bh, bw = r.shape[0] // 16, r.shape[1] // 16
     blocks = r[: bh * 16, : bw * 16].reshape(bh, 16, bw, 16).std(axis=(1, 3))
-    return float(np.percentile(blocks, 10) / 6.0)
+    if not opaque.all():  # the residual of a pixel reads its 8 neighbours too
+        from scipy.ndimage import minimum_filter
+
+        opaque = minimum_filter(opaque, size=3, mode="nearest")
+    seen = opaque[1:-1, 1:-1][: bh * 16, : bw * 16].reshape(bh, 16, bw, 16).all(axis=(1, 3))
+    blocks = blocks[seen & (blocks > 0.05)]  # (6 x a noise sigma of 0.01 levels; NaN out too)
+    return float(np.percentile(blocks, 10) / 6.0) if blocks.size else 0.0
+
+
+def _opaque(img: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: where ``img`` is opaque, its alpha within half an 8-bit level of full
+    (everywhere when it has no alpha, that is unless it has 2 or 4 channels)."""
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] in (2, 4):
+        peak = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(a.dtype, 1.0)
+        return a[:, :, -1] >= peak * (1 - 1 / 510)
+    return np.ones(a.shape[:2], dtype=bool)
 
 
 def blockiness(img: np.ndarray) -> float:
-    """JPEG blocking: how much larger the steps across the 8x8 grid are than the steps inside
-    the blocks (0 for none; luma, horizontal and vertical)."""
+    """JPEG blocking: how much larger the steps across the 8x8 grid are than the steps beside
+    them (0 for none; luma, horizontal and vertical). Per grid line, the mean step across it is
+    compared with the mean of the six nearest lines' inside the blocks, and the median of those
+    ratios is taken, so that a few hard edges that happen to lie on the grid (a photo placed on
+    a page) do not count as blocking; only steps between two fully opaque pixels count, so the
+    edge of a transparent area does not either."""
+    y, opaque = _luma(img), _opaque(img)
+    if min(y.shape) < 24:
+        return 0.0
+
+    def ratio(d: np.ndarray, seen: np.ndarray) -> float:  # steps along axis 1
+        seen = seen & np.isfinite(d)
+        n = seen.sum(axis=0)
+        line = np.where(seen, d, 0.0).sum(axis=0) / np.maximum(n, 1)
+        grid = np.arange(7, d.shape[1] - 3, 8)
+        if grid.size == 0:
+            return 1.0
+        side = [grid + k for k in (-3, -2, -1, 1, 2, 3)]  # lines with no steps seen left out
+        counted = np.stack([n[i] > 0 for i in side])
+        near = (np.stack([line[i] for i in side]) * counted).sum(axis=0) / np.maximum(
+            counted.sum(axis=0), 1)
+        ok = (near > 1e-3) & (n[grid] > 0)
+        return float(np.median(line[grid][ok] / near[ok])) if ok.any() else 1.0
+
+    bx = ratio(np.abs(np.diff(y, axis=1)), opaque[:, 1:] & opaque[:, :-1])
+    by = ratio(np.abs(np.diff(y, axis=0)).T, (opaque[1:] & opaque[:-1]).T)
+    return float(max(0.0, (bx + by) / 2 - 1.0)) if np.isfinite(bx + by) else 0.0
+
+
+def blockiness_v1(img: np.ndarray) -> float:
+    """The blocking measure :data:`STRENGTH_FIT` and the ``denoise_fit`` of older photo cards
+    were fitted on (``scripts/fit_denoise.py``): mean step across the 8x8 grid over mean step
+    inside the blocks, minus 1, over the whole image. Hard edges on the grid and the edges of
+    transparent areas count as blocking here; :func:`blockiness` does not."""
     y = _luma(img)
     if min(y.shape) < 24:
         return 0.0
@@ -106,9 +158,10 @@ class Damage:
     level: float | None = None
 
 
-def damage(img: np.ndarray, quality: int | None = None) -> Damage:
-    """Measure an input's noise and JPEG damage (``quality``: from the file, if a JPEG)."""
-    return Damage(noise_sigma(img), blockiness(img), quality)
+def damage(img: np.ndarray, quality: int | None = None, *, legacy: bool = False) -> Damage:
+    """Measure an input's noise and JPEG damage (``quality``: from the file, if a JPEG);
+    ``legacy``: the blocking measure the fitted formula was made with (:func:`blockiness_v1`)."""
+    return Damage(noise_sigma(img), (blockiness_v1 if legacy else blockiness)(img), quality)
 
 
 #: ``t = clip(max(0, a + b * noise + c * blocking) + d * (100 - quality) / 100, 0, 1)``: what
@@ -195,16 +248,19 @@ class PhotoUpscaler:
 
             img = read_image(Path(img))
         card = self.up.card
-        dmg = damage(np.asarray(img), quality)
         off = LEVEL_OFF
+        net = None
         if getattr(card, "denoise_level", False):
             from upres.inference.level import estimate_level, level_net, level_off
 
             net = level_net(card.scale)
-            if net is not None:
-                dmg = replace(dmg, level=estimate_level(np.asarray(img), net, noise=dmg.noise,
-                                                        blocking=dmg.blocking))
-                off = level_off(card.scale)
+        if net is not None:
+            dmg = damage(np.asarray(img), quality)
+            dmg = replace(dmg, level=estimate_level(np.asarray(img), net, noise=dmg.noise,
+                                                    blocking=dmg.blocking))
+            off = level_off(card.scale)
+        else:  # the fitted formula, on the measures it was fitted with
+            dmg = damage(np.asarray(img), quality, legacy=True)
         t = strength_for(dmg, getattr(card, "denoise_fit", None) or None, off=off)
         self.last = (t, dmg)
         return t

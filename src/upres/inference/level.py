@@ -7,12 +7,16 @@ estimator is a small CNN (:class:`LevelNet`, 46 thousand weights) that reads the
 the pixels: blur, noise, JPEG blocking and ringing, whichever is there; beside its pooled
 features it is given two measured ones, the flat-region noise sigma and the 8x8 blockiness
 (:mod:`upres.inference.denoise`). It is trained on crops of the 291 training images only,
-degraded at random levels (``scripts/fit_level.py``), and shipped per scale as
-``upres/assets/level_x{s}.safetensors``.
+degraded at random levels (at x4 three in ten at the image's own resolution rather than
+downscaled), the blind (second-order) kind of damage read as level 1 (``scripts/fit_level.py``),
+and shipped per scale as ``upres/assets/level_x{s}.safetensors``.
 
-An image is read in up to nine 64x64 windows on a 3x3 grid whose corners sit on the 8x8 JPEG
-grid; their features are averaged before the head, so the estimate costs the same for any size
-(a few milliseconds on a CPU core).
+An image is read in up to nine 64x64 windows whose corners sit on the 8x8 JPEG grid: those of a
+3x3 grid over the image, with windows of a finer 5x5 grid standing in for any that say nothing
+(:func:`usable`: flat, such as a white background or a clear sky, or not fully opaque, whose
+colour under the alpha is not the picture); their features are averaged before the head, so the
+estimate costs the same for any size (a few milliseconds on a CPU core). An image with no
+usable window reads as clean. The estimator is trained on windows picked by the same rule.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["WINDOW", "LevelNet", "estimate_level", "level_net", "level_off", "level_path",
-           "windows"]
+__all__ = ["FLAT", "WINDOW", "LevelNet", "estimate_level", "level_net", "level_off",
+           "level_path", "read_windows", "usable", "windows"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: side of the windows an image is read in (training crops are this size too)
 WINDOW = 64
+#: a window whose luma varies less than this (standard deviation, levels of 255) is flat
+FLAT = 2.0
 
 
 class LevelNet(nn.Module):
@@ -114,6 +120,35 @@ def windows(img: np.ndarray, size: int = WINDOW, n: int = 3) -> list[tuple[int, 
     return [(y, x, wh, ww) for y in starts(h, wh) for x in starts(w, ww)]
 
 
+def usable(win: np.ndarray) -> bool:
+    """Whether a window ``(h, w[, C])`` (uint8, uint16 or float in [0, 1]; a 2nd or 4th channel
+    is alpha) shows anything to read: opaque (alpha within half an 8-bit level of full), and
+    its luma not flat (standard deviation
+    at least :data:`FLAT` levels of 255; noise of a few levels on a flat area counts)."""
+    from upres.inference.denoise import _luma, _opaque
+
+    a = np.asarray(win)
+    if a.size == 0 or not _opaque(a).all():
+        return False
+    y = _luma(a)
+    return bool(np.isfinite(y).all() and y.std() >= FLAT)
+
+
+def read_windows(img: np.ndarray, count: int = 9) -> list[tuple[int, int, int, int]]:
+    """The windows ``(y, x, h, w)`` an image is read in: the :func:`usable` ones of the 3x3
+    grid of :func:`windows`, then usable ones of its 5x5 grid, spread over the image, until
+    there are ``count``; none when nothing is usable."""
+    a = np.asarray(img)
+    first = [w for w in windows(a) if usable(a[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])]
+    if len(first) >= count:
+        return first[:count]
+    rest = [w for w in windows(a, n=5) if w not in first
+            and usable(a[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])]
+    need = min(count - len(first), len(rest))
+    pick = np.linspace(0, len(rest) - 1, need).round().astype(int) if need else []
+    return first + [rest[i] for i in sorted(set(pick))]
+
+
 def _rgb01(img: np.ndarray) -> np.ndarray:
     """``(H, W[, C])`` uint8/uint16/float -> float32 RGB ``(H, W, 3)`` in [0, 1]."""
     a = np.asarray(img)
@@ -134,16 +169,19 @@ def _rgb01(img: np.ndarray) -> np.ndarray:
 def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
                    blocking: float | None = None) -> float:
     """The damage level in [0, 1] of ``img`` (``(H, W[, C])``, uint8, uint16 or float in
-    [0, 1]; alpha ignored); ``noise``/``blocking``: the measured features when already known
-    (:func:`upres.inference.denoise.damage`). Images under 16 pixels a side read as clean."""
+    [0, 1]; a 2nd or 4th channel is alpha); ``noise``/``blocking``: the measured features when
+    already known (:func:`upres.inference.denoise.damage`). Images under 16 pixels a side, and
+    images with no :func:`usable` window, read as clean."""
     from upres.inference.denoise import blockiness, noise_sigma
 
     if min(np.asarray(img).shape[:2]) < 16:
         return 0.0
+    a = np.asarray(img)
+    wins = read_windows(a)  # only the windows are converted, whatever the image's size
+    if not wins:
+        return 0.0
     noise = noise_sigma(img) if noise is None else noise
     blocking = blockiness(img) if blocking is None else blocking
-    a = np.asarray(img)
-    wins = windows(a)  # only the windows are converted, whatever the image's size
     x = torch.from_numpy(np.stack([_rgb01(a[y:y + h, x:x + w]) for y, x, h, w in wins]))
     x = x.permute(0, 3, 1, 2).contiguous()
     extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)

@@ -1,0 +1,78 @@
+"""``auto`` alone on the degradation ladder (issue 22): PSNR-Y of the photo model at its
+automatic strength per rung, with the mean strength chosen and the share left at 0, for the
+shipped level estimator or one given with ``--level`` (an A/B of estimators in a few minutes,
+where ``benchmarks/photo_ladder.py`` runs every model). ``--full-size`` reads BSD100's HR images
+at their own size instead (clean photos at camera resolution) and prints the share that reads
+under the estimator's threshold. Prints; writes nothing.
+
+    .venv/bin/python benchmarks/ladder_auto.py -s 2 [--level FILE.safetensors] [--full-size]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import upres
+from upres.data.ladder import make_ladder_set
+from upres.evaluate import evaluate, load_benchmark
+from upres.inference import level
+from upres.models import zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "data" / "benchmark"
+
+
+def use_estimator(path: Path, scale: int) -> None:
+    """Make ``path`` the estimator ``auto`` reads with at ``scale`` (this process only)."""
+    level.level_net.cache_clear()
+    level.level_off.cache_clear()
+    shipped = level.level_path
+    level.level_path = lambda s: path if s == scale else shipped(s)  # type: ignore[assignment]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-s", "--scale", type=int, required=True)
+    ap.add_argument("--level", type=Path, default=None, help="estimator file (default: shipped)")
+    ap.add_argument("--ladder", default=str(ROOT / "runs" / "ladder"))
+    ap.add_argument("--full-size", action="store_true",
+                    help="read BSD100's HR images as they are instead of the ladder")
+    args = ap.parse_args()
+    s = args.scale
+    if args.level is not None:
+        use_estimator(args.level.resolve(), s)
+    if args.full_size:
+        from upres.formats.image import read_rgb8
+
+        net, off = level.level_net(s), level.level_off(s)
+        reads = np.array([level.estimate_level(read_rgb8(p), net)
+                          for p in sorted((BENCH / "BSD100").glob("*.png"))])
+        print(f"x{s} estimator {level.level_path(s)}: {100 * np.mean(reads < off):.0f} % of "
+              f"{len(reads)} full-size BSD100 images under off {off:.3f} (mean level "
+              f"{reads.mean():.3f})")
+        return
+    pu = upres.load(zoo.photo_for(s).name, device="cpu")
+    print(f"estimator {level.level_path(s)}, off {level.level_off(s):.3f}")
+    for rung in ("L0", "L1", "L2", "L3"):
+        for name in ("Set14", "BSD100"):
+            lr_dir = Path(f"{args.ladder}-x{s}") / rung / name
+            make_ladder_set(BENCH / name, lr_dir, scale=s, rung=rung)
+            images = load_benchmark(str(BENCH / name), s, str(lr_dir))
+            used: list[float] = []
+
+            def run(lr: np.ndarray, used: list[float] = used) -> np.ndarray:
+                out = pu.upscale(lr, denoise="auto")
+                used.append(pu.last[0])
+                return out
+
+            r = evaluate(run, model_name="auto", dataset=str(BENCH / name), scale=s,
+                         images=images)
+            print(f"x{s} {rung} {name}: {r.psnr_y:.3f} dB, strength {np.mean(used):.2f} "
+                  f"({100 * np.mean(np.array(used) == 0):.0f} % at 0)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
