@@ -3,7 +3,8 @@ automatic strength per rung, with the mean strength chosen and the share left at
 shipped level estimator or one given with ``--level`` (an A/B of estimators in a few minutes,
 where ``benchmarks/photo_ladder.py`` runs every model). ``--full-size`` reads BSD100's HR images
 at their own size instead (clean photos at camera resolution) and prints the share that reads
-under the estimator's threshold. Prints; writes nothing.
+under the estimator's threshold. Prints; writes nothing but ladder images that are missing
+(``scripts/make_ladder.py``'s, under ``runs/ladder-x{s}``).
 
     .venv/bin/python benchmarks/ladder_auto.py -s 2 [--level FILE.safetensors] [--full-size]
 """
@@ -54,7 +55,10 @@ def main() -> None:
               f"{len(reads)} full-size BSD100 images under off {off:.3f} (mean level "
               f"{reads.mean():.3f})")
         return
-    pu = upres.load(zoo.photo_for(s).name, device="cpu")
+    photo = zoo.photo_for(s)
+    if photo is None:
+        raise SystemExit(f"x{s}: no photo model shipped")
+    pu = upres.load(photo.name, device="cpu")
     print(f"estimator {level.level_path(s)}, off {level.level_off(s):.3f}")
     for rung in ("L0", "L1", "L2", "L3"):
         for name in ("Set14", "BSD100"):
@@ -69,7 +73,7 @@ def main() -> None:
                 return out
 
             r = evaluate(run, model_name="auto", dataset=str(BENCH / name), scale=s,
-                         images=images)
+                         images=images, with_ssim=False)
             print(f"x{s} {rung} {name}: {r.psnr_y:.3f} dB, strength {np.mean(used):.2f} "
                   f"({100 * np.mean(np.array(used) == 0):.0f} % at 0)", flush=True)
 

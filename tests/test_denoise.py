@@ -295,8 +295,9 @@ def test_noise_estimate_ignores_exactly_flat_areas():
 @pytest.mark.parametrize("s", [2, 4])
 def test_photos_at_their_own_resolution_read_as_clean(s):
     """A clean photo at its camera's own resolution is softer than a downscaled one; the
-    estimator (trained on damage at both) leaves most of them alone, as it does clean small
-    images, and still reads damage done to them."""
+    estimator (at x4 also trained on damage at images' own resolution; at x2 not, where its
+    threshold does the work) leaves most of them alone, as it does clean small images, and
+    still reads damage done to them."""
     from upres.inference.level import estimate_level, level_net, level_off
 
     net, off = level_net(s), level_off(s)

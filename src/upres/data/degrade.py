@@ -282,7 +282,8 @@ def photo_mix(scale: int) -> Mixture:
 class Leveled:
     """Damage at a level ``t`` in [0, 1], the scale on which a photo model's clean-up strength is
     trained (issue 22): the network whose weights are ``(1 - t) * x{s} + t * photo`` learns the
-    inputs of level ``t``, and the level estimator learns to read ``t`` off an input.
+    inputs of level ``t``, and the level estimator learns to read ``t`` off an input (with
+    the second-order branch read as 1, whatever ``t`` drew it: ``scripts/fit_level.py``).
 
     - ``t = 0``: clean MATLAB bicubic.
     - ``t > 0``: with probability ``max(0, 2t - 1)**2`` Real-ESRGAN's second-order pipeline

@@ -14,8 +14,10 @@ trained on damage levels (card ``denoise_level``: strength ``t`` was trained on 
 to level ``t`` of :class:`upres.data.degrade.Leveled`) take the level that the learned
 estimator of :mod:`upres.inference.level` reads off the pixels (given the two measured
 features), or the level the file's JPEG quality alone implies if that is higher. Older models
-map the measured features (the blocking as :func:`blockiness_v1` measures it) to ``t`` by a
-formula (:func:`strength_for`) fitted on the training images degraded by known amounts
+map the measured features (the blocking as :func:`blockiness_v1` measures it; the noise as
+:func:`noise_sigma` does now, which since session 14 leaves exactly flat and transparent areas
+out, so images with such areas read differently from when the formula was fitted) to ``t``
+by a formula (:func:`strength_for`) fitted on the training images degraded by known amounts
 (``scripts/fit_denoise.py``). Both were fitted on the 291
 training images only, never on benchmark images.
 """
@@ -259,7 +261,7 @@ class PhotoUpscaler:
             dmg = replace(dmg, level=estimate_level(np.asarray(img), net, noise=dmg.noise,
                                                     blocking=dmg.blocking))
             off = level_off(card.scale)
-        else:  # the fitted formula, on the measures it was fitted with
+        else:  # the fitted formula, on the blocking measure it was fitted with
             dmg = damage(np.asarray(img), quality, legacy=True)
         t = strength_for(dmg, getattr(card, "denoise_fit", None) or None, off=off)
         self.last = (t, dmg)

@@ -5,7 +5,7 @@ A photo model's network at clean-up strength ``t`` was trained on inputs damaged
 (``model.denoise_base`` in the training config), so the strength for an input is its level. The
 estimator is a small CNN (:class:`LevelNet`, 46 thousand weights) that reads the level off
 the pixels: blur, noise, JPEG blocking and ringing, whichever is there; beside its pooled
-features it is given two measured ones, the flat-region noise sigma and the 8x8 blockiness
+features it is given two measured ones, the least-textured-region noise sigma and the 8x8 blockiness
 (:mod:`upres.inference.denoise`). It is trained on crops of the 291 training images only,
 degraded at random levels (at x4 three in ten at the image's own resolution rather than
 downscaled), the blind (second-order) kind of damage read as level 1 (``scripts/fit_level.py``),
