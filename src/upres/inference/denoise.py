@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from upres.inference.upscaler import _MAX  # the peak value of each integer pixel type
+
 __all__ = ["Damage", "PhotoUpscaler", "blockiness", "blockiness_v1", "check_denoise", "damage",
            "data_kwargs", "jpeg_level", "jpeg_quality", "noise_sigma", "strength_for"]
 
@@ -41,8 +43,7 @@ __all__ = ["Damage", "PhotoUpscaler", "blockiness", "blockiness_v1", "check_deno
 def _luma(img: np.ndarray) -> np.ndarray:
     """``(H, W[, C])`` uint8/uint16/float -> float64 luma on 0..255."""
     a = np.asarray(img)
-    peak = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255 / 65535}.get(a.dtype, 255.0)
-    a = a.astype(np.float64) * peak
+    a = a.astype(np.float64) * (255 / _MAX.get(a.dtype, 1.0))
     if a.ndim == 3 and a.shape[2] >= 3:
         return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114
     return a[:, :, 0] if a.ndim == 3 else a
@@ -84,8 +85,7 @@ def _opaque(img: np.ndarray) -> np.ndarray:
     (everywhere when it has no alpha, that is unless it has 2 or 4 channels)."""
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[2] in (2, 4):
-        peak = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(a.dtype, 1.0)
-        return a[:, :, -1] >= peak * (1 - 1 / 510)
+        return a[:, :, -1] >= _MAX.get(a.dtype, 1.0) * (1 - 1 / 510)
     return np.ones(a.shape[:2], dtype=bool)
 
 
@@ -256,13 +256,14 @@ class PhotoUpscaler:
             from upres.inference.level import estimate_level, level_net, level_off
 
             net = level_net(card.scale)
+        a = np.asarray(img)
         if net is not None:
-            dmg = damage(np.asarray(img), quality)
-            dmg = replace(dmg, level=estimate_level(np.asarray(img), net, noise=dmg.noise,
+            dmg = damage(a, quality)
+            dmg = replace(dmg, level=estimate_level(a, net, noise=dmg.noise,
                                                     blocking=dmg.blocking))
             off = level_off(card.scale)
         else:  # the fitted formula, on the blocking measure it was fitted with
-            dmg = damage(np.asarray(img), quality, legacy=True)
+            dmg = damage(a, quality, legacy=True)
         t = strength_for(dmg, getattr(card, "denoise_fit", None) or None, off=off)
         self.last = (t, dmg)
         return t

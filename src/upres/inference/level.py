@@ -123,8 +123,8 @@ def windows(img: np.ndarray, size: int = WINDOW, n: int = 3) -> list[tuple[int, 
 def usable(win: np.ndarray) -> bool:
     """Whether a window ``(h, w[, C])`` (uint8, uint16 or float in [0, 1]; a 2nd or 4th channel
     is alpha) shows anything to read: opaque (alpha within half an 8-bit level of full), and
-    its luma not flat (standard deviation
-    at least :data:`FLAT` levels of 255; noise of a few levels on a flat area counts)."""
+    its luma not flat (standard deviation at least :data:`FLAT` levels of 255; noise of a few
+    levels on a flat area counts)."""
     from upres.inference.denoise import _luma, _opaque
 
     a = np.asarray(win)
@@ -139,10 +139,11 @@ def read_windows(img: np.ndarray, count: int = 9) -> list[tuple[int, int, int, i
     grid of :func:`windows`, then usable ones of its 5x5 grid, spread over the image, until
     there are ``count``; none when nothing is usable."""
     a = np.asarray(img)
-    first = [w for w in windows(a) if usable(a[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])]
+    grid = windows(a)
+    first = [w for w in grid if usable(a[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])]
     if len(first) >= count:
         return first[:count]
-    rest = [w for w in windows(a, n=5) if w not in first
+    rest = [w for w in windows(a, n=5) if w not in grid  # (each window is judged once)
             and usable(a[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])]
     need = min(count - len(first), len(rest))
     pick = np.linspace(0, len(rest) - 1, need).round().astype(int) if need else []
@@ -151,13 +152,11 @@ def read_windows(img: np.ndarray, count: int = 9) -> list[tuple[int, int, int, i
 
 def _rgb01(img: np.ndarray) -> np.ndarray:
     """``(H, W[, C])`` uint8/uint16/float -> float32 RGB ``(H, W, 3)`` in [0, 1]."""
+    from upres.inference.upscaler import _MAX
+
     a = np.asarray(img)
-    if a.dtype == np.uint8:
-        f = a.astype(np.float32) / 255.0
-    elif a.dtype == np.uint16:
-        f = a.astype(np.float32) / 65535.0
-    else:
-        f = np.clip(a.astype(np.float32), 0.0, 1.0)
+    f = a.astype(np.float32) / np.float32(_MAX[a.dtype]) if a.dtype in _MAX else \
+        np.clip(a.astype(np.float32), 0.0, 1.0)
     if f.ndim == 2:
         f = f[:, :, None]
     if f.shape[2] == 1 or f.shape[2] == 2:
@@ -174,14 +173,14 @@ def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None
     images with no :func:`usable` window, read as clean."""
     from upres.inference.denoise import blockiness, noise_sigma
 
-    if min(np.asarray(img).shape[:2]) < 16:
-        return 0.0
     a = np.asarray(img)
+    if min(a.shape[:2]) < 16:
+        return 0.0
     wins = read_windows(a)  # only the windows are converted, whatever the image's size
     if not wins:
         return 0.0
-    noise = noise_sigma(img) if noise is None else noise
-    blocking = blockiness(img) if blocking is None else blocking
+    noise = noise_sigma(a) if noise is None else noise
+    blocking = blockiness(a) if blocking is None else blocking
     x = torch.from_numpy(np.stack([_rgb01(a[y:y + h, x:x + w]) for y, x, h, w in wins]))
     x = x.permute(0, 3, 1, 2).contiguous()
     extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)
