@@ -20,11 +20,6 @@ from upres.quantize import CALIB_FILE, INT8_RULE_DB, calibration_inputs, load_ca
 from conftest import BENCH, DATA
 
 NETWORKS = [c.name for c in zoo.shipped()]
-#: known misses of the int8 rule: the loss they may not exceed (measured, with a margin); a fix
-#: fails the test until the entry is removed. photo-x2: session 13's endpoint at strength 1,
-#: int8 31.314 dB on Set5 against fp32 31.374 (0.060 dB); --precision int8 with a fixed
-#: --denoise only, never chosen automatically.
-INT8_MISSES = {"photo-x2": 0.07}
 
 
 def _set5(up, scale: int, **kw) -> float:
@@ -42,11 +37,58 @@ def test_int8_set5_within_005_db_of_fp32(name):
     assert int8.precision == "int8" and int8.backend == "onnxruntime"
     assert int8.card.quantized.startswith("int8")
     a, b = _set5(fp32, fp32.scale), _set5(int8, int8.scale)
-    if name in INT8_MISSES:  # a known miss: still a miss, and no worse than recorded
-        assert INT8_RULE_DB < a - b <= INT8_MISSES[name], f"{name}: fp32 {a:.3f}, int8 {b:.3f}"
-        return
     assert a - b <= INT8_RULE_DB, f"{name}: fp32 {a:.3f} dB, int8 {b:.3f} dB"
-    assert 0 <= int8.int8_loss <= INT8_RULE_DB  # and on the training-set calibration crops
+    assert -INT8_RULE_DB <= int8.int8_loss <= INT8_RULE_DB  # and on the calibration crops
+    # photo-x2 at full strength needs its channel ranges equalised to keep the rule (plain,
+    # it lost 0.058 dB on the calibration crops and 0.060 on Set5); x4 is better without
+    assert ("equalised" in int8.card.quantized) == (name == "photo-x2")
+
+
+def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
+    """equalise_channels rescales Conv -> ReLU -> Conv chains only: the float graph computes the
+    same output, and each rescaled activation's channels are closer in range."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from upres.export import onnx_bytes
+    from upres.models.archs.upnet import UpNet
+    from upres.models.descriptor import ModelCard
+    from upres.quantize import equalise_channels
+
+    torch.manual_seed(0)
+    net = UpNet(scale=2, channels=8, depth=3).eval()
+    with torch.no_grad():
+        for conv in (m for m in net.body if isinstance(m, torch.nn.Conv2d)):
+            conv.weight[:4] *= 20.0  # four channels far larger than the other four
+        net.tail.weight.normal_(0, 0.05)
+    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
+                     params=sum(p.numel() for p in net.parameters()))
+    proto = onnx.load_from_string(onnx_bytes(net, card))
+    rng = np.random.default_rng(0)
+    xs = [rng.random((1, 3, 24, 24), dtype=np.float32) for _ in range(4)]
+    acts = [n.output[0] for n in proto.graph.node if n.op_type == "Relu"]
+
+    def run(p):
+        probe = onnx.ModelProto()
+        probe.CopyFrom(p)
+        probe.graph.output.extend(onnx.ValueInfoProto(name=a) for a in acts)
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        return [sess.run(None, {sess.get_inputs()[0].name: x}) for x in xs]
+
+    def spread(outs, k):  # largest channel range over the smallest live one, activation k
+        r = np.max([np.abs(o[1 + k][0]).reshape(8, -1).max(axis=1) for o in outs], axis=0)
+        return r.max() / r[r > 0].min()
+
+    before = run(proto)
+    # body convs 0->1 and 1->2 are chains; body 2's ReLU feeds the skip addition, not a conv
+    assert equalise_channels(proto, xs) == 2
+    after = run(proto)
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    for k in (0, 1):
+        assert spread(after, k) < spread(before, k) / 2
+    np.testing.assert_allclose(spread(after, 2), spread(before, 2), rtol=1e-5)  # untouched
 
 
 def test_calibration_comes_from_the_training_images_only():

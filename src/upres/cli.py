@@ -491,14 +491,13 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{args.opset or OPSET}, dynamic batch/height/width)")
         return 0
     from upres.export import write_onnx
-    from upres.quantize import calibration_loss, load_calibration, loss_words, quantize_int8
+    from upres.quantize import load_calibration, loss_words, make_int8
 
     try:
         crops = load_calibration(args.calibration)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
-    graph = quantize_int8(net, card, crops=crops)
-    loss = calibration_loss(net, card, graph, crops)
+    graph, loss = make_int8(net, card, crops=crops)
     write_onnx(graph, out)
     src = args.calibration or "the bundled training-set crops"
     print(f"{card.name} (x{card.scale}, {card.arch}) -> {out} (int8 ONNX, dynamic "

@@ -252,28 +252,26 @@ class Upscaler:
         """The torch network: the one running, or the one behind an int8 path."""
         return self._float_model or self.model
 
-    def _int8_net(self) -> tuple[nn.Module, float]:
-        """The int8 onnxruntime network of this model (made or taken from the cache) and its
-        calibration-crop loss in dB."""
+    def _int8_net(self) -> tuple[nn.Module, float, str]:
+        """The int8 onnxruntime network of this model (made or taken from the cache), its
+        calibration-crop loss in dB and how it was quantised (the card's ``quantized``)."""
         from upres.export import OnnxNet
-        from upres.quantize import int8_graph
+        from upres.quantize import graph_note, int8_graph
 
         net = copy.deepcopy(self.float_model).float().cpu()
         graph, loss = int8_graph(net.to(memory_format=torch.contiguous_format), self.card)
         try:
-            return OnnxNet(graph), loss
+            return OnnxNet(graph), loss, graph_note(graph)
         except Exception as exc:  # onnxruntime's own error types
             raise UpresError(f"{self.card.name}: onnxruntime cannot run its int8 graph "
                              f"({one_line(exc, 200)})") from None
 
     def _use_int8(self) -> None:
         """Switch to the int8 onnxruntime path (CPU, plain layout)."""
-        from upres.quantize import int8_note
-
         if self._float_model is None:
             self._float_model = self.model
-        self.model, self.int8_loss = self._int8_net()
-        self.card = self.card.with_(quantized=int8_note())
+        self.model, self.int8_loss, note = self._int8_net()
+        self.card = self.card.with_(quantized=note)
         self.backend, self.precision, self.channels_last = "onnxruntime", "int8", False
         self.device = torch.device("cpu")
 
