@@ -1,12 +1,14 @@
 """``auto`` alone on the degradation ladder (issue 22): PSNR-Y of the photo model at its
 automatic strength per rung, with the mean strength chosen and the share left at 0, for the
-shipped level estimator or one given with ``--level`` (an A/B of estimators in a few minutes,
-where ``benchmarks/photo_ladder.py`` runs every model). ``--full-size`` reads BSD100's HR images
-at their own size instead (clean photos at camera resolution) and prints the share that reads
-under the estimator's threshold. Prints; writes nothing but ladder images that are missing
-(``scripts/make_ladder.py``'s, under ``runs/ladder-x{s}``).
+shipped level estimator or one given with ``--level``, and the shipped clean-up endpoint or one
+given with ``--photo`` (a training run's weights: A/Bs in a few minutes, where
+``benchmarks/photo_ladder.py`` runs every model); ``--niqe`` adds NIQE on L3. ``--full-size``
+reads BSD100's HR images at their own size instead (clean photos at camera resolution) and
+prints the share that reads under the estimator's threshold. Prints; writes nothing but ladder
+images that are missing (``scripts/make_ladder.py``'s, under ``runs/ladder-x{s}``).
 
-    .venv/bin/python benchmarks/ladder_auto.py -s 2 [--level FILE.safetensors] [--full-size]
+    .venv/bin/python benchmarks/ladder_auto.py -s 2 [--level FILE.safetensors]
+        [--photo FILE.safetensors] [--niqe] [--full-size]
 """
 
 from __future__ import annotations
@@ -34,10 +36,25 @@ def use_estimator(path: Path, scale: int) -> None:
     level.level_path = lambda s: path if s == scale else shipped(s)  # type: ignore[assignment]
 
 
+def use_photo(pu, path: Path) -> None:
+    """Make the weights in ``path`` the clean-up endpoint (strength 1) of ``pu``."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    if set(state) != set(pu.photo) or any(state[k].shape != v.shape for k, v in pu.photo.items()):
+        raise SystemExit(f"{path}: not the architecture of {pu.card.name}")
+    pu.photo = {k: v.to(torch.float32) for k, v in state.items()}
+    pu.strength = None  # reload the blend at the next call
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-s", "--scale", type=int, required=True)
     ap.add_argument("--level", type=Path, default=None, help="estimator file (default: shipped)")
+    ap.add_argument("--photo", type=Path, default=None,
+                    help="clean-up endpoint weights (default: the shipped photo model's)")
+    ap.add_argument("--niqe", action="store_true", help="NIQE of the outputs on L3")
     ap.add_argument("--ladder", default=str(ROOT / "runs" / "ladder"))
     ap.add_argument("--full-size", action="store_true",
                     help="read BSD100's HR images as they are instead of the ladder")
@@ -59,7 +76,10 @@ def main() -> None:
     if photo is None:
         raise SystemExit(f"x{s}: no photo model shipped")
     pu = upres.load(photo.name, device="cpu")
-    print(f"estimator {level.level_path(s)}, off {level.level_off(s):.3f}")
+    if args.photo is not None:
+        use_photo(pu, args.photo)
+    print(f"estimator {level.level_path(s)}, off {level.level_off(s):.3f}, endpoint "
+          f"{args.photo or photo.name}")
     for rung in ("L0", "L1", "L2", "L3"):
         for name in ("Set14", "BSD100"):
             lr_dir = Path(f"{args.ladder}-x{s}") / rung / name
@@ -72,10 +92,12 @@ def main() -> None:
                 used.append(pu.last[0])
                 return out
 
+            niqe = args.niqe and rung == "L3"
             r = evaluate(run, model_name="auto", dataset=str(BENCH / name), scale=s,
-                         images=images, with_ssim=False)
+                         images=images, with_ssim=False, niqe=niqe)
             print(f"x{s} {rung} {name}: {r.psnr_y:.3f} dB, strength {np.mean(used):.2f} "
-                  f"({100 * np.mean(np.array(used) == 0):.0f} % at 0)", flush=True)
+                  f"({100 * np.mean(np.array(used) == 0):.0f} % at 0)"
+                  + (f", NIQE {r.niqe:.2f}" if niqe else ""), flush=True)
 
 
 if __name__ == "__main__":

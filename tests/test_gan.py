@@ -146,3 +146,39 @@ def test_perceptual_and_d_start_in_a_recipe(tiny, tmp_path):
         load_config(tiny, ["gan.perceptual_weight=1"])
     with pytest.raises(UpresError, match=r"gan\.loss"):
         load_config(tiny, ["gan.loss=wgan"])
+
+
+def test_level_power_scales_the_adversarial_term_by_the_batch_level(tiny, tmp_path, monkeypatch):
+    """gan.level_power p with model.denoise_base: a batch of damage level t adds t**p times the
+    adversarial term (logged as ``adv``); without denoise_base the key is refused."""
+    from upres.cli import main
+    from upres.data.datasets import PairedPatchSampler
+    from upres.train.gan import GanTrainer
+
+    base_run = tmp_path / "base"
+    assert main(["train", str(tiny), "--run-dir", str(base_run), "--set", "data.val=[]"]) == 0
+    base = base_run / "final.safetensors"
+    sets = ["optim.steps=4", "log_every=1", "data.val=[]", "gan.weight=0.1",
+            "gan.d_params={num_feat: 8}", "gan.level_power=2", "data.degradation=leveled",
+            "data.variants=4", f"model.denoise_base={base}", f"model.init={base}"]
+    with pytest.raises(UpresError, match="level_power"):
+        load_config(tiny, [s for s in sets if "denoise_base" not in s])
+    levels: list[float] = []
+    orig = PairedPatchSampler.sample_level
+
+    def spy(self, *a, **k):
+        out = orig(self, *a, **k)
+        levels.append(out[2])
+        return out
+
+    def unit(self, pred, hr, step):  # an adversarial term of exactly 1 (with a gradient)
+        return {"adv": pred.mean() * 0 + 1.0}
+
+    monkeypatch.setattr(PairedPatchSampler, "sample_level", spy)
+    monkeypatch.setattr(GanTrainer, "generator_terms", unit)
+    Trainer(load_config(tiny, sets), tmp_path / "run", log=lambda _: None).run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if '"adv"' in x]
+    assert len(rows) == len(levels) == 4 and len(set(levels)) > 1
+    for r, t in zip(rows, levels, strict=True):
+        assert r["adv"] == pytest.approx(t ** 2)

@@ -79,6 +79,9 @@ class GanConfig:
     The generator's loss is ``optim.loss + weight * adversarial + perceptual_weight *
     perceptual``; the discriminator has its own Adam optimizer (``d_lr``, ``d_betas``, the
     generator's schedule shape) and starts judging after ``d_start`` generator-only steps.
+    With ``model.denoise_base`` (every clean-up strength trained), ``level_power`` p scales the
+    adversarial and perceptual terms of a batch of level ``t`` by ``t ** p``: texture where
+    the damage is heavy, plain fidelity near clean (0: the same weight at every level).
     """
 
     weight: float = 0.0
@@ -91,6 +94,7 @@ class GanConfig:
     perceptual_weight: float = 0.0
     perceptual_weights: str | None = None  # VGG19 weights file, torchvision key layout
     perceptual_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
+    level_power: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,11 @@ def _validate(cfg: TrainConfig) -> None:
     if g.perceptual_weight > 0 and not g.perceptual_weights:
         raise UpresError("config key 'gan.perceptual_weights': a perceptual loss needs a VGG19 "
                          "weights file (none can be downloaded); set it or perceptual_weight: 0")
+    if g.level_power < 0:
+        raise UpresError(f"config key 'gan.level_power': must be >= 0, got {g.level_power}")
+    if g.level_power > 0 and not cfg.model.denoise_base:
+        raise UpresError("config key 'gan.level_power': needs model.denoise_base (levels are "
+                         "drawn only when every clean-up strength is trained)")
     if len(g.d_betas) != 2:
         raise UpresError(f"config key 'gan.d_betas': two numbers, got {list(g.d_betas)}")
     if cfg.model.init_mode not in ("match", "grow"):

@@ -364,6 +364,8 @@ class Trainer:
             total = loss
             if self.gan is not None:
                 terms = self.gan.generator_terms(pred.float(), hr_b, self.step)
+                if cfg.gan.level_power > 0:
+                    terms = {k: v * level ** cfg.gan.level_power for k, v in terms.items()}
                 for k, v in terms.items():
                     total = total + v
                     extra[k] = v.item()
