@@ -35,6 +35,7 @@ from upres.bench import _frame
 from upres.evaluate import evaluate, load_benchmark
 from upres.metrics import psnr_y
 from upres.models import zoo
+from upres.quantize import loss_words
 
 from _report import update_section
 
@@ -221,7 +222,7 @@ def main() -> None:
                        f", {fast:.2f}x fp32's speed ({'met' if fast >= 1.6 else 'NOT met'}, "
                        "target 1.6x)")
                     + ("" if loss.get((card.name, p)) is None else
-                       f"; calibration crops: {loss[card.name, p]:+.3f} dB lost")
+                       f"; on the calibration crops it {loss_words(loss[card.name, p])}")
                     + ("" if (card.name, p) not in fidelity else
                        f"; Set5 output {fidelity[card.name, p]:.1f} dB PSNR-Y from fp32's"
                        + ("" if (card.name, "bf16") not in fidelity else

@@ -38,10 +38,10 @@ def test_int8_set5_within_005_db_of_fp32(name):
     assert int8.card.quantized.startswith("int8")
     a, b = _set5(fp32, fp32.scale), _set5(int8, int8.scale)
     assert a - b <= INT8_RULE_DB, f"{name}: fp32 {a:.3f} dB, int8 {b:.3f} dB"
-    assert -INT8_RULE_DB <= int8.int8_loss <= INT8_RULE_DB  # and on the calibration crops
-    # photo-x2 at full strength needs its channel ranges equalised to keep the rule (plain,
-    # it lost 0.058 dB on the calibration crops and 0.060 on Set5); x4 is better without
-    assert ("equalised" in int8.card.quantized) == (name == "photo-x2")
+    assert int8.int8_loss <= INT8_RULE_DB  # and on the calibration crops
+    if name == "photo-x2":  # at full strength it keeps the rule only with its channel ranges
+        # equalised (plain, it lost 0.058 dB on the calibration crops and 0.060 on Set5)
+        assert "equalised" in int8.card.quantized
 
 
 def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
@@ -84,8 +84,8 @@ def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
     # body convs 0->1 and 1->2 are chains; body 2's ReLU feeds the skip addition, not a conv
     assert equalise_channels(proto, xs) == 2
     after = run(proto)
-    for b, a in zip(before, after, strict=True):
-        np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    for b, a in zip(before, after, strict=True):  # float32 sums in another order
+        assert np.abs(a[0] - b[0]).max() <= 1e-5 * max(1.0, np.abs(b[0]).max())
     for k in (0, 1):
         assert spread(after, k) < spread(before, k) / 2
     np.testing.assert_allclose(spread(after, 2), spread(before, 2), rtol=1e-5)  # untouched

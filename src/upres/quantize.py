@@ -42,6 +42,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -150,41 +151,25 @@ def graph_note(graph: bytes) -> str:
 _HOMOGENEOUS = ("Relu", "LeakyRelu")  # f(s x) = s f(x) for s > 0
 
 
-def equalise_channels(proto: object, inputs: list[np.ndarray], *,
-                      percentile: float = PERCENTILE, alpha: float = EQUALISE_ALPHA) -> int:
-    """Rescale channels between convolutions so that their activation ranges are closer,
-    leaving the float network's function unchanged; returns how many pairs were rescaled.
-
-    For each ``Conv A -> Relu|LeakyRelu -> Conv B`` chain (no other reader of A's or the
-    activation's output, ``group`` 1, weights and biases as initializers used once), channel
-    ``c`` of A's output is divided by ``s_c = (r_c / max r) ** alpha`` and B's input column
-    ``c`` multiplied by it, where ``r_c`` is the ``percentile`` of channel ``c``'s activation
-    over ``inputs`` (the float graph run on them; ``(1, C, h, w)`` float32 each). A per-tensor
-    uint8 activation then spends its 256 levels on channels of more equal size (as in
-    data-free quantisation [Nagel et al., ICCV 2019], by activation ranges rather than weight
-    ranges). ``proto`` (an ``onnx.ModelProto``) is changed in place."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import numpy_helper
-
+def _chains(proto: object) -> list[tuple[Any, Any, Any]]:
+    """The ``(Conv A, activation, Conv B)`` chains :func:`equalise_channels` may rescale."""
     g = proto.graph  # type: ignore[attr-defined]
-    inits = {t.name: t for t in g.initializer}
+    inits = {t.name for t in g.initializer}
     uses: dict[str, int] = {}
     for n in g.node:
         for name in n.input:
             uses[name] = uses.get(name, 0) + 1
     for o in g.output:
         uses[o.name] = uses.get(o.name, 0) + 1
-    by_input: dict[str, list[object]] = {}
+    by_input: dict[str, list[Any]] = {}
     for n in g.node:
         for name in n.input[:1]:
             by_input.setdefault(name, []).append(n)
 
-    def plain_conv(n: object) -> bool:
-        group = next((a.i for a in n.attribute if a.name == "group"), 1)  # type: ignore[attr-defined]
-        ins = list(n.input)  # type: ignore[attr-defined]
-        return (n.op_type == "Conv" and group == 1  # type: ignore[attr-defined]
-                and all(i in inits and uses.get(i) == 1 for i in ins[1:] if i))
+    def plain_conv(n: Any) -> bool:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        return (n.op_type == "Conv" and group == 1
+                and all(i in inits and uses.get(i) == 1 for i in list(n.input)[1:] if i))
 
     pairs = []
     for a in g.node:
@@ -197,8 +182,32 @@ def equalise_channels(proto: object, inputs: list[np.ndarray], *,
         if b is None or not plain_conv(b) or b.input[0] != act.output[0]:
             continue
         pairs.append((a, act, b))
+    return pairs
+
+
+def equalise_channels(proto: object, inputs: list[np.ndarray], *,
+                      percentile: float = PERCENTILE, alpha: float = EQUALISE_ALPHA) -> int:
+    """Rescale channels between convolutions so that their activation ranges are closer,
+    leaving the float network's function unchanged; returns how many pairs were rescaled.
+
+    For each ``Conv A -> Relu|LeakyRelu -> Conv B`` chain (no other reader of A's or the
+    activation's output, ``group`` 1, weights and biases as initializers used once), channel
+    ``c`` of A's output is divided by ``s_c = (r_c / max r) ** alpha`` and B's input column
+    ``c`` multiplied by it, where ``r_c`` is the ``percentile`` of channel ``c``'s activation
+    over ``inputs`` (the float graph run on them; ``(1, C, h, w)`` float32 each). A per-tensor
+    uint8 activation then spends its 256 levels on channels of more equal size (as in
+    data-free quantisation [Nagel et al., ICCV 2019], by activation ranges rather than weight
+    ranges). ``proto`` (an ``onnx.ModelProto``) is changed in place. The cost: B's small input
+    columns shrink, and B's weights are quantised per output channel, so some error moves into
+    them; which way the balance goes depends on the network, hence :func:`make_int8`'s retry."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    pairs = _chains(proto)
     if not pairs:
         return 0
+    inits = {t.name: t for t in proto.graph.initializer}  # type: ignore[attr-defined]
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     del probe.graph.output[:]
@@ -217,14 +226,12 @@ def equalise_channels(proto: object, inputs: list[np.ndarray], *,
         if not live.any():
             continue
         s[live] = np.maximum((r[live] / r.max()) ** alpha, 1e-3)
-        wa = numpy_helper.to_array(inits[a.input[1]]) / s[:, None, None, None]
-        inits[a.input[1]].CopyFrom(numpy_helper.from_array(wa.astype(np.float32), a.input[1]))
+        scaled = [(a.input[1], 1 / s[:, None, None, None]), (b.input[1], s[None, :, None, None])]
         if len(a.input) > 2 and a.input[2]:
-            ba = numpy_helper.to_array(inits[a.input[2]]) / s
-            inits[a.input[2]].CopyFrom(numpy_helper.from_array(ba.astype(np.float32),
-                                                               a.input[2]))
-        wb = numpy_helper.to_array(inits[b.input[1]]) * s[None, :, None, None]
-        inits[b.input[1]].CopyFrom(numpy_helper.from_array(wb.astype(np.float32), b.input[1]))
+            scaled.append((a.input[2], 1 / s))
+        for key, factor in scaled:
+            w = numpy_helper.to_array(inits[key])
+            inits[key].CopyFrom(numpy_helper.from_array((w * factor).astype(w.dtype), key))
     return len(pairs)
 
 
@@ -321,17 +328,22 @@ def calibration_loss(model: nn.Module, card: ModelCard, graph: bytes,
 def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
               percentile: float = PERCENTILE) -> tuple[bytes, float]:
     """``(int8 graph, calibration_loss)``: :func:`quantize_int8` as it is, and where that loses
-    more than :data:`INT8_RULE_DB` on the calibration ``crops``, also with channel ranges
-    equalised, keeping the graph that loses less there (only the calibration crops decide)."""
+    more than :data:`INT8_RULE_DB` on the calibration ``crops`` and the network has chains to
+    equalise, also with channel ranges equalised, keeping the graph that loses less there. Only
+    the calibration crops decide, so the loss returned is the lower of two measured on the
+    crops that chose it (slightly optimistic for that case)."""
+    import onnx
+
+    from upres.export import onnx_bytes
+
     crops = load_calibration() if crops is None else crops
     graph = quantize_int8(model, card, crops=crops, percentile=percentile)
     loss = calibration_loss(model, card, graph, crops)
-    if loss > INT8_RULE_DB:
+    if loss > INT8_RULE_DB and _chains(onnx.load_from_string(onnx_bytes(model, card))):
         other = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=True)
-        if graph_note(other) != graph_note(graph):  # something was equalised
-            other_loss = calibration_loss(model, card, other, crops)
-            if other_loss < loss:
-                graph, loss = other, other_loss
+        other_loss = calibration_loss(model, card, other, crops)
+        if other_loss < loss:
+            graph, loss = other, other_loss
     return graph, loss
 
 
@@ -359,12 +371,13 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     conv = {k: getattr(card, k) for k in ("arch", "scale", "hparams", "color", "value_range",
                                             "pre_upsample", "min_size", "size_multiple")}
     h.update(json.dumps(conv, sort_keys=True).encode())
-    h.update(f"{percentile}|{onnxruntime.__version__}|{_QUANTISER}".encode())
+    h.update(f"{percentile}|{onnxruntime.__version__}|{_QUANTISER}|{INT8_RULE_DB}|"
+             f"{EQUALISE_ALPHA}".encode())
     h.update(calibration_sha256().encode())
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 2  # bump when quantize_int8 changes what it writes
+_QUANTISER = 2  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
 
 

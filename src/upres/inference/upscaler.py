@@ -260,8 +260,9 @@ class Upscaler:
 
         net = copy.deepcopy(self.float_model).float().cpu()
         graph, loss = int8_graph(net.to(memory_format=torch.contiguous_format), self.card)
+        note = graph_note(graph)
         try:
-            return OnnxNet(graph), loss, graph_note(graph)
+            return OnnxNet(graph), loss, note
         except Exception as exc:  # onnxruntime's own error types
             raise UpresError(f"{self.card.name}: onnxruntime cannot run its int8 graph "
                              f"({one_line(exc, 200)})") from None
