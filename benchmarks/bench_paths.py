@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upres
 from upres.bench import _frame
-from upres.evaluate import evaluate, load_benchmark
+from upres.evaluate import evaluate
 from upres.metrics import psnr_y
 from upres.models import zoo
 from upres.quantize import loss_words
@@ -169,23 +169,23 @@ def main() -> None:
     psnr: dict[tuple[str, str, str], float] = {}
     fidelity: dict[tuple[str, str], float] = {}  # PSNR-Y of the path's Set5 output vs fp32's
     for card in cards:
-        set5 = load_benchmark(BENCH / "Set5", card.scale)
-        ref = None
+        ref: dict[str, np.ndarray] | None = None  # fp32's Set5 outputs by image name
         for p in PATHS:
             up = load(card.name, p)
             if up.precision != p:
                 continue
-            outs = [up.upscale(lr) for _, _, lr in set5]
+            loss[card.name, p] = getattr(up, "int8_loss", None)
+            outs: dict[str, np.ndarray] = {}
+            for ds in SETS:
+                r = evaluate(lambda im, up=up, **_: up.upscale(im), model_name=card.name,
+                             dataset=BENCH / ds, scale=card.scale, with_ssim=False,
+                             on_output=outs.__setitem__ if ds == "Set5" else None)
+                psnr[card.name, p, ds] = r.psnr_y
             if p == "fp32":
                 ref = outs
             elif ref is not None:
                 fidelity[card.name, p] = float(np.mean(
-                    [psnr_y(o, r, shave=card.scale) for o, r in zip(outs, ref, strict=True)]))
-            loss[card.name, p] = getattr(up, "int8_loss", None)
-            for ds in SETS:
-                r = evaluate(lambda im, up=up, **_: up.upscale(im), model_name=card.name,
-                             dataset=BENCH / ds, scale=card.scale, with_ssim=False)
-                psnr[card.name, p, ds] = r.psnr_y
+                    [psnr_y(o, ref[k], shave=card.scale) for k, o in outs.items()]))
             print(card.name, p, " / ".join(f"{psnr[card.name, p, d]:.3f}" for d in SETS),
                   flush=True)
     rows = ["| model | path | ms (1280x720 out) | vs fp32 | GMAC/s | share of the path's peak "
