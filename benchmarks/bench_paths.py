@@ -1,18 +1,20 @@
 """Every path on this machine (issue 25, items 1, 2 and 6): the convolution peak of each path,
 and for every shipped model its latency, share of that peak and PSNR-Y on Set5 / Set14 /
-BSD100 in fp32 (PyTorch, upres's default), bf16 (PyTorch autocast) and int8 (onnxruntime,
-:mod:`upres.quantize`), all in one run.
+BSD100 in fp32 (PyTorch, upres's default), bf16 (PyTorch autocast) and int8
+(:mod:`upres.quantize`'s graph on onnxruntime, and on OpenVINO where installed: ``int8-ov``),
+all in one run.
 
 Peaks: a 3x3 convolution, 64 -> 64 channels (an UpNet body layer), 8 layers in a row, on
 feature maps from 48x48 to 360x640; fp32 and bf16 with ``torch.conv2d`` (channels-last), int8
-with onnxruntime on the same 8 layers quantised as upres quantises (QDQ, per-channel weights,
-ReLU between layers, fused). Latency: ``Upscaler.upscale`` of one 1280x720 output (the full
-path: conversion, network, rounding), the fastest of ``--repeat`` runs; photo models are timed
-as their ``x{s}`` (the same network). PSNR: ``upres.evaluate`` by the standard protocol; photo
-models at clean-up strength 1 (their own weights; strength 0 is ``x{s}``); how far each path's
-Set5 outputs are from fp32's (PSNR-Y between the two outputs: the higher, the closer). Verdicts:
-int8 loses at most 0.05 dB against fp32 on each of the three sets, and is at least 1.6x faster
-than fp32.
+with onnxruntime (and OpenVINO) on the same 8 layers quantised as upres quantises (QDQ,
+per-channel weights, ReLU between layers, fused). Latency: ``Upscaler.upscale`` of one 1280x720
+output (the full path: conversion, network, rounding), the fastest of ``--repeat`` runs; photo
+models are timed as their ``x{s}`` (the same network). PSNR: ``upres.evaluate`` by the
+standard protocol; photo models at clean-up strength 1 (their own weights; strength 0 is
+``x{s}``); how far each path's Set5 outputs are from fp32's (PSNR-Y between the two outputs:
+the higher, the closer). Verdicts:
+each int8 path loses at most 0.05 dB against fp32 on each of the three sets, and is at least
+1.6x faster than fp32.
 
     .venv/bin/python benchmarks/bench_paths.py [--repeat 5] [--models x4 fast-x4]
 """
@@ -35,6 +37,7 @@ from upres.bench import _frame
 from upres.evaluate import evaluate
 from upres.metrics import psnr_y
 from upres.models import zoo
+from upres.ovnet import available as _ov_available
 from upres.quantize import loss_words
 
 from _report import update_section
@@ -42,7 +45,10 @@ from _report import update_section
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "data" / "benchmark"
 SETS = ("Set5", "Set14", "BSD100")
-PATHS = ("fp32", "bf16", "int8")
+PATHS = ("fp32", "bf16", "int8") + (("int8-ov",) if _ov_available() else ())
+# path -> (precision, int8 runtime)
+RUN = {"fp32": ("fp32", None), "bf16": ("bf16", None), "int8": ("int8", "onnxruntime"),
+       "int8-ov": ("int8", "openvino")}
 SIZES = ((48, 48), (96, 96), (128, 128), (180, 320), (360, 640))
 OUT = (1280, 720)
 
@@ -87,9 +93,10 @@ def torch_peak(dtype: torch.dtype, repeat: int) -> tuple[float, tuple[int, int]]
     return best
 
 
-def int8_peak(repeat: int) -> tuple[float, tuple[int, int]]:
+def int8_peaks(repeat: int) -> dict[str, tuple[float, tuple[int, int]]]:
     """Best GMAC/s of 8 chained 64->64 3x3 convolutions + ReLU, quantised by onnxruntime as
-    upres quantises (QDQ, per-channel int8 weights, uint8 activations), over SIZES."""
+    upres quantises (QDQ, per-channel int8 weights, uint8 activations), over SIZES, run by
+    onnxruntime (``int8``) and OpenVINO (``int8-ov``, where installed)."""
     import contextlib
 
     import onnxruntime as ort
@@ -119,26 +126,43 @@ def int8_peak(repeat: int) -> tuple[float, tuple[int, int]]:
                             weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.Percentile,
                             op_types_to_quantize=["Conv", "Relu"])
-        sess = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
-    best = (0.0, SIZES[0])
-    for h, wd in SIZES:
-        x = np.random.rand(1, 64, h, wd).astype(np.float32)
-        reps = max(1, 360 * 640 // (h * wd))
+        graph = dst.read_bytes()
+    sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    runners = {"int8": lambda x: sess.run(None, {"x": x})}
+    if "int8-ov" in PATHS:
+        from upres.ovnet import OvNet
 
-        def chain(x=x, reps=reps):
-            for _ in range(reps):
-                sess.run(None, {"x": x})
+        ovn = OvNet(graph)
+        runners["int8-ov"] = lambda x: ovn(torch.from_numpy(x))
+    peaks = {}
+    for path, run in runners.items():
+        best = (0.0, SIZES[0])
+        for h, wd in SIZES:
+            x = np.random.rand(1, 64, h, wd).astype(np.float32)
+            reps = max(1, 360 * 640 // (h * wd))
 
-        t = best_of(chain, repeat) / 8
-        best = max(best, (64 * 64 * 9 * h * wd * reps / t / 1e9, (h, wd)))
-    return best
+            def chain(x=x, reps=reps, run=run):
+                for _ in range(reps):
+                    run(x)
+
+            t = best_of(chain, repeat) / 8
+            best = max(best, (64 * 64 * 9 * h * wd * reps / t / 1e9, (h, wd)))
+        peaks[path] = best
+    return peaks
 
 
 def load(name: str, path: str):
     """The shipped model ``name`` on ``path``; photo models at strength 1 (fixed weights)."""
     card = next(c for c in zoo.shipped() if c.name == name)
     kw = {"denoise": 1.0} if card.denoise_base else {}
-    return upres.load(name, device="cpu", precision=path, **kw)
+    precision, runtime = RUN[path]
+    return upres.load(name, device="cpu", precision=precision, int8_runtime=runtime, **kw)
+
+
+def took(up, path: str) -> bool:
+    """Whether ``up`` runs ``path`` (a model may refuse bf16 or int8)."""
+    precision, runtime = RUN[path]
+    return up.precision == precision and (runtime is None or up.int8_runtime == runtime)
 
 
 def main() -> None:
@@ -149,7 +173,7 @@ def main() -> None:
     cards = [c for c in zoo.shipped() if not args.models or c.name in args.models]
     t0 = time.time()
     peaks = {"fp32": torch_peak(torch.float32, args.repeat),
-             "bf16": torch_peak(torch.bfloat16, args.repeat), "int8": int8_peak(args.repeat)}
+             "bf16": torch_peak(torch.bfloat16, args.repeat), **int8_peaks(args.repeat)}
     for p, (v, hw) in peaks.items():
         print(f"peak {p}: {v:.1f} GMAC/s at {hw[0]}x{hw[1]}", flush=True)
     # Latency first, on a quiet machine, then the (load-independent) PSNR columns.
@@ -161,7 +185,7 @@ def main() -> None:
         lr = _frame(OUT[0] // card.scale, OUT[1] // card.scale)
         for p in PATHS:
             up = load(card.name, p)
-            if up.precision != p:
+            if not took(up, p):
                 continue
             lat[card.name, p] = best_of(lambda up=up, lr=lr: up.upscale(lr, tile=0),
                                         args.repeat)
@@ -172,7 +196,7 @@ def main() -> None:
         ref: dict[str, np.ndarray] | None = None  # fp32's Set5 outputs by image name
         for p in PATHS:
             up = load(card.name, p)
-            if up.precision != p:
+            if not took(up, p):
                 continue
             loss[card.name, p] = getattr(up, "int8_loss", None)
             outs: dict[str, np.ndarray] = {}
@@ -212,11 +236,11 @@ def main() -> None:
                         + " / ".join(f"{v:.3f}" for v in vals) + " | "
                         + ("-" if p == "fp32" else " / ".join(f"{d:+.3f}" for d in diffs))
                         + " |")
-            if p == "int8":
+            if p.startswith("int8"):
                 worst = -min(diffs)
                 fast = None if t is None or t32 is None else t32 / t
                 verdicts.append(
-                    f"{label}: int8 changes PSNR-Y by {min(diffs):+.3f} to {max(diffs):+.3f} dB "
+                    f"{label}: {p} changes PSNR-Y by {min(diffs):+.3f} to {max(diffs):+.3f} dB "
                     f"(loss at most 0.05: {'met' if worst <= 0.05 else 'NOT met'})"
                     + ("" if fast is None else
                        f", {fast:.2f}x fp32's speed ({'met' if fast >= 1.6 else 'NOT met'}, "
@@ -233,8 +257,9 @@ def main() -> None:
                         for p, (v, hw) in peaks.items())
             + f". Latency: the full `Upscaler.upscale` path for one 1280x720 output, fastest "
             f"of {args.repeat}; photo models run the same network as x{{s}}. PSNR-Y by the "
-            "standard protocol; photo models at clean-up strength 1. int8: onnxruntime, "
-            "`upres.quantize` (calibrated on 48 crops of the training images; a graph that "
+            "standard protocol; photo models at clean-up strength 1. int8: onnxruntime "
+            "(int8-ov: the same graph on OpenVINO), `upres.quantize` (calibrated on 48 "
+            "crops of the training images; a graph that "
             "loses more than 0.05 dB on them is made again with channel ranges equalised, "
             "and kept if it loses less). "
             f"One run, {(time.time() - t0) / 60:.1f} min.\n\n" + "\n".join(rows)

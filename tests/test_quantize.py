@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import upres
+from upres import ovnet
 from upres.cli import main
 from upres.errors import UpresError
 from upres.evaluate import evaluate
@@ -160,8 +161,17 @@ def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, caps
     assert " ms in fp32, " in note and " ms in bf16" in note and " ms in int8" in note
     assert "PSNR-Y on the calibration crops" in note
     data = json.loads((tmp_path / "precision.json").read_text())
-    (key, entry), = data.items()
+    (key, entry), = [(k, v) for k, v in data.items() if " fp32/bf16/int8 " in k]
     assert key.startswith("fast-x4 ") and paths.machine_signature() in key
+    runtimes = {k: v for k, v in data.items() if " int8-onnxruntime/int8-openvino " in k}
+    if ovnet.available():  # the int8 graph's runtime was chosen by timing both, once
+        (rt,) = runtimes.values()
+        assert set(rt["times_ms"]) == {"int8-onnxruntime", "int8-openvino"}
+        assert rt["precision"] == min(rt["times_ms"], key=rt["times_ms"].get)
+        if first.precision == "int8":
+            assert note.endswith(f"; int8 runs on {rt['precision'][5:]}")
+    else:
+        assert not runtimes
     assert entry["precision"] == first.precision
     assert set(entry["times_ms"]) == {"fp32", "bf16", "int8"}
     # the choice is the measured one
@@ -176,7 +186,7 @@ def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, caps
     assert np.abs(second.upscale(img).astype(int) - ref.astype(int)).mean() < 0.5
     # A cached choice of another path is followed (the cache decides, not a new timing).
     entry["precision"] = "int8"
-    (tmp_path / "precision.json").write_text(json.dumps({key: entry}))
+    (tmp_path / "precision.json").write_text(json.dumps({**data, key: entry}))
     assert upres.load("fast-x4", device="cpu", precision="auto").backend == "onnxruntime"
     # A damaged cache means measuring again, not an error.
     (tmp_path / "precision.json").write_text("{not json")
@@ -199,7 +209,8 @@ def test_export_int8_cli_and_eval_precision(tmp_path, capsys):
     assert "int8 ONNX" in said and "PSNR-Y against fp32" in said
     via_file = upres.load(str(out))
     assert via_file.precision == "int8" and via_file.card.quantized
-    same = upres.load("tiny-x2", precision="int8")  # the same quantiser, the same graph
+    # the same quantiser, the same graph, the same runtime
+    same = upres.load("tiny-x2", precision="int8", int8_runtime="onnxruntime")
     img = read_image(BENCH / "Set5" / "head.png")
     np.testing.assert_array_equal(via_file.upscale(img), same.upscale(img))
     assert main(["export", "-m", "tiny-x2", "--int8", "--calibration", str(tmp_path / "no"),
@@ -279,3 +290,91 @@ def test_uint8_pixels_from_onnxruntime_equal_float_path(pair, tile):
     np.testing.assert_array_equal(fast, np.floor(np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8))
     ens = upres.load("fast-x2", precision="int8", ensemble=2)
     assert not ens._uint8_path(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def runtimes():
+    """fast-x2's int8 graph on each runtime."""
+    return {r: upres.load("fast-x2", precision="int8", int8_runtime=r)
+            for r in ("onnxruntime", "openvino")}
+
+
+@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "gray16", "rgb16"])
+def test_openvino_runs_the_int8_graph_as_onnxruntime_does(runtimes, kind):
+    """The same int8 graph on OpenVINO: same shapes and dtypes as onnxruntime for gray, alpha
+    and 16-bit, pixels within rounding of onnxruntime's, tiled equal to whole, and 8-bit
+    pixels from inside OpenVINO equal to its float output rounded."""
+    ort, ov = runtimes["onnxruntime"], runtimes["openvino"]
+    assert (ort.int8_runtime, ov.int8_runtime) == ("onnxruntime", "openvino")
+    assert type(ov.model).__name__ == "OvNet" and ov.backend == "onnxruntime"
+    img = read_image(BENCH / "Set14" / "baboon.png")[:90, :110]
+    if kind in ("gray", "gray16"):
+        img = img.mean(axis=2).round().astype(np.uint8)
+    if kind == "rgba":
+        alpha = np.linspace(0, 255, img.shape[1], dtype=np.float64).round().astype(np.uint8)
+        img = np.dstack([img, np.broadcast_to(alpha, img.shape[:2])])
+    if kind.endswith("16"):
+        img = img.astype(np.uint16) * 257
+    a, b = ort.upscale(img, tile=0), ov.upscale(img, tile=0)
+    assert a.shape == b.shape and a.dtype == b.dtype == img.dtype
+    top = 65535 if img.dtype == np.uint16 else 255
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)) / top * 255
+    assert diff.max() <= 4 and (diff > 1).mean() < 0.01, (diff.max(), (diff > 1).mean())
+    tiled = ov.upscale(img, tile=32)
+    assert np.abs(tiled.astype(np.int64) - b.astype(np.int64)).max() <= (257 if top > 255 else 1)
+    if kind == "rgb":
+        assert ov._uint8_path(np.uint8)
+        f = ov.upscale(img.astype(np.float32) / np.float32(255), tile=0)  # float path
+        px = np.floor(np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8)
+        assert np.abs(b.astype(int) - px).max() <= 1 and (b != px).mean() < 0.001
+
+
+def test_openvino_is_safe_across_threads_and_sizes(runtimes):
+    """Server threads share one network: concurrent calls at several sizes give each call's
+    own result (one infer request per thread, compiled shapes kept and evicted)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from upres import ovnet as ovmod
+
+    ov = runtimes["openvino"]
+    img = read_image(BENCH / "Set14" / "baboon.png")
+    crops = [img[: 20 + 7 * i, : 30 + 5 * i] for i in range(ovmod._SHAPES + 3)]
+    alone = [ov.upscale(c, tile=0) for c in crops]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda c: ov.upscale(c, tile=0), crops * 2))
+    for i, out in enumerate(together):
+        np.testing.assert_array_equal(out, alone[i % len(crops)])
+    assert len(ov.model._compiled) <= ovmod._SHAPES
+
+
+def test_int8_runtime_choice_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    with pytest.raises(UpresError, match="unknown int8 runtime 'tensorrt'"):
+        upres.load("tiny-x2", precision="int8", int8_runtime="tensorrt")
+    # Unasked, with both installed: timed once, cached, then taken from the cache.
+    timed = []
+    real = upres.inference.upscaler.Upscaler._time
+    monkeypatch.setattr(upres.inference.upscaler.Upscaler, "_time",
+                        lambda self, x: timed.append(self.int8_runtime) or real(self, x))
+    first = upres.load("tiny-x2", precision="int8")
+    assert len(timed) == 2
+    data = json.loads((tmp_path / "precision.json").read_text())
+    (entry,) = data.values()
+    assert entry["precision"] == f"int8-{first.int8_runtime}"
+    assert entry["precision"] == min(entry["times_ms"], key=entry["times_ms"].get)
+    assert first.precision_note.endswith(f"; int8 runs on {first.int8_runtime}")
+    again = upres.load("tiny-x2", precision="int8")
+    assert len(timed) == 2 and again.int8_runtime == first.int8_runtime
+    # A cached choice is followed, whichever it is.
+    other = "onnxruntime" if first.int8_runtime == "openvino" else "openvino"
+    (key,) = data
+    (tmp_path / "precision.json").write_text(json.dumps(
+        {key: {**entry, "precision": f"int8-{other}"}}))
+    assert upres.load("tiny-x2", precision="int8").int8_runtime == other
+    # Without OpenVINO: onnxruntime, nothing timed; asking for OpenVINO says how to get it.
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    assert not ovnet.available()
+    plain = upres.load("tiny-x2", precision="int8")
+    assert plain.int8_runtime == "onnxruntime" and len(timed) == 2
+    with pytest.raises(UpresError, match=r"OpenVINO is not installed.*upres\[openvino\]"):
+        upres.load("tiny-x2", precision="int8", int8_runtime="openvino")

@@ -32,7 +32,8 @@ def resolve_weights(model: str | os.PathLike[str], *, also: Sequence[str] = ()) 
 def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
          precision: str = "default", scale: int | None = None,
          channels_last: bool | None = None, backend: str = "torch",
-         ensemble: int = 1, denoise: float | str = "auto") -> Upscaler | Interpolator:
+         ensemble: int = 1, denoise: float | str = "auto",
+         int8_runtime: str | None = None) -> Upscaler | Interpolator:
     """Load a shipped model by name (``upres models``), ``bicubic``/``lanczos`` (then ``scale``
     is needed, default 4), a weights file (``.safetensors`` from upres, third-party ``.pth``) or
     an ONNX file written by ``upres export`` (run by onnxruntime).
@@ -44,10 +45,12 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
     times slower); interpolators ignore it. ``precision``: ``default`` (the model's own:
     fp32, or int8 on a CPU for models made to run quantised, see ``upres models``), ``fp32``,
     ``bf16``,
-    ``fp16`` (CUDA), ``int8`` (onnxruntime, CPU: :mod:`upres.quantize`; photo models need a
-    fixed ``denoise``) or ``auto`` (the fastest of fp32, bf16 and int8 on this machine,
-    measured at the first load and cached; int8 only within 0.05 dB of fp32 on the
-    calibration crops).
+    ``fp16`` (CUDA), ``int8`` (CPU, :mod:`upres.quantize`; photo models need a fixed
+    ``denoise``) or ``auto`` (the fastest of fp32, bf16 and int8 on this machine, measured at
+    the first load and cached; int8 only within 0.05 dB of fp32 on the calibration crops).
+    int8 runs on onnxruntime, or on OpenVINO where it is installed (``upres[openvino]``) and
+    measured faster for the model on this machine (timed once, cached); ``int8_runtime``
+    (``onnxruntime`` or ``openvino``) names one instead.
 
     ``"auto"`` (the default) is the photo model of the scale (``scale``, default 4) with an
     automatic clean-up strength: an image that reads as clean gets exactly ``x{s}``'s output
@@ -101,7 +104,7 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
         return Upscaler(OnnxNet(onnx_bytes(net, card)), card, device="cpu", precision=precision,
                         ensemble=ensemble)
     return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last,
-                    ensemble=ensemble)
+                    ensemble=ensemble, int8_runtime=int8_runtime)
 
 
 class _Holder:

@@ -31,7 +31,7 @@ class BenchResult:
     mpix_per_s: float  # output megapixels per second
     peak_rss_mb: float
     channels_last: bool = False
-    backend: str = "torch"  # torch (eager) or onnxruntime
+    backend: str = "torch"  # torch (eager), onnxruntime, or openvino (an int8 graph on it)
     ensemble: int = 1  # self-ensemble size (network runs per tile)
 
     def to_json(self) -> dict:
@@ -128,7 +128,8 @@ def _measure(model: str, scale: int, width: int, height: int, device: str, preci
         precision=getattr(up, "precision", "fp32"), latency_ms=round(lat * 1000, 2),
         mpix_per_s=round(out.shape[0] * out.shape[1] / 1e6 / lat, 3),
         peak_rss_mb=round(peak, 1), channels_last=bool(getattr(up, "channels_last", False)),
-        backend=getattr(up, "backend", "torch"), ensemble=getattr(up, "ensemble", 1),
+        backend=getattr(up, "int8_runtime", "") or getattr(up, "backend", "torch"),
+        ensemble=getattr(up, "ensemble", 1),
     ).to_json()
 
 

@@ -427,7 +427,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results.append(r)
         print(f"{r.model:<12} x{r.scale} {r.input} -> {w * r.scale}x{h * r.scale} {r.device} "
               f"{r.precision}{' channels_last' if r.channels_last else ''}"
-              f"{' onnxruntime' if r.backend == 'onnxruntime' else ''}"
+              f"{'' if r.backend == 'torch' else ' ' + r.backend}"
               f"{f' ensemble {r.ensemble}' if r.ensemble > 1 else ''}: "
               f"{r.latency_ms:9.1f} ms  {r.mpix_per_s:7.2f} MP/s  peak RSS {r.peak_rss_mb:.0f} MB",
               flush=True)
@@ -563,10 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     u.add_argument("--precision", default="default", choices=_PRECISIONS,
                    help="default: the model's own (fp32; int8 on a CPU for models made to "
-                        "run quantised, see `upres models`); int8: onnxruntime on the CPU, "
-                        "quantised at the first use (cached); auto: time fp32, bf16 and int8 on "
-                        "this machine at the first load, keep the clearly faster (int8 only "
-                        "within 0.05 dB of fp32) and cache the choice")
+                        "run quantised, see `upres models`); int8: the CPU's integer "
+                        "kernels (onnxruntime, or OpenVINO where installed and measured "
+                        "faster), quantised at the first use (cached); auto: time fp32, "
+                        "bf16 and int8 on this machine at the first load, keep the clearly "
+                        "faster (int8 only within 0.05 dB of fp32) and cache the choice")
     u.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                    help="run the network with PyTorch (default) or onnxruntime (CPU, fp32)")
     u.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),

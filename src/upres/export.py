@@ -90,6 +90,8 @@ class OnnxNet(nn.Module):
     8-bit fast path.
     """
 
+    runtime = "onnxruntime"
+
     def __init__(self, model: bytes | str | os.PathLike[str], *, threads: int = 0) -> None:
         super().__init__()
         import threading

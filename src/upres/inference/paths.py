@@ -47,7 +47,8 @@ def cpu_info() -> tuple[str, list[str]]:
 
 
 def machine_signature() -> str:
-    """``"<CPU model> | <instruction sets> | <threads> threads | torch X | onnxruntime Y"``."""
+    """``"<CPU model> | <instruction sets> | <threads> threads | torch X | onnxruntime Y |
+    openvino Z"`` (``none`` for a runtime not installed)."""
     model, sets = cpu_info()
     try:
         import onnxruntime
@@ -55,9 +56,15 @@ def machine_signature() -> str:
         ort = onnxruntime.__version__
     except ImportError:
         ort = "none"
+    try:
+        import openvino
+
+        ov = openvino.__version__
+    except Exception:  # not installed, or a broken install
+        ov = "none"
     isa = " ".join(sets) or "-"
     return (f"{model} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-            f"onnxruntime {ort}")
+            f"onnxruntime {ort} | openvino {ov}")
 
 
 def _file() -> Path:
@@ -126,7 +133,7 @@ def describe(entry: dict[str, Any], *, cached: bool = False) -> str:
     """One line on what was measured: ``a 128x128 tile took 12.0 ms in fp32, ...``."""
     from upres.quantize import INT8_RULE_DB, loss_words
 
-    order = ("fp32", "bf16", "int8")
+    order = ("fp32", "bf16", "int8", "int8-onnxruntime", "int8-openvino")
     ms = sorted(entry["times_ms"].items(), key=lambda kv: order.index(kv[0])
                 if kv[0] in order else len(order))
     times = ", ".join(f"{v:.1f} ms in {k}" for k, v in ms)

@@ -31,8 +31,10 @@ from upres.resize import imresize
 
 # what Upscaler(precision=...) accepts; "default": the card's default_precision on a CPU, else fp32
 PRECISIONS = ("default", "fp32", "bf16", "fp16", "int8", "auto")
+# what runs int8 graphs: onnxruntime always; OpenVINO where installed (upres[openvino])
+INT8_RUNTIMES = ("onnxruntime", "openvino")
 
-__all__ = ["ENSEMBLES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
+__all__ = ["ENSEMBLES", "INT8_RUNTIMES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
            "check_precision", "choose_precision", "dihedral", "fill_transparent", "pick_device",
            "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
 
@@ -132,6 +134,24 @@ def _back(arr: np.ndarray, kind: str) -> Any:
     return Image.fromarray(arr) if kind == "pil" else arr
 
 
+def _int8_runner(runtime: str, graph: bytes, name: str) -> nn.Module:
+    """The int8 ``graph`` on ``runtime`` (:data:`INT8_RUNTIMES`), or UpresError naming the
+    model and what went wrong."""
+    from upres.export import OnnxNet
+
+    try:
+        if runtime == "openvino":
+            from upres.ovnet import OvNet
+
+            return OvNet(graph)
+        return OnnxNet(graph)
+    except UpresError:
+        raise
+    except Exception as exc:  # onnxruntime's and OpenVINO's own error types
+        raise UpresError(f"{name}: {runtime} cannot run its int8 graph "
+                         f"({one_line(exc, 200)})") from None
+
+
 def choose_precision(times: dict[str, float], *, margin: float = 1.25) -> str:
     """The fastest path of ``times`` (seconds per path name; ``"fp32"`` must be there), taken
     only when it is at least ``margin`` times faster than fp32; else ``"fp32"`` (a close call
@@ -175,13 +195,20 @@ class Upscaler:
 
     def __init__(self, model: nn.Module, card: ModelCard, *, device: str = "auto",
                  precision: str = "default", channels_last: bool | None = None,
-                 ensemble: int = 1, int8_ok: bool = True) -> None:
+                 ensemble: int = 1, int8_ok: bool = True,
+                 int8_runtime: str | None = None) -> None:
         from upres.export import OnnxNet
 
         self.ensemble = check_ensemble(ensemble)
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
         self.backend = "onnxruntime" if isinstance(model, OnnxNet) else "torch"
+        if int8_runtime not in (None, *INT8_RUNTIMES):
+            raise UpresError(f"unknown int8 runtime {int8_runtime!r}; choose "
+                             f"{' or '.join(INT8_RUNTIMES)}")
+        self._int8_runtime_asked = int8_runtime
+        # the runtime of the graph running: onnxruntime, openvino, or "" for torch
+        self.int8_runtime = getattr(model, "runtime", "") if self.backend != "torch" else ""
         check_precision(precision)
         if self.backend == "onnxruntime":  # onnxruntime's CPU provider, plain layout
             device, channels_last = "cpu", False
@@ -243,7 +270,8 @@ class Upscaler:
             from upres.quantize import loss_words
 
             self.precision_note = (f"int8 {loss_words(self.int8_loss)} PSNR-Y against fp32 on "
-                                   "the calibration crops (training-set images)")
+                                   "the calibration crops (training-set images)"
+                                   + self._runtime_words())
         if auto:
             self._settle_precision()
 
@@ -253,19 +281,53 @@ class Upscaler:
         return self._float_model or self.model
 
     def _int8_net(self) -> tuple[nn.Module, float, str]:
-        """The int8 onnxruntime network of this model (made or taken from the cache), its
-        calibration-crop loss in dB and how it was quantised (the card's ``quantized``)."""
-        from upres.export import OnnxNet
+        """The int8 network of this model (graph made or taken from the cache) on its int8
+        runtime (:meth:`_int8_runtime_for`), its calibration-crop loss in dB and how it was
+        quantised (the card's ``quantized``)."""
         from upres.quantize import graph_note, int8_graph
 
         net = copy.deepcopy(self.float_model).float().cpu()
-        graph, loss = int8_graph(net.to(memory_format=torch.contiguous_format), self.card)
+        net = net.to(memory_format=torch.contiguous_format)
+        graph, loss = int8_graph(net, self.card)
         note = graph_note(graph)
+        runtime, run = self._int8_runtime_for(graph, net)
+        self.int8_runtime = runtime
+        return run, loss, note
+
+    def _int8_runtime_for(self, graph: bytes, net: nn.Module) -> tuple[str, nn.Module]:
+        """``(runtime, network)`` for the int8 ``graph``: the runtime asked for, the only one
+        installed, or, with both onnxruntime and OpenVINO here, the faster of the two on a
+        256x256 tile of this model on this machine (timed once, then cached with the
+        ``auto`` choices, :mod:`upres.inference.paths`)."""
+        from upres import ovnet
+        from upres.inference import paths
+
+        asked = self._int8_runtime_asked
+        runtimes = [asked] if asked else ["onnxruntime"] + (["openvino"] if ovnet.available()
+                                                            else [])
+        made = {r: _int8_runner(r, graph, self.card.name) for r in runtimes}
+        if len(made) == 1:
+            return runtimes[0], made[runtimes[0]]
+        key = paths.cache_key(net, self.card, [f"int8-{r}" for r in runtimes])
+        hit = paths.lookup(key)
+        if hit is not None and hit["precision"].removeprefix("int8-") in made:
+            choice = hit["precision"].removeprefix("int8-")
+            return choice, made[choice]
+        x = torch.rand(1, 1 if self.card.color == "y" else 3, 256, 256,
+                       generator=torch.Generator().manual_seed(0))
+        model, precision = self.model, self.precision
+        times: dict[str, float] = {}
         try:
-            return OnnxNet(graph), loss, note
-        except Exception as exc:  # onnxruntime's own error types
-            raise UpresError(f"{self.card.name}: onnxruntime cannot run its int8 graph "
-                             f"({one_line(exc, 200)})") from None
+            self.precision = "fp32"  # the graph's own precision: no autocast around it
+            for r, run in made.items():
+                self.model = run
+                times[f"int8-{r}"] = self._time(x)
+        finally:
+            self.model, self.precision = model, precision
+        best = min(times, key=lambda k: times[k])
+        paths.record(key, best, times, None)
+        choice = best.removeprefix("int8-")
+        return choice, made[choice]
 
     def _use_int8(self) -> None:
         """Switch to the int8 onnxruntime path (CPU, plain layout)."""
@@ -317,7 +379,9 @@ class Upscaler:
                 self._use_int8()
             else:
                 self.precision = choice
-            self.precision_note = f"auto precision: {choice} ({paths.describe(hit, cached=True)})"
+            self.precision_note = (f"auto precision: {choice} "
+                                   f"({paths.describe(hit, cached=True)})"
+                                   + self._runtime_words())
             return
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 128, 128,
                        generator=torch.Generator().manual_seed(0))
@@ -327,7 +391,7 @@ class Upscaler:
                 continue
             self.precision = prec
             times[prec] = self._time(x)
-        loss, int8_state = None, None
+        loss, int8_state, runtime = None, None, ""
         if "int8" in candidates:
             float_state = self.model, self.channels_last, self.card, self.device
             try:
@@ -336,11 +400,13 @@ class Upscaler:
                 if loss is not None and loss <= INT8_RULE_DB:
                     times["int8"] = self._time(x)
                     int8_state = self.model, self.int8_loss, self.card
+                    runtime = self.int8_runtime
             except UpresError:  # a graph onnxruntime cannot quantise: no int8 candidate
                 pass
             # back to the float network until the choice is made
             self.model, self.channels_last, self.card, self.device = float_state
             self.backend, self._float_model, self.int8_loss = "torch", None, None
+            self.int8_runtime = ""
         self.precision = choose_precision(times)
         entry = paths.record(key, self.precision, times, loss)
         if self.precision == "int8" and int8_state is not None:
@@ -348,7 +414,14 @@ class Upscaler:
             self.model, self.int8_loss, self.card = int8_state
             self.backend, self.channels_last = "onnxruntime", False
             self.device = torch.device("cpu")
-        self.precision_note = f"auto precision: {self.precision} ({paths.describe(entry)})"
+            self.int8_runtime = runtime
+        self.precision_note = (f"auto precision: {self.precision} ({paths.describe(entry)})"
+                               + self._runtime_words())
+
+    def _runtime_words(self) -> str:
+        """``"; int8 runs on openvino"`` where an int8 graph runs, else ``""``."""
+        return (f"; int8 runs on {self.int8_runtime}"
+                if self.precision == "int8" and self.int8_runtime else "")
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
