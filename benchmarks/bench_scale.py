@@ -96,7 +96,16 @@ class Cluster:
 
     def __init__(self, workers: int, log: Path) -> None:
         self.holder = subprocess.Popen(["unshare", "-n", "sleep", "36000"])
-        time.sleep(0.5)
+        own = os.readlink("/proc/self/ns/net")
+        for _ in range(100):  # until unshare has made the new namespace (else lo would be ours)
+            try:
+                if os.readlink(f"/proc/{self.holder.pid}/ns/net") != own:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("unshare -n did not make a network namespace in 10 s")
         self.prefix = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net"]
         subprocess.run([*self.prefix, "ip", "link", "set", "lo", "up"], check=True)
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",

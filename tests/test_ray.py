@@ -36,6 +36,10 @@ def netns():
         pytest.skip("needs unshare -n (root) for an isolated loopback-only test network")
     holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
     try:
+        # Until unshare has made the new namespace, /proc/PID/ns/net is still this one's: the
+        # loopback brought up then would be this namespace's, and the cluster's would stay
+        # down (seen once: the head's GCS listened and no client could reach it).
+        assert _wait_for(lambda: _netns(holder.pid) not in ("", _netns(os.getpid())), 10)
         prefix = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
         assert _wait_for(lambda: subprocess.run([*prefix, "ip", "link", "set", "lo", "up"],
                                                 capture_output=True).returncode == 0, 10)
@@ -132,6 +136,14 @@ def test_ray_equals_local_with_a_corrupt_image(cluster, tmp_path, capsys):
     err = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(err) == 1, err
     assert "other parameters (tile differ)" in err[0], err
+
+
+def _netns(pid: int) -> str:
+    """The network namespace of process ``pid`` (``net:[inode]``), or "" if unreadable."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
 
 
 def _wait_for(cond, timeout: float) -> bool:
