@@ -156,7 +156,11 @@ def load(name: str, path: str):
     card = next(c for c in zoo.shipped() if c.name == name)
     kw = {"denoise": 1.0} if card.denoise_base else {}
     precision, runtime = RUN[path]
-    return upres.load(name, device="cpu", precision=precision, int8_runtime=runtime, **kw)
+    up = upres.load(name, device="cpu", precision=precision, int8_runtime=runtime, **kw)
+    if runtime == "openvino" and hasattr(up.model, "compile_at"):
+        up.model.compile_at = 1  # every image on OpenVINO (it leaves one-off sizes to
+        # onnxruntime by default)
+    return up
 
 
 def took(up, path: str) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from upres.errors import UpresError
-from upres.inference.upscaler import Interpolator, Upscaler, check_ensemble
+from upres.inference.upscaler import INT8_RUNTIMES, Interpolator, Upscaler, check_ensemble
 from upres.models import zoo
 from upres.models.weights import load_model
 
@@ -50,7 +50,8 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
     the first load and cached; int8 only within 0.05 dB of fp32 on the calibration crops).
     int8 runs on onnxruntime, or on OpenVINO where it is installed (``upres[openvino]``) and
     measured faster for the model on this machine (timed once, cached); ``int8_runtime``
-    (``onnxruntime`` or ``openvino``) names one instead.
+    (``onnxruntime`` or ``openvino``) names one instead. ``backend="onnxruntime"`` and ONNX
+    files run int8 on onnxruntime.
 
     ``"auto"`` (the default) is the photo model of the scale (``scale``, default 4) with an
     automatic clean-up strength: an image that reads as clean gets exactly ``x{s}``'s output
@@ -66,6 +67,14 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
         name = photo.name if photo is not None and backend == "torch" else f"x{scale or 4}"
     if backend not in ("torch", "onnxruntime"):
         raise UpresError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+    if int8_runtime not in (None, *INT8_RUNTIMES):
+        raise UpresError(f"unknown int8 runtime {int8_runtime!r}; choose "
+                         f"{' or '.join(INT8_RUNTIMES)}")
+    if backend == "onnxruntime" or name.lower().endswith(".onnx"):
+        if int8_runtime == "openvino":
+            raise UpresError("int8_runtime='openvino' needs the torch backend and a model "
+                             "name or weights file (an ONNX graph runs on onnxruntime)")
+        int8_runtime = "onnxruntime"  # asked for onnxruntime: int8 too
     check_ensemble(ensemble)  # also for interpolators, which need no ensemble
     if name in zoo.BASELINES:
         return Interpolator(name, scale or 4)

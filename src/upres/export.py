@@ -25,7 +25,7 @@ from upres.errors import UpresError, one_line
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
-__all__ = ["OPSET", "OnnxNet", "export_onnx", "load_onnx", "onnx_bytes", "write_onnx"]
+__all__ = ["OPSET", "GraphNet", "OnnxNet", "export_onnx", "load_onnx", "onnx_bytes", "write_onnx"]
 
 # Highest opset of torch's TorchScript-based exporter; onnxruntime >= 1.17 runs all of it.
 OPSET = 20
@@ -81,7 +81,29 @@ def write_onnx(data: bytes, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-class OnnxNet(nn.Module):
+class GraphNet(nn.Module):
+    """An exported graph run by a runtime other than PyTorch, behind the ``nn.Module`` call
+    interface the Upscaler uses: ``forward`` (float32 ``(N, C, H, W)`` in and out, CPU),
+    :meth:`uint8_ready` and :meth:`uint8_hwc` (8-bit pixels straight from the runtime).
+    ``runtime`` names the runtime (:class:`OnnxNet`: onnxruntime, :class:`upres.ovnet.OvNet`:
+    openvino). No parameters; CPU only."""
+
+    runtime = ""
+
+    def uint8_ready(self) -> bool:
+        """Whether :meth:`uint8_hwc` can run."""
+        return False
+
+    def uint8_hwc(self, x: np.ndarray) -> np.ndarray:
+        """float32 ``(1, C, H, W)`` -> uint8 ``(H', W', C)`` pixels."""
+        raise UpresError(f"{self.runtime or 'this runtime'} cannot give 8-bit pixels directly")
+
+
+def _run_error(exc: Exception, x: np.ndarray) -> UpresError:
+    return UpresError(f"onnxruntime failed at input {tuple(x.shape)} ({one_line(exc, 200)})")
+
+
+class OnnxNet(GraphNet):
     """An onnxruntime session behind the ``nn.Module`` call interface the Upscaler uses.
 
     ``forward`` takes a float32 ``(N, C, H, W)`` tensor on CPU and returns the graph's output
@@ -110,7 +132,12 @@ class OnnxNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(None, {self._in: arr})[0])
+        try:
+            return torch.from_numpy(self.session.run(None, {self._in: arr})[0])
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime's own error types
+            raise _run_error(exc, arr) from None
 
     def uint8_ready(self) -> bool:
         """Whether :meth:`uint8_hwc` can run: its session is made at the first call (once,
@@ -139,7 +166,13 @@ class OnnxNet(nn.Module):
         first."""
         if not self.uint8_ready():
             raise UpresError("this onnxruntime graph cannot give 8-bit pixels directly")
-        return self._u8.run(None, {self._in: np.ascontiguousarray(x, np.float32)})[0][0]
+        arr = np.ascontiguousarray(x, np.float32)
+        try:
+            return self._u8.run(None, {self._in: arr})[0][0]
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime's own error types
+            raise _run_error(exc, arr) from None
 
 
 def _with_uint8_output(src: bytes | str) -> bytes:

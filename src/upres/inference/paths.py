@@ -1,10 +1,11 @@
-"""The cache of ``precision="auto"`` choices: which path (fp32, bf16, int8) a model ran fastest
-on this machine, so that only the first load pays for the measurement.
+"""The cache of measured choices: which path (fp32, bf16, int8) a model ran fastest on this
+machine for ``precision="auto"``, and which runtime (onnxruntime, OpenVINO) ran its int8 graph
+faster, so that only the first load pays for the measurement.
 
 One JSON file, ``<cache_dir>/precision.json`` (:func:`upres.quantize.cache_dir`), maps a key
-(the model's name and weights, the candidate paths, the machine: CPU model and instruction sets,
-thread count, torch and onnxruntime versions) to what was measured and chosen. A file that is
-missing, damaged or unwritable only means measuring again.
+(the model's name and weights, the candidates, the machine: CPU model and instruction sets,
+thread count, torch, onnxruntime and OpenVINO versions) to what was measured and chosen. A file
+that is missing, damaged or unwritable only means measuring again.
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ def machine_signature() -> str:
         ort = onnxruntime.__version__
     except ImportError:
         ort = "none"
-    try:
-        import openvino
+    try:  # the installed version, without loading the runtime
+        from importlib.metadata import PackageNotFoundError, version
 
-        ov = openvino.__version__
-    except Exception:  # not installed, or a broken install
+        ov = version("openvino")
+    except (PackageNotFoundError, ValueError):
         ov = "none"
     isa = " ".join(sets) or "-"
     return (f"{model} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__} | "

@@ -33,10 +33,12 @@ from upres.resize import imresize
 PRECISIONS = ("default", "fp32", "bf16", "fp16", "int8", "auto")
 # what runs int8 graphs: onnxruntime always; OpenVINO where installed (upres[openvino])
 INT8_RUNTIMES = ("onnxruntime", "openvino")
+# OpenVINO is chosen for a model's int8 graph only when at least this much faster
+INT8_RUNTIME_MARGIN = 1.1
 
-__all__ = ["ENSEMBLES", "INT8_RUNTIMES", "PRECISIONS", "Interpolator", "Upscaler", "check_ensemble",
-           "check_precision", "choose_precision", "dihedral", "fill_transparent", "pick_device",
-           "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
+__all__ = ["ENSEMBLES", "INT8_RUNTIMES", "INT8_RUNTIME_MARGIN", "PRECISIONS", "Interpolator",
+           "Upscaler", "check_ensemble", "check_precision", "choose_precision", "dihedral",
+           "fill_transparent", "pick_device", "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: plain, +h-flip, +v-flip/180, +transposes
@@ -188,7 +190,8 @@ class Upscaler:
     tile and averages the results ("self-ensemble", test-time augmentation): ``ensemble``
     times slower, usually a little sharper and cleaner. ``precision`` is ``default`` (the card's
     ``default_precision`` on a CPU, else fp32), ``fp32`` (exact), ``bf16`` / ``fp16``
-    (autocast), ``int8`` (onnxruntime on the CPU, :mod:`upres.quantize`) or ``auto``: the
+    (autocast), ``int8`` (the CPU's integer kernels, :mod:`upres.quantize`, on onnxruntime
+    or OpenVINO: ``int8_runtime``, default the one measured faster here) or ``auto``: the
     fastest of those measured on this machine at the first load, cached (``precision_note``
     says what was measured and chosen).
     """
@@ -197,12 +200,13 @@ class Upscaler:
                  precision: str = "default", channels_last: bool | None = None,
                  ensemble: int = 1, int8_ok: bool = True,
                  int8_runtime: str | None = None) -> None:
-        from upres.export import OnnxNet
+        from upres.export import GraphNet
 
         self.ensemble = check_ensemble(ensemble)
         self.card = card
         self.name, self.scale = card.name, int(card.scale)
-        self.backend = "onnxruntime" if isinstance(model, OnnxNet) else "torch"
+        # "onnxruntime": an exported graph (int8_runtime says which runtime runs it)
+        self.backend = "onnxruntime" if isinstance(model, GraphNet) else "torch"
         if int8_runtime not in (None, *INT8_RUNTIMES):
             raise UpresError(f"unknown int8 runtime {int8_runtime!r}; choose "
                              f"{' or '.join(INT8_RUNTIMES)}")
@@ -242,7 +246,7 @@ class Upscaler:
                        "fixed --denoise)" if int8_ok else "it cannot be exported to ONNX")
                 raise UpresError(f"{card.name}: int8 is not available: {why}")
             if self.device.type != "cpu":
-                print(f"upres: int8 runs on the CPU (onnxruntime), not {self.device.type}",
+                print(f"upres: int8 runs on the CPU, not {self.device.type}",
                       file=sys.stderr)
                 self.device = torch.device("cpu")
         if precision == "fp16" and self.device.type == "cpu":
@@ -280,60 +284,85 @@ class Upscaler:
         """The torch network: the one running, or the one behind an int8 path."""
         return self._float_model or self.model
 
-    def _int8_net(self) -> tuple[nn.Module, float, str]:
+    def _int8_net(self, *, auto: bool = False) -> tuple[nn.Module, float, str]:
         """The int8 network of this model (graph made or taken from the cache) on its int8
         runtime (:meth:`_int8_runtime_for`), its calibration-crop loss in dB and how it was
-        quantised (the card's ``quantized``)."""
-        from upres.quantize import graph_note, int8_graph
+        quantised (the card's ``quantized``). For ``auto``, a graph over the loss rule is no
+        candidate, so no runtime is timed for it."""
+        from upres.quantize import INT8_RULE_DB, graph_note, int8_graph
 
         net = copy.deepcopy(self.float_model).float().cpu()
         net = net.to(memory_format=torch.contiguous_format)
         graph, loss = int8_graph(net, self.card)
         note = graph_note(graph)
-        runtime, run = self._int8_runtime_for(graph, net)
+        if auto and loss > INT8_RULE_DB:
+            runtime = self._int8_runtime_asked or "onnxruntime"
+            run = _int8_runner(runtime, graph, self.card.name)
+        else:
+            runtime, run = self._int8_runtime_for(graph, net)
         self.int8_runtime = runtime
         return run, loss, note
 
     def _int8_runtime_for(self, graph: bytes, net: nn.Module) -> tuple[str, nn.Module]:
         """``(runtime, network)`` for the int8 ``graph``: the runtime asked for, the only one
-        installed, or, with both onnxruntime and OpenVINO here, the faster of the two on a
-        256x256 tile of this model on this machine (timed once, then cached with the
-        ``auto`` choices, :mod:`upres.inference.paths`)."""
+        installed, or, with both onnxruntime and OpenVINO here, the one measured faster for
+        this model on this machine (a 256x256 tile through the path 8-bit images take; OpenVINO
+        only when at least :data:`INT8_RUNTIME_MARGIN` times faster), timed once and cached
+        with the ``auto`` choices (:mod:`upres.inference.paths`). OpenVINO failing to load
+        or run falls back to onnxruntime, with one line on stderr."""
         from upres import ovnet
         from upres.inference import paths
 
-        asked = self._int8_runtime_asked
-        runtimes = [asked] if asked else ["onnxruntime"] + (["openvino"] if ovnet.available()
-                                                            else [])
-        made = {r: _int8_runner(r, graph, self.card.name) for r in runtimes}
-        if len(made) == 1:
-            return runtimes[0], made[runtimes[0]]
-        key = paths.cache_key(net, self.card, [f"int8-{r}" for r in runtimes])
+        name = self.card.name
+        if self._int8_runtime_asked:
+            return self._int8_runtime_asked, _int8_runner(self._int8_runtime_asked, graph, name)
+        if not ovnet.available():
+            return "onnxruntime", _int8_runner("onnxruntime", graph, name)
+        key = paths.cache_key(net, self.card, [f"int8-{r}" for r in INT8_RUNTIMES])
         hit = paths.lookup(key)
-        if hit is not None and hit["precision"].removeprefix("int8-") in made:
-            choice = hit["precision"].removeprefix("int8-")
-            return choice, made[choice]
+        ort = _int8_runner("onnxruntime", graph, name)
+        if hit is not None and hit["precision"] == "int8-onnxruntime":
+            return "onnxruntime", ort
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 256, 256,
-                       generator=torch.Generator().manual_seed(0))
-        model, precision = self.model, self.precision
-        times: dict[str, float] = {}
+                       generator=torch.Generator().manual_seed(0)).numpy()
         try:
-            self.precision = "fp32"  # the graph's own precision: no autocast around it
-            for r, run in made.items():
-                self.model = run
-                times[f"int8-{r}"] = self._time(x)
-        finally:
-            self.model, self.precision = model, precision
-        best = min(times, key=lambda k: times[k])
-        paths.record(key, best, times, None)
-        choice = best.removeprefix("int8-")
-        return choice, made[choice]
+            ov = _int8_runner("openvino", graph, name)
+            if hit is not None and hit["precision"] == "int8-openvino":
+                self._time_graph(ov, x, warm=1, repeat=0)  # it runs: a failure shows now
+                return "openvino", ov
+            times = {"int8-onnxruntime": self._time_graph(ort, x),
+                     "int8-openvino": self._time_graph(ov, x)}
+        except UpresError as exc:
+            print(f"upres: {name}: OpenVINO failed, int8 runs on onnxruntime ({exc})",
+                  file=sys.stderr)
+            return "onnxruntime", ort
+        fast = times["int8-openvino"] * INT8_RUNTIME_MARGIN <= times["int8-onnxruntime"]
+        paths.record(key, "int8-openvino" if fast else "int8-onnxruntime", times, None)
+        return ("openvino", ov) if fast else ("onnxruntime", ort)
 
-    def _use_int8(self) -> None:
-        """Switch to the int8 onnxruntime path (CPU, plain layout)."""
+    def _time_graph(self, run: nn.Module, x: np.ndarray, *, warm: int = 2,
+                    repeat: int = 2) -> float:
+        """Best of ``repeat`` timed runs of the graph network ``run`` on ``x`` (float32
+        ``(1, C, h, w)``) after ``warm`` untimed ones (kernels are built on the first call;
+        OpenVINO compiles a shape seen twice), in seconds (inf for no timed run); 8-bit
+        pixels where this model's 8-bit images take that path."""
+        pixels = (self.card.color != "y" and not self.card.pre_upsample and self.ensemble == 1
+                  and self.card.value_range == 1.0 and run.uint8_ready())
+        call = run.uint8_hwc if pixels else (lambda a: run(torch.from_numpy(a)))
+        for _ in range(warm):
+            call(x)
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            call(x)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    def _use_int8(self, *, auto: bool = False) -> None:
+        """Switch to the int8 path (its graph on onnxruntime or OpenVINO; CPU, plain layout)."""
         if self._float_model is None:
             self._float_model = self.model
-        self.model, self.int8_loss, note = self._int8_net()
+        self.model, self.int8_loss, note = self._int8_net(auto=auto)
         self.card = self.card.with_(quantized=note)
         self.backend, self.precision, self.channels_last = "onnxruntime", "int8", False
         self.device = torch.device("cpu")
@@ -351,7 +380,8 @@ class Upscaler:
 
     def _settle_precision(self) -> None:
         """``precision="auto"``: fp16 on CUDA, fp32 on MPS; on CPU, the fastest of fp32, bf16
-        (architectures that support it) and int8 (onnxruntime; only if it loses at most
+        (architectures that support it) and int8 (on its runtime, :meth:`_int8_runtime_for`;
+        only if it loses at most
         :data:`~upres.quantize.INT8_RULE_DB` dB PSNR-Y on the calibration crops), timed on one
         128x128 tile and kept only when clearly faster than fp32 (:func:`choose_precision`).
         The choice is cached per model, weights and machine (:mod:`upres.inference.paths`),
@@ -361,8 +391,8 @@ class Upscaler:
         from upres.quantize import INT8_RULE_DB
 
         if self.backend != "torch":
-            self.precision_note = (f"auto precision: {self.precision} (an onnxruntime graph "
-                                   "runs as exported)")
+            self.precision_note = (f"auto precision: {self.precision} (an exported graph runs "
+                                   "as exported)")
             return
         if self.device.type != "cpu":
             if self.card.supports_half and self.device.type == "cuda":
@@ -371,18 +401,29 @@ class Upscaler:
             return
         candidates = ["fp32"] + (["bf16"] if self.card.supports_half else []) + \
             (["int8"] if self._int8_ok else [])
-        key = paths.cache_key(self.model, self.card, candidates)
+        asked = self._int8_runtime_asked  # a named int8 runtime is measured on its own
+        key = paths.cache_key(self.model, self.card,
+                              [*candidates, f"int8@{asked}"] if asked and self._int8_ok
+                              else candidates)
         hit = paths.lookup(key)
         if hit is not None and hit["precision"] in candidates:
             choice = hit["precision"]
+            cached = True
             if choice == "int8":
-                self._use_int8()
+                float_state = self.model, self.channels_last, self.card, self.device
+                try:
+                    self._use_int8()
+                except UpresError:  # the int8 path no longer loads here: measure again
+                    self.model, self.channels_last, self.card, self.device = float_state
+                    self.backend, self._float_model, self.int8_loss = "torch", None, None
+                    self.int8_runtime, cached = "", False
             else:
                 self.precision = choice
-            self.precision_note = (f"auto precision: {choice} "
-                                   f"({paths.describe(hit, cached=True)})"
-                                   + self._runtime_words())
-            return
+            if cached:
+                self.precision_note = (f"auto precision: {choice} "
+                                       f"({paths.describe(hit, cached=True)})"
+                                       + self._runtime_words())
+                return
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 128, 128,
                        generator=torch.Generator().manual_seed(0))
         times: dict[str, float] = {}
@@ -395,13 +436,13 @@ class Upscaler:
         if "int8" in candidates:
             float_state = self.model, self.channels_last, self.card, self.device
             try:
-                self._use_int8()
+                self._use_int8(auto=True)
                 loss = self.int8_loss
                 if loss is not None and loss <= INT8_RULE_DB:
                     times["int8"] = self._time(x)
                     int8_state = self.model, self.int8_loss, self.card
                     runtime = self.int8_runtime
-            except UpresError:  # a graph onnxruntime cannot quantise: no int8 candidate
+            except UpresError:  # a graph that cannot be quantised or run: no int8 candidate
                 pass
             # back to the float network until the choice is made
             self.model, self.channels_last, self.card, self.device = float_state
@@ -461,8 +502,8 @@ class Upscaler:
         return max(low, -(-h // m) * m) - h, max(low, -(-w // m) * m) - w
 
     def _uint8_path(self, out_dtype: np.dtype) -> bool:
-        """Whether 8-bit RGB outputs can come straight out of onnxruntime as pixels
-        (:meth:`upres.export.OnnxNet.uint8_hwc`): an onnxruntime network taking and giving RGB
+        """Whether 8-bit RGB outputs can come straight out of the graph's runtime as pixels
+        (:meth:`upres.export.GraphNet.uint8_hwc`): an exported graph taking and giving RGB
         in [0, 1] at the output size, without self-ensemble."""
         card = self.card
         return (self.backend == "onnxruntime" and np.dtype(out_dtype) == np.uint8
