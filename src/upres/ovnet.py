@@ -11,14 +11,18 @@ times both once and caches the choice).
 
 Shapes: OpenVINO compiles a model per input shape (a model compiled for any shape gave wrong
 int8 outputs here, OpenVINO 2026.4: off by up to 0.5 everywhere), which takes 50-200 ms, so a
-shape is compiled when it is seen a second time (the tiles of one image, images of one size);
-a shape seen once runs on onnxruntime (the same graph, the same values to rounding), so
-one-off sizes never pay for a compile. The last :data:`SHAPES` compiled models are kept, each
-with its own pool of infer requests, so evicting a model frees its requests too.
+shape is compiled when it is seen a second time (tiles of one shape in a large image, images of
+one size) and runs on onnxruntime (the same graph, the same values to rounding) until then,
+and while another shape compiles: a whole image of a size seen once never waits for a compile,
+a tiled image compiles its tile shapes as they repeat. The last :data:`SHAPES` compiled models
+are kept, each with its own pool of infer requests, so evicting a model frees its requests
+too; an evicted shape must be seen twice again. A compile that fails is said once on stderr,
+and the network runs on onnxruntime from then on.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -57,7 +61,8 @@ class OvNet(GraphNet):
     ``forward`` takes float32 ``(N, C, H, W)`` on CPU and gives the graph's float32 output;
     :meth:`uint8_hwc` gives uint8 ``(H', W', C)`` pixels (the graph's output clipped to [0, 1],
     times 255, rounded half up), computed inside OpenVINO (inside onnxruntime for a shape
-    seen once: see the module's note on shapes). CPU only; safe to call from several
+    not compiled yet: below ``compile_at`` sightings, while another shape compiles, or after
+    a failed compile; see the module's note on shapes). CPU only; safe to call from several
     threads. Errors (a graph OpenVINO cannot read, compile or run) are :class:`UpresError`."""
 
     runtime = "openvino"
@@ -81,8 +86,10 @@ class OvNet(GraphNet):
         self._seen: OrderedDict[tuple[str, tuple[int, ...]], int] = OrderedDict()
         self._lock = threading.Lock()  # the tables above; held only for lookups
         self._compiling = threading.Lock()  # one compile at a time, outside self._lock
+        self._u8_lock = threading.Lock()
         self._u8: bool | None = None
-        self._ort = OnnxNet(model)  # shapes not compiled (yet)
+        self._ort = OnnxNet(model, threads=threads)  # shapes not compiled (yet)
+        self.failed = ""  # why OpenVINO stopped compiling for this network ("" = it did not)
         self.compiles = 0  # models compiled so far (for tests and benchmarks)
         # the sighting of a shape that compiles it (1: every shape runs on OpenVINO, as
         # benchmarks of its quality need)
@@ -93,6 +100,8 @@ class OvNet(GraphNet):
             model = self._models[which].clone()
             model.reshape({0: list(shape)})
             compiled = self._core.compile_model(model, "CPU", self._config)
+        except MemoryError:
+            raise
         except Exception as exc:  # OpenVINO's own error types
             raise UpresError(f"OpenVINO cannot compile this graph at input {shape} "
                              f"({one_line(exc, 200)})") from None
@@ -114,15 +123,22 @@ class OvNet(GraphNet):
             self._seen.move_to_end(key)
             while len(self._seen) > 4 * SHAPES:
                 self._seen.popitem(last=False)
-        if seen < self.compile_at or not self._compiling.acquire(blocking=self.compile_at == 1):
+        if (self.failed or seen < self.compile_at
+                or not self._compiling.acquire(blocking=self.compile_at == 1)):
             return None
         try:
             with self._lock:
                 entry = self._static.get(key)
             if entry is None:
-                entry = self._compile(which, shape)
+                try:
+                    entry = self._compile(which, shape)
+                except UpresError as exc:  # onnxruntime runs this network from now on
+                    self.failed = str(exc)
+                    print(f"upres: {exc}; onnxruntime runs it instead", file=sys.stderr)
+                    return None
                 with self._lock:
                     self._static[key] = entry
+                    self._seen.pop(key, None)  # evicted later, it must be seen twice again
                     while len(self._static) > SHAPES:
                         self._static.popitem(last=False)
             return entry
@@ -159,7 +175,7 @@ class OvNet(GraphNet):
     def uint8_ready(self) -> bool:
         """Whether :meth:`uint8_hwc` can run (its graph is read at the first call)."""
         if self._u8 is None:
-            with self._lock:
+            with self._u8_lock:
                 if self._u8 is None:
                     try:
                         self._models["u8"] = self._core.read_model(_with_uint8_output(self._src))

@@ -320,22 +320,30 @@ class Upscaler:
             return "onnxruntime", _int8_runner("onnxruntime", graph, name)
         key = paths.cache_key(net, self.card, [f"int8-{r}" for r in INT8_RUNTIMES])
         hit = paths.lookup(key)
+        if hit is not None and hit["precision"] not in ("int8-onnxruntime", "int8-openvino"):
+            hit = None  # not what upres wrote: measure again
         ort = _int8_runner("onnxruntime", graph, name)
         if hit is not None and hit["precision"] == "int8-onnxruntime":
             return "onnxruntime", ort
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 256, 256,
                        generator=torch.Generator().manual_seed(0)).numpy()
+        times = {} if hit is not None else {"int8-onnxruntime": self._time_graph(ort, x)}
         try:
             ov = _int8_runner("openvino", graph, name)
-            if hit is not None and hit["precision"] == "int8-openvino":
-                self._time_graph(ov, x, warm=1, repeat=0)  # it runs: a failure shows now
-                return "openvino", ov
-            times = {"int8-onnxruntime": self._time_graph(ort, x),
-                     "int8-openvino": self._time_graph(ov, x)}
+            ov.compile_at = 1  # this shape on OpenVINO itself, compiled at once
+            if hit is not None:  # the cached choice, OpenVINO: it compiles and runs here
+                self._time_graph(ov, x, warm=1, repeat=0)
+            else:
+                times["int8-openvino"] = self._time_graph(ov, x)
+            ov.compile_at = 2
         except UpresError as exc:
             print(f"upres: {name}: OpenVINO failed, int8 runs on onnxruntime ({exc})",
                   file=sys.stderr)
             return "onnxruntime", ort
+        if ov.failed:  # it could not compile (and said so): onnxruntime, not recorded
+            return "onnxruntime", ort
+        if hit is not None:
+            return "openvino", ov
         fast = times["int8-openvino"] * INT8_RUNTIME_MARGIN <= times["int8-onnxruntime"]
         paths.record(key, "int8-openvino" if fast else "int8-onnxruntime", times, None)
         return ("openvino", ov) if fast else ("onnxruntime", ort)
@@ -369,8 +377,12 @@ class Upscaler:
 
     def _time(self, x: torch.Tensor) -> float:
         """Best of two timed runs of ``x`` after a warm-up (oneDNN and onnxruntime build their
-        kernels on the first call), in seconds."""
-        self._run(x)
+        kernels on the first call; OpenVINO compiles a shape at its second sighting: two
+        warm-ups), in seconds."""
+        from upres.export import GraphNet
+
+        for _ in range(2 if isinstance(self.model, GraphNet) else 1):
+            self._run(x)
         best = float("inf")
         for _ in range(2):
             t0 = time.perf_counter()
