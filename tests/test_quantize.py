@@ -112,6 +112,20 @@ def test_calibration_comes_from_the_training_images_only():
     assert own.shape[1:] == (96, 96, 3)
 
 
+def _kind_image(kind: str) -> np.ndarray:
+    """A 90x110 crop of baboon as ``kind``: rgb, gray, rgba (a horizontal alpha ramp),
+    gray16 or rgb16 (8-bit values times 257)."""
+    img = read_image(BENCH / "Set14" / "baboon.png")[:90, :110]
+    if kind in ("gray", "gray16"):
+        img = img.mean(axis=2).round().astype(np.uint8)
+    if kind == "rgba":
+        alpha = np.linspace(0, 255, img.shape[1], dtype=np.float64).round().astype(np.uint8)
+        img = np.dstack([img, np.broadcast_to(alpha, img.shape[:2])])
+    if kind.endswith("16"):
+        img = img.astype(np.uint16) * 257
+    return img
+
+
 @pytest.fixture(scope="module")
 def pair():
     return (upres.load("fast-x2", device="cpu"),
@@ -123,14 +137,7 @@ def test_int8_path_handles_images_like_fp32(pair, kind):
     """Gray, alpha and 16-bit go the same way on the int8 path as on fp32 (same shape, dtype,
     and nearly the same pixels), and tiled equals whole."""
     fp32, int8 = pair
-    img = read_image(BENCH / "Set14" / "baboon.png")[:90, :110]
-    if kind in ("gray", "gray16"):
-        img = img.mean(axis=2).round().astype(np.uint8)
-    if kind == "rgba":
-        alpha = np.linspace(0, 255, img.shape[1], dtype=np.float64).round().astype(np.uint8)
-        img = np.dstack([img, np.broadcast_to(alpha, img.shape[:2])])
-    if kind.endswith("16"):
-        img = img.astype(np.uint16) * 257
+    img = _kind_image(kind)
     a, b = fp32.upscale(img, tile=0), int8.upscale(img, tile=0)
     assert a.shape == b.shape and a.dtype == b.dtype == img.dtype
     top = 65535 if img.dtype == np.uint16 else 255
@@ -321,14 +328,7 @@ def test_openvino_runs_the_int8_graph_as_onnxruntime_does(runtimes, kind):
     ort, ov = runtimes["onnxruntime"], runtimes["openvino"]
     assert (ort.int8_runtime, ov.int8_runtime) == ("onnxruntime", "openvino")
     assert type(ov.model).__name__ == "OvNet" and type(ort.model).__name__ == "OnnxNet"
-    img = read_image(BENCH / "Set14" / "baboon.png")[:90, :110]
-    if kind in ("gray", "gray16"):
-        img = img.mean(axis=2).round().astype(np.uint8)
-    if kind == "rgba":
-        alpha = np.linspace(0, 255, img.shape[1], dtype=np.float64).round().astype(np.uint8)
-        img = np.dstack([img, np.broadcast_to(alpha, img.shape[:2])])
-    if kind.endswith("16"):
-        img = img.astype(np.uint16) * 257
+    img = _kind_image(kind)
     a, b = ort.upscale(img, tile=0), ov.upscale(img, tile=0)
     which = "u8" if kind == "rgb" else "float"  # 8-bit RGB leaves the graph as pixels
     assert (which, (1, 3, *img.shape[:2])) in ov.model._static  # OpenVINO ran it

@@ -154,6 +154,19 @@ def _int8_runner(runtime: str, graph: bytes, name: str) -> nn.Module:
                          f"({one_line(exc, 200)})") from None
 
 
+def _best_time(call: Any, *, warm: int, repeat: int) -> float:
+    """Best of ``repeat`` timed ``call()`` after ``warm`` untimed ones, in seconds (inf for
+    no timed call)."""
+    for _ in range(warm):
+        call()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def choose_precision(times: dict[str, float], *, margin: float = 1.25) -> str:
     """The fastest path of ``times`` (seconds per path name; ``"fp32"`` must be there), taken
     only when it is at least ``margin`` times faster than fp32; else ``"fp32"`` (a close call
@@ -318,9 +331,10 @@ class Upscaler:
             return self._int8_runtime_asked, _int8_runner(self._int8_runtime_asked, graph, name)
         if not ovnet.available():
             return "onnxruntime", _int8_runner("onnxruntime", graph, name)
-        key = paths.cache_key(net, self.card, [f"int8-{r}" for r in INT8_RUNTIMES])
+        choices = [f"int8-{r}" for r in INT8_RUNTIMES]
+        key = paths.cache_key(net, self.card, choices)
         hit = paths.lookup(key)
-        if hit is not None and hit["precision"] not in ("int8-onnxruntime", "int8-openvino"):
+        if hit is not None and hit["precision"] not in choices:
             hit = None  # not what upres wrote: measure again
         ort = _int8_runner("onnxruntime", graph, name)
         if hit is not None and hit["precision"] == "int8-onnxruntime":
@@ -354,17 +368,9 @@ class Upscaler:
         ``(1, C, h, w)``) after ``warm`` untimed ones (kernels are built on the first call;
         OpenVINO compiles a shape seen twice), in seconds (inf for no timed run); 8-bit
         pixels where this model's 8-bit images take that path."""
-        pixels = (self.card.color != "y" and not self.card.pre_upsample and self.ensemble == 1
-                  and self.card.value_range == 1.0 and run.uint8_ready())
-        call = run.uint8_hwc if pixels else (lambda a: run(torch.from_numpy(a)))
-        for _ in range(warm):
-            call(x)
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            call(x)
-            best = min(best, time.perf_counter() - t0)
-        return best
+        if self._pixels_from(run):
+            return _best_time(lambda: run.uint8_hwc(x), warm=warm, repeat=repeat)
+        return _best_time(lambda: run(torch.from_numpy(x)), warm=warm, repeat=repeat)
 
     def _use_int8(self, *, auto: bool = False) -> None:
         """Switch to the int8 path (its graph on onnxruntime or OpenVINO; CPU, plain layout)."""
@@ -381,14 +387,8 @@ class Upscaler:
         warm-ups), in seconds."""
         from upres.export import GraphNet
 
-        for _ in range(2 if isinstance(self.model, GraphNet) else 1):
-            self._run(x)
-        best = float("inf")
-        for _ in range(2):
-            t0 = time.perf_counter()
-            self._run(x)
-            best = min(best, time.perf_counter() - t0)
-        return best
+        return _best_time(lambda: self._run(x), warm=2 if isinstance(self.model, GraphNet) else 1,
+                          repeat=2)
 
     def _settle_precision(self) -> None:
         """``precision="auto"``: fp16 on CUDA, fp32 on MPS; on CPU, the fastest of fp32, bf16
@@ -517,11 +517,16 @@ class Upscaler:
         """Whether 8-bit RGB outputs can come straight out of the graph's runtime as pixels
         (:meth:`upres.export.GraphNet.uint8_hwc`): an exported graph taking and giving RGB
         in [0, 1] at the output size, without self-ensemble."""
-        card = self.card
         return (self.backend == "onnxruntime" and np.dtype(out_dtype) == np.uint8
-                and self.ensemble == 1 and card.color != "y" and not card.pre_upsample
-                and card.value_range == 1.0 and hasattr(self.model, "uint8_ready")
-                and self.model.uint8_ready())
+                and self._pixels_from(self.model))
+
+    def _pixels_from(self, net: nn.Module) -> bool:
+        """Whether the graph network ``net`` can give this model's 8-bit RGB outputs as pixels
+        (RGB in [0, 1] at the output size, no self-ensemble, a pixels graph it can make)."""
+        card = self.card
+        return (self.ensemble == 1 and card.color != "y" and not card.pre_upsample
+                and card.value_range == 1.0 and hasattr(net, "uint8_ready")
+                and net.uint8_ready())
 
     def _run_uint8(self, x: np.ndarray) -> np.ndarray:
         """float32 ``(1, 3, h, w)`` RGB [0, 1] -> uint8 ``(h*s, w*s, 3)`` pixels, rounded as
