@@ -41,6 +41,18 @@ def test_cosine_schedule_ends_at_min_lr(tiny):
     assert lr_at(cfg, 50) == pytest.approx((1e-3 + 1e-5) / 2)
 
 
+def test_cosine_warm_restart(tiny):
+    cfg = load_config(tiny, ["optim.steps=300", "optim.min_lr=1e-5", "optim.restart=100",
+                             "optim.lr=2e-4"])
+    plain = load_config(tiny, ["optim.steps=300", "optim.min_lr=1e-5", "optim.lr=2e-4"])
+    assert lr_at(cfg, 99) == lr_at(plain, 99) < lr_at(cfg, 100) == pytest.approx(2e-4)
+    assert lr_at(cfg, 200) == pytest.approx((2e-4 + 1e-5) / 2)
+    assert lr_at(cfg, 300) == pytest.approx(1e-5)
+    for bad in ("optim.restart=300", "optim.restart=-5"):
+        with pytest.raises(UpresError, match=r"optim\.restart"):
+            load_config(tiny, ["optim.steps=300", bad])
+
+
 def test_sampler_pairs_are_aligned_and_seeded():
     s = PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=3, patch=12)
     lr1, hr1 = s.sample(5, np.random.default_rng(7))

@@ -66,6 +66,9 @@ class OptimConfig:
     milestones: tuple[int, ...] = ()  # multistep: steps where the rate is multiplied by gamma
     gamma: float = 0.5
     warmup: int = 0
+    # cosine: a warm restart at this step (0: none): from it the rate starts again at ``lr`` and
+    # anneals to ``min_lr`` at ``steps`` (a second cycle for a run that already annealed once)
+    restart: int = 0
     grad_clip: float = 0.0
     ema: float = 0.0  # decay of the exponential moving average of the weights (0: off)
     amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 on CUDA only)
@@ -218,6 +221,10 @@ def _validate(cfg: TrainConfig) -> None:
                          f"{cfg.optim.optimizer!r}")
     if cfg.optim.schedule not in ("cosine", "multistep", "constant"):
         raise UpresError(f"config key 'optim.schedule': unknown schedule {cfg.optim.schedule!r}")
+    if cfg.optim.restart and not (cfg.optim.schedule == "cosine"
+                                  and 0 < cfg.optim.restart < cfg.optim.steps):
+        raise UpresError(f"config key 'optim.restart': a cosine restart must lie between 0 and "
+                         f"optim.steps ({cfg.optim.steps}), got {cfg.optim.restart}")
     for key, v in (("optim.steps", cfg.optim.steps), ("data.patch", cfg.data.patch),
                    ("data.batch", cfg.data.batch)):
         if v < 1:

@@ -57,8 +57,9 @@ def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for 0-based ``step``: linear warm-up, then cosine to ``min_lr``, multistep
-    (times ``gamma`` at each milestone passed) or constant."""
+    """Learning rate for 0-based ``step``: linear warm-up, then cosine to ``min_lr`` (from
+    ``restart`` on, a second cosine from ``lr`` to ``min_lr``), multistep (times ``gamma`` at
+    each milestone passed) or constant."""
     o = cfg.optim
     if o.warmup and step < o.warmup:
         return o.lr * (step + 1) / o.warmup
@@ -66,7 +67,8 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
         return o.lr
     if o.schedule == "multistep":
         return o.lr * o.gamma ** sum(step >= m for m in o.milestones)
-    t = (step - o.warmup) / max(1, o.steps - o.warmup)
+    start = o.restart if o.restart and step >= o.restart else o.warmup
+    t = (step - start) / max(1, o.steps - start)
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 

@@ -1,0 +1,185 @@
+"""Train several upres runs side by side on a lent GPU for a fixed wall time, each finishing its
+cosine schedule exactly when the time is up.
+
+A lent GPU comes for minutes (the device tool: 10 minutes a command, 15 a session, start
+included), so the schedule must fit the time, and the step rate there is unknown until it is
+measured. This does, in one command:
+
+1. **probe**: every job runs ``--probe`` steps side by side (all on the one GPU, as they will
+   run), through ``upres train`` with ``--stop-after``; its steps/s is read from its
+   ``train.log``;
+2. **fit**: each job's ``optim.steps`` is set so that the steps that fit in the time left end
+   the cosine there; a resumed job also gets ``optim.restart`` at the step it stands at, so its
+   rate starts a new cycle at ``optim.lr`` (set it per job) and anneals to ``min_lr`` in that
+   time (without the restart, a run resumed at step k with steps N would continue the old
+   cosine at (k - warmup) / (N - warmup), near its end when N - k is small: session 17's
+   first call ran so, its two resumed jobs at 1e-5 and below throughout);
+3. **train**: every job resumes with that ``optim.steps`` and runs to the end (final validation,
+   ``final.safetensors``); a job still running at the deadline is stopped and keeps its last
+   checkpoint (``ckpt_every`` steps);
+4. **pack**: each run folder goes to ``OUT/<name>.tar`` (the device tool brings back 8 files).
+
+A job is ``NAME=SOURCE[;KEY=VALUE...]``: SOURCE is a run folder to resume (a committed
+``checkpoints/<name>``) or a config to start; the ``KEY=VALUE`` pairs are ``--set`` overrides
+for that job alone; ``--set`` overrides apply to every job. For example (session 17)::
+
+    python scripts/pack_train_data.py          # -> gpu-data/train (lossless WebP)
+    # device run, carry ["gpu-data"]:
+    PYTHONPATH=$PWD/src python3 scripts/gpu_stage.py --out $OUT --budget 520 --reserve 50 \\
+        --set 'data.train=[gpu-data/train]' --set 'data.val=[gpu-data/Set5]' \\
+        --set data.batch=64 --set data.patch=48 \\
+        --job best-x2-rfdn=checkpoints/best-x2-rfdn --job best-x4-rfdn=checkpoints/best-x4-rfdn \\
+        --job best-x3-rfdn=configs/best-x3-rfdn.yaml
+
+(there, the three ran at 13.6, 7.3 and 10.8 steps/s side by side, the data sampler taking
+33-59 % of a step: the machine's CPU, not its GPU, set the pace). The working tree that travels
+is limited to 64 MiB: with the packed images (41 MB) it fit only with the zoo's weights moved
+out of the tree for the call.
+
+Back here, unpack a tar over ``runs/<name>`` and keep the committed ``config.yaml``'s data paths
+(the run folder's own records the GPU's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) steps/s")
+
+
+def say(msg: str) -> None:
+    print(f"[gpu_stage {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def upres(*args: str) -> list[str]:
+    return [sys.executable, "-m", "upres", "train", *args]
+
+
+def step_of(run: Path) -> int:
+    if not (run / "last.pt").is_file():
+        return 0
+    return int(torch.load(run / "last.pt", map_location="cpu", weights_only=False)["step"])
+
+
+def rate_of(run: Path, after: int) -> float:
+    """steps/s of the last log interval after step ``after`` (the first one holds warm-up)."""
+    rates = [(int(m[1]), float(m[2])) for m in RATE.finditer((run / "train.log").read_text())]
+    rates = [r for s, r in rates if s > after]
+    if not rates:
+        raise SystemExit(f"gpu_stage: {run}: no steps/s in its train.log after step {after}")
+    return rates[-1] if len(rates) == 1 else min(rates[1:])
+
+
+def run_all(cmds: dict[str, list[str]], work: Path, deadline: float) -> dict[str, int]:
+    """Start every command at once, wait for all (stopping those past ``deadline``)."""
+    procs = {}
+    for name, cmd in cmds.items():
+        with open(work / f"{name}.out", "a") as log:  # the child keeps its own descriptor
+            procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    codes = {}
+    while procs:
+        for name, p in list(procs.items()):
+            if p.poll() is not None:
+                codes[name] = p.returncode
+                del procs[name]
+        if procs and time.time() > deadline:
+            for name, p in procs.items():
+                say(f"{name}: past the deadline, stopped (keeps its last checkpoint)")
+                p.terminate()
+                try:
+                    codes[name] = p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    codes[name] = p.wait()
+            break
+        time.sleep(1)
+    return codes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--job", action="append", required=True, metavar="NAME=SOURCE[;K=V...]")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--budget", type=float, required=True,
+                    help="seconds from now until every job must have finished and been packed")
+    ap.add_argument("--probe", type=int, default=400, help="steps each job runs to be timed")
+    ap.add_argument("--ckpt-every", type=int, default=500)
+    ap.add_argument("--reserve", type=float, default=45.0,
+                    help="seconds kept for start-up (data loading), final validation, packing")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/gpu_stage"))
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    t0 = time.time()
+    end = t0 + args.budget
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    say(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}"
+        f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}, "
+        f"{os.cpu_count()} CPUs")
+    every = [f"log_every={max(1, args.probe // 4)}", f"ckpt_every={args.ckpt_every}"]
+    common = [x for s in args.set + every for x in ("--set", s)]
+    jobs: dict[str, tuple[Path, list[str], Path | None]] = {}
+    for spec in args.job:
+        name, _, rest = spec.partition("=")
+        source, *own = rest.split(";")
+        run = args.work / name
+        src = ROOT / source
+        if not src.is_file():
+            shutil.copytree(src, run, ignore=shutil.ignore_patterns("README.md"))
+        sets = common + [x for s in own for x in ("--set", s)]
+        jobs[name] = (run, sets, src if src.is_file() else None)
+
+    # 1. probe
+    start = {name: step_of(run) for name, (run, _, _) in jobs.items()}
+    cmds = {}
+    for name, (run, sets, config) in jobs.items():
+        stop = ["--stop-after", str(start[name] + args.probe)]
+        cmds[name] = (upres(str(config), "--run-dir", str(run), *sets, *stop) if config
+                      else upres("--resume", str(run), *sets, *stop))
+    say(f"probe: {args.probe} steps each from {start}")
+    codes = run_all(cmds, args.work, end - args.reserve)
+    if any(codes.values()):
+        for name in jobs:
+            say(f"{name} output:\n" + (args.work / f"{name}.out").read_text()[-3000:])
+        raise SystemExit(f"gpu_stage: probe failed: {codes}")
+    # 2. fit
+    left = end - time.time() - args.reserve
+    cmds = {}
+    for name, (run, sets, _) in jobs.items():
+        rate, now = rate_of(run, start[name]), step_of(run)
+        steps = now + max(args.ckpt_every, int(rate * left * 0.95) // 100 * 100)
+        say(f"{name}: {rate:.1f} steps/s side by side, step {now}; optim.steps -> {steps} "
+            f"({steps - now} steps in {left:.0f} s)")
+        fit = ["--set", f"optim.steps={steps}"]
+        if jobs[name][2] is None:  # a resumed run: a new cosine cycle from here
+            fit += ["--set", f"optim.restart={now}"]
+        cmds[name] = upres("--resume", str(run), *sets, *fit)
+    # 3. train
+    codes = run_all(cmds, args.work, end - 20)
+    say(f"train: exit codes {codes}")
+    # 4. pack
+    for name, (run, _, _) in jobs.items():
+        shutil.copy(args.work / f"{name}.out", run / "gpu_stage.out")
+        with tarfile.open(args.out / f"{name}.tar", "w") as tar:
+            for f in sorted(run.iterdir()):
+                if f.is_file():
+                    tar.add(f, arcname=f"{name}/{f.name}")
+        say(f"{name}: step {step_of(run)}, packed {(args.out / f'{name}.tar').stat().st_size} B")
+        log = (run / "train.log").read_text().splitlines()
+        say(f"{name}: " + " | ".join(x for x in log[-40:] if "val step" in x or "stopped" in x))
+    say(f"done in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
