@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import upres
 from upres import ovnet
@@ -15,6 +16,7 @@ from upres.errors import UpresError
 from upres.evaluate import evaluate
 from upres.formats.image import read_image
 from upres.inference import paths
+from upres.inference.upscaler import FORMAT_MARGIN, choose_precision
 from upres.models import zoo
 from upres.quantize import CALIB_FILE, INT8_RULE_DB, calibration_inputs, load_calibration
 
@@ -169,7 +171,7 @@ def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, caps
     assert " ms in fp32, " in note and " ms in bf16" in note and " ms in int8" in note
     assert "PSNR-Y on the calibration crops" in note
     data = json.loads((tmp_path / "precision.json").read_text())
-    (key, entry), = [(k, v) for k, v in data.items() if " fp32/bf16/int8 " in k]
+    (key, entry), = [(k, v) for k, v in data.items() if " fp32/bf16/int8/formats " in k]
     assert key.startswith("fast-x4 ") and paths.machine_signature() in key
     runtimes = {k: v for k, v in data.items() if " int8-onnxruntime/int8-openvino " in k}
     if ovnet.available():  # the int8 graph's runtime was chosen by timing both, once
@@ -181,10 +183,17 @@ def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, caps
     else:
         assert not runtimes
     assert entry["precision"] == first.precision
-    assert set(entry["times_ms"]) == {"fp32", "bf16", "int8"}
-    # the choice is the measured one
-    assert entry["precision"] == upres.inference.upscaler.choose_precision(
-        {k: v / 1e3 for k, v in entry["times_ms"].items()})
+    # UpNet's recorded format is channels_last; auto times the float paths contiguous too
+    assert set(entry["times_ms"]) == {"fp32", "bf16", "int8", "fp32 contiguous",
+                                      "bf16 contiguous"}
+    # the choice is the measured one: each float path at its faster format (by the margin)
+    ms = entry["times_ms"]
+    fmt = {p: ms[f"{p} contiguous"] * FORMAT_MARGIN > ms[p] for p in ("fp32", "bf16")}
+    by_path = {p: ms[p] if fmt.get(p, True) else ms[f"{p} contiguous"]
+               for p in ("fp32", "bf16", "int8")}
+    assert entry["precision"] == choose_precision({k: v / 1e3 for k, v in by_path.items()})
+    if first.precision != "int8":
+        assert entry["channels_last"] == fmt[first.precision] == first.channels_last
     assert any(p.suffix == ".onnx" for p in (tmp_path / "int8").iterdir())
     # The next load takes the cached choice without measuring.
     second = upres.load("fast-x4", device="cpu", precision="auto")
@@ -196,6 +205,22 @@ def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, caps
     entry["precision"] = "int8"
     (tmp_path / "precision.json").write_text(json.dumps({**data, key: entry}))
     assert upres.load("fast-x4", device="cpu", precision="auto").backend == "onnxruntime"
+    # A cached memory format is followed too, with the same pixels.
+    entry.update(precision="fp32", channels_last=not second.channels_last)
+    (tmp_path / "precision.json").write_text(json.dumps({**data, key: entry}))
+    flipped = upres.load("fast-x4", device="cpu", precision="auto")
+    assert flipped.channels_last == entry["channels_last"] and flipped.precision == "fp32"
+    conv = next(m for m in flipped.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == \
+        entry["channels_last"]
+    assert np.abs(flipped.upscale(img).astype(int) - ref.astype(int)).max() <= 1
+    assert "; contiguous format" in flipped.precision_note or \
+        "; channels_last format" in flipped.precision_note
+    # A format the caller fixed is not measured (nor is it the same cache entry).
+    fixed = upres.load("fast-x4", device="cpu", precision="auto", channels_last=False)
+    assert fixed.channels_last is False and " contiguous" not in fixed.precision_note
+    data = json.loads((tmp_path / "precision.json").read_text())
+    assert any(" fp32/bf16/int8 | " in k for k in data)
     # A damaged cache means measuring again, not an error.
     (tmp_path / "precision.json").write_text("{not json")
     again = upres.load("fast-x4", device="cpu", precision="auto")

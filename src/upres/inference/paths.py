@@ -1,6 +1,7 @@
 """The cache of measured choices: which path (fp32, bf16, int8) a model ran fastest on this
-machine for ``precision="auto"``, and which runtime (onnxruntime, OpenVINO) ran its int8 graph
-faster, so that only the first load pays for the measurement.
+machine for ``precision="auto"``, in which memory format (channels_last or contiguous), and which
+runtime (onnxruntime, OpenVINO) ran its int8 graph faster, so that only the first load pays for
+the measurement.
 
 One JSON file, ``<cache_dir>/precision.json`` (:func:`upres.quantize.cache_dir`), maps a key
 (the model's name and weights, the candidates, the machine: CPU model and instruction sets,
@@ -106,17 +107,22 @@ def lookup(key: str) -> dict[str, Any] | None:
         return None
     if not isinstance(entry.get("int8_loss_db"), (*num, type(None))):
         return None
+    if not isinstance(entry.get("channels_last"), (bool, type(None))):
+        return None
     return entry
 
 
 def record(key: str, precision: str, times: dict[str, float],
-           int8_loss: float | None) -> dict[str, Any]:
-    """Store a measured choice (``times`` in seconds) and return its entry. The file is
-    rewritten atomically; failing to write it is not an error."""
+           int8_loss: float | None, *, channels_last: bool | None = None) -> dict[str, Any]:
+    """Store a measured choice (``times`` in seconds; ``channels_last``: the memory format
+    chosen, where it was measured) and return its entry. The file is rewritten atomically;
+    failing to write it is not an error."""
     entry = {"precision": precision,
              "times_ms": {k: round(v * 1e3, 2) for k, v in times.items()},
              "int8_loss_db": None if int8_loss is None else round(int8_loss, 4),
              "measured": time.strftime("%Y-%m-%d %H:%M")}
+    if channels_last is not None:
+        entry["channels_last"] = channels_last
     data = _read()
     data[key] = entry
     path = _file()
@@ -134,7 +140,8 @@ def describe(entry: dict[str, Any], *, cached: bool = False) -> str:
     """One line on what was measured: ``a 128x128 tile took 12.0 ms in fp32, ...``."""
     from upres.quantize import INT8_RULE_DB, loss_words
 
-    order = ("fp32", "bf16", "int8", "int8-onnxruntime", "int8-openvino")
+    order = ("fp32", "fp32 channels_last", "fp32 contiguous", "bf16", "bf16 channels_last",
+             "bf16 contiguous", "int8", "int8-onnxruntime", "int8-openvino")
     ms = sorted(entry["times_ms"].items(), key=lambda kv: order.index(kv[0])
                 if kv[0] in order else len(order))
     times = ", ".join(f"{v:.1f} ms in {k}" for k, v in ms)
@@ -144,5 +151,7 @@ def describe(entry: dict[str, Any], *, cached: bool = False) -> str:
         extra = (f"; int8 {loss_words(loss)} PSNR-Y on the calibration crops"
                  + ("" if loss <= INT8_RULE_DB else
                     f", over the {INT8_RULE_DB} dB rule, not a candidate"))
+    if entry.get("channels_last") is not None and entry["precision"] != "int8":
+        extra += f"; {'channels_last' if entry['channels_last'] else 'contiguous'} format"
     when = f"cached from {entry.get('measured', '?')}: " if cached else ""
     return f"{when}a 128x128 tile took {times}{extra}"

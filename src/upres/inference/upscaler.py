@@ -167,6 +167,11 @@ def _best_time(call: Any, *, warm: int, repeat: int) -> float:
     return best
 
 
+# precision="auto" takes the memory format other than the architecture's recorded one only
+# when it is at least this much faster on the tile
+FORMAT_MARGIN = 1.1
+
+
 def choose_precision(times: dict[str, float], *, margin: float = 1.25) -> str:
     """The fastest path of ``times`` (seconds per path name; ``"fp32"`` must be there), taken
     only when it is at least ``margin`` times faster than fp32; else ``"fp32"`` (a close call
@@ -270,6 +275,9 @@ class Upscaler:
             precision = "fp32"
         self.precision = precision
         self.tile_exact = spec.tile_exact if spec else True
+        # a memory format left open is the architecture's recorded default here, and is
+        # measured on this machine by precision="auto"
+        self._format_open = channels_last is None
         if channels_last is None:  # the measured default for this architecture on CPU
             channels_last = bool(spec and spec.channels_last_cpu and self.device.type == "cpu")
         self.channels_last = channels_last
@@ -390,12 +398,22 @@ class Upscaler:
         return _best_time(lambda: self._run(x), warm=2 if isinstance(self.model, GraphNet) else 1,
                           repeat=2)
 
+    def _set_format(self, channels_last: bool) -> None:
+        """Put the torch network (and so its inputs) in channels_last or contiguous format."""
+        self.channels_last = channels_last
+        self.model = self.model.to(memory_format=torch.channels_last if channels_last
+                                   else torch.contiguous_format)
+
     def _settle_precision(self) -> None:
         """``precision="auto"``: fp16 on CUDA, fp32 on MPS; on CPU, the fastest of fp32, bf16
         (architectures that support it) and int8 (on its runtime, :meth:`_int8_runtime_for`;
         only if it loses at most
         :data:`~upres.quantize.INT8_RULE_DB` dB PSNR-Y on the calibration crops), timed on one
         128x128 tile and kept only when clearly faster than fp32 (:func:`choose_precision`).
+        Unless the caller fixed ``channels_last``, each float path is also timed in the other
+        memory format, which replaces the architecture's recorded one where it is at least
+        :data:`FORMAT_MARGIN` times faster (which format is faster differs between CPUs: RFDN
+        ran 1.6x faster in channels_last on a Zen 4 EPYC, the registry's contiguous default).
         The choice is cached per model, weights and machine (:mod:`upres.inference.paths`),
         so later loads skip the measurement. bf16 costs at most a few 8-bit levels and ~0.002 dB
         on the benchmarks, but is several times slower than fp32 on CPUs without native bf16."""
@@ -414,13 +432,16 @@ class Upscaler:
         candidates = ["fp32"] + (["bf16"] if self.card.supports_half else []) + \
             (["int8"] if self._int8_ok else [])
         asked = self._int8_runtime_asked  # a named int8 runtime is measured on its own
+        formats = self._format_open  # the memory format is measured too
         key = paths.cache_key(self.model, self.card,
-                              [*candidates, f"int8@{asked}"] if asked and self._int8_ok
-                              else candidates)
+                              [*candidates, *([f"int8@{asked}"] if asked and self._int8_ok
+                                              else []), *(["formats"] if formats else [])])
         hit = paths.lookup(key)
         if hit is not None and hit["precision"] in candidates:
             choice = hit["precision"]
             cached = True
+            if formats and isinstance(hit.get("channels_last"), bool):
+                self._set_format(hit["channels_last"])
             if choice == "int8":
                 float_state = self.model, self.channels_last, self.card, self.device
                 try:
@@ -439,11 +460,21 @@ class Upscaler:
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 128, 128,
                        generator=torch.Generator().manual_seed(0))
         times: dict[str, float] = {}
+        home = self.channels_last
+        other = "contiguous" if home else "channels_last"
+        best_format: dict[str, bool] = {}
         for prec in candidates:
             if prec == "int8":
                 continue
             self.precision = prec
             times[prec] = self._time(x)
+            best_format[prec] = home
+            if formats:
+                self._set_format(not home)
+                times[f"{prec} {other}"] = t = self._time(x)
+                self._set_format(home)
+                if t * FORMAT_MARGIN <= times[prec]:
+                    best_format[prec] = not home
         loss, int8_state, runtime = None, None, ""
         if "int8" in candidates:
             float_state = self.model, self.channels_last, self.card, self.device
@@ -460,8 +491,15 @@ class Upscaler:
             self.model, self.channels_last, self.card, self.device = float_state
             self.backend, self._float_model, self.int8_loss = "torch", None, None
             self.int8_runtime = ""
-        self.precision = choose_precision(times)
-        entry = paths.record(key, self.precision, times, loss)
+        # each float path at its faster format
+        by_path = {k: times[f"{k} {other}"] if best_format.get(k, home) != home else v
+                   for k, v in times.items() if k in candidates}
+        self.precision = choose_precision(by_path)
+        chosen_format = best_format.get(self.precision, home)
+        entry = paths.record(key, self.precision, times, loss,
+                             channels_last=chosen_format if formats else None)
+        if chosen_format != home:
+            self._set_format(chosen_format)
         if self.precision == "int8" and int8_state is not None:
             self._float_model = self.model
             self.model, self.int8_loss, self.card = int8_state
