@@ -412,8 +412,7 @@ class Upscaler:
         128x128 tile and kept only when clearly faster than fp32 (:func:`choose_precision`).
         Unless the caller fixed ``channels_last``, each float path is also timed in the other
         memory format, which replaces the architecture's recorded one where it is at least
-        :data:`FORMAT_MARGIN` times faster (which format is faster differs between CPUs: RFDN
-        ran 1.6x faster in channels_last on a Zen 4 EPYC, the registry's contiguous default).
+        :data:`FORMAT_MARGIN` times faster (which format is faster differs between CPUs).
         The choice is cached per model, weights and machine (:mod:`upres.inference.paths`),
         so later loads skip the measurement. bf16 costs at most a few 8-bit levels and ~0.002 dB
         on the benchmarks, but is several times slower than fp32 on CPUs without native bf16."""
