@@ -11,7 +11,7 @@ import yaml
 
 import upres
 from upres.cli import main
-from upres.data.datasets import PairedPatchSampler
+from upres.data.datasets import PairedPatchSampler, to_float
 from upres.errors import UpresError
 from upres.io import read_rgb8
 from upres.models import REGISTRY
@@ -60,6 +60,11 @@ def test_sampler_pairs_are_aligned_and_seeded():
     assert lr1.shape == (5, 3, 12, 12) and hr1.shape == (5, 3, 36, 36)
     torch.testing.assert_close(lr1, lr2, rtol=0, atol=0)
     torch.testing.assert_close(hr1, hr2, rtol=0, atol=0)
+    # the bytes the trainer converts on its device are the same batch
+    lr3, hr3 = s.sample_u8(5, np.random.default_rng(7))
+    assert lr3.dtype == np.uint8 and lr3.shape == (5, 12, 12, 3) and hr3.shape == (5, 36, 36, 3)
+    torch.testing.assert_close(to_float(lr3), lr1, rtol=0, atol=0)
+    torch.testing.assert_close(to_float(hr3).contiguous(), hr1, rtol=0, atol=0)
     # The LR patch is the bicubic shrink of its HR patch, up to border effects: compare centres.
     down = upres.imresize((hr1[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), 1 / 3)
     lr0 = (lr1[0].permute(1, 2, 0).numpy() * 255).round()

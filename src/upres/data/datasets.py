@@ -17,7 +17,8 @@ from upres.errors import UpresError
 from upres.formats.image import IMAGE_EXTS, read_rgb8
 from upres.resize import imresize
 
-__all__ = ["PairedPatchSampler", "check_rescale", "find_lr", "read_paired_lr", "scan_images"]
+__all__ = ["PairedPatchSampler", "check_rescale", "find_lr", "read_paired_lr", "scan_images",
+           "to_float"]
 
 
 def scan_images(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -80,6 +81,14 @@ class _Pair:
     hr: np.ndarray  # (H*s, W*s, 3) uint8
     lr: np.ndarray  # (H, W, 3) uint8
     factor: float = 1.0  # the ``rescale`` factor this copy was shrunk by (1: the original)
+
+
+def to_float(batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``(B, H, W, C)`` -> float32 ``(B, C, H, W)`` in [0, 1] on ``device``, converted
+    there (a quarter of the bytes cross to a GPU), in channels_last memory layout (the NHWC
+    bytes as they are: call ``.contiguous()`` for the plain layout)."""
+    t = torch.from_numpy(batch).to(device, non_blocking=True)
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class PairedPatchSampler:
@@ -219,6 +228,14 @@ class PairedPatchSampler:
 
     def sample(self, batch: int, rng: np.random.Generator, *, version: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
+        lrs, hrs = self.sample_u8(batch, rng, version=version)
+        return to_float(lrs).contiguous(), to_float(hrs).contiguous()
+
+    def sample_u8(self, batch: int, rng: np.random.Generator, *, version: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """The batch :meth:`sample` returns (the same draws from ``rng``), as it is made:
+        uint8 ``(B, patch, patch, 3)`` and ``(B, patch*s, patch*s, 3)``, for a caller that
+        converts on its device (:func:`to_float`)."""
         s, p = self.scale, self.patch
         lrs = np.empty((batch, p, p, 3), np.uint8)
         hrs = np.empty((batch, p * s, p * s, 3), np.uint8)
@@ -254,5 +271,4 @@ class PairedPatchSampler:
                 lrs[i] = self._degrade_u8(hr, g)
 
             self._map(one, jobs)
-        to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
-        return to_t(lrs).contiguous(), to_t(hrs).contiguous()
+        return lrs, hrs

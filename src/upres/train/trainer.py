@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import nn
 
-from upres.data.datasets import PairedPatchSampler
+from upres.data.datasets import PairedPatchSampler, to_float
 from upres.errors import UpresError
 from upres.evaluate import evaluate, load_benchmark
 from upres.inference.upscaler import Upscaler, rgb_to_ycbcr
@@ -342,13 +342,20 @@ class Trainer:
             if self.base is not None:
                 lr_b, hr_b, level = data.sample_level(cfg.data.batch, self.rng)
                 lr_b, hr_b = self._convention(lr_b, hr_b)
-            else:
+            elif self.conv.get("color") == "y" or self.conv.get("pre_upsample"):
                 lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
+            else:  # plain RGB patches: uint8 to the device, floats made there
+                lr_b, hr_b = data.sample_u8(cfg.data.batch, self.rng)
             if self.dist.enabled:  # this process's shard of the global batch
                 per = cfg.data.batch // self.dist.world
                 shard = slice(self.dist.rank * per, (self.dist.rank + 1) * per)
                 lr_b, hr_b = lr_b[shard], hr_b[shard]
-            lr_b, hr_b = lr_b.to(self.device), hr_b.to(self.device)
+            if isinstance(lr_b, np.ndarray):  # NHWC bytes: channels_last floats as they are
+                lr_b, hr_b = to_float(lr_b, self.device), to_float(hr_b, self.device)
+                if not cfg.optim.channels_last:
+                    lr_b, hr_b = lr_b.contiguous(), hr_b.contiguous()
+            else:
+                lr_b, hr_b = lr_b.to(self.device), hr_b.to(self.device)
             t_data += time.time() - td
             if cfg.optim.channels_last:
                 lr_b = lr_b.contiguous(memory_format=torch.channels_last)
