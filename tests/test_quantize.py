@@ -494,3 +494,33 @@ def test_int8_runtime_choice_and_errors(tmp_path, monkeypatch, capsys):
     assert plain.int8_runtime == "onnxruntime" and not timed
     with pytest.raises(UpresError, match=r"OpenVINO cannot be imported.*upres\[openvino\]"):
         upres.load("tiny-x2", precision="int8", int8_runtime="openvino")
+
+
+def test_int8_runtime_on_the_command_line(tmp_path, capsys):
+    """``--int8-runtime`` names the runtime for upscale, eval and bench (the runtime that ran
+    is said), is one of the API's names, and enters a folder job's parameters."""
+    from upres import cli
+    from upres.inference.upscaler import INT8_RUNTIMES
+
+    assert cli._INT8_RUNTIMES == INT8_RUNTIMES
+    names = ["onnxruntime"] + (["openvino"] if ovnet.available() else [])
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "bird.png").write_bytes((BENCH / "Set5" / "bird.png").read_bytes())
+    for rt in names:
+        out = tmp_path / f"out-{rt}"
+        assert main(["upscale", str(src), "-m", "tiny-x2", "--precision", "int8",
+                     "--int8-runtime", rt, "-o", str(out), "--shard", "0/1"]) == 0
+        assert f"; int8 runs on {rt}" in capsys.readouterr().err
+        (manifest,) = out.glob("**/manifest.json")
+        assert json.loads(manifest.read_text())["params"]["int8_runtime"] == rt
+        assert main(["eval", "-m", "tiny-x2", "-s", "2", "-d", str(BENCH / "Set5"),
+                     "--precision", "int8", "--int8-runtime", rt]) == 0
+        assert f"; int8 runs on {rt}" in capsys.readouterr().err
+        js = tmp_path / f"b-{rt}.json"
+        assert main(["bench", "-m", "tiny-x2", "-s", "2", "--precision", "int8",
+                     "--int8-runtime", rt, "--repeat", "1", "--json", str(js)]) == 0
+        assert json.loads(js.read_text())[0]["backend"] == rt
+    with pytest.raises(SystemExit):
+        main(["upscale", str(src), "-m", "tiny-x2", "--int8-runtime", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

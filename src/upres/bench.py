@@ -107,11 +107,12 @@ def run_peak_rss(cmd: list[str]) -> tuple[int, str, float]:
 
 def _measure(model: str, scale: int, width: int, height: int, device: str, precision: str,
              repeat: int, warmup: int, channels_last: bool | None, backend: str,
-             ensemble: int) -> dict:
+             ensemble: int, int8_runtime: str | None = None) -> dict:
     import upres
 
     up = upres.load(model, device=device, precision=precision, scale=scale,
-                    channels_last=channels_last, backend=backend, ensemble=ensemble)
+                    channels_last=channels_last, backend=backend, ensemble=ensemble,
+                    int8_runtime=int8_runtime)
     img = _frame(width, height)
     for _ in range(warmup):
         up.upscale(img, tile=0)
@@ -136,10 +137,11 @@ def _measure(model: str, scale: int, width: int, height: int, device: str, preci
 def bench(model: str, *, scale: int, width: int = 320, height: int = 180, device: str = "cpu",
           precision: str = "default", repeat: int = 10, warmup: int = 2,
           channels_last: bool | None = None, backend: str = "torch",
-          ensemble: int = 1) -> BenchResult:
-    """Measure one model in a child process; see :class:`BenchResult`."""
+          ensemble: int = 1, int8_runtime: str | None = None) -> BenchResult:
+    """Measure one model in a child process; see :class:`BenchResult` (``int8_runtime``:
+    as :func:`upres.load`)."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         res = pool.apply(_measure, (model, scale, width, height, device, precision, repeat,
-                                    warmup, channels_last, backend, ensemble))
+                                    warmup, channels_last, backend, ensemble, int8_runtime))
     return BenchResult(**res)

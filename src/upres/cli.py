@@ -23,6 +23,13 @@ __all__ = ["main"]
 
 # upres.inference.upscaler.PRECISIONS, not imported here
 _PRECISIONS = ("default", "fp32", "bf16", "fp16", "int8", "auto")
+_INT8_RUNTIMES = ("onnxruntime", "openvino")  # upres.inference.upscaler.INT8_RUNTIMES
+
+
+def _add_int8_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8-runtime", choices=_INT8_RUNTIMES,
+                   help="which runtime runs int8 (default: OpenVINO where installed and "
+                        "measured faster at the first int8 load, else onnxruntime)")
 _RASTER_FORMATS = ("gtiff", "cog")  # upres.jobs.RASTER_FORMATS, unimported
 
 
@@ -145,7 +152,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     model = args.model or "auto"
     try:
         up = upres.load(model, device=args.device, precision=args.precision, scale=args.scale,
-                        backend=args.backend, ensemble=args.ensemble, denoise=args.denoise)
+                        backend=args.backend, ensemble=args.ensemble, denoise=args.denoise,
+                        int8_runtime=args.int8_runtime)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     if getattr(up, "precision_note", "") and not args.quiet:
@@ -164,7 +172,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             if s not in cache:
                 cache[s] = upres.load("auto", device=args.device, precision=args.precision,
                                       scale=s, backend=args.backend, ensemble=args.ensemble,
-                                      denoise=args.denoise)
+                                      denoise=args.denoise, int8_runtime=args.int8_runtime)
             return cache[s]
     if not items:
         return 0
@@ -177,7 +185,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         from upres.jobs.manifest import Report, job_params, open_job
 
         params = job_params(model, up.scale, args.precision, args.ensemble, args.backend, opts,
-                            args.denoise)
+                            args.denoise, int8_runtime=args.int8_runtime)
         job = open_job(args.output, items, params, overwrite=args.overwrite)
         swept = sweep_stale(args.output, recursive=True)
         if swept and not args.quiet:
@@ -207,7 +215,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             del up  # each worker loads its own
             spec = ModelSpec(model=model, scale=args.scale, device=args.device,
                              precision=args.precision, backend=args.backend,
-                             ensemble=args.ensemble, denoise=args.denoise)
+                             ensemble=args.ensemble, denoise=args.denoise,
+                             int8_runtime=args.int8_runtime)
             run_ray(items, opts, spec, address=args.address, workers=args.workers,
                     gpus_per_worker=args.gpus_per_worker, on_rows=on_rows,
                     say=lambda m: None if args.quiet else _err(m))
@@ -266,7 +275,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     frames = _frame_range(args.frames)
     try:
         up = upres.load(args.model or "auto", device=args.device,
-                        precision=args.precision, scale=args.scale, denoise=args.denoise)
+                        precision=args.precision, scale=args.scale, denoise=args.denoise,
+                        int8_runtime=args.int8_runtime)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
     if getattr(up, "precision_note", "") and not args.quiet:
@@ -339,7 +349,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for m in args.model:
         try:
             up = upres.load(m, device=args.device, scale=args.scale, ensemble=args.ensemble,
-                            precision=args.precision, denoise=args.denoise)
+                            precision=args.precision, denoise=args.denoise,
+                            int8_runtime=args.int8_runtime)
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
         if getattr(up, "precision_note", ""):
@@ -421,7 +432,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             r = bench(m, scale=args.scale, width=w, height=h, device=args.device,
                       precision=args.precision, repeat=args.repeat,
                       channels_last=args.channels_last, backend=args.backend,
-                      ensemble=args.ensemble)
+                      ensemble=args.ensemble, int8_runtime=args.int8_runtime)
         except UpresError as exc:
             raise _UsageError(str(exc)) from None
         results.append(r)
@@ -568,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "faster), quantised at the first use (cached); auto: time fp32, "
                         "bf16 and int8 on this machine at the first load, keep the clearly "
                         "faster (int8 only within 0.05 dB of fp32) and cache the choice")
+    _add_int8_runtime(u)
     u.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                    help="run the network with PyTorch (default) or onnxruntime (CPU, fp32)")
     u.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
@@ -634,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("--tile-overlap", type=int, default=16, help="context pixels around tiles")
     vd.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     vd.add_argument("--precision", default="default", choices=_PRECISIONS)
+    _add_int8_runtime(vd)
     vd.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
     vd.add_argument("--overwrite", action="store_true", help="replace an existing output")
     vd.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -673,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--precision", default="default", choices=_PRECISIONS,
                    help="what the networks run in, as for upscale and bench")
+    _add_int8_runtime(e)
     e.add_argument("--denoise", default="auto", metavar="0..1|auto",
                    help="photo models: clean-up strength (auto: measured per image)")
     e.set_defaults(func=cmd_eval)
@@ -684,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="PATH", help="write results as JSON")
     b.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
     b.add_argument("--precision", default="default", choices=_PRECISIONS)
+    _add_int8_runtime(b)
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: the measured best per arch)")
     b.add_argument("--repeat", type=int, default=10, help="timed runs after 2 warm-up runs")

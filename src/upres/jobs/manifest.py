@@ -46,14 +46,17 @@ def _weights_hash(model: str) -> str:
 
 
 def job_params(model: str, scale: int, precision: str, ensemble: int, backend: str,
-               opts: JobOptions, denoise: float | str = "auto") -> dict[str, Any]:
-    """What decides the outputs' bytes, as a JSON-able dict."""
+               opts: JobOptions, denoise: float | str = "auto", *,
+               int8_runtime: str | None = None) -> dict[str, Any]:
+    """What decides the outputs' bytes, as a JSON-able dict (a named int8 runtime only when
+    one was named, so jobs begun before the option keep their parameters)."""
     import upres
 
     o = {k: v for k, v in opts.__dict__.items() if k not in ("overwrite", "output")}
+    named = {"int8_runtime": int8_runtime} if int8_runtime else {}
     return {"model": model, "weights_sha256": _weights_hash(model), "scale": scale,
             "precision": precision, "ensemble": ensemble, "backend": backend,
-            "denoise": denoise,
+            "denoise": denoise, **named,
             "upres": upres.__version__, **{k: list(v) if isinstance(v, tuple) else v
                                             for k, v in o.items()}}
 

@@ -39,6 +39,7 @@ class ModelSpec:
     backend: str = "torch"
     ensemble: int = 1
     denoise: float | str = "auto"
+    int8_runtime: str | None = None
 
 
 class _Worker:
@@ -52,7 +53,7 @@ class _Worker:
         torch.set_num_threads(max(1, threads))
         self.up = upres.load(spec.model, device=spec.device, precision=spec.precision,
                              scale=spec.scale, backend=spec.backend, ensemble=spec.ensemble,
-                             denoise=spec.denoise)
+                             denoise=spec.denoise, int8_runtime=spec.int8_runtime)
         self.opts = opts
 
     def pid(self) -> int:
