@@ -9,11 +9,12 @@ measured. This does, in one command:
    run), through ``upres train`` with ``--stop-after``; its steps/s is read from its
    ``train.log``;
 2. **fit**: each job's ``optim.steps`` is set so that the steps that fit in the time left end
-   the cosine there; a resumed job also gets ``optim.restart`` at the step it stands at, so its
-   rate starts a new cycle at ``optim.lr`` (set it per job) and anneals to ``min_lr`` in that
-   time (without the restart, a run resumed at step k with steps N would continue the old
-   cosine at (k - warmup) / (N - warmup), near its end when N - k is small: session 17's
-   first call ran so, its two resumed jobs at 1e-5 and below throughout);
+   the cosine there. A resumed job gets ``optim.restart`` at the step it was resumed from (its
+   probe runs at the start of that cycle), so its rate starts a new cycle at ``optim.lr`` (set
+   it per job) and anneals to ``min_lr`` in the time (without the restart, a run resumed at
+   step k with steps N would continue the old cosine at (k - warmup) / (N - warmup), near its
+   end when N - k is small: session 17's first call ran so, its two resumed jobs at 1e-5 and
+   below throughout; and a run whose schedule had ended would not train at all);
 3. **train**: every job resumes with that ``optim.steps`` and runs to the end (final validation,
    ``final.safetensors``); a job still running at the deadline is stopped and keeps its last
    checkpoint (``ckpt_every`` steps);
@@ -145,6 +146,9 @@ def main() -> None:
     cmds = {}
     for name, (run, sets, config) in jobs.items():
         stop = ["--stop-after", str(start[name] + args.probe)]
+        if not config:  # a new cycle from here; its length is fitted after the probe
+            stop += ["--set", f"optim.restart={start[name]}",
+                     "--set", f"optim.steps={start[name] + 100 * args.probe}"]
         cmds[name] = (upres(str(config), "--run-dir", str(run), *sets, *stop) if config
                       else upres("--resume", str(run), *sets, *stop))
     say(f"probe: {args.probe} steps each from {start}")
@@ -162,8 +166,8 @@ def main() -> None:
         say(f"{name}: {rate:.1f} steps/s side by side, step {now}; optim.steps -> {steps} "
             f"({steps - now} steps in {left:.0f} s)")
         fit = ["--set", f"optim.steps={steps}"]
-        if jobs[name][2] is None:  # a resumed run: a new cosine cycle from here
-            fit += ["--set", f"optim.restart={now}"]
+        if jobs[name][2] is None:  # a resumed run: the cycle begun at the probe
+            fit += ["--set", f"optim.restart={start[name]}"]
         cmds[name] = upres("--resume", str(run), *sets, *fit)
     # 3. train
     codes = run_all(cmds, args.work, end - 20)
