@@ -376,11 +376,14 @@ def _register_all(reg: Registry) -> None:
         "upnet_rep", RepUpNet, _detect_upnet_rep,
         "UpNet in training form: 3x3 + 1x1 + identity branches per layer, folded into plain "
         "UpNet for validation, export and inference (upres's own; RepVGG/ECBSR-style)"))
+    # IMDN and RFDN: channels_last measured faster on a Zen 4 EPYC at x2 and x4, 1280x720 out
+    # (session 17, `upres bench ... --channels-last` / `--no-channels-last`, docs/ladder.md)
     reg.register(ArchSpec("imdn", IMDN, _detect_imdn,
-                          "information multi-distillation network (Hui et al., ACM MM 2019)"))
+                          "information multi-distillation network (Hui et al., ACM MM 2019)",
+                          channels_last_cpu=True))
     reg.register(ArchSpec("rfdn", RFDN, _detect_rfdn,
                           "residual feature distillation network (Liu et al., ECCVW 2020)",
-                          defaults={"min_size": 15}, tile_exact=False))
+                          defaults={"min_size": 15}, tile_exact=False, channels_last_cpu=True))
     reg.register(ArchSpec("carn_m", CARNM, _detect_carnm,
                           "cascading residual network, mobile (Ahn et al., ECCV 2018)"))
     reg.register(ArchSpec("fsrcnn", FSRCNN, _detect_fsrcnn,
