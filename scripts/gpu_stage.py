@@ -73,12 +73,18 @@ def step_of(run: Path) -> int:
     return int(torch.load(run / "last.pt", map_location="cpu", weights_only=False)["step"])
 
 
-def rate_of(run: Path, after: int) -> float:
-    """steps/s of the last log interval after step ``after`` (the first one holds warm-up)."""
-    rates = [(int(m[1]), float(m[2])) for m in RATE.finditer((run / "train.log").read_text())]
-    rates = [r for s, r in rates if s > after]
+def rate_of(run: Path) -> float | None:
+    """steps/s of the last sitting in ``train.log`` (the probe's: the lines after its last
+    ``run``/``resumed from`` line), the slowest interval but the first (it holds warm-up);
+    None when it logged none."""
+    if not (run / "train.log").is_file():
+        return None
+    lines = (run / "train.log").read_text().splitlines()
+    starts = [i for i, x in enumerate(lines) if re.search(r"^\S+ \S+ (run |resumed from )", x)]
+    sitting = "\n".join(lines[starts[-1] if starts else 0:])
+    rates = [float(m[2]) for m in RATE.finditer(sitting)]
     if not rates:
-        raise SystemExit(f"gpu_stage: {run}: no steps/s in its train.log after step {after}")
+        return None
     return rates[-1] if len(rates) == 1 else min(rates[1:])
 
 
@@ -153,15 +159,18 @@ def main() -> None:
                       else upres("--resume", str(run), *sets, *stop))
     say(f"probe: {args.probe} steps each from {start}")
     codes = run_all(cmds, args.work, end - args.reserve)
-    if any(codes.values()):
-        for name in jobs:
-            say(f"{name} output:\n" + (args.work / f"{name}.out").read_text()[-3000:])
-        raise SystemExit(f"gpu_stage: probe failed: {codes}")
+    rates = {name: rate_of(run) for name, (run, _, _) in jobs.items()}
+    failed = [name for name in jobs if codes.get(name) or rates[name] is None]
+    for name in failed:  # said, and packed below as far as it got
+        say(f"{name}: probe failed (exit {codes.get(name)}), not trained further; output:\n"
+            + (args.work / f"{name}.out").read_text()[-3000:])
     # 2. fit
     left = end - time.time() - args.reserve
     cmds = {}
     for name, (run, sets, _) in jobs.items():
-        rate, now = rate_of(run, start[name]), step_of(run)
+        if name in failed:
+            continue
+        rate, now = rates[name], step_of(run)
         steps = now + max(args.ckpt_every, int(rate * left * 0.95) // 100 * 100)
         say(f"{name}: {rate:.1f} steps/s side by side, step {now}; optim.steps -> {steps} "
             f"({steps - now} steps in {left:.0f} s)")
@@ -170,10 +179,13 @@ def main() -> None:
             fit += ["--set", f"optim.restart={start[name]}"]
         cmds[name] = upres("--resume", str(run), *sets, *fit)
     # 3. train
-    codes = run_all(cmds, args.work, end - 20)
+    codes = run_all(cmds, args.work, end - 20) if cmds else {}
     say(f"train: exit codes {codes}")
     # 4. pack
     for name, (run, _, _) in jobs.items():
+        if not (run / "train.log").is_file():
+            say(f"{name}: no run folder to pack")
+            continue
         shutil.copy(args.work / f"{name}.out", run / "gpu_stage.out")
         with tarfile.open(args.out / f"{name}.tar", "w") as tar:
             for f in sorted(run.iterdir()):
@@ -183,6 +195,8 @@ def main() -> None:
         log = (run / "train.log").read_text().splitlines()
         say(f"{name}: " + " | ".join(x for x in log[-40:] if "val step" in x or "stopped" in x))
     say(f"done in {time.time() - t0:.0f} s")
+    if failed:
+        raise SystemExit(f"gpu_stage: probe failed for {', '.join(failed)} (packed as it was)")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,12 @@ def test_gpu_stage_fits_schedules_to_the_time(tiny, tmp_path):
          "--work", str(tmp_path / "work"), "--budget", "80", "--reserve", "40", "--probe", "20",
          "--ckpt-every", "2", "--set", "device=cpu", "--set", "threads=1",
          "--set", "val_every=100000",
-         "--job", f"old={tmp_path / 'old'};optim.lr=5e-4", "--job", f"new={tiny};optim.steps=1000"],
+         "--job", f"old={tmp_path / 'old'};optim.lr=5e-4", "--job", f"new={tiny};optim.steps=1000",
+         "--job", f"bad={tiny};optim.loss=l7"],  # fails at once: the others go on
         capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "probe failed for bad (packed as it was)" in said, said
+    assert "bad: no run folder to pack" in said and not (out / "bad.tar").exists()
     for name, start in (("old", 6), ("new", 0)):
         with tarfile.open(out / f"{name}.tar") as tar:
             tar.extractall(tmp_path / "back", filter="data")

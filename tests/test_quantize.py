@@ -206,7 +206,7 @@ def test_auto_measures_caches_and_says_what_it_chose(tmp_path, monkeypatch, caps
     (tmp_path / "precision.json").write_text(json.dumps({**data, key: entry}))
     assert upres.load("fast-x4", device="cpu", precision="auto").backend == "onnxruntime"
     # A cached memory format is followed too, with the same pixels.
-    entry.update(precision="fp32", channels_last=not second.channels_last)
+    entry.update(precision="fp32", channels_last=False)  # not UpNet's recorded format
     (tmp_path / "precision.json").write_text(json.dumps({**data, key: entry}))
     flipped = upres.load("fast-x4", device="cpu", precision="auto")
     assert flipped.channels_last == entry["channels_last"] and flipped.precision == "fp32"
@@ -524,3 +524,32 @@ def test_int8_runtime_on_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["upscale", str(src), "-m", "tiny-x2", "--int8-runtime", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_auto_takes_the_other_memory_format_when_it_is_faster(tmp_path, monkeypatch):
+    """With timings where contiguous is clearly faster for fp32 (and bf16 slow), auto keeps
+    fp32 in contiguous format, says so and caches it; with contiguous only slightly faster
+    (under FORMAT_MARGIN) it keeps the recorded channels_last."""
+    from upres.inference.upscaler import Upscaler
+
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    for gain, want in ((2.0, False), (1.05, True)):
+        (tmp_path / "precision.json").unlink(missing_ok=True)
+
+        def fake(self, x, gain=gain):  # seconds: what each path "took"
+            if self.precision == "bf16":
+                return 1.0
+            if self.precision == "int8" or self.backend != "torch":
+                return 1.0
+            return 0.1 / gain if not self.channels_last else 0.1
+
+        monkeypatch.setattr(Upscaler, "_time", fake)
+        up = upres.load("fast-x4", device="cpu", precision="auto")
+        assert up.precision == "fp32" and up.channels_last is want
+        conv = next(m for m in up.model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) is want
+        assert up.precision_note.endswith("; channels_last format)" if want else
+                                          "; contiguous format)")
+        (entry,) = [v for k, v in json.loads((tmp_path / "precision.json").read_text()).items()
+                    if " fp32/bf16/int8/formats " in k]
+        assert entry["channels_last"] is want and entry["precision"] == "fp32"

@@ -48,9 +48,9 @@ def test_cosine_warm_restart(tiny):
     assert lr_at(cfg, 99) == lr_at(plain, 99) < lr_at(cfg, 100) == pytest.approx(2e-4)
     assert lr_at(cfg, 200) == pytest.approx((2e-4 + 1e-5) / 2)
     assert lr_at(cfg, 300) == pytest.approx(1e-5)
-    for bad in ("optim.restart=300", "optim.restart=-5"):
+    for bad in ("optim.restart=300", "optim.restart=-5", "optim.warmup=50 optim.restart=20"):
         with pytest.raises(UpresError, match=r"optim\.restart"):
-            load_config(tiny, ["optim.steps=300", bad])
+            load_config(tiny, ["optim.steps=300", *bad.split()])
 
 
 def test_sampler_pairs_are_aligned_and_seeded():

@@ -86,7 +86,8 @@ class _Pair:
 def to_float(batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(B, H, W, C)`` -> float32 ``(B, C, H, W)`` in [0, 1] on ``device``, converted
     there (a quarter of the bytes cross to a GPU), in channels_last memory layout (the NHWC
-    bytes as they are: call ``.contiguous()`` for the plain layout)."""
+    bytes as they are: call ``.contiguous()`` for the plain layout). On the CPU the values are
+    :meth:`PairedPatchSampler.sample`'s exactly; a GPU may round x / 255 by one ulp."""
     t = torch.from_numpy(batch).to(device, non_blocking=True)
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 

@@ -97,7 +97,7 @@ def _read() -> dict[str, Any]:
 
 def lookup(key: str) -> dict[str, Any] | None:
     """The cached entry for ``key`` (``precision``, ``times_ms``, ``int8_loss_db``,
-    ``measured``), or None."""
+    ``measured``, and ``channels_last`` where the memory format was measured), or None."""
     entry = _read().get(key)
     if not (isinstance(entry, dict) and isinstance(entry.get("precision"), str)
             and isinstance(entry.get("times_ms"), dict)):

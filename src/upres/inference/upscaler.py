@@ -280,7 +280,7 @@ class Upscaler:
         self._format_open = channels_last is None
         if channels_last is None:  # the measured default for this architecture on CPU
             channels_last = bool(spec and spec.channels_last_cpu and self.device.type == "cpu")
-        self.channels_last = channels_last
+        self.channels_last = self._format_home = channels_last
         # Size requirements, from the card or the network itself (e.g. RRDBNet x2, RFDN).
         self.size_multiple = max(1, card.size_multiple, getattr(model, "size_multiple", 1))
         self.min_size = max(card.min_size, getattr(model, "min_size", 1))
@@ -459,7 +459,8 @@ class Upscaler:
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 128, 128,
                        generator=torch.Generator().manual_seed(0))
         times: dict[str, float] = {}
-        home = self.channels_last
+        home = self._format_home  # the recorded (or the caller's) format, measured against
+        self._set_format(home)
         other = "contiguous" if home else "channels_last"
         best_format: dict[str, bool] = {}
         for prec in candidates:

@@ -49,11 +49,13 @@ def job_params(model: str, scale: int, precision: str, ensemble: int, backend: s
                opts: JobOptions, denoise: float | str = "auto", *,
                int8_runtime: str | None = None) -> dict[str, Any]:
     """What decides the outputs' bytes, as a JSON-able dict (a named int8 runtime only when
-    one was named, so jobs begun before the option keep their parameters)."""
+    one was named and the precision may be int8, so jobs begun before the option, or running
+    floats, keep their parameters)."""
     import upres
 
     o = {k: v for k, v in opts.__dict__.items() if k not in ("overwrite", "output")}
-    named = {"int8_runtime": int8_runtime} if int8_runtime else {}
+    may_int8 = precision in ("int8", "auto", "default")
+    named = {"int8_runtime": int8_runtime} if int8_runtime and may_int8 else {}
     return {"model": model, "weights_sha256": _weights_hash(model), "scale": scale,
             "precision": precision, "ensemble": ensemble, "backend": backend,
             "denoise": denoise, **named,

@@ -70,7 +70,8 @@ class ArchSpec:
     ``detect(state)`` returns a :class:`Detected` when the state dict is this architecture's,
     else ``None``. ``defaults`` holds the conventions of weights that upres trains itself.
     ``channels_last_cpu``: run in channels_last memory format on CPU by default (set only where
-    ``benchmarks/bench_inference.py`` measured it faster).
+    it was measured faster: ``benchmarks/bench_inference.py`` or ``upres bench
+    --channels-last``; ``precision="auto"`` measures it again per machine).
     ``tile_exact``: the network's receptive field is bounded, so tiles with enough overlap give
     exactly the untiled result. False for networks with image-size-dependent pooling (RFDN's
     attention, SAFMN's modulation): they run whole images unless memory forbids it.

@@ -222,9 +222,11 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.optim.schedule not in ("cosine", "multistep", "constant"):
         raise UpresError(f"config key 'optim.schedule': unknown schedule {cfg.optim.schedule!r}")
     if cfg.optim.restart and not (cfg.optim.schedule == "cosine"
-                                  and 0 < cfg.optim.restart < cfg.optim.steps):
-        raise UpresError(f"config key 'optim.restart': a cosine restart must lie between 0 and "
-                         f"optim.steps ({cfg.optim.steps}), got {cfg.optim.restart}")
+                                  and cfg.optim.warmup <= cfg.optim.restart < cfg.optim.steps
+                                  and cfg.optim.restart > 0):
+        raise UpresError(f"config key 'optim.restart': a cosine restart must lie between the "
+                         f"warm-up's end ({cfg.optim.warmup}) and optim.steps "
+                         f"({cfg.optim.steps}), got {cfg.optim.restart}")
     for key, v in (("optim.steps", cfg.optim.steps), ("data.patch", cfg.data.patch),
                    ("data.batch", cfg.data.batch)):
         if v < 1:
