@@ -142,10 +142,11 @@ def main() -> None:
         source, *own = rest.split(";")
         run = args.work / name
         src = ROOT / source
-        if not src.is_file():
+        config = src if src.is_file() else None  # else a run folder to resume
+        if config is None:
             shutil.copytree(src, run, ignore=shutil.ignore_patterns("README.md"))
         sets = common + [x for s in own for x in ("--set", s)]
-        jobs[name] = (run, sets, src if src.is_file() else None)
+        jobs[name] = (run, sets, config)
 
     # 1. probe
     start = {name: step_of(run) for name, (run, _, _) in jobs.items()}
@@ -167,7 +168,7 @@ def main() -> None:
     # 2. fit
     left = end - time.time() - args.reserve
     cmds = {}
-    for name, (run, sets, _) in jobs.items():
+    for name, (run, sets, config) in jobs.items():
         if name in failed:
             continue
         rate, now = rates[name], step_of(run)
@@ -175,7 +176,7 @@ def main() -> None:
         say(f"{name}: {rate:.1f} steps/s side by side, step {now}; optim.steps -> {steps} "
             f"({steps - now} steps in {left:.0f} s)")
         fit = ["--set", f"optim.steps={steps}"]
-        if jobs[name][2] is None:  # a resumed run: the cycle begun at the probe
+        if config is None:  # a resumed run: the cycle begun at the probe
             fit += ["--set", f"optim.restart={start[name]}"]
         cmds[name] = upres("--resume", str(run), *sets, *fit)
     # 3. train

@@ -463,18 +463,19 @@ class Upscaler:
         self._set_format(home)
         other = "contiguous" if home else "channels_last"
         best_format: dict[str, bool] = {}
+        by_path: dict[str, float] = {}  # each path's time, a float path at its faster format
         for prec in candidates:
             if prec == "int8":
                 continue
             self.precision = prec
-            times[prec] = self._time(x)
+            times[prec] = by_path[prec] = self._time(x)
             best_format[prec] = home
             if formats:
                 self._set_format(not home)
                 times[f"{prec} {other}"] = t = self._time(x)
                 self._set_format(home)
                 if t * FORMAT_MARGIN <= times[prec]:
-                    best_format[prec] = not home
+                    best_format[prec], by_path[prec] = not home, t
         loss, int8_state, runtime = None, None, ""
         if "int8" in candidates:
             float_state = self.model, self.channels_last, self.card, self.device
@@ -482,7 +483,7 @@ class Upscaler:
                 self._use_int8(auto=True)
                 loss = self.int8_loss
                 if loss is not None and loss <= INT8_RULE_DB:
-                    times["int8"] = self._time(x)
+                    times["int8"] = by_path["int8"] = self._time(x)
                     int8_state = self.model, self.int8_loss, self.card
                     runtime = self.int8_runtime
             except UpresError:  # a graph that cannot be quantised or run: no int8 candidate
@@ -491,9 +492,6 @@ class Upscaler:
             self.model, self.channels_last, self.card, self.device = float_state
             self.backend, self._float_model, self.int8_loss = "torch", None, None
             self.int8_runtime = ""
-        # each float path at its faster format
-        by_path = {k: times[f"{k} {other}"] if best_format.get(k, home) != home else v
-                   for k, v in times.items() if k in candidates}
         self.precision = choose_precision(by_path)
         chosen_format = best_format.get(self.precision, home)
         entry = paths.record(key, self.precision, times, loss,
