@@ -142,6 +142,9 @@ def main() -> None:
         source, *own = rest.split(";")
         run = args.work / name
         src = ROOT / source
+        if not name or not (src.is_file() or (src / "last.pt").is_file()):
+            raise SystemExit(f"gpu_stage: --job {spec!r}: {src} is neither a config file nor "
+                             "a run folder with last.pt")
         config = src if src.is_file() else None  # else a run folder to resume
         if config is None:
             shutil.copytree(src, run, ignore=shutil.ignore_patterns("README.md"))

@@ -49,3 +49,15 @@ def test_gpu_stage_fits_schedules_to_the_time(tiny, tmp_path):
             assert c["restart"] == start and c["lr"] == 5e-4
         else:
             assert c["restart"] == 0
+
+
+def test_gpu_stage_names_a_missing_job_source(tmp_path):
+    missing = tmp_path / "no-such-run"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_stage.py"), "--out", str(tmp_path / "out"),
+         "--work", str(tmp_path / "work"), "--budget", "60", "--job", f"x={missing}"],
+        capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert str(missing) in lines[0] and "neither a config file nor a run folder" in lines[0]
+    assert not (tmp_path / "work" / "x").exists()
