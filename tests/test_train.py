@@ -377,6 +377,28 @@ def test_upnet_grows_into_a_wider_deeper_net_with_the_same_function(act):
             UpNet(scale=3, channels=12, depth=4, act=act).grow_from(small.state_dict())
 
 
+def test_rfdn_grows_deeper_with_the_same_function():
+    from upres.models.archs.rfdn import RFDN
+
+    torch.manual_seed(0)
+    small = RFDN(scale=2, channels=8, blocks=2).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    big = RFDN(scale=2, channels=8, blocks=3).eval()
+    assert "2 blocks -> 3 (width 8)" in big.grow_from(small.state_dict())
+    x = torch.rand(1, 3, 17, 19)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x), atol=1e-6, rtol=0)
+    # The new block starts as the deepest trained one; only its fusion columns are zero.
+    torch.testing.assert_close(big.B3.c1_d.weight, small.B2.c1_d.weight)
+    assert big.c[0].weight[:, 16:].abs().sum() == 0
+    with pytest.raises(ValueError, match="cannot grow"):
+        RFDN(scale=3, channels=8, blocks=3).grow_from(small.state_dict())  # other scale
+    with pytest.raises(ValueError, match="cannot grow"):
+        RFDN(scale=2, channels=8, blocks=1).grow_from(small.state_dict())  # shallower
+
+
 def test_init_mode_grow_in_a_recipe(tiny, tmp_path):
     src = tmp_path / "small"
     Trainer(load_config(tiny, ["optim.steps=2", "val_every=2"]), src, log=lambda _: None).run()

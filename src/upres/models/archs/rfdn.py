@@ -84,6 +84,35 @@ class RFDN(nn.Module):
         self.upsampler = nn.Sequential(_conv(channels, out_ch * scale * scale, 3),
                                        nn.PixelShuffle(scale))
 
+    @torch.no_grad()
+    def grow_from(self, state: dict[str, torch.Tensor]) -> str:
+        """Start from a trained RFDN with fewer blocks (same scale and width), same function.
+
+        Every tensor of ``state`` is copied; each new block ``B{k}`` starts as a copy of the
+        deepest trained block (a working feature extractor rather than noise), and its input
+        columns in the 1x1 fusion ``c`` start at zero, so at step 0 the new block is computed
+        but not seen and the output equals the smaller network's. Returns a one-line summary;
+        raises ``ValueError`` when ``state`` is not a shallower RFDN of the same scale/width.
+        """
+        own = self.state_dict()
+        old_blocks = len({k.split(".")[0] for k in state if k[0] == "B" and k[1].isdigit()})
+        width = own["fea_conv.weight"].shape[0]
+        same = all(k in state and state[k].shape == own[k].shape
+                   for k in ("fea_conv.weight", "LR_conv.weight", "upsampler.0.weight"))
+        if not same or not 0 < old_blocks <= self.blocks:
+            raise ValueError(f"RFDN.grow_from: cannot grow {old_blocks} blocks into "
+                             f"{self.blocks} (width {width}, scale and colours must match)")
+        for k, t in own.items():
+            if k == "c.0.weight":  # (width, width * blocks, 1, 1): zero the new blocks' columns
+                t.zero_()
+                t[:, : width * old_blocks] = state[k]
+            elif k in state:
+                t.copy_(state[k])
+            else:  # B{new}.rest -> B{old_blocks}.rest
+                t.copy_(state[f"B{old_blocks}." + k.split(".", 1)[1]])
+        self.load_state_dict(own)
+        return f"{old_blocks} blocks -> {self.blocks} (width {width})"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.fea_conv(x)
         outs, h = [], fea
