@@ -41,10 +41,11 @@ def score(run: Path, sets: list[str], threads: int) -> str:
     """One line: ``RUN step N SET PSNR-Y ...`` for the checkpoint ``run/last.pt``."""
     # The run's own Trainer builds the model, its EMA copy, the exported (folded) form and the
     # card with the architecture's input conventions, and loads the checkpoint as a resumed run
-    # would, so the weights are scored exactly as its validation scores them. No start-up
-    # weights are needed (the checkpoint replaces them) and nothing is written.
+    # would (without writing to its train.log, where it would read as a new sitting), so the
+    # weights are scored exactly as its validation scores them. No start-up weights are needed
+    # (the checkpoint replaces them) and nothing is written.
     cfg = load_config(run / "config.yaml", ["model.init=null", f"threads={threads}", "device=cpu"])
-    tr = Trainer(cfg, run, log=lambda _: None)
+    tr = Trainer(cfg, run, log=lambda _: None, log_file=False)
     tr.resume()
     up = tr.upscaler()
     scale = cfg.scale

@@ -480,6 +480,8 @@ def test_eval_checkpoint_script_scores_a_run_as_its_validation_did(tiny, tmp_pat
     out = subprocess.run([sys.executable, str(script), str(run), "Set5"], capture_output=True,
                          text=True, check=True).stdout
     assert logged and f"step 6 Set5 {logged.group(1)}" in out, (out, logged)
+    # A reader only: the run's log gains no "resumed from" line (a sitting it did not train).
+    assert "resumed from" not in (run / "train.log").read_text()
 
 
 def test_ship_model_with_a_prior_stage_keeps_both_logs_and_times(tiny, tmp_path):

@@ -76,8 +76,11 @@ class Trainer:
     """Trains one model from a :class:`TrainConfig`; ``run()`` returns the final weights' path."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | os.PathLike[str] | None = None,
-                 *, log=print) -> None:
+                 *, log=print, log_file: bool = True) -> None:
+        """``log`` receives each log line; ``log_file=False`` keeps them out of the run's
+        ``train.log`` (a reader of a run, such as a mid-run scoring, must not add a sitting)."""
         self.cfg = cfg
+        self._log_file = log_file
         self.run_dir = run_dir_for(cfg, run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log_sink = log
@@ -140,8 +143,9 @@ class Trainer:
         if not self.dist.main:
             return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        with open(self.run_dir / "train.log", "a") as f:
-            f.write(line + "\n")
+        if self._log_file:
+            with open(self.run_dir / "train.log", "a") as f:
+                f.write(line + "\n")
         self._log_sink(line)
 
     def metric(self, **values: float) -> None:
