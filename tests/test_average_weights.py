@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from upres.models.archs.rfdn import RFDN
+from upres.models.descriptor import ModelCard
+from upres.models.weights import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "average_weights.py"
 
 
-def _model(path: Path, value: float, shape=(2, 3)) -> Path:
-    card = {"name": "m", "psnr": {"Set5": 30.0}, "ssim": {}, "notes": ""}
-    save_file({"w": torch.full(shape, value), "b": torch.tensor([value, 2 * value])}, str(path),
-              metadata={"upres": json.dumps(card)})
-    return path
+def _model(path: Path, value: float, blocks: int = 1) -> Path:
+    net = RFDN(scale=2, channels=8, blocks=blocks)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(value)
+    hp = {"channels": 8, "blocks": blocks, "scale": 2}
+    card = ModelCard(name="m", arch="rfdn", scale=2, hparams=hp,
+                     params=sum(p.numel() for p in net.parameters()), psnr={"Set5": 30.0})
+    return save_model(path, net, card)
 
 
 def _run(*args: object) -> subprocess.CompletedProcess:
@@ -32,21 +37,26 @@ def test_weighted_average_and_card(tmp_path):
     out = tmp_path / "avg.safetensors"
     proc = _run(out, a, b, "--weights", "2", "1")
     assert proc.returncode == 0, proc.stderr
-    with safe_open(str(out), "pt") as f:
-        assert torch.allclose(f.get_tensor("w"), torch.full((2, 3), 2.0))  # (2*1 + 1*4) / 3
-        assert torch.allclose(f.get_tensor("b"), torch.tensor([2.0, 4.0]))
-        card = json.loads(f.metadata()["upres"])
-    assert card["psnr"] == {} and "weight average of" in card["notes"] and "x 2" in card["notes"]
+    model, card = load_model(out)
+    for p in model.parameters():
+        assert torch.allclose(p, torch.full_like(p, 2.0))  # (2*1 + 1*4) / 3
+    assert card.psnr == {} and "weight average of" in card.notes and "x 2" in card.notes
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_refuses_mismatch_and_overwrite(tmp_path):
+def test_refuses_mismatch_corrupt_and_overwrite(tmp_path):
     a = _model(tmp_path / "a.safetensors", 1.0)
-    c = _model(tmp_path / "c.safetensors", 1.0, shape=(3, 3))
+    c = _model(tmp_path / "c.safetensors", 1.0, blocks=2)
     out = tmp_path / "avg.safetensors"
     proc = _run(out, a, c)
-    assert proc.returncode != 0 and "c.safetensors: w has shape (3, 3)" in proc.stderr
+    assert proc.returncode != 0 and "c.safetensors: rfdn" in proc.stderr and "differs" in \
+        proc.stderr
     assert not out.exists()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    proc = _run(out, a, bad)
+    assert proc.returncode != 0 and "bad.safetensors: not a safetensors file" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
     out.write_bytes(b"keep")
     proc = _run(out, a, a)
     assert proc.returncode != 0 and "exists; not overwritten" in proc.stderr
