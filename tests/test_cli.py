@@ -296,9 +296,9 @@ def test_local_run_keeps_the_users_part_files(tmp_path):
 
 
 @pytest.mark.parametrize("overlap", [False, True])
-def test_a_crash_mid_folder_still_reports_what_was_written(tmp_path, overlap):
-    """A bug (not a bad input) in the third item stops the run, but the rows of the items
-    written before it come out first, so the report matches the files."""
+def test_a_fault_on_one_item_is_its_row_and_the_batch_goes_on(tmp_path, overlap):
+    """A fault of upres (not a bad input) met on the third item fails that item with one line
+    naming it; the items before and after it are written, and the report matches the files."""
     import upres
     from upres.jobs import JobOptions, collect_inputs, process_items
 
@@ -321,10 +321,9 @@ def test_a_crash_mid_folder_still_reports_what_was_written(tmp_path, overlap):
             return real.upscale(*a, **k)
 
     out = tmp_path / "out"
-    rows = []
-    with pytest.raises(RuntimeError, match="a bug"):
-        for r in process_items(Breaks(), collect_inputs([str(src)], recursive=False),
-                               JobOptions(output=str(out)), overlap=overlap):
-            rows.append(r)
-    assert [r.status for r in rows] == ["done", "done"]
-    assert sorted(p.name for p in out.iterdir()) == ["0_x2.png", "1_x2.png"]
+    rows = list(process_items(Breaks(), collect_inputs([str(src)], recursive=False),
+                              JobOptions(output=str(out)), overlap=overlap))
+    assert [r.status for r in rows] == ["done", "done", "failed", "done"]
+    assert rows[2].error == (f"{src / '2.png'}: unexpected RuntimeError: a bug (a fault of "
+                             "upres on this file; please report it)")
+    assert sorted(p.name for p in out.iterdir()) == ["0_x2.png", "1_x2.png", "3_x2.png"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -302,3 +303,90 @@ def test_unwritable_output_is_one_line(tmp_path, capsys):
                str(tmp_path / "blocker" / "o.dcm"), "-m", "bicubic", "-s", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "cannot write" in err[0] and "blocker" in err[0]
+
+
+def test_wide_stored_range_uses_the_data_range(tmp_path):
+    """A 32-bit dose grid fills a sliver of 0..2**32-1: the default must still keep its values
+    (it was mapped onto the stored range and came back 26x too large)."""
+    f = get_testdata_file("rtdose_1frame.dcm")  # uint32, DoseGridScaling 1e-6
+    src = _read(f)
+    a = src.pixel_array.astype(np.float64)
+    out = _read(upscale_file(upres.load("tiny-x2"), f, tmp_path / "dose.dcm"))
+    b = out.pixel_array.astype(np.float64)
+    assert b.dtype == np.float64 and out.BitsAllocated == 32
+    assert a.min() <= b.min() and b.max() <= a.max()  # clipped to the data's own range
+    back = upres.imresize(b, 0.5)
+    assert np.abs(back - a).mean() < 0.02 * (a.max() - a.min())
+
+
+def test_tissue_never_takes_the_padding_value(bicubic2, tmp_path):
+    """Unsigned 12-bit data whose PixelPaddingValue 0 is also the bottom of its range: upscaled
+    tissue near 0 must not become 0, which viewers hide as padding."""
+    ds = _read(get_testdata_file("CT_small.dcm"))
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, 40, (128, 128)).astype(np.uint16)
+    a[::8, :] = 4000  # bright lines: bicubic undershoots beside them
+    a[:, 64:] = 0  # right half padding
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+    ds.PixelPaddingValue = 0
+    ds.PixelData = a.tobytes()
+    ds.save_as(tmp_path / "pad.dcm")
+    out = _read(upscale_file(bicubic2, tmp_path / "pad.dcm", tmp_path / "pad_x2.dcm"))
+    b = out.pixel_array
+    assert (b[:, 128:] == 0).all()  # the padding, exactly
+    assert (b[:, :128] > 0).all()  # tissue: never the padding value
+
+
+def test_same_series_uid_in_every_run_and_shard(bicubic2, tmp_path):
+    f = DICOM / "dicom_file01.dcm"
+    one = _read(upscale_file(bicubic2, f, tmp_path / "a.dcm", session=Session()))
+    two = _read(upscale_file(bicubic2, f, tmp_path / "b.dcm", session=Session()))
+    other = _read(upscale_file(upres.load("tiny-x2"), f, tmp_path / "c.dcm"))
+    src = _read(f)
+    assert one.SeriesInstanceUID == two.SeriesInstanceUID != src.SeriesInstanceUID
+    assert other.SeriesInstanceUID != one.SeriesInstanceUID  # another derivation
+    assert one.SOPInstanceUID != two.SOPInstanceUID  # two instances
+
+
+def test_lossless_jpeg2000_not_marked_lossy(bicubic2, tmp_path):
+    src = _read(DICOM / "dicom_file90.dcm")  # JPEG 2000 (.4.91), reversible, says "00"
+    assert src.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.91"
+    assert src.LossyImageCompression == "00"
+    out = _read(upscale_file(bicubic2, DICOM / "dicom_file90.dcm", tmp_path / "j.dcm"))
+    assert out.LossyImageCompression == "00"
+    ds = _read(DICOM / "dicom_file90.dcm")  # the same syntax saying nothing: marked lossy
+    del ds.LossyImageCompression
+    ds.save_as(tmp_path / "quiet.dcm")
+    out = _read(upscale_file(bicubic2, tmp_path / "quiet.dcm", tmp_path / "q.dcm"))
+    assert out.LossyImageCompression == "01"
+
+
+def test_header_gaps_and_cut_files_are_one_line_and_the_batch_goes_on(tmp_path, capsys):
+    ct = get_testdata_file("CT_small.dcm")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = _read(ct)
+    del ds.SOPClassUID  # still in the file meta: taken from there
+    ds.save_as(folder / "a_meta_only.dcm")
+    ds = _read(ct)
+    del ds.SOPClassUID
+    del ds.file_meta.MediaStorageSOPClassUID
+    ds.save_as(folder / "b_no_class.dcm", enforce_file_format=False)
+    (folder / "c_cut.dcm").write_bytes(Path(ct).read_bytes()[:2000])
+    ds = _read(ct)
+    del ds.PixelData
+    ds.save_as(folder / "e_no_pixels.dcm")
+    shutil.copy(ct, folder / "d_good.dcm")
+    out = tmp_path / "out"
+    rc = main(["upscale", str(folder), "-o", str(out), "-m", "bicubic", "-s", "2", "-q"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "b_no_class.dcm: DICOM header has no SOPClassUID" in err
+    assert "c_cut.dcm: DICOM file of an image class (CT Image Storage) ends before its pixel" \
+        " data: truncated" in err
+    assert "e_no_pixels.dcm: DICOM header describes a 128x128 image but the file ends" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["a_meta_only_x2.dcm", "d_good_x2.dcm"]
+    made = _read(out / "a_meta_only_x2.dcm")
+    assert made.SOPClassUID == _read(ct).SOPClassUID
+    assert made.SourceImageSequence[0].ReferencedSOPClassUID == made.SOPClassUID

@@ -173,7 +173,82 @@ def test_multi_series_and_palette_tiff_refused_in_one_line(tmp_path):
         tw.write(np.zeros((6, 10), np.float32))
     with pytest.raises(upres.UpresError, match="2 image series"):
         formats.read(tmp_path / "two.tif")
-    tifffile.imwrite(tmp_path / "white.tif", np.zeros((2, 8, 8), np.uint8),
-                     photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "cmyk.tif", np.zeros((2, 8, 8, 4), np.uint8),
+                     photometric="separated")
     with pytest.raises(upres.UpresError, match="photometric"):
-        formats.read(tmp_path / "white.tif")
+        formats.read(tmp_path / "cmyk.tif")
+    tifffile.imwrite(tmp_path / "white.tif", np.zeros((2, 8, 8), np.uint8),  # read as stored
+                     photometric="miniswhite")
+    assert formats.read(tmp_path / "white.tif").meta.photometric == "miniswhite"
+
+
+def test_uint32_counts_keep_their_values(fast2, tmp_path):
+    """A uint32 image fills a sliver of 0..2**32-1: it is mapped by its own range (it was
+    mapped by the type's and came back as noise 45x too large)."""
+    a = _smooth((40, 48), 1e5, 7.2e5).astype(np.uint32)
+    tifffile.imwrite(tmp_path / "u32.tif", a)
+    assert formats.kind_of(tmp_path / "u32.tif") == "tiff"
+    upscale_file(fast2, tmp_path / "u32.tif", tmp_path / "u32_x2.tif")
+    b = tifffile.imread(tmp_path / "u32_x2.tif")
+    assert b.dtype == np.uint32 and b.min() >= a.min() and b.max() <= a.max()
+    back = upres.imresize(b.astype(np.float64), 0.5)
+    assert np.median(np.abs(back - a)) < 0.02 * (7.2e5 - 1e5)
+
+
+def test_lzw_stack_is_read(tmp_path):
+    up = upres.load("bicubic", scale=2)
+    stack = np.stack([_smooth((20, 24), 0, 50000, seed=k) for k in range(2)]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "lzw.tif", stack, compression="lzw")
+    upscale_file(up, tmp_path / "lzw.tif", tmp_path / "lzw_x2.tif")
+    out = tifffile.imread(tmp_path / "lzw_x2.tif")
+    assert out.shape == (2, 40, 48)
+    want = np.clip(upres.imresize(stack[1].astype(np.float64), 2.0), 0, 65535)
+    assert np.abs(out[1] - want).max() <= 0.51
+
+
+def test_sixteen_bit_min_is_white_keeps_its_meaning(tmp_path):
+    up = upres.load("bicubic", scale=2)
+    a = _smooth((24, 32), 1000, 60000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "mw.tif", a, photometric="miniswhite")
+    assert formats.kind_of(tmp_path / "mw.tif") == "tiff"  # not Pillow's, which ignores it
+    upscale_file(up, tmp_path / "mw.tif", tmp_path / "mw_x2.tif")
+    with tifffile.TiffFile(tmp_path / "mw_x2.tif") as t:
+        assert t.pages[0].photometric == tifffile.PHOTOMETRIC.MINISWHITE
+        b = t.asarray()
+    want = np.clip(upres.imresize(a.astype(np.float64), 2.0), 0, 65535)
+    assert np.abs(b - want).max() <= 0.51  # stored values, not inverted
+
+
+@pytest.mark.parametrize("extra", ["assocalpha", "unspecified"])
+def test_fourth_sample_keeps_its_extrasamples_and_no_unit_stays_none(extra, tmp_path):
+    up = upres.load("bicubic", scale=2)
+    a = np.stack([_smooth((16, 20), 0, 1, seed=k) for k in range(4)], -1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "rgba.tif", a, photometric="rgb", extrasamples=[extra],
+                     resolution=(3.0, 3.0), resolutionunit="NONE", metadata=None)
+    assert formats.kind_of(tmp_path / "rgba.tif") == "tiff"
+    upscale_file(up, tmp_path / "rgba.tif", tmp_path / "rgba_x2.tif")
+    with tifffile.TiffFile(tmp_path / "rgba_x2.tif") as t:
+        page = t.pages[0]
+        assert page.shape == (32, 40, 4)
+        assert [int(v) for v in page.extrasamples] == [
+            int(getattr(tifffile.EXTRASAMPLE, extra.upper()))]
+        assert int(page.resolutionunit) == 1  # NONE, not tifffile's INCH
+
+
+def test_ome_tiff_named_and_identified_as_a_new_file(tmp_path, capsys):
+    stack = np.stack([_smooth((20, 24), 0, 200, seed=k) for k in range(2)]).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "cells.ome.tif", stack, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(tmp_path / "cells.ome.tif") as t:
+        old = t.ome_metadata
+    old_uuid = re.search(r'<OME [^>]*UUID="([^"]+)"', old).group(1)
+    assert main(["upscale", str(tmp_path), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert (tmp_path / "cells_x2.ome.tif").exists()
+    with tifffile.TiffFile(tmp_path / "cells_x2.ome.tif") as t:
+        xml = t.ome_metadata
+        assert t.is_ome and t.series[0].shape == (2, 40, 48)
+    new_uuid = re.search(r'<OME [^>]*UUID="([^"]+)"', xml).group(1)
+    assert new_uuid.startswith("urn:uuid:") and new_uuid != old_uuid
+    assert "cells.ome.tif" not in xml
+    # a second run over the folder leaves its own output alone
+    assert main(["upscale", str(tmp_path), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.ome.tif", "cells_x2.ome.tif"]

@@ -15,8 +15,8 @@ from upres.errors import UpresError
 from upres.formats import Document
 from upres.formats.values import from_unit, masked_nearest, to_unit
 
-__all__ = ["Session", "is_network", "upscale_document", "upscale_file", "upscale_values",
-           "used_range"]
+__all__ = ["Session", "clear_of_padding", "is_network", "upscale_document", "upscale_file",
+           "upscale_values", "used_range"]
 
 
 @dataclass
@@ -80,6 +80,29 @@ def used_range(frames: tuple[np.ndarray, ...], masks: list[np.ndarray | None]) -
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+def clear_of_padding(out: np.ndarray, mask: np.ndarray, s: int, padding: tuple[int, int],
+                     lo: float, hi: float) -> np.ndarray:
+    """Move the samples of ``out`` (``(H*s, W*s)`` stored values) that are not padding (outside
+    ``mask`` ``(H, W)`` grown ``s`` times) but fell into the padding range ``padding`` (a, b)
+    to the nearest value outside it within ``lo..hi``, so a viewer never hides tissue as
+    padding (PS3.3 C.7.5.1.1.2). ``out`` is changed in place and returned."""
+    a, b = padding
+    big = np.repeat(np.repeat(mask, s, axis=0), s, axis=1)
+    hit = ~big & (out >= a) & (out <= b)
+    if hit.any():
+        below, above = a - 1, b + 1
+        if below < lo and above > hi:
+            return out  # the padding range covers every value: nothing to move to
+        if below < lo:
+            out[hit] = above
+        elif above > hi:
+            out[hit] = below
+        else:
+            v = out[hit].astype(np.float64)
+            out[hit] = np.where(v - a < b - v, below, above).astype(out.dtype)
+    return out
+
+
 def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_overlap: int = 16,
                      session: Session | None = None, dicom_range: str = "stored",
                      on_tile: Any = None) -> Document:
@@ -88,8 +111,12 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
 
     ``dicom_range``: what the network's 0..1 stands for in a DICOM: ``"stored"`` (the stored bit
     range, BitsStored and PixelRepresentation; the default) or ``"data"`` (the range the file's
-    frames use, padding left out; results are clipped to it). ``on_tile(done, total)``: the
-    progress of an ordinary image's tiles."""
+    frames use, padding left out; results are clipped to it). A stored range wider than 16 bits
+    (32-bit dose grids, parametric maps) always takes the data's range: their values fill a
+    sliver of ``0 .. 2**32 - 1`` that the network's precision cannot resolve. Output samples
+    outside the padding never take a PixelPaddingValue (:func:`clear_of_padding`), and a
+    series' new SeriesInstanceUID is derived from its source series and the model, the same in
+    every run. ``on_tile(done, total)``: the progress of an ordinary image's tiles."""
     if dicom_range not in ("stored", "data"):
         raise UpresError(f"dicom_range must be 'stored' or 'data', got {dicom_range!r}")
     s = up.scale
@@ -104,17 +131,26 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
         m = doc.meta
         masks = [((f >= m.padding[0]) & (f <= m.padding[1])) if m.padding is not None
                  and f.ndim == 2 else None for f in doc.frames]
-        lo, hi = (m.lo, m.hi) if dicom_range == "stored" else used_range(doc.frames, masks)
+        wide = m.hi - m.lo > 65535  # 32-bit dose grids, parametric maps: see the docstring
+        lo, hi = (m.lo, m.hi) if dicom_range == "stored" and not wide else \
+            used_range(doc.frames, masks)
         frames = [upscale_values(up, f, lo, hi, mask, tile, tile_overlap)
                   for f, mask in zip(doc.frames, masks, strict=True)]
+        if m.padding is not None:
+            frames = [clear_of_padding(f, mask, s, m.padding, m.lo, m.hi) if mask is not None
+                      else f for f, mask in zip(frames, masks, strict=True)]
+        derivation = _derivation(up)
         uid = None
         if m.series_uid:
             if m.series_uid not in session.series_uids:
                 from pydicom.uid import generate_uid
 
-                session.series_uids[m.series_uid] = generate_uid()
+                # The same source series and the same derivation give the same new series in
+                # every run, shard and process, so `--shard K/N` and resumed runs agree.
+                session.series_uids[m.series_uid] = generate_uid(
+                    entropy_srcs=[m.series_uid, derivation])
             uid = session.series_uids[m.series_uid]
-        meta = m.scaled(s, derivation=_derivation(up), series_uid=uid,
+        meta = m.scaled(s, derivation=derivation, series_uid=uid,
                         for_diagnosis_note=is_network(up))
         return Document("dicom", tuple(frames), meta)
     if doc.kind == "tiff":

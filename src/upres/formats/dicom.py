@@ -52,8 +52,10 @@ _PLUGINS = {
 _JPEG_PLUGIN = "pylibjpeg-libjpeg"  # the other JPEG processes (1.2.840.10008.1.2.4.5x-7x)
 
 #: Transfer syntaxes whose pixel data lost information on the way in.
-_LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
-          "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.203"}
+_LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81"}
+#: Transfer syntaxes that may be lossless or lossy (JPEG 2000, HTJ2K): the source's own
+#: LossyImageCompression says which; where it says nothing the output is marked lossy.
+_MAYBE_LOSSY = {"1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.203"}
 _LOSSY_METHOD = {"1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1",
                  "1.2.840.10008.1.2.4.81": "ISO_14495_1", "1.2.840.10008.1.2.4.91": "ISO_15444_1",
                  "1.2.840.10008.1.2.4.203": "ISO_15444_15"}
@@ -166,7 +168,8 @@ class DicomMeta:
         ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
         ds.SourceImageSequence = Sequence([ref])
         if "SeriesDescription" in src:
-            ds.SeriesDescription = f"{src.SeriesDescription} upres x{s}"[:64]
+            old = str(src.SeriesDescription or "").strip()
+            ds.SeriesDescription = f"{old} upres x{s}".strip()[:64]
         return DicomMeta(path=self.path, dataset=ds, lo=self.lo, hi=self.hi, dtype=self.dtype,
                          frames=self.frames, padding=self.padding, notes=tuple(notes))
 
@@ -304,9 +307,19 @@ def read_dicom(path: str | os.PathLike[str], *,
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                          ) from None
     if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise UnsupportedImageError(f"{p}: DICOM float pixel data (FloatPixelData / "
+                                        "DoubleFloatPixelData) is not supported")
         kind = getattr(getattr(ds, "SOPClassUID", None), "name", "unknown SOP class")
+        if "Rows" in ds and "Columns" in ds:
+            raise UpresError(f"{p}: DICOM header describes a {ds.Columns}x{ds.Rows} image but "
+                             "the file ends before its pixel data: truncated")
+        if "Image Storage" in kind:  # pydicom stops quietly where a cut file ends
+            raise UpresError(f"{p}: DICOM file of an image class ({kind}) ends before its "
+                             "pixel data: truncated")
         raise UnsupportedImageError(f"{p}: DICOM file has no pixel data ({kind}); nothing "
                                     "to upscale")
+    _fill_identity(p, ds)
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames_n = int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -355,6 +368,22 @@ def read_dicom(path: str | os.PathLike[str], *,
     return frames, meta
 
 
+def _fill_identity(p: Path, ds: object) -> None:
+    """SOPClassUID and SOPInstanceUID from the file meta where the dataset lacks them (some
+    exporters write them only there); a one-line error where neither has them, since a derived
+    image must reference its source."""
+    fm = getattr(ds, "file_meta", None)
+    for name, meta_name in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                            ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        if str(getattr(ds, name, "") or ""):
+            continue
+        value = str(getattr(fm, meta_name, "") or "") if fm is not None else ""
+        if not value:
+            raise UpresError(f"{p}: DICOM header has no {name} (nor {meta_name} in its file "
+                             "meta); cannot make a derived image that references it")
+        setattr(ds, name, value)
+
+
 def _header_only(ds: object) -> object:
     """The dataset without its pixel data (it was read for this call only, so no copy)."""
     for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
@@ -374,7 +403,8 @@ def encode_dicom(frames: list[np.ndarray], meta: DicomMeta) -> bytes:
     h, w = frames[0].shape[:2]
     ds = _copy(meta.dataset)
     src_ts = str(getattr(getattr(meta.dataset, "file_meta", None), "TransferSyntaxUID", "") or "")
-    if src_ts in _LOSSY:  # the pixels went through lossy compression before upres saw them
+    if src_ts in _LOSSY or (src_ts in _MAYBE_LOSSY and "LossyImageCompression" not in ds):
+        # the pixels went (or may have gone) through lossy compression before upres saw them
         ds.LossyImageCompression = "01"
         if "LossyImageCompressionMethod" not in ds:
             ds.LossyImageCompressionMethod = _LOSSY_METHOD[src_ts]

@@ -2,14 +2,16 @@
 
 An ordinary 8/16-bit photo TIFF goes through :mod:`upres.formats.image` (ICC, EXIF, print DPI
 kept). This module takes the TIFFs that :func:`is_scientific` picks: floating-point or signed
-samples, more than one page (stacks, ImageJ and OME hyperstacks), a metric resolution unit, or an
-instrument's metadata (ImageJ, OME, FEI/SEM, ...).
+samples, 32-bit samples, 16-bit min-is-white, more than one page (stacks, ImageJ and OME
+hyperstacks), a metric resolution unit, or an instrument's metadata (ImageJ, OME, FEI/SEM, ...).
 
 Reading gives every page ``(H, W)`` or ``(H, W, S)`` in the file's dtype and a :class:`TiffMeta`.
-Values are mapped to the network's [0, 1] by the finite range of the whole stack (``lo``..``hi``;
-unsigned integers by their type's range) and back (:mod:`upres.formats.values`), so float32
-stays float32 and int16 stays int16; NaN and infinite samples are kept where they were (nearest
-neighbour), and never reach the network (it sees the nearest finite value there).
+Values are mapped to the network's [0, 1] by the finite range of the whole stack
+(``lo``..``hi``; 8- and 16-bit unsigned integers by their type's range) and back
+(:mod:`upres.formats.values`), so float32 stays float32 and int16 stays int16; NaN and
+infinite samples are kept where they were (nearest neighbour), and never reach the network (it
+sees the nearest finite value there). A 16-bit min-is-white page (which Pillow would read as
+min-is-black) is upscaled as stored and written back min-is-white.
 
 ``TiffMeta.scaled(s)``: the physical pixel size shrinks by ``s`` so the image covers the same
 extent: X/YResolution (pixels per unit) x s, OME ``PhysicalSizeX/Y`` / s and ``SizeX/Y`` x s, the
@@ -75,6 +77,8 @@ def is_scientific(path: str | os.PathLike[str]) -> bool:
             if len(tf.pages) > 1 or page.dtype is None or page.dtype.kind not in "u" \
                     or page.dtype.itemsize > 2:
                 return True
+            if int(getattr(page, "photometric", 1)) == 0 and page.dtype.itemsize > 1:
+                return True  # 16-bit min-is-white: Pillow would read it as min-is-black
             unit = int(getattr(page, "resolutionunit", 1) or 1)
             if unit in _METRIC_UNITS:
                 return True
@@ -93,7 +97,10 @@ class TiffMeta:
     ``"INCH"``, ``"CENTIMETER"``, ... or None; ``physical``: whether the resolution is a
     physical pixel size (scaled by an upscale) rather than a print DPI (kept); ``imagej``:
     ImageJ metadata dict or None; ``ome``: OME-XML or None; ``text_tags``: instrument tags as
-    ``(code, text)``; ``photometric``: ``"minisblack"`` or ``"rgb"``.
+    ``(code, text)``; ``photometric``: ``"minisblack"``, ``"miniswhite"`` (0 is white; the
+    values are upscaled as stored and written back min-is-white) or ``"rgb"``;
+    ``extrasamples``: the ExtraSamples codes of a 4th sample (0 unspecified, 1 associated
+    alpha, 2 unassociated alpha), written back as read.
     """
 
     path: Path
@@ -110,6 +117,7 @@ class TiffMeta:
     ome: str | None = None
     text_tags: tuple[tuple[int, str], ...] = ()
     scale: int = 1
+    extrasamples: tuple[int, ...] = ()
 
     def scaled(self, s: int) -> TiffMeta:
         """This header after an upscale of every page by ``s``."""
@@ -119,14 +127,17 @@ class TiffMeta:
         shape = (*self.shape[:-2], self.shape[-2] * s, self.shape[-1] * s) \
             if self.photometric != "rgb" else \
             (*self.shape[:-3], self.shape[-3] * s, self.shape[-2] * s, self.shape[-1])
-        ome = _scale_ome(self.ome, s) if self.ome else None
+        ome = _scale_ome(self.ome, s, self.path.name) if self.ome else None
         tags = tuple((code, _scale_fei(text, s)) for code, text in self.text_tags)
         return replace(self, resolution=res, shape=shape, ome=ome, text_tags=tags,
                        scale=self.scale * s)
 
 
-def _scale_ome(xml: str, s: int) -> str:
-    """OME-XML with every <Pixels> SizeX/SizeY x s and PhysicalSizeX/Y / s."""
+def _scale_ome(xml: str, s: int, name: str = "") -> str:
+    """OME-XML with every <Pixels> SizeX/SizeY x s and PhysicalSizeX/Y / s; for a single-file
+    OME-TIFF (every ``<UUID FileName=...>`` names the source file ``name``) also a new
+    document UUID (derived from the old one and ``s``) and no per-plane UUID, which would
+    name the source file: the upscaled file is a new dataset, not the source's."""
     def pixels(m: re.Match[str]) -> str:
         tag = m.group(0)
         for name, f in (("SizeX", s), ("SizeY", s)):
@@ -136,7 +147,17 @@ def _scale_ome(xml: str, s: int) -> str:
             tag = re.sub(rf'(\s{name}=")([^"]+)(")',
                          lambda k: f"{k.group(1)}{float(k.group(2)) / s:.10g}{k.group(3)}", tag)
         return tag
-    return re.sub(r"<(?:\w+:)?Pixels\b[^>]*>", pixels, xml)
+    xml = re.sub(r"<(?:\w+:)?Pixels\b[^>]*>", pixels, xml)
+    refs = re.findall(r'<(?:\w+:)?UUID\b[^>]*\bFileName="([^"]*)"', xml)
+    if name and all(Path(r).name == name for r in refs):
+        import uuid
+
+        xml = re.sub(r"<((?:\w+:)?)UUID\b[^>]*>[^<]*</\1UUID>", "", xml)
+        xml = re.sub(r"(<(?:\w+:)?OME\b[^>]*\sUUID=\")([^\"]*)(\")",
+                     lambda m: f"{m.group(1)}urn:uuid:"
+                     f"{uuid.uuid5(uuid.NAMESPACE_URL, f'{m.group(2)} upres x{s}')}{m.group(3)}",
+                     xml, count=1)
+    return xml
 
 
 def _scale_fei(text: str, s: int) -> str:
@@ -189,10 +210,12 @@ def read_tiff(path: str | os.PathLike[str], *,
                 raise UpresError(f"{p}: TIFF has no image pages")
             first = pages[0]
             pm = int(getattr(first, "photometric", 1))
-            if pm not in (1, 2):  # MINISBLACK, RGB
+            if pm not in (0, 1, 2) or (pm == 0 and int(first.samplesperpixel) != 1):
+                # MINISWHITE (one sample), MINISBLACK, RGB
                 raise UnsupportedImageError(f"{p}: TIFF photometric interpretation {pm} "
-                                            "(palette, inverted, CMYK, ...) is not supported "
+                                            "(palette, CMYK, YCbCr, ...) is not supported "
                                             "for stacks and scientific TIFF")
+            extra = tuple(int(v) for v in (getattr(first, "extrasamples", ()) or ()))
             limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
             if limit and len(pages) * first.imagelength * first.imagewidth > limit:
                 raise UpresError(f"{p}: image too large ({len(pages)} x {first.imagewidth}x"
@@ -219,11 +242,17 @@ def read_tiff(path: str | os.PathLike[str], *,
                     texts.append((code, tf.filehandle.read(t.count).decode("latin-1")
                                   .rstrip("\x00")))
             axes, shape = series.axes, tuple(series.shape)
-            photometric = "rgb" if arrays[0].ndim == 3 else "minisblack"
+            photometric = "rgb" if arrays[0].ndim == 3 else \
+                ("miniswhite" if pm == 0 else "minisblack")
     except UpresError:
         raise
     except Exception as exc:
-        raise UpresError(f"{p}: cannot decode TIFF: truncated or corrupt ({exc})") from None
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "imagecodecs" in msg:
+            comp = getattr(getattr(first, "compression", None), "name", "this compression")
+            raise UnsupportedImageError(f"{p}: TIFF compression {comp} needs a codec that is "
+                                        "not installed (pip install imagecodecs)") from None
+        raise UpresError(f"{p}: cannot decode TIFF: truncated or corrupt ({msg})") from None
     if any(a.shape != arrays[0].shape or a.dtype != arrays[0].dtype for a in arrays):
         raise UnsupportedImageError(f"{p}: TIFF pages differ in size or type; only stacks of "
                                     "equal pages are supported")
@@ -233,9 +262,11 @@ def read_tiff(path: str | os.PathLike[str], *,
     if arrays[0].ndim == 3 and arrays[0].shape[2] not in (3, 4):
         raise UnsupportedImageError(f"{p}: TIFF pages with {arrays[0].shape[2]} samples per "
                                     "pixel are not supported")
-    # Unsigned integers use their whole type range, as ordinary images do; float and signed
-    # samples have no fixed range, so the stack's finite min..max is the network's 0..1.
-    lo, hi = ((0.0, float(np.iinfo(dtype).max)) if dtype.kind == "u" else _finite_range(arrays))
+    # 8- and 16-bit unsigned integers use their whole type range, as ordinary images do; float,
+    # signed and 32-bit samples have no range they fill (a uint32 count image uses a sliver of
+    # 0 .. 2**32 - 1), so the stack's finite min..max is the network's 0..1.
+    lo, hi = ((0.0, float(np.iinfo(dtype).max)) if dtype.kind == "u" and dtype.itemsize <= 2
+              else _finite_range(arrays))
     # Inch is a print resolution (kept); a metric unit, or ImageJ/OME calibration, is a physical
     # pixel size (scaled by an upscale).
     physical = resolution is not None and (unit_code in _METRIC_UNITS or ome is not None
@@ -244,7 +275,8 @@ def read_tiff(path: str | os.PathLike[str], *,
         unit = unit or "NONE"
     meta = TiffMeta(path=p, dtype=dtype, lo=lo, hi=hi, shape=shape, axes=axes,
                     photometric=photometric, resolution=resolution, unit=unit,
-                    physical=physical, imagej=ij, ome=ome, text_tags=tuple(texts))
+                    physical=physical, imagej=ij, ome=ome, text_tags=tuple(texts),
+                    extrasamples=extra)
     return arrays, meta
 
 
@@ -272,8 +304,8 @@ def encode_tiff(pages: list[np.ndarray], meta: TiffMeta) -> bytes:
     res = {}
     if meta.resolution is not None:
         res["resolution"] = meta.resolution
-        if meta.unit and meta.unit != "NONE":
-            res["resolutionunit"] = meta.unit
+        # no unit is written as NONE (tifffile's default would be INCH)
+        res["resolutionunit"] = meta.unit if meta.unit and meta.unit != "NONE" else "NONE"
     extratags = [(code, "s", 0, text, True) for code, text in meta.text_tags]
     buf = _io.BytesIO()
     if meta.imagej is not None:
@@ -296,11 +328,11 @@ def encode_tiff(pages: list[np.ndarray], meta: TiffMeta) -> bytes:
         return buf.getvalue()
     with tifffile.TiffWriter(buf, bigtiff=sum(a.nbytes for a in pages) > 2**31) as tw:
         for i, page in enumerate(pages):
-            extra = "unassalpha" if page.ndim == 3 and page.shape[2] == 4 else None
+            extra = (list(meta.extrasamples) or [2]) if page.ndim == 3 and page.shape[2] == 4 \
+                else None  # as read; a 4th sample with no ExtraSamples: unassociated alpha
             tw.write(page, photometric=meta.photometric, compression="zlib",
                      description=meta.ome.encode() if (i == 0 and meta.ome) else None,
-                     metadata=None,
-                     extrasamples=[extra] if extra else None,
+                     metadata=None, extrasamples=extra,
                      extratags=extratags if i == 0 else [], **res)
     return buf.getvalue()
 

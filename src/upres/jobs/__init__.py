@@ -140,11 +140,20 @@ def drop_own_outputs(items: list[Item], opts: JobOptions, scale: int | str
                 == folder
             in_out = out is not None and it.base.resolve() in out.parents and (
                 folder == out or out in folder.parents)
-            if (suffix and beside and it.src.stem.endswith(suffix)) or in_out:
+            if (suffix and beside and _stem(it.src).endswith(suffix)) or in_out:
                 dropped += 1
                 continue
         kept.append(it)
     return kept, dropped
+
+
+def _stem(src: Path) -> str:
+    """The name without its suffix; an OME-TIFF's ``.ome.tif`` counts as one suffix."""
+    name = src.name
+    for double in (".ome.tif", ".ome.tiff"):
+        if name.lower().endswith(double):
+            return name[:-len(double)]
+    return src.stem
 
 
 def out_path(src: Path, base: Path, opts: JobOptions, scale: int | str, single: bool,
@@ -171,7 +180,10 @@ def out_path(src: Path, base: Path, opts: JobOptions, scale: int | str, single: 
         ext = ext or FORMAT_EXTS.get(src_format, ".png")
     else:
         ext = FORMAT_EXT[opts.format]
-    name = f"{src.stem}{opts.suffix.format(scale=scale)}{ext}"
+    stem = _stem(src)
+    if kind == "tiff" and stem != src.stem:  # cells.ome.tif -> cells_x2.ome.tif
+        ext = src.name[len(stem):].lower()
+    name = f"{stem}{opts.suffix.format(scale=scale)}{ext}"
     if opts.output is None:
         return src.parent / name
     out = Path(opts.output)
@@ -211,7 +223,10 @@ class _Work:
 
 
 def _fail(w: _Work, exc: BaseException) -> _Work:
-    """Record ``exc`` (an error of the item, never of upres) in ``w``'s row."""
+    """Record ``exc`` in ``w``'s row: an error of the item (UpresError, an existing output, out
+    of memory) as its one line; any other exception, which is a fault of upres met on this
+    item, as one line naming the file and asking for a report, so one file never ends a
+    batch."""
     from upres.formats.files import OutputExistsError
 
     src, dst = w.item.src, w.dst
@@ -219,6 +234,10 @@ def _fail(w: _Work, exc: BaseException) -> _Work:
         w.row.status = "exists"
     elif isinstance(exc, MemoryError):
         w.row.error = f"{src}: out of memory (try a smaller --tile)"
+    elif not isinstance(exc, UpresError):
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        w.row.error = (f"{src}: unexpected {type(exc).__name__}: {first} (a fault of upres on "
+                       "this file; please report it)")
     else:
         msg = str(exc)
         w.row.error = msg if msg.startswith((str(src), str(dst))) else f"{src}: {msg}"
@@ -263,7 +282,7 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
                          getattr(w.doc.meta, "format", ""), w.doc.kind)
         if w.dst.exists() and not opts.overwrite:
             raise OutputExistsError(str(w.dst))
-    except (UpresError, OutputExistsError, MemoryError) as exc:
+    except Exception as exc:  # UpresError and the like; anything else is reported too
         return _fail(w, exc)
     return w
 
@@ -312,7 +331,7 @@ def upscale_item(up: Any, w: _Work, opts: JobOptions, *, session: Any,
                           for n in session.new_notes(getattr(w.res.meta, "notes", ()))]
         if hasattr(up, "last"):  # a photo model: the clean-up strength it used
             w.denoise = up.last[0]
-    except (UpresError, OutputExistsError, MemoryError) as exc:
+    except Exception as exc:  # UpresError and the like; anything else is reported too
         return _fail(w, exc)
     return w
 
@@ -321,7 +340,6 @@ def write_item(w: _Work, opts: JobOptions) -> Row:
     """Stage 3 of :func:`process_item`: commit the output and finish the row. Never raises for
     a bad input. Safe to run in a thread beside stage 2 of another item."""
     from upres import formats
-    from upres.formats.files import OutputExistsError
 
     row = w.row
     try:
@@ -335,7 +353,7 @@ def write_item(w: _Work, opts: JobOptions) -> Row:
             row.status = "done"
             row.bytes = w.dst.stat().st_size
             row.denoise = w.denoise
-    except (UpresError, OutputExistsError, MemoryError) as exc:
+    except Exception as exc:  # UpresError and the like; anything else is reported too
         _fail(w, exc)
     row.output = str(w.dst) if w.dst is not None else None
     row.seconds = round(time.perf_counter() - w.t0, 4)
