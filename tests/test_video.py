@@ -383,3 +383,39 @@ def test_slow_network_finishes(tmp_path, bic2):
     t.join(timeout=120)
     assert not t.is_alive(), "upscale_video did not finish"
     assert done == [out] and len(_frames(out)) == 9
+
+
+def test_mpeg_ts_with_b_frames_keeps_every_frame_across_segments(tmp_path, bic2):
+    """FFmpeg seeks MPEG-TS by decode time and can land a keyframe late: every segment after
+    the first then lost its first frames (a 300-frame .ts came out with 279)."""
+    src = tmp_path / "b.ts"
+    make_clip(src, n=80, gop=10, options={"x264-params": "bframes=3:open-gop=1"})
+    want = _frames(src)
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv", segment_seconds=1.0)
+    got = _frames(out)
+    assert len(got) == len(want) == 80
+    # MPEG-TS counts in 1/90000 s, Matroska in 1/1000 s: the same times
+    assert [p * 90 for p, _ in got] == [p for p, _ in want]
+    for (_, a), (_, b) in zip(want[::9], got[::9], strict=True):  # each frame is its own
+        assert np.abs(imresize(a, 2).astype(int) - b.astype(int)).mean() < 6
+
+
+def test_rotated_anamorphic_video_turns_its_aspect_ratio(tmp_path, bic2):
+    src = tmp_path / "r.mp4"
+    make_clip(src, w=64, h=48, rotation=90, n=3, options={"aspect": "4:3"})
+    # stored 64x48 with 4:3 pixels (shown 85x48), turned 90 degrees: 48 wide pixels of 3:4
+    assert probe(src).sar == Fraction(3, 4)
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mp4")
+    c, v = _video(out)
+    with c:
+        assert (v.codec_context.width, v.codec_context.height) == (96, 128)
+        assert Fraction(v.codec_context.sample_aspect_ratio) == Fraction(3, 4)
+
+
+def test_interlaced_source_is_said(tmp_path, bic2):
+    src = tmp_path / "i.mp4"
+    make_clip(src, n=4, options={"x264-params": "interlaced=1:tff=1"})
+    assert probe(src).interlaced and not probe(VIDEO / "realshort.mp4").interlaced
+    notes: list[str] = []
+    upres.upscale_video(bic2, src, tmp_path / "o.mp4", say=notes.append)
+    assert any("interlaced" in n and "bwdif" in n for n in notes)

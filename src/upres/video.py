@@ -205,6 +205,10 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
     if meta.rotation:
         say(f"the stream is shown rotated by {meta.rotation} degrees: frames are upscaled "
             "upright and written without a rotation tag")
+    if meta.interlaced:
+        say(f"{src.name} is interlaced: each frame's two fields are upscaled together and "
+            "written as progressive frames, so motion shows combing; deinterlace it first "
+            "(e.g. ffmpeg -vf bwdif) for clean motion")
     todo = [i for i, seg in enumerate(segments) if seg not in done]
     remaining = sum(1 for i in todo for p in meta.pts if segments[i][0] <= p < segments[i][1])
     from tqdm import tqdm

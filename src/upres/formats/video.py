@@ -70,7 +70,9 @@ class VideoMeta:
     ``color_primaries``, ``color_trc``: FFmpeg's numbers (unspecified = 2, range 0);
     ``matrix``: the matrix the RGB conversion uses (the stream's own, or the one players assume
     for its size when unspecified: BT.709 from 720 lines up, BT.601 below); ``sar``: sample
-    aspect ratio; ``time_base`` of the video stream; ``pts``: every frame's timestamp, in
+    aspect ratio of the frames as shown (the stream's inverted when a 90/270 degree rotation
+    turns them, as FFmpeg's transpose does); ``interlaced``: the first frame is flagged
+    interlaced; ``time_base`` of the video stream; ``pts``: every frame's timestamp, in
     display order; ``keyframes``: the keyframes' timestamps; ``end``: the end of the last
     frame; ``streams``: the other streams; ``metadata``: the container's; ``chapters``;
     ``scale``: how many times larger than the source.
@@ -101,6 +103,7 @@ class VideoMeta:
     chapters: tuple[dict, ...] = field(default=(), compare=False)
     damaged_at: float | None = None
     scale: int = 1
+    interlaced: bool = False
 
     def seconds(self, pts: int) -> float:
         return float(pts * self.time_base)
@@ -190,6 +193,8 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
                                    tuple(sorted(s.metadata.items())))
                         for s in c.streams if s.index != v.index)
         sar = cc.sample_aspect_ratio
+        if sar and sar.numerator and rotation in (90, 270):
+            sar = 1 / Fraction(sar)  # the pixels turn with the picture
         chapters = ()
         with contextlib.suppress(Exception):
             chapters = tuple(dict(ch) for ch in c.chapters())
@@ -203,7 +208,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
             pts=tuple(pts), keyframes=tuple(keys), end=end, streams=streams,
             metadata=tuple(sorted(c.metadata.items())),
             video_metadata=tuple(sorted(v.metadata.items())), chapters=chapters,
-            damaged_at=damaged)
+            damaged_at=damaged, interlaced=bool(getattr(first, "interlaced_frame", False)))
 
 
 def _codec_name(s: Any) -> str:
@@ -235,46 +240,76 @@ def _range(r: int) -> Any:
 def decode_rgb(meta: VideoMeta, start: int, stop: int) -> Iterator[tuple[int, int, np.ndarray]]:
     """The frames whose timestamps lie in ``[start, stop)``, in display order, as
     ``(pts, duration, rgb)``: ``rgb`` ``(H, W, 3)`` uint8 (8-bit sources) or uint16 (deeper
-    ones), converted with the stream's matrix and range, turned upright. Decoding starts at
-    the keyframe at or before ``start`` (a seek).
+    ones), converted with the stream's matrix and range, turned upright.
+
+    Decoding starts at the keyframe at or before ``start`` (a seek). FFmpeg seeks some
+    containers (MPEG-TS) by decoding timestamp, inexactly, and can land past that keyframe; when
+    the first frame decoded is later than the first frame ``meta.pts`` has at or after
+    ``start``, the seek goes back one keyframe more (up to 4 times, then to the start of the
+    file), so no frame is skipped.
 
     Raises:
-        UpresError: the stream is damaged, naming the time where decoding failed.
+        UpresError: the stream is damaged, naming the time where decoding failed, or no frame
+            of the range could be decoded.
     """
+    import bisect
+
     import av
 
     p = meta.path
     fmt = "rgb24" if meta.bits <= 8 else "rgb48le"
     k = (meta.rotation // 90) % 4
+    i = bisect.bisect_left(meta.pts, start)
+    want = meta.pts[i] if i < len(meta.pts) else None  # the first frame of the range
+    if want is None or want >= stop:
+        return
+    keys = [t for t in meta.keyframes if t <= start]
+    targets: list[int | None] = [t for t in reversed(keys)][:5]
+    targets = [t if t > meta.pts[0] else None for t in targets]  # None: from the start
+    if not targets or targets[-1] is not None:
+        targets.append(None)
     pos = start
-    with av.open(str(p), metadata_errors="replace") as c:
-        v = c.streams.video[0]
-        v.thread_type = "AUTO"
-        try:
-            if start > meta.pts[0]:
-                c.seek(start, stream=v, backward=True)
-            for frame in c.decode(v):
-                t = frame.pts
-                if t is None:
-                    continue
-                if t < start:
-                    continue
-                if t >= stop:
-                    return
-                pos = t
-                rgb = frame.reformat(format=fmt, src_colorspace=meta.matrix,
-                                     dst_colorspace=meta.matrix,
-                                     src_color_range=_range(meta.color_range),
-                                     dst_color_range=_range(2)).to_ndarray()
-                # a copy of our own: the array may share memory that FFmpeg reuses for the
-                # next frame while this one waits in a queue
-                rgb = np.array(np.rot90(rgb, k) if k else rgb, copy=True, order="C")
-                yield t, int(frame.duration or 0), rgb
-        except UpresError:
-            raise
-        except Exception as exc:
-            raise UpresError(f"{p}: damaged video at {meta.seconds(pos):.3f} s "
-                             f"({one_line(exc)})") from None
+    for attempt, target in enumerate(targets):
+        with av.open(str(p), metadata_errors="replace") as c:
+            v = c.streams.video[0]
+            v.thread_type = "AUTO"
+            first, retry = True, False
+            try:
+                if target is not None:
+                    c.seek(target, stream=v, backward=True)
+                for frame in c.decode(v):
+                    t = frame.pts
+                    if t is None or t < start:
+                        continue
+                    if first:
+                        first = False
+                        if t > want and attempt < len(targets) - 1:
+                            retry = True  # the seek landed past frames of the range
+                            break
+                    if t >= stop:
+                        return
+                    pos = t
+                    rgb = frame.reformat(format=fmt, src_colorspace=meta.matrix,
+                                         dst_colorspace=meta.matrix,
+                                         src_color_range=_range(meta.color_range),
+                                         dst_color_range=_range(2)).to_ndarray()
+                    # a copy of our own: the array may share memory that FFmpeg reuses for the
+                    # next frame while this one waits in a queue
+                    rgb = np.array(np.rot90(rgb, k) if k else rgb, copy=True, order="C")
+                    yield t, int(frame.duration or 0), rgb
+            except UpresError:
+                raise
+            except Exception as exc:
+                raise UpresError(f"{p}: damaged video at {meta.seconds(pos):.3f} s "
+                                 f"({one_line(exc)})") from None
+            if retry:
+                continue  # back one keyframe more
+            if first and attempt == len(targets) - 1:
+                raise UpresError(f"{p}: no frame between {meta.seconds(start):.3f} s and "
+                                 f"{meta.seconds(stop):.3f} s could be decoded (damaged "
+                                 "video, or timestamps the decoder does not reproduce)")
+            if not first:
+                return
 
 
 @dataclass(frozen=True)
@@ -457,7 +492,6 @@ def _matrix_number(matrix: str, original: int) -> int:
 
 #: Container metadata that describes the input file's own muxing, not its content.
 _CONTAINER_OWN = ("encoder", "major_brand", "minor_version", "compatible_brands")
-_SUB_TARGET = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt", "matroska": None}
 _AUDIO_TARGET = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": None}
 
 
@@ -466,10 +500,10 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
              note: Callable[[str], None]) -> None:
     """Mux the segments' video packets (in order) with the input's other streams into
     ``dst_tmp``: each stream copied packet for packet if ``container`` takes its codec,
-    else re-encoded (audio to AAC / Opus, text subtitles to mov_text / WebVTT) or dropped,
-    said through ``note``. Container and stream metadata and chapters are copied; everything
-    in ``[start, stop)`` (the video stream's time base) is kept and shifted to begin at 0 when
-    ``start`` is not the first frame."""
+    else re-encoded (audio to AAC / Opus) or dropped (subtitles a container cannot hold: keep
+    them with .mkv), said through ``note``. Container and stream metadata and chapters are
+    copied; everything in ``[start, stop)`` (the video stream's time base) is kept and shifted
+    to begin at 0 when ``start`` is not the first frame."""
     import av
 
     shift_s = 0.0 if start == meta.pts[0] else meta.seconds(start)
@@ -503,9 +537,8 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
                 so.metadata.update(md)
                 copies[info.index] = so
                 continue
-            target = (_AUDIO_TARGET if info.kind == "audio" else _SUB_TARGET).get(container) \
-                if info.kind in ("audio", "subtitle") else None
-            if target and info.kind == "audio":
+            target = _AUDIO_TARGET.get(container) if info.kind == "audio" else None
+            if target:
                 so = out.add_stream(target, rate=_audio_rate(target, s_in))
                 so.layout = s_in.codec_context.layout
                 so.metadata.update(md)
