@@ -389,3 +389,77 @@ def test_killed_run_leaves_nothing_under_the_output_name(tmp_path):
     # the next run sweeps it (its process is gone) and finishes
     assert main(["upscale", str(src), "-o", str(out), "-m", "bicubic", "-s", "2", "-q"]) == 0
     assert out.exists() and not list(tmp_path.glob(".o.tif.*"))
+
+
+def _plain_tiff(path: Path, a: np.ndarray) -> None:
+    """A TIFF with no georeferencing of its own (what a world file or sidecar goes with)."""
+    import tifffile
+
+    tifffile.imwrite(path, a)
+
+
+def test_sidecars_world_file_pam_nodata_and_rpcs_are_honoured(tmp_path, capsys):
+    """Georeferencing and nodata that GDAL reads from beside the file: a world file, a PAM
+    .aux.xml sidecar, RPCs. They were lost (the TIFF went the photo path, or PAM was off), and
+    nodata was smeared into valid pixels."""
+    a = np.full((32, 32), 2000, np.uint16)
+    a[:, :12] = 0  # nodata, declared only in the sidecar
+    a[::5, 12:] = 3000
+    _plain_tiff(tmp_path / "pam.tif", a)
+    (tmp_path / "pam.tif.aux.xml").write_text(
+        '<PAMDataset><SRS>EPSG:32633</SRS><GeoTransform>500000, 30, 0, 4000000, 0, -30'
+        '</GeoTransform><PAMRasterBand band="1"><NoDataValue>0</NoDataValue>'
+        '<Description>elevation</Description></PAMRasterBand></PAMDataset>')
+    _plain_tiff(tmp_path / "wld.tif", a)
+    (tmp_path / "wld.tfw").write_text("30\n0\n0\n-30\n500015\n3999985\n")
+    with rasterio.open(tmp_path / "rpc.tif", "w", driver="GTiff", width=32, height=32,
+                       count=1, dtype="uint16") as d:
+        from rasterio.rpc import RPC
+
+        d.write(a, 1)
+        d.rpcs = RPC(height_off=0, height_scale=1, lat_off=45, lat_scale=1, line_den_coeff=
+                     [1] + [0] * 19, line_num_coeff=[0, 1] + [0] * 18, line_off=16,
+                     line_scale=16, long_off=7, long_scale=1, samp_den_coeff=[1] + [0] * 19,
+                     samp_num_coeff=[0, 0, 1] + [0] * 17, samp_off=16, samp_scale=16)
+    for name in ("pam.tif", "wld.tif", "rpc.tif"):
+        assert upres.formats.kind_of(tmp_path / name) == "geotiff", name
+    out = tmp_path / "out"
+    assert main(["upscale", str(tmp_path / "pam.tif"), str(tmp_path / "wld.tif"),
+                 "-o", str(out), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    with rasterio.open(out / "pam_x2.tif") as b:
+        assert b.nodata == 0 and b.descriptions == ("elevation",)
+        assert b.transform == Affine(15, 0, 500000, 0, -15, 4000000) and b.crs.to_epsg() == 32633
+        v = b.read(1)
+        assert (v[:, :24] == 0).all() and (v[:, 24:] > 0).all()  # nodata stayed nodata
+    with rasterio.open(out / "wld_x2.tif") as b:  # the world file gives pixel centres
+        assert b.transform == Affine(15, 0, 500000, 0, -15, 4000000)
+    assert not (tmp_path / "wld.tif.aux.xml").exists()  # nothing written beside an input
+    capsys.readouterr()
+    assert main(["upscale", str(tmp_path / "rpc.tif"), "-o", str(out), "-m", "bicubic",
+                 "-s", "2"]) == 1
+    assert "georeferenced by RPCs only" in capsys.readouterr().err
+
+
+def test_bands_with_different_nodata_refused_unless_selected(tmp_path, capsys):
+    for i, nd in ((1, 0), (2, 65535)):
+        with rasterio.open(tmp_path / f"b{i}.tif", "w", driver="GTiff", width=16, height=16,
+                           count=1, dtype="uint16", nodata=nd, crs="EPSG:32633",
+                           transform=from_origin(500000, 4000000, 30, 30)) as d:
+            d.write(np.full((16, 16), 1000 * i, np.uint16), 1)
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{i}"><NoDataValue>{nd}</NoDataValue>'
+        f'<SimpleSource><SourceFilename relativeToVRT="1">b{i}.tif</SourceFilename>'
+        '<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
+        for i, nd in ((1, 0), (2, 65535)))
+    (tmp_path / "two.vrt").write_text(
+        '<VRTDataset rasterXSize="16" rasterYSize="16"><SRS>EPSG:32633</SRS>'
+        f'<GeoTransform>500000, 30, 0, 4000000, 0, -30</GeoTransform>{bands}</VRTDataset>')
+    out = tmp_path / "two_x2.tif"
+    args = ["upscale", str(tmp_path / "two.vrt"), "-o", str(out), "-m", "bicubic", "-s", "2",
+            "--format", "gtiff", "-q"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "bands have different nodata values (0, 65535)" in err and not out.exists()
+    assert main([*args, "--bands", "2"]) == 0
+    with rasterio.open(out) as b:
+        assert b.count == 1 and b.nodata == 65535

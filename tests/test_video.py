@@ -20,7 +20,7 @@ av = pytest.importorskip("av")
 
 import upres  # noqa: E402
 from upres.cli import main  # noqa: E402
-from upres.formats.video import decode_rgb, probe  # noqa: E402
+from upres.formats.video import decode_rgb, probe, subtitle_text  # noqa: E402
 from upres.resize import imresize  # noqa: E402
 
 from conftest import DATA  # noqa: E402
@@ -251,11 +251,30 @@ def test_subtitles_chapters_and_metadata(tmp_path, bic2):
         assert [bytes(p).strip() for p in c.demux(sub) if p.size] == [b"hello", b"world"]
     mp4 = upres.upscale_video(bic2, src, tmp_path / "o.mp4", say=notes.append)
     with av.open(str(mp4)) as c:
-        # no subtitle stream (MP4 keeps the chapters as a text track of its own: "data")
-        assert sorted(s.type for s in c.streams if s.type != "data") == ["audio", "video"]
+        # MP4 keeps the chapters as a text track of its own ("data")
+        assert sorted(s.type for s in c.streams if s.type != "data") == [
+            "audio", "subtitle", "video"]
         assert [ch["metadata"].get("title") for ch in c.chapters()] == ["one", "two"]
         assert c.streams.audio[0].metadata.get("language") == "eng"
-    assert any("subtitle" in n and "dropped" in n for n in notes)
+        sub = c.streams.subtitles[0]
+        assert sub.codec_context.name == "mov_text"
+        cues = [(float(p.pts * p.time_base), float(p.duration * p.time_base),
+                 subtitle_text("mov_text", bytes(p))) for p in c.demux(sub) if p.size > 2]
+        assert cues == [(0.0, 0.4, "hello"), (0.5, 0.4, "world")]
+    assert any("subtitle" in n and "rewritten as mov_text" in n for n in notes)
+    webm = upres.upscale_video(bic2, src, tmp_path / "o.webm", say=notes.append)
+    with av.open(str(webm)) as c:
+        sub = c.streams.subtitles[0]
+        assert sub.codec_context.name == "webvtt"
+        assert [bytes(p) for p in c.demux(sub) if p.size] == [b"hello", b"world"]
+
+
+def test_subtitle_text_of_each_text_format():
+    assert subtitle_text("subrip", b"<i>Hello</i>\r\n<font color=\"red\">there</font>\n") == \
+        "Hello\nthere"
+    assert subtitle_text("ass", b"3,0,Default,,0,0,0,,{\\an8}Up\\Nhere\\hnow") == "Up\nhere now"
+    assert subtitle_text("mov_text", b"\x00\x06w\xc3\xb6rld" + b"styl-box") == "w\u00f6rld"
+    assert subtitle_text("webvtt", b"<v Bob>Hi <b>you</b>") == "Hi you"
 
 
 def test_webm_reencodes_aac_audio_and_says_so(tmp_path, bic2):
@@ -282,7 +301,12 @@ def test_bad_inputs_one_line_before_any_work(tmp_path, capsys):
             out.mux(p)
     src = tmp_path / "ok.mkv"
     make_clip(src, n=4)
+    make_clip(tmp_path / "whole.mp4", n=20)  # MP4 puts its index (moov) at the end
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (tmp_path / "whole.mp4").unlink()
     cases = [(["video", str(tmp_path / "text.mp4")], "not a video file"),
+             (["video", str(tmp_path / "cut.mp4")], "damaged MP4/MOV: its index (moov)"),
              (["video", str(audio_only)], "no video stream"),
              (["video", str(tmp_path / "missing.mp4")], "no such file"),
              (["video", str(src), "--max-pixels", "100"], "frames too large"),
@@ -294,7 +318,8 @@ def test_bad_inputs_one_line_before_any_work(tmp_path, capsys):
         assert main([*args, "-m", "bicubic", "-s", "2"]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.m4a", "ok.mkv", "text.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.m4a", "cut.mp4", "ok.mkv",
+                                                          "text.mp4"]
 
 
 def test_existing_output_is_not_overwritten(tmp_path, capsys):
@@ -419,3 +444,20 @@ def test_interlaced_source_is_said(tmp_path, bic2):
     notes: list[str] = []
     upres.upscale_video(bic2, src, tmp_path / "o.mp4", say=notes.append)
     assert any("interlaced" in n and "bwdif" in n for n in notes)
+
+
+def test_hdr10_mastering_metadata_kept(tmp_path, bic2):
+    src = tmp_path / "hdr.mkv"
+    md = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+    make_clip(src, n=4, codec="libx265", pix_fmt="yuv420p10le", colorspace=9,
+              options={"x265-params": f"log-level=error:hdr10=1:master-display={md}:"
+                                      "max-cll=1000,400"})
+    meta = probe(src)
+    assert (meta.mastering, meta.light_level) == (md, "1000,400")
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv")
+    assert (probe(out).mastering, probe(out).light_level) == (md, "1000,400")
+    notes: list[str] = []
+    upres.upscale_video(bic2, src, tmp_path / "o.mp4", codec="h264", pix_fmt="yuv420p",
+                        say=notes.append)
+    assert any("HDR10" in n and "--codec h265" in n for n in notes)
+    assert probe(tmp_path / "o.mp4").mastering is None

@@ -205,6 +205,9 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
     if meta.rotation:
         say(f"the stream is shown rotated by {meta.rotation} degrees: frames are upscaled "
             "upright and written without a rotation tag")
+    if (meta.mastering or meta.light_level) and settings.encoder != "libx265":
+        say(f"{src.name} carries HDR10 mastering metadata, which {settings.encoder} is not "
+            "given: the output plays without it (use --codec h265 to keep it)")
     if meta.interlaced:
         say(f"{src.name} is interlaced: each frame's two fields are upscaled together and "
             "written as progressive frames, so motion shows combing; deinterlace it first "

@@ -43,14 +43,18 @@ GDAL_EXTS = (".img", ".jp2", ".vrt", ".nc", ".hdf", ".h5", ".dem", ".asc", ".ers
              ".rst", ".sdat", ".kea", ".ntf", ".hgt")
 _GEO_TAGS = (33550, 33922, 34264, 34735)  # ModelPixelScale, ModelTiepoint, ModelTransformation,
 #                                           GeoKeyDirectory
+_RPC_TAG = 50844  # RPCCoefficientTag
 _DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 #: Input pixels (width x height) beyond which a raster is refused unless --max-pixels says more.
 DEFAULT_MAX_GEO_PIXELS = 2_000_000_000
 
 
 def is_geotiff(path: str | os.PathLike[str]) -> bool:
-    """True for a TIFF whose first page carries GeoTIFF tags (tie points, pixel scale, a model
-    transformation or GeoKeys); False otherwise, and for anything that is not a readable TIFF."""
+    """True for a TIFF that GDAL would georeference: GeoTIFF tags on its first page (tie
+    points, pixel scale, a model transformation or GeoKeys), RPCs (TIFF tag 50844), a world
+    file beside it (``.tfw``, ``.tifw``, ``.wld``), or a ``.aux.xml`` sidecar holding a
+    geotransform, a CRS or GCPs. False otherwise, and for anything that is not a readable
+    TIFF."""
     import tifffile
 
     from upres.formats.tiff import _quiet_tifffile
@@ -61,19 +65,44 @@ def is_geotiff(path: str | os.PathLike[str]) -> bool:
     try:
         with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
             tags = tf.pages[0].tags
-            return any(code in tags for code in _GEO_TAGS)
+            if any(code in tags for code in (*_GEO_TAGS, _RPC_TAG)):
+                return True
     except Exception:
         return False
+    return _georeferencing_sidecar(p)
+
+
+def _georeferencing_sidecar(p: Path) -> bool:
+    """A world file or a PAM sidecar with georeferencing beside ``p`` (as GDAL looks for them:
+    same stem, any letter case)."""
+    try:
+        names = {q.name.lower(): q for q in p.parent.iterdir()}
+    except OSError:
+        return False
+    stem = p.stem.lower()
+    for ext in (".tfw", ".tifw", ".tiffw", ".wld"):
+        if stem + ext in names:
+            return True
+    aux = names.get(p.name.lower() + ".aux.xml")
+    if aux is None:
+        return False
+    try:
+        head = aux.read_text(errors="replace")[:1_000_000]
+    except OSError:
+        return False
+    return any(t in head for t in ("<GeoTransform>", "<SRS", "<GCPList"))
 
 
 @contextlib.contextmanager
-def _env() -> Iterator[None]:
-    """GDAL settings for every open: bounded block cache, no sidecar files written beside the
-    input (.aux.xml), quiet about unreferenced rasters."""
+def _env(*, read: bool = False) -> Iterator[None]:
+    """GDAL settings for every open: bounded block cache, quiet about unreferenced rasters,
+    and PAM sidecars (``.aux.xml``) read for an input (``read``: GDAL keeps nodata, scale,
+    offset, descriptions and georeferencing there for formats that cannot hold them) but never
+    written beside an output or its temporary."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.Env(GDAL_CACHEMAX=32, GDAL_PAM_ENABLED="NO",
+    with rasterio.Env(GDAL_CACHEMAX=32, GDAL_PAM_ENABLED="YES" if read else "NO",
                       CPL_LOG="/dev/null"), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         yield
@@ -186,7 +215,7 @@ class GeoSource:
         self.path = Path(path)
         self._stack = contextlib.ExitStack()
         try:
-            self._stack.enter_context(_env())
+            self._stack.enter_context(_env(read=True))
             self.ds = self._stack.enter_context(rasterio.open(self.path))
             self.meta = self._check(max_pixels)
         except UpresError:
@@ -328,8 +357,14 @@ class GeoSink:
             "bigtiff": "if_safer", "interleave": "pixel" if meta.count <= 4 else "band",
         }
         nodata = meta.nodata[0] if meta.nodata else None
-        if nodata is not None and all(n == nodata or (n != n and nodata != nodata)
-                                      for n in meta.nodata):
+        if any(not (n == nodata or (n != n and nodata is not None and nodata != nodata))
+               for n in meta.nodata):
+            shown = ", ".join("none" if n is None else f"{n:g}" for n in meta.nodata)
+            raise UnsupportedImageError(
+                f"{meta.path}: bands have different nodata values ({shown}) and a GeoTIFF "
+                "holds one: choose bands that share one with --bands, or give them one "
+                "first (gdal_translate -a_nodata)")
+        if nodata is not None:
             profile["nodata"] = nodata
         if meta.crs:
             profile["crs"] = CRS.from_wkt(meta.crs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -72,7 +73,9 @@ class VideoMeta:
     for its size when unspecified: BT.709 from 720 lines up, BT.601 below); ``sar``: sample
     aspect ratio of the frames as shown (the stream's inverted when a 90/270 degree rotation
     turns them, as FFmpeg's transpose does); ``interlaced``: the first frame is flagged
-    interlaced; ``time_base`` of the video stream; ``pts``: every frame's timestamp, in
+    interlaced; ``mastering``, ``light_level``: HDR10 static metadata of the first frame in
+    x265's syntax (``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)``, ``MaxCLL,MaxFALL``) or None;
+    ``time_base`` of the video stream; ``pts``: every frame's timestamp, in
     display order; ``keyframes``: the keyframes' timestamps; ``end``: the end of the last
     frame; ``streams``: the other streams; ``metadata``: the container's; ``chapters``;
     ``scale``: how many times larger than the source.
@@ -104,6 +107,8 @@ class VideoMeta:
     damaged_at: float | None = None
     scale: int = 1
     interlaced: bool = False
+    mastering: str | None = None
+    light_level: str | None = None
 
     def seconds(self, pts: int) -> float:
         return float(pts * self.time_base)
@@ -139,6 +144,12 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
     try:
         c = av.open(str(p), metadata_errors="replace")
     except Exception as exc:
+        with open(p, "rb") as f:
+            head = f.read(12)
+        if head[4:8] == b"ftyp":  # an MP4/MOV FFmpeg cannot open: its index is what is missing
+            raise UpresError(f"{p}: damaged MP4/MOV: its index (moov) is missing or cut, as "
+                             "when a recording is interrupted; nothing to decode without it "
+                             f"({one_line(exc)})") from None
         raise UnsupportedImageError(f"{p}: not a video file ({one_line(exc)})") from None
     with c:
         if not c.streams.video:
@@ -208,7 +219,34 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
             pts=tuple(pts), keyframes=tuple(keys), end=end, streams=streams,
             metadata=tuple(sorted(c.metadata.items())),
             video_metadata=tuple(sorted(v.metadata.items())), chapters=chapters,
-            damaged_at=damaged, interlaced=bool(getattr(first, "interlaced_frame", False)))
+            damaged_at=damaged, interlaced=bool(getattr(first, "interlaced_frame", False)),
+            **_hdr10(first))
+
+
+def _hdr10(frame: Any) -> dict[str, str]:
+    """HDR10 static metadata of ``frame`` (FFmpeg's mastering display and content light level
+    side data) in x265's syntax: chromaticities in units of 0.00002, luminance of 0.0001
+    cd/m2 (``mastering``), ``MaxCLL,MaxFALL`` in cd/m2 (``light_level``); what is absent is
+    left out."""
+    import struct
+
+    out: dict[str, str] = {}
+    for sd in getattr(frame, "side_data", None) or ():
+        kind = getattr(getattr(sd, "type", None), "name", "")
+        with contextlib.suppress(Exception):
+            data = bytes(sd)
+            if kind == "MASTERING_DISPLAY_METADATA" and len(data) >= 88:
+                v = struct.unpack("=22i", data[:88])
+                q = [v[i] / v[i + 1] if v[i + 1] else 0.0 for i in range(0, 20, 2)]
+                if v[20] and v[21]:  # has primaries, has luminance
+                    c = [round(x * 50000) for x in q[:8]]  # R, G, B, white point (x, y)
+                    out["mastering"] = (f"G({c[2]},{c[3]})B({c[4]},{c[5]})R({c[0]},{c[1]})"
+                                        f"WP({c[6]},{c[7]})"
+                                        f"L({round(q[9] * 10000)},{round(q[8] * 10000)})")
+            elif kind == "CONTENT_LIGHT_LEVEL" and len(data) >= 8:
+                cll, fall = struct.unpack("=2I", data[:8])
+                out["light_level"] = f"{cll},{fall}"
+    return out
 
 
 def _codec_name(s: Any) -> str:
@@ -408,6 +446,11 @@ def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None
             what += f", preset {opts.get('preset')}"
         if enc == "libx265":
             opts["x265-params"] = "log-level=error"
+            hdr = [f"master-display={meta.mastering}"] if meta.mastering else []
+            hdr += [f"max-cll={meta.light_level}"] if meta.light_level else []
+            if hdr:  # HDR10 static metadata, as the source's SEI had it
+                opts["x265-params"] += ":" + ":".join(["hdr10=1", *hdr])
+                what += ", HDR10 metadata kept"
         if enc == "libx264":
             # x264's macroblock tree made two encodes of the same frames differ (measured
             # here, even with one thread), and a resumed video must equal an uninterrupted
@@ -493,6 +536,43 @@ def _matrix_number(matrix: str, original: int) -> int:
 #: Container metadata that describes the input file's own muxing, not its content.
 _CONTAINER_OWN = ("encoder", "major_brand", "minor_version", "compatible_brands")
 _AUDIO_TARGET = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": None}
+#: Text subtitles a container cannot hold are rewritten into its own text format.
+_SUB_TARGET = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt"}
+_TEXT_SUBS = ("subrip", "srt", "text", "webvtt", "mov_text", "ass", "ssa")
+#: The ASS header FFmpeg's text subtitle encoders open with (one default style); they take no
+#: styling from it that upres keeps, but refuse to open without one.
+_ASS_HEADER = (b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[V4+ Styles]\r\n"
+               b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour,"
+               b" BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle,"
+               b" BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding"
+               b"\r\nStyle: Default,Serif,18,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,"
+               b"2,10,10,10,0\r\n\r\n[Events]\r\nFormat: Layer, Start, End, Style, Name, "
+               b"MarginL, MarginR, MarginV, Effect, Text\r\n")
+
+
+def subtitle_text(codec: str, payload: bytes) -> str:
+    """The plain text of one subtitle packet of a text ``codec`` (SubRip, WebVTT, mov_text,
+    ASS/SSA as Matroska stores them): markup and ASS override blocks removed, line breaks as
+    newlines."""
+    if codec == "mov_text":
+        n = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0
+        text = payload[2:2 + n].decode("utf-8", "replace")
+    else:
+        text = payload.decode("utf-8", "replace")
+    if codec in ("ass", "ssa"):
+        parts = text.split(",", 8)  # ReadOrder, Layer, Style, Name, margins x3, Effect, Text
+        text = parts[8] if len(parts) == 9 else parts[-1]
+        text = re.sub(r"\{[^}]*\}", "", text)
+        text = text.replace("\\N", "\n").replace("\\n", "\n").replace("\\h", " ")
+    text = re.sub(r"</?[A-Za-z][^>]*>", "", text)  # <i>, <font color=...>, WebVTT's tags
+    return text.replace("\r\n", "\n").strip("\n")
+
+
+def _subtitle_payload(target: str, text: str) -> bytes:
+    data = text.encode("utf-8")
+    if target == "mov_text":  # a 16-bit length, then the UTF-8 text (3GPP TS 26.245)
+        data = len(data[:65535]).to_bytes(2, "big") + data[:65535]
+    return data
 
 
 def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: str, *,
@@ -500,10 +580,11 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
              note: Callable[[str], None]) -> None:
     """Mux the segments' video packets (in order) with the input's other streams into
     ``dst_tmp``: each stream copied packet for packet if ``container`` takes its codec,
-    else re-encoded (audio to AAC / Opus) or dropped (subtitles a container cannot hold: keep
-    them with .mkv), said through ``note``. Container and stream metadata and chapters are
-    copied; everything in ``[start, stop)`` (the video stream's time base) is kept and shifted
-    to begin at 0 when ``start`` is not the first frame."""
+    else re-encoded (audio to AAC / Opus; text subtitles rewritten as mov_text in MP4/MOV and
+    WebVTT in WebM, plain text without styling) or dropped (bitmap subtitles a container
+    cannot hold: keep them with .mkv), said through ``note``. Container and stream metadata
+    and chapters are copied; everything in ``[start, stop)`` (the video stream's time base) is
+    kept and shifted to begin at 0 when ``start`` is not the first frame."""
     import av
 
     shift_s = 0.0 if start == meta.pts[0] else meta.seconds(start)
@@ -523,6 +604,7 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
         supported = out.supported_codecs
         copies: dict[int, Any] = {}
         recodes: dict[int, tuple[Any, Any, Any]] = {}
+        texts: dict[int, tuple[Any, str, str]] = {}  # index -> (stream, source codec, target)
         for info in meta.streams:
             s_in = inp.streams[info.index]
             md = dict(info.metadata)
@@ -536,6 +618,16 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
                     continue
                 so.metadata.update(md)
                 copies[info.index] = so
+                continue
+            if info.kind == "subtitle" and info.codec in _TEXT_SUBS and container in _SUB_TARGET:
+                target = _SUB_TARGET[container]
+                so = out.add_stream(target)  # the encoder makes the sample description
+                so.codec_context.time_base = s_in.time_base
+                so.codec_context.subtitle_header = _ASS_HEADER
+                so.metadata.update(md)
+                texts[info.index] = (so, info.codec, target)
+                note(f"subtitle stream {info.index} ({info.codec}) rewritten as {target}, "
+                     f"plain text: a {container} file cannot hold {info.codec}")
                 continue
             target = _AUDIO_TARGET.get(container) if info.kind == "audio" else None
             if target:
@@ -554,7 +646,8 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
         with contextlib.suppress(Exception):
             if meta.chapters:
                 out.set_chapters(_shift_chapters(meta.chapters, shift_s, end_s))
-        _interleave(inp, seg_ins, out, vout, copies, recodes, meta, shift_s, end_s, start, stop)
+        _interleave(inp, seg_ins, out, vout, copies, recodes, meta, shift_s, end_s, start, stop,
+                    texts)
     finally:
         for s in seg_ins:
             s.close()
@@ -591,9 +684,14 @@ def _shift_chapters(chapters: tuple[dict, ...], shift: float, end: float) -> lis
 
 def _interleave(inp: Any, seg_ins: list[Any], out: Any, vout: Any, copies: dict[int, Any],
                 recodes: dict[int, tuple[Any, Any, Any]], meta: VideoMeta, shift_s: float,
-                end_s: float, start_pts: int, stop_pts: int) -> None:
+                end_s: float, start_pts: int, stop_pts: int,
+                texts: dict[int, tuple[Any, str, str]] | None = None) -> None:
     """Write every packet in order of time: the segments' video packets one after another,
-    and the input's other streams' packets (copied, or decoded and re-encoded) merged in."""
+    and the input's other streams' packets (copied, rewritten text subtitles, or decoded and
+    re-encoded) merged in."""
+    import av
+
+    texts = texts or {}
     vshift = round(shift_s / meta.time_base) if shift_s else 0
 
     whole = start_pts == meta.pts[0] and stop_pts == meta.end  # everything, priming included
@@ -631,7 +729,7 @@ def _interleave(inp: Any, seg_ins: list[Any], out: Any, vout: Any, copies: dict[
                 yield float(pkt.dts * meta.time_base), pkt, None
 
     def other_packets() -> Iterator[tuple[float, Any, Any]]:
-        wanted = [inp.streams[i] for i in (*copies, *recodes)]
+        wanted = [inp.streams[i] for i in (*copies, *recodes, *texts)]
         if not wanted:
             return
         for pkt in inp.demux(wanted):
@@ -644,6 +742,16 @@ def _interleave(inp: Any, seg_ins: list[Any], out: Any, vout: Any, copies: dict[
             t = float((pkt.pts if pkt.pts is not None else pkt.dts) * tb)
             if not whole and (t < shift_s - 1e-9 or t >= end_s - 1e-9):
                 continue  # a piece: what starts inside it (audio to within one packet)
+            if i in texts:
+                so, codec, target = texts[i]
+                off = round(shift_s / tb) if shift_s else 0
+                new = av.Packet(_subtitle_payload(target, subtitle_text(codec, bytes(pkt))))
+                new.pts = None if pkt.pts is None else pkt.pts - off
+                new.dts = new.pts if pkt.dts is None else pkt.dts - off
+                new.duration, new.time_base, new.stream = pkt.duration, tb, so
+                new.is_keyframe = True
+                yield float((new.dts if new.dts is not None else new.pts) * tb), new, None
+                continue
             if i in copies:
                 off = round(shift_s / tb) if shift_s else 0
                 if pkt.pts is not None:
