@@ -240,3 +240,158 @@ def test_written_images_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".part")]
+
+
+# -- inputs from a second review (each of these failed before its fix) -------------------------
+def _exif_png(path, arr16: np.ndarray, orientation: int) -> None:
+    """A 16-bit PNG carrying an EXIF Orientation (eXIf chunk before IDAT)."""
+    import struct
+    import zlib
+
+    import cv2
+
+    def chunk(k, d):
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(d, zlib.crc32(k)))
+
+    e = Image.Exif()
+    e[274] = orientation
+    data = cv2.imencode(".png", arr16[:, :, ::-1])[1].tobytes()
+    i = data.index(b"IDAT") - 4
+    path.write_bytes(data[:i] + chunk(b"eXIf", e.tobytes()[6:]) + data[i:])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_orientation_like_pillow(orientation, tmp_path):
+    import tifffile
+    from PIL import ImageOps
+
+    base = np.random.default_rng(orientation).integers(0, 256, (4, 6, 3), np.uint8)
+    e = Image.Exif()
+    e[274] = orientation
+    Image.fromarray(base).save(tmp_path / "ref.png", exif=e.tobytes())
+    want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "ref.png")))
+    a16 = base.astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "t.tif", a16, photometric="rgb",
+                     extratags=[(274, 3, 1, orientation, True)])
+    _exif_png(tmp_path / "p.png", a16, orientation)
+    for name in ("t.tif", "p.png"):
+        got = read_image(tmp_path / name)
+        assert got.dtype == np.uint16 and np.array_equal(got // 257, want), name
+
+
+def test_png_trns_becomes_alpha(tmp_path):
+    g = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    Image.fromarray(g).save(tmp_path / "g.png", transparency=5)
+    a = read_image(tmp_path / "g.png")
+    assert a.shape == (8, 8, 2) and a[0, 5, 1] == 0 and a[0, 4, 1] == 255
+    c = np.stack([g, g, g], -1)
+    Image.fromarray(c).save(tmp_path / "c.png", transparency=(7, 7, 7))
+    a = read_image(tmp_path / "c.png")
+    assert a.shape == (8, 8, 4) and a[0, 7, 3] == 0 and a[0, 6, 3] == 255
+    g16 = (np.arange(64, dtype=np.uint16) * 1000).reshape(8, 8)
+    Image.fromarray(g16).save(tmp_path / "g16.png", transparency=3000)
+    a = read_image(tmp_path / "g16.png")
+    assert a.dtype == np.uint16 and a.shape == (8, 8, 2) and a[0, 3, 1] == 0
+    assert a[0, 2, 1] == 65535
+
+
+def test_mpo_camera_jpeg_stays_jpeg(rgb, tmp_path):
+    Image.fromarray(rgb).save(tmp_path / "cam.jpg", format="MPO", save_all=True,
+                              append_images=[Image.fromarray(255 - rgb)], quality=80)
+    arr, info = read_image_info(tmp_path / "cam.jpg")
+    assert info.format == "JPEG" and info.jpeg_quality == 80 and arr.shape == rgb.shape
+    assert main(["upscale", str(tmp_path / "cam.jpg"), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert (tmp_path / "cam_x2.jpg").exists()
+
+
+def test_output_never_replaces_an_input_and_clashes_are_said(rgb, tmp_path, capsys):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert main(["upscale", str(tmp_path / "a.png"), "-m", "bicubic", "-s", "2",
+                     "--suffix", "", *extra]) == 1
+        assert "the output would replace the input" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == before
+    d = tmp_path / "two"
+    d.mkdir()
+    Image.fromarray(rgb).save(d / "b.png")
+    Image.fromarray(rgb).save(d / "b.jpg")
+    capsys.readouterr()
+    assert main(["upscale", str(d), "-m", "bicubic", "-s", "2", "--format", "png",
+                 "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "is also the output of" in err and "b_x2.png" in err
+
+
+def test_decompression_bomb_is_one_line_and_pillow_guard_restored(tmp_path, capsys):
+    import struct
+    import zlib
+
+    def chunk(k, d):
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(d, zlib.crc32(k)))
+
+    (tmp_path / "big.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 15000, 13000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b""))
+    old = Image.MAX_IMAGE_PIXELS
+    guard = Image.MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own default, as an application has it
+    try:
+        read_image(BENCH / "Set5" / "bird.png")
+        assert guard == Image.MAX_IMAGE_PIXELS  # an embedding application keeps its guard
+        with pytest.raises(UpresError, match="image too large"):  # 195 MP: Pillow's bomb
+            read_image(tmp_path / "big.png", max_pixels=100_000_000)
+        with pytest.raises(UpresError, match="truncated or corrupt"):  # under upres's 200 MP:
+            read_image(tmp_path / "big.png")  # decoded (Pillow's guard off), no pixel data
+        assert guard == Image.MAX_IMAGE_PIXELS
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def test_alpha_to_jpeg_opaque_dropped_transparent_refused_before_work(rgb, tmp_path, capsys):
+    opaque = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    Image.fromarray(opaque).save(tmp_path / "o.png")
+    assert main(["upscale", str(tmp_path / "o.png"), "-m", "bicubic", "-s", "2",
+                 "--format", "jpg", "-q"]) == 0
+    assert Image.open(tmp_path / "o_x2.jpg").mode == "RGB"
+    see_through = opaque.copy()
+    see_through[:4, :4, 3] = 0
+    Image.fromarray(see_through).save(tmp_path / "t.png")
+    capsys.readouterr()
+    assert main(["upscale", str(tmp_path / "t.png"), "-m", "bicubic", "-s", "2",
+                 "--format", "jpg"]) == 1
+    assert "has transparency, which JPEG cannot hold" in capsys.readouterr().err
+
+
+def test_sixteen_bit_tiff_premultiplied_alpha_and_gray_alpha(rgb, tmp_path):
+    import tifffile
+
+    colour = rgb.astype(np.uint16) * 257
+    pm = np.dstack([colour // 2, np.full(rgb.shape[:2], 32768, np.uint16)])
+    tifffile.imwrite(tmp_path / "pm.tif", pm, photometric="rgb", extrasamples=["assocalpha"])
+    a = read_image(tmp_path / "pm.tif")
+    assert np.abs(a[:, :, :3].astype(int) - colour).max() <= 260  # unpremultiplied
+    la = np.dstack([colour[:, :, 0], np.full(rgb.shape[:2], 40000, np.uint16)])
+    tifffile.imwrite(tmp_path / "la.tif", la, photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    assert np.array_equal(read_image(tmp_path / "la.tif"), la)  # Pillow cannot open it
+
+
+def test_webp_lossless_kept_gray_profile_not_on_rgb_and_stale_exif_size_dropped(rgb, tmp_path):
+    Image.fromarray(rgb).save(tmp_path / "l.webp", lossless=True)
+    assert main(["upscale", str(tmp_path / "l.webp"), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    assert (tmp_path / "l_x2.webp").read_bytes()[12:16] == b"VP8L"
+    gray = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))  # placeholder bytes...
+    icc = bytearray(gray.tobytes())
+    icc[16:20] = b"GRAY"  # ...with a gray colour space, as a gray JPEG's profile has
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "g.jpg", icc_profile=bytes(icc))
+    assert main(["upscale", str(tmp_path / "g.jpg"), "-m", "bicubic", "-s", "2",
+                 "--format", "webp", "-q"]) == 0
+    assert "icc_profile" not in Image.open(tmp_path / "g_x2.webp").info
+    e = Image.Exif()
+    e.get_ifd(0x8769)[0xA002] = rgb.shape[1]
+    e.get_ifd(0x8769)[0xA003] = rgb.shape[0]
+    Image.fromarray(rgb).save(tmp_path / "px.jpg", exif=e)
+    assert main(["upscale", str(tmp_path / "px.jpg"), "-m", "bicubic", "-s", "2", "-q"]) == 0
+    sub = Image.open(tmp_path / "px_x2.jpg").getexif().get_ifd(0x8769)
+    assert 0xA002 not in sub and 0xA003 not in sub

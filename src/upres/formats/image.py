@@ -11,11 +11,14 @@ write never leaves a half-written file, and never replace an existing file unles
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import os
 import struct
+import threading
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +32,8 @@ from upres.formats.png import encode_png
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "encode_image",
-    "format_for_suffix", "jpeg_quality_of", "read_image", "read_image_info", "read_rgb8",
-    "to_8bit", "write_image",
+    "format_for_suffix", "is_opaque", "jpeg_quality_of", "read_image", "read_image_info",
+    "read_rgb8", "to_8bit", "write_image",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -54,7 +57,8 @@ class ImageInfo:
     (1-100) its luminance quantisation table corresponds to (what photo models' automatic
     clean-up strength reads), else None. An ordinary image's print DPI is kept as it
     is by an upscale (the print gets larger, not finer); physical pixel sizes of scientific
-    images are handled by :mod:`upres.formats.tiff`.
+    images are handled by :mod:`upres.formats.tiff`. ``lossless``: a lossless WebP (VP8L),
+    written lossless again.
     """
 
     format: str
@@ -63,6 +67,7 @@ class ImageInfo:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     jpeg_quality: int | None = None
+    lossless: bool = False
 
 
 def format_for_suffix(path: str | os.PathLike[str]) -> str | None:
@@ -96,6 +101,31 @@ def jpeg_quality_of(img: Image.Image) -> int | None:
 
 
 # -- reading -----------------------------------------------------------------------------------
+_PIL_GUARD = threading.Lock()
+_PIL_USERS = 0
+_PIL_LIMIT: int | None = None
+
+
+@contextlib.contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Pillow's decompression-bomb guard off while upres reads (its own ``max_pixels`` limit is
+    checked from the header instead, and may be set higher), and put back as it was when the
+    last concurrent reader is done, so an application that embeds upres keeps its guard."""
+    global _PIL_USERS, _PIL_LIMIT
+    with _PIL_GUARD:
+        if _PIL_USERS == 0:
+            _PIL_LIMIT = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _PIL_USERS += 1
+    try:
+        yield
+    finally:
+        with _PIL_GUARD:
+            _PIL_USERS -= 1
+            if _PIL_USERS == 0:
+                Image.MAX_IMAGE_PIXELS = _PIL_LIMIT
+
+
 def _open(path: Path, max_pixels: int | None) -> Image.Image:
     if not path.exists():
         raise UpresError(f"{path}: no such file")
@@ -110,6 +140,8 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     except UnidentifiedImageError:
         raise UnsupportedImageError(f"{path}: not an image file (format not recognised)") \
             from None
+    except Image.DecompressionBombError as exc:  # only where Pillow's guard is on
+        raise ImageTooLargeError(f"{path}: image too large ({exc})") from None
     except OSError as exc:
         raise UpresError(f"{path}: cannot open image ({exc})") from None
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
@@ -147,8 +179,74 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to an array, like ``ImageOps.exif_transpose``."""
     ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
-           7: lambda a: np.rot90(a, 1)[::-1], 8: lambda a: np.rot90(a, 1)}
+           7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
     return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
+    """A TIFF's first page as stored (tifffile: no orientation applied, any codec through
+    imagecodecs), associated (premultiplied) alpha undone, and its tags that matter: ``{"icc",
+    "orientation", "dpi"}``. For 16-bit TIFF and for what Pillow cannot open (16-bit gray +
+    alpha)."""
+    import tifffile
+
+    from upres.formats.tiff import _page_array, _quiet_tifffile
+
+    try:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+            if limit and page.imagewidth * page.imagelength > limit:
+                raise ImageTooLargeError(
+                    f"{path}: image too large ({page.imagewidth}x{page.imagelength} pixels, "
+                    f"limit {limit}; raise it with --max-pixels)")
+            a = _page_array(page)
+            extra = tuple(int(v) for v in (getattr(page, "extrasamples", ()) or ()))
+            tags = page.tags
+            icc = tags[34675].value if 34675 in tags else None
+            orientation = int(tags[274].value) if 274 in tags else 1
+            dpi = None
+            if 282 in tags and 283 in tags and int(getattr(page, "resolutionunit", 2)) == 2:
+                rx, ry = (v.value[0] / v.value[1] if isinstance(v.value, tuple) else
+                          float(v.value) for v in (tags[282], tags[283]))
+                dpi = (rx, ry) if rx > 0 and ry > 0 else None
+    except UpresError:
+        raise
+    except Exception as exc:
+        raise UpresError(f"{path}: cannot decode TIFF: truncated or corrupt "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                         ) from None
+    if a.dtype not in (np.uint8, np.uint16) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)):
+        raise UnsupportedImageError(f"{path}: TIFF of {a.dtype} with shape {a.shape} is not "
+                                    "an ordinary image")
+    if a.dtype == np.uint8:
+        a = a.astype(np.uint16) * 257
+    if a.ndim == 3 and a.shape[2] in (2, 4) and extra[:1] == (1,):  # ASSOCALPHA
+        alpha = a[:, :, -1:].astype(np.float64)
+        colour = a[:, :, :-1].astype(np.float64) * 65535.0 / np.maximum(alpha, 1.0)
+        a = np.concatenate([np.clip(np.floor(colour + 0.5), 0, 65535).astype(np.uint16),
+                            a[:, :, -1:]], axis=2)
+    if isinstance(icc, str):
+        icc = icc.encode("latin-1")
+    return np.ascontiguousarray(a), {"icc": bytes(icc) if icc else None,
+                                     "orientation": orientation, "dpi": dpi}
+
+
+def _webp_lossless(path: Path) -> bool:
+    """True if a WebP's image chunk is VP8L (lossless), walking its RIFF chunks."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return False
+        for _ in range(64):
+            ch = f.read(8)
+            if len(ch) < 8:
+                return False
+            kind, size = ch[:4], int.from_bytes(ch[4:], "little")
+            if kind in (b"VP8L", b"VP8 ", b"ANMF"):
+                return kind == b"VP8L"
+            f.seek(size + (size & 1), 1)
+    return False
 
 
 def _decode_16bit(path: Path) -> np.ndarray:
@@ -190,7 +288,11 @@ def _pil_to_array(img: Image.Image, path: Path) -> tuple[np.ndarray, bytes | Non
         if arr.min() < 0 or arr.max() > 65535:
             raise UnsupportedImageError(f"{path}: 32-bit integer pixels are out of the 16-bit "
                                         "range")
-        return arr.astype(np.uint16), icc
+        arr = arr.astype(np.uint16)
+        t = img.info.get("transparency")
+        if isinstance(t, int):  # a PNG tRNS gray value: that value is transparent
+            arr = np.stack([arr, np.where(arr == t, 0, 65535).astype(np.uint16)], axis=2)
+        return arr, icc
     if mode == "F":
         raise UnsupportedImageError(f"{path}: floating-point images are not supported")
     if mode == "CMYK":
@@ -207,8 +309,10 @@ def _pil_to_array(img: Image.Image, path: Path) -> tuple[np.ndarray, bytes | Non
         img = img.convert("L")
     elif mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode == "PA":
-        img = img.convert("RGBA")
+    elif mode == "PA" or (mode == "RGB" and "transparency" in img.info):
+        img = img.convert("RGBA")  # (a PNG tRNS colour is transparent)
+    elif mode == "L" and "transparency" in img.info:
+        img = img.convert("LA")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         img = img.convert("RGBA" if "A" in mode else "RGB")
     return np.asarray(img).copy(), icc
@@ -226,12 +330,27 @@ def read_image_info(path: str | os.PathLike[str], *,
             truncated or corrupt, larger than ``max_pixels``).
     """
     p = Path(path)
-    img = _open(p, max_pixels)
+    with _own_pixel_limit():
+        try:
+            img = _open(p, max_pixels)
+        except UnsupportedImageError:
+            if p.suffix.lower() not in (".tif", ".tiff"):
+                raise
+            arr, tags = _decode_tiff(p, max_pixels)  # e.g. 16-bit gray + alpha
+            arr = _orient(arr, tags["orientation"])
+            return arr, ImageInfo(format="TIFF", bit_depth=16, icc_profile=tags["icc"],
+                                  dpi=tags["dpi"])
+        return _read_opened(p, img, max_pixels)
+
+
+def _read_opened(p: Path, img: Image.Image,
+                 max_pixels: int | None) -> tuple[np.ndarray, ImageInfo]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None  # our own limit was checked in _open
             fmt = img.format or "PNG"
+            if fmt == "MPO":  # a JPEG with an MPF index (camera previews, gain maps)
+                fmt = "JPEG"
             dpi = _dpi(img)
             quality = jpeg_quality_of(img) if fmt == "JPEG" else None
             frames = int(getattr(img, "n_frames", 1) or 1)
@@ -242,7 +361,11 @@ def read_image_info(path: str | os.PathLike[str], *,
             orientation = int(exif.get(0x0112, 1) or 1)
             sixteen = (fmt == "PNG" and _png_is_16bit(p)) or (fmt == "TIFF"
                                                                and _tiff_is_16bit(img))
-            if sixteen and img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            if sixteen and fmt == "TIFF":  # as stored: OpenCV would orient it as well
+                arr, tags = _decode_tiff(p, max_pixels)
+                icc = tags["icc"] or img.info.get("icc_profile") or None
+                arr = _orient(arr, orientation)
+            elif sixteen and img.mode not in ("I;16", "I;16B", "I;16L", "I"):
                 icc = img.info.get("icc_profile") or None
                 arr = _orient(_decode_16bit(p), orientation)
             else:
@@ -259,10 +382,15 @@ def read_image_info(path: str | os.PathLike[str], *,
         exif[0x0112] = 1
     for tag in _STRUCTURE_TAGS:  # the output has its own size and layout
         exif.pop(tag, None)
+    with contextlib.suppress(Exception):
+        sub = exif.get_ifd(0x8769)  # Exif IFD: PixelX/YDimension, the old size
+        for tag in (0xA002, 0xA003):
+            sub.pop(tag, None)
     # A TIFF's "EXIF" is its own directory of layout tags: carry none of it.
     exif_bytes = exif.tobytes() if len(exif) and fmt != "TIFF" else None
     info = ImageInfo(format=fmt, bit_depth=16 if arr.dtype == np.uint16 else 8,
-                     icc_profile=icc, exif=exif_bytes, dpi=dpi, jpeg_quality=quality)
+                     icc_profile=icc, exif=exif_bytes, dpi=dpi, jpeg_quality=quality,
+                     lossless=fmt == "WEBP" and _webp_lossless(p))
     return arr, info
 
 
@@ -319,11 +447,23 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
         kw["dpi"] = info.dpi
     if fmt in ("JPEG", "WEBP"):
         kw["quality"] = quality
+    if fmt == "WEBP" and info and info.lossless:
+        kw["lossless"] = True
+    if fmt == "WEBP" and "icc_profile" in kw and kw["icc_profile"][16:20] == b"GRAY":
+        del kw["icc_profile"]  # WebP stores gray as RGB, which a gray profile cannot describe
     if fmt == "TIFF":
         kw["compression"] = "tiff_deflate"
     buf = _io.BytesIO()
     img.save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+def is_opaque(arr: np.ndarray) -> bool:
+    """True if ``arr`` has no alpha channel, or its alpha (last of 2 or 4 channels) is the
+    dtype's maximum everywhere."""
+    if arr.ndim != 3 or arr.shape[2] not in (2, 4):
+        return True
+    return bool((arr[:, :, -1] == np.iinfo(arr.dtype).max).all())
 
 
 def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
@@ -339,7 +479,9 @@ def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
         raise UpresError(f"cannot write {a.dtype} pixels")
     alpha = a.ndim == 3 and a.shape[2] in (2, 4)
     if alpha and fmt in ("JPEG", "BMP"):
-        raise UpresError(f"{fmt} cannot hold transparency; choose png, webp or tiff")
+        if not is_opaque(a):
+            raise UpresError(f"{fmt} cannot hold transparency; choose png, webp or tiff")
+        a = a[:, :, :-1] if a.shape[2] == 4 else a[:, :, 0]  # an alpha of all opaque: dropped
     if fmt == "PNG":  # 8 or 16 bits, our own fast writer (upres.formats.png)
         try:
             return encode_png(a, icc_profile=info.icc_profile if info else None,

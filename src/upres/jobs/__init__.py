@@ -10,9 +10,11 @@ both write it, and a half-written file never carries the output name.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -245,6 +247,15 @@ def _fail(w: _Work, exc: BaseException) -> _Work:
     return w
 
 
+def _not_the_input(src: Path, dst: Path) -> None:
+    """Refuse an output that is the input itself (``--suffix ""`` beside it, ``-o`` naming
+    it), with or without --overwrite: an upscale never replaces its source."""
+    with contextlib.suppress(OSError):
+        if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(dst, src)):
+            raise UpresError(f"{src}: the output would replace the input; name another "
+                             "output (-o) or keep a --suffix")
+
+
 def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
               single: bool = False) -> _Work:
     """Stage 1 of :func:`process_item`: name the output, skip it if it exists, and decode the
@@ -252,7 +263,7 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
     input. Safe to run in a thread beside stage 2 of another item."""
     from upres import formats
     from upres.formats.files import OutputExistsError
-    from upres.formats.image import format_for_suffix
+    from upres.formats.image import format_for_suffix, is_opaque
 
     src = item.src
     w = _Work(item, Row(input=str(src), output=None, status="failed"), time.perf_counter())
@@ -260,6 +271,7 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
         # The suffix decides the output format for "same"; the decoded format refines it.
         w.dst = out_path(src, item.base, opts, name_scale, single,
                          format_for_suffix(src) or "PNG")
+        _not_the_input(src, w.dst)
         if w.dst.exists() and not opts.overwrite:
             raise OutputExistsError(str(w.dst))
         w.kind = formats.kind_of(src, raster=opts.raster)
@@ -280,8 +292,14 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
                              f"{w.doc.kind.upper()}; --format applies to ordinary images")
         w.dst = out_path(src, item.base, opts, name_scale, single,
                          getattr(w.doc.meta, "format", ""), w.doc.kind)
+        _not_the_input(src, w.dst)
         if w.dst.exists() and not opts.overwrite:
             raise OutputExistsError(str(w.dst))
+        out_fmt = format_for_suffix(w.dst)
+        if w.doc.kind == "image" and out_fmt in ("JPEG", "BMP") and \
+                not is_opaque(w.doc.frames[0]):  # refused before the network's work, not after
+            raise UpresError(f"{src}: has transparency, which {out_fmt} cannot hold; choose "
+                             "--format png, webp or tiff")
     except Exception as exc:  # UpresError and the like; anything else is reported too
         return _fail(w, exc)
     return w
@@ -402,8 +420,18 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
     name_scale: int | str = opts.size.label if opts.size is not None else up.scale
     swept: set[Path] = set()
 
+    claims: dict[Path, Path] = {}  # output -> the input it belongs to, in this run
+    claims_lock = threading.Lock()
+
     def read(it: Item) -> _Work:
         w = read_item(it, opts, name_scale, single=single)
+        if w.dst is not None and not w.done:
+            with claims_lock:
+                key = w.dst.resolve()
+                other = claims.setdefault(key, it.src)
+            if other != it.src:  # a.JPG and a.jpg, or b.png and b.jpg with --format png
+                _fail(w, UpresError(f"{it.src}: its output {w.dst} is also the output of "
+                                    f"{other} in this run; rename one or use --suffix"))
         # Temporaries that a killed run left in this output folder go the first time an output
         # is named there (once per folder, whether or not anything is left to write): only
         # those named by upres for a process of this host that is gone, since the folder may
