@@ -395,3 +395,12 @@ def test_webp_lossless_kept_gray_profile_not_on_rgb_and_stale_exif_size_dropped(
     assert main(["upscale", str(tmp_path / "px.jpg"), "-m", "bicubic", "-s", "2", "-q"]) == 0
     sub = Image.open(tmp_path / "px_x2.jpg").getexif().get_ifd(0x8769)
     assert 0xA002 not in sub and 0xA003 not in sub
+
+
+def test_sixteen_bit_cmyk_tiff_refused_not_misread(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "cmyk.tif", np.zeros((8, 8, 4), np.uint16),
+                     photometric="separated")
+    with pytest.raises(UpresError, match="photometric interpretation 5"):
+        read_image(tmp_path / "cmyk.tif")

@@ -252,3 +252,11 @@ def test_ome_tiff_named_and_identified_as_a_new_file(tmp_path, capsys):
     # a second run over the folder leaves its own output alone
     assert main(["upscale", str(tmp_path), "-m", "bicubic", "-s", "2", "-q"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.ome.tif", "cells_x2.ome.tif"]
+
+
+def test_four_samples_min_is_black_written(tmp_path):
+    up = upres.load("bicubic", scale=2)
+    a = np.stack([_smooth((12, 16), 0, 1, seed=k) for k in range(4)], -1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "four.tif", a, photometric="minisblack", planarconfig="contig")
+    upscale_file(up, tmp_path / "four.tif", tmp_path / "four_x2.tif")
+    assert tifffile.imread(tmp_path / "four_x2.tif").shape == (24, 32, 4)

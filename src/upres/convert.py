@@ -139,7 +139,8 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
         if m.padding is not None:
             frames = [clear_of_padding(f, mask, s, m.padding, m.lo, m.hi) if mask is not None
                       else f for f, mask in zip(frames, masks, strict=True)]
-        derivation = _derivation(up)
+        derivation = _derivation(up) + ("" if dicom_range == "stored" else
+                                        f", values mapped by the {dicom_range} range")
         uid = None
         if m.series_uid:
             if m.series_uid not in session.series_uids:

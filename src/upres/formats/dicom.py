@@ -10,9 +10,10 @@ as RGB (pydicom converts it) and is written as RGB.
 Rows/Columns x s; PixelSpacing and ImagerPixelSpacing / s (each only where present, in the
 top-level header and in enhanced multi-frame functional groups); ImagePositionPatient moved to
 the centre of the new first pixel; ImageOrientationPatient, FrameOfReferenceUID, StudyInstanceUID,
-rescale, window and photometric interpretation kept; new SOP instance UID, the given series UID,
-ImageType DERIVED\\SECONDARY, DerivationDescription, SourceImageSequence; overlays, icon images
-and ultrasound regions (wrong after resampling) dropped. :func:`write_dicom` writes it
+rescale, window and photometric interpretation kept; a new SOP instance UID (derived from the
+source's and the derivation), the given series UID, ImageType DERIVED\\SECONDARY,
+DerivationDescription, SourceImageSequence; overlays, icon images and ultrasound regions (wrong
+after resampling) dropped. :func:`write_dicom` writes it
 uncompressed, Explicit VR Little Endian, atomically.
 """
 
@@ -142,7 +143,10 @@ class DicomMeta:
         if dropped:
             notes.append(f"dropped {', '.join(dropped)} (wrong after resampling)")
         # identity
-        new_sop = generate_uid()
+        # derived from the source instance and how it was made: a rerun writes the same
+        # instance again (a PACS replaces it) instead of a second copy in the same series
+        new_sop = generate_uid(entropy_srcs=[str(src.SOPInstanceUID), derivation,
+                                             str(series_uid)])
         ds.SOPInstanceUID = new_sop
         if getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = new_sop

@@ -75,15 +75,11 @@ def is_geotiff(path: str | os.PathLike[str]) -> bool:
 def _georeferencing_sidecar(p: Path) -> bool:
     """A world file or a PAM sidecar with georeferencing beside ``p`` (as GDAL looks for them:
     same stem, any letter case)."""
-    try:
-        names = {q.name.lower(): q for q in p.parent.iterdir()}
-    except OSError:
-        return False
-    stem = p.stem.lower()
-    for ext in (".tfw", ".tifw", ".tiffw", ".wld"):
-        if stem + ext in names:
+    for ext in (".tfw", ".tifw", ".tiffw", ".wld"):  # a few names, not a folder listing
+        if any(p.with_name(p.stem + e).is_file() for e in (ext, ext.upper())):
             return True
-    aux = names.get(p.name.lower() + ".aux.xml")
+    aux = next((q for q in (p.with_name(p.name + ".aux.xml"), p.with_name(p.name + ".AUX.XML"))
+                if q.is_file()), None)
     if aux is None:
         return False
     try:

@@ -200,6 +200,11 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
                 raise ImageTooLargeError(
                     f"{path}: image too large ({page.imagewidth}x{page.imagelength} pixels, "
                     f"limit {limit}; raise it with --max-pixels)")
+            pm = int(getattr(page, "photometric", 1))
+            if pm not in (1, 2):  # MINISBLACK, RGB (min-is-white 16-bit is scientific TIFF)
+                raise UnsupportedImageError(f"{path}: TIFF photometric interpretation {pm} "
+                                            "(palette, CMYK, CIELab, ...) is not supported at "
+                                            "this depth")
             a = _page_array(page)
             extra = tuple(int(v) for v in (getattr(page, "extrasamples", ()) or ()))
             tags = page.tags
@@ -219,12 +224,11 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
     if a.dtype not in (np.uint8, np.uint16) or (a.ndim == 3 and a.shape[2] not in (2, 3, 4)):
         raise UnsupportedImageError(f"{path}: TIFF of {a.dtype} with shape {a.shape} is not "
                                     "an ordinary image")
-    if a.dtype == np.uint8:
-        a = a.astype(np.uint16) * 257
     if a.ndim == 3 and a.shape[2] in (2, 4) and extra[:1] == (1,):  # ASSOCALPHA
+        top = float(np.iinfo(a.dtype).max)
         alpha = a[:, :, -1:].astype(np.float64)
-        colour = a[:, :, :-1].astype(np.float64) * 65535.0 / np.maximum(alpha, 1.0)
-        a = np.concatenate([np.clip(np.floor(colour + 0.5), 0, 65535).astype(np.uint16),
+        colour = a[:, :, :-1].astype(np.float64) * top / np.maximum(alpha, 1.0)
+        a = np.concatenate([np.clip(np.floor(colour + 0.5), 0, top).astype(a.dtype),
                             a[:, :, -1:]], axis=2)
     if isinstance(icc, str):
         icc = icc.encode("latin-1")
@@ -338,8 +342,8 @@ def read_image_info(path: str | os.PathLike[str], *,
                 raise
             arr, tags = _decode_tiff(p, max_pixels)  # e.g. 16-bit gray + alpha
             arr = _orient(arr, tags["orientation"])
-            return arr, ImageInfo(format="TIFF", bit_depth=16, icc_profile=tags["icc"],
-                                  dpi=tags["dpi"])
+            return arr, ImageInfo(format="TIFF", bit_depth=8 * arr.dtype.itemsize,
+                                  icc_profile=tags["icc"], dpi=tags["dpi"])
         return _read_opened(p, img, max_pixels)
 
 

@@ -328,8 +328,9 @@ def encode_tiff(pages: list[np.ndarray], meta: TiffMeta) -> bytes:
         return buf.getvalue()
     with tifffile.TiffWriter(buf, bigtiff=sum(a.nbytes for a in pages) > 2**31) as tw:
         for i, page in enumerate(pages):
-            extra = (list(meta.extrasamples) or [2]) if page.ndim == 3 and page.shape[2] == 4 \
-                else None  # as read; a 4th sample with no ExtraSamples: unassociated alpha
+            extra = None
+            if page.ndim == 3 and page.shape[2] == 4:  # written as RGB + one extra sample:
+                extra = list(meta.extrasamples[-1:]) or [2]  # as read, else unassociated alpha
             tw.write(page, photometric=meta.photometric, compression="zlib",
                      description=meta.ome.encode() if (i == 0 and meta.ome) else None,
                      metadata=None, extrasamples=extra,

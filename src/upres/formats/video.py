@@ -144,7 +144,8 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
     try:
         c = av.open(str(p), metadata_errors="replace")
     except Exception as exc:
-        with open(p, "rb") as f:
+        head = b""
+        with contextlib.suppress(OSError), open(p, "rb") as f:
             head = f.read(12)
         if head[4:8] == b"ftyp":  # an MP4/MOV FFmpeg cannot open: its index is what is missing
             raise UpresError(f"{p}: damaged MP4/MOV: its index (moov) is missing or cut, as "
@@ -231,7 +232,10 @@ def _hdr10(frame: Any) -> dict[str, str]:
     import struct
 
     out: dict[str, str] = {}
-    for sd in getattr(frame, "side_data", None) or ():
+    sds = getattr(frame, "side_data", None) or ()
+    for item in sds:
+        # PyAV 18 iterates side-data objects; a release that iterates keys gets them looked up
+        sd = item if hasattr(item, "type") else sds[item]
         kind = getattr(getattr(sd, "type", None), "name", "")
         with contextlib.suppress(Exception):
             data = bytes(sd)
@@ -537,7 +541,7 @@ def _matrix_number(matrix: str, original: int) -> int:
 _CONTAINER_OWN = ("encoder", "major_brand", "minor_version", "compatible_brands")
 _AUDIO_TARGET = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": None}
 #: Text subtitles a container cannot hold are rewritten into its own text format.
-_SUB_TARGET = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt"}
+_SUB_TARGET = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt", "matroska": "subrip"}
 _TEXT_SUBS = ("subrip", "srt", "text", "webvtt", "mov_text", "ass", "ssa")
 #: The ASS header FFmpeg's text subtitle encoders open with (one default style); they take no
 #: styling from it that upres keeps, but refuse to open without one.
@@ -641,7 +645,8 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
                      f"{container} file cannot hold {info.codec}")
             else:
                 note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: a {container} "
-                     f"file cannot hold it" + ("" if info.kind != "subtitle" else
+                     f"file cannot hold it" + ("" if info.kind != "subtitle" or
+                                               container == "matroska" else
                                                " (use .mkv to keep it)"))
         with contextlib.suppress(Exception):
             if meta.chapters:
@@ -745,7 +750,10 @@ def _interleave(inp: Any, seg_ins: list[Any], out: Any, vout: Any, copies: dict[
             if i in texts:
                 so, codec, target = texts[i]
                 off = round(shift_s / tb) if shift_s else 0
-                new = av.Packet(_subtitle_payload(target, subtitle_text(codec, bytes(pkt))))
+                text = subtitle_text(codec, bytes(pkt))
+                if not text:  # mov_text's gap samples: no cue
+                    continue
+                new = av.Packet(_subtitle_payload(target, text))
                 new.pts = None if pkt.pts is None else pkt.pts - off
                 new.dts = new.pts if pkt.dts is None else pkt.dts - off
                 new.duration, new.time_base, new.stream = pkt.duration, tb, so

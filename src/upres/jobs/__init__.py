@@ -234,7 +234,7 @@ def _fail(w: _Work, exc: BaseException) -> _Work:
     src, dst = w.item.src, w.dst
     if isinstance(exc, OutputExistsError):
         w.row.status = "exists"
-    elif isinstance(exc, MemoryError):
+    elif isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's
         w.row.error = f"{src}: out of memory (try a smaller --tile)"
     elif not isinstance(exc, UpresError):
         first = str(exc).splitlines()[0] if str(exc) else ""
