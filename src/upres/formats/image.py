@@ -190,7 +190,7 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
     alpha)."""
     import tifffile
 
-    from upres.formats.tiff import _page_array, _quiet_tifffile
+    from upres.formats.tiff import _page_array, _quiet_tifffile, page_resolution
 
     try:
         with _quiet_tifffile(), tifffile.TiffFile(path) as tf:
@@ -210,11 +210,7 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
             tags = page.tags
             icc = tags[34675].value if 34675 in tags else None
             orientation = int(tags[274].value) if 274 in tags else 1
-            dpi = None
-            if 282 in tags and 283 in tags and int(getattr(page, "resolutionunit", 2)) == 2:
-                rx, ry = (v.value[0] / v.value[1] if isinstance(v.value, tuple) else
-                          float(v.value) for v in (tags[282], tags[283]))
-                dpi = (rx, ry) if rx > 0 and ry > 0 else None
+            dpi = page_resolution(page) if int(getattr(page, "resolutionunit", 2)) == 2 else None
     except UpresError:
         raise
     except Exception as exc:

@@ -168,6 +168,17 @@ def _scale_fei(text: str, s: int) -> str:
                   text)
 
 
+def page_resolution(page: object) -> tuple[float, float] | None:
+    """A page's X/YResolution (pixels per its ResolutionUnit) as ``(x, y)``, or None when absent
+    or not positive."""
+    tags = page.tags
+    if 282 not in tags or 283 not in tags:
+        return None
+    rx, ry = (v.value[0] / v.value[1] if isinstance(v.value, tuple) else float(v.value)
+              for v in (tags[282], tags[283]))
+    return (rx, ry) if rx > 0 and ry > 0 else None
+
+
 def _page_array(page: object) -> np.ndarray:
     """A page as ``(H, W)`` or ``(H, W, S)``."""
     a = page.asarray()
@@ -222,12 +233,7 @@ def read_tiff(path: str | os.PathLike[str], *,
                                  f"{first.imagelength} pixels, limit {limit}; raise it with "
                                  "--max-pixels)")
             arrays = [_page_array(pg) for pg in pages]
-            res = first.tags.get(282), first.tags.get(283)
-            resolution = None
-            if res[0] is not None and res[1] is not None:
-                rx, ry = (v.value[0] / v.value[1] if isinstance(v.value, tuple) else
-                          float(v.value) for v in res)
-                resolution = (rx, ry) if rx > 0 and ry > 0 else None
+            resolution = page_resolution(first)
             unit_code = int(getattr(first, "resolutionunit", 1) or 1)
             unit = {1: None, 2: "INCH", 3: "CENTIMETER", 4: "MILLIMETER",
                     5: "MICROMETER"}.get(unit_code)
