@@ -179,3 +179,48 @@ def test_ensemble_raises_psnr_of_a_shipped_model():
     ens = evaluate(upres.load("fast-x4", ensemble=8).upscale, model_name="e", dataset=ds,
                    scale=4, with_ssim=False)
     assert ens.psnr_y > plain.psnr_y + 0.1
+
+
+def test_pil_modes_that_are_not_pixel_values_come_back_as_colour(up):
+    """Palette indices, CMYK ink and 1-bit are converted before the network, not read as gray
+    or RGBA; the result is the upscale of the converted image."""
+    rgb = Image.fromarray(_img((10, 12, 3), np.uint8))
+    cases = {"P": rgb.convert("P"), "CMYK": rgb.convert("CMYK"), "YCbCr": rgb.convert("YCbCr"),
+             "1": rgb.convert("1")}
+    for mode, img in cases.items():
+        out = up.upscale(img)
+        want = {"P": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "1": "L"}[mode]
+        assert out.mode == want and out.size == (24, 20), mode
+        ref = img.convert("RGB") if want == "RGB" else img.convert("L")
+        np.testing.assert_array_equal(np.asarray(out), up.upscale(np.asarray(ref)))
+    pal = rgb.convert("P")
+    pal.info["transparency"] = 0
+    assert up.upscale(pal).mode == "RGBA"
+
+
+def test_float64_stays_float64(up):
+    f = np.random.default_rng(0).random((10, 12, 3))
+    out = up.upscale(f)
+    assert out.dtype == np.float64 and out.shape == (20, 24, 3)
+    np.testing.assert_allclose(out, up.upscale(f.astype(np.float32)), atol=1e-6)
+
+
+def test_upscale_image_takes_a_path_with_a_size(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(_img((16, 20, 3), np.uint8)).save(src)
+    out = upres.upscale_image(str(src), "bicubic", size=(30, 0))
+    assert isinstance(out, np.ndarray) and out.shape == (24, 30, 3)
+
+
+def test_upscale_file_never_replaces_its_input(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(_img((16, 20, 3), np.uint8)).save(src)
+    before = src.read_bytes()
+    bic = upres.load("bicubic", scale=2)
+    for dst in (src, tmp_path / "." / "a.png"):
+        with pytest.raises(UpresError, match="would replace the input"):
+            upres.upscale_file(bic, src, dst, overwrite=True)
+    assert src.read_bytes() == before
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(UpresError, match="is a folder"):
+        upres.upscale_file(bic, src, tmp_path / "d.png", overwrite=True)

@@ -138,9 +138,17 @@ def upscale_image(img: Any, model: str = "auto", *, scale: int | None = None,
     from PIL import Image
 
     from upres.inference.outscale import SizeRequest, passes_for, target_size, upscale_to
+    from upres.inference.upscaler import pil_pixels
 
     pil = isinstance(img, Image.Image)
-    arr = np.asarray(img)
+    if pil:
+        arr = pil_pixels(img)
+    elif isinstance(img, str | os.PathLike):
+        from upres.formats.image import read_image
+
+        arr = read_image(Path(img))
+    else:
+        arr = np.asarray(img)
     req = SizeRequest(outscale=outscale, size=size, fit=fit)
     if outscale is None and size is None and fit is None:
         out = _cached(model, scale, load_kw).upscale(arr, tile=tile)

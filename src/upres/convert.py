@@ -13,6 +13,7 @@ import numpy as np
 from upres import formats
 from upres.errors import UpresError
 from upres.formats import Document
+from upres.formats.files import check_output
 from upres.formats.values import from_unit, masked_nearest, to_unit
 
 __all__ = ["Session", "clear_of_padding", "is_network", "upscale_document", "upscale_file",
@@ -182,8 +183,7 @@ def upscale_file(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[st
         UpresError: one line naming the file and the problem; nothing is written then.
     """
     dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
+    check_output(src, dst, overwrite)
     if formats.kind_of(src) == "geotiff":  # window by window, never whole
         from upres.raster import upscale_raster
 

@@ -67,6 +67,12 @@ class EvalResult:
         return out
 
 
+def min_side(scale: int) -> int:
+    """The smallest HR side the protocol can measure at ``scale``: ``scale`` pixels shaved from
+    each border must leave SSIM's 11-pixel window, rounded up to a multiple of ``scale``."""
+    return -(-(2 * scale + 11) // scale) * scale
+
+
 def load_benchmark(folder: str | os.PathLike[str], scale: int,
                    lr_dir: str | os.PathLike[str] | None = None
                    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -77,6 +83,11 @@ def load_benchmark(folder: str | os.PathLike[str], scale: int,
     out = []
     for f in scan_images([folder]):
         hr = np.ascontiguousarray(modcrop(read_rgb8(f), scale))
+        side = min_side(scale)
+        if min(hr.shape[:2]) < side:
+            raise UpresError(f"{f}: {hr.shape[1]}x{hr.shape[0]} (after cropping to a multiple "
+                             f"of {scale}) is too small to measure at x{scale}: the protocol "
+                             f"needs at least {side}x{side} pixels")
         if lr_dir is None:
             lr = bicubic_down(hr, scale)
         else:

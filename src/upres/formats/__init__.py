@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 #: Suffixes a folder listing takes (DICOM files without a suffix are found by their header).
-INPUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm",
-              ".dicom", ".dic", ".ima")
+INPUT_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif",
+              ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".dcm", ".dicom", ".dic", ".ima")
 #: Suffixes an output of a DICOM or scientific TIFF input may have (the first is the default).
 KIND_EXTS = {"dicom": (".dcm", ".dicom", ".dic", ".ima"), "tiff": (".tif", ".tiff"),
              "geotiff": (".tif", ".tiff")}

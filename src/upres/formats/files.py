@@ -21,8 +21,8 @@ from pathlib import Path
 
 from upres.errors import UpresError
 
-__all__ = ["OutputExistsError", "atomic_write", "check_writable", "commit", "default_mode",
-           "encode_and_write", "is_temporary", "sweep_stale", "temp_path"]
+__all__ = ["OutputExistsError", "atomic_write", "check_output", "check_writable", "commit",
+           "default_mode", "encode_and_write", "is_temporary", "sweep_stale", "temp_path"]
 
 def _host_tag() -> str:
     """This host's name, and its PID namespace where there is one: containers that share a
@@ -65,6 +65,27 @@ def check_writable(path: Path, overwrite: bool) -> None:
     """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False."""
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def check_output(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                 overwrite: bool) -> None:
+    """Whether ``dst`` may be written as the output of ``src``: never when it is the input
+    itself (an upscale never replaces its source, ``overwrite`` or not) or a folder; an
+    existing file only with ``overwrite``.
+
+    Raises:
+        UpresError: the output is the input, or a folder.
+        OutputExistsError: ``dst`` exists and ``overwrite`` is False.
+    """
+    src, dst = Path(src), Path(dst)
+    with contextlib.suppress(OSError):
+        if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(dst, src)):
+            raise UpresError(f"{src}: the output would replace the input; name another "
+                             "output (-o) or keep a --suffix")
+    if dst.is_dir():
+        raise UpresError(f"{dst}: is a folder, not a file; name another output or move the "
+                         "folder")
+    check_writable(dst, overwrite)
 
 
 def temp_path(path: str | os.PathLike[str], suffix: str = "") -> Path:

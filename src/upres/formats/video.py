@@ -153,6 +153,10 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
                              f"({one_line(exc)})") from None
         raise UnsupportedImageError(f"{p}: not a video file ({one_line(exc)})") from None
     with c:
+        fmt = c.format.name or ""
+        if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg reads a still as one frame
+            raise UnsupportedImageError(f"{p}: a still image ({fmt.removesuffix('_pipe')}), "
+                                        "not a video; upscale it with upres upscale")
         if not c.streams.video:
             raise UnsupportedImageError(f"{p}: no video stream")
         v = c.streams.video[0]

@@ -113,11 +113,38 @@ def write_planes(dst: np.ndarray, y: torch.Tensor) -> None:
         dst[...] = to_dtype(y.permute(1, 2, 0).numpy(), dt)
 
 
+def pil_pixels(img: Image.Image) -> np.ndarray:
+    """A PIL image's pixels as an ``(H, W[, C])`` array upres takes: modes whose array is not
+    pixel values (palette indices, CMYK, YCbCr, LAB, HSV, 1-bit, premultiplied, 32-bit
+    integer) are converted first: palette to RGB(A), 1-bit to L, the rest to RGB(A); ``I``
+    to 16 bits when its values fit, else refused; ``F`` must already be in [0, 1]."""
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif mode == "RGBa":
+        img = img.convert("RGBA")
+    elif mode == "La":
+        img = img.convert("LA")
+    elif mode == "I":
+        arr = np.asarray(img)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise UpresError(f"a PIL image of mode I with values {arr.min()}..{arr.max()} "
+                             "(outside 0..65535); give a numpy array scaled to [0, 1]")
+        return arr.astype(np.uint16)
+    return np.asarray(img)
+
+
 def _as_array(img: Any) -> tuple[np.ndarray, str]:
     if isinstance(img, np.ndarray):
         return img, "array"
     if isinstance(img, Image.Image):
-        return np.asarray(img), "pil"
+        return pil_pixels(img), "pil"
     if isinstance(img, str | os.PathLike):
         return read_image(Path(img)), "array"
     raise UpresError(f"cannot upscale an object of type {type(img).__name__}")
@@ -673,7 +700,10 @@ class Upscaler:
             on_tile: called as ``on_tile(done, total)`` after each tile (progress bars).
 
         Returns:
-            The same kind (array or PIL image) and dtype, ``scale`` times larger. Colour and
+            The same kind (array or PIL image) and dtype, ``scale`` times larger (a PIL
+            image of a mode that does not hold pixel values, such as palette or CMYK, comes
+            back as RGB/RGBA; float output is not clipped, so it may overshoot [0, 1] a little
+            at sharp edges, as the network made it). Colour and
             alpha are upscaled separately; colour under fully transparent pixels is replaced by
             the nearest visible colour first, so it cannot bleed into visible edges; a fully
             opaque alpha stays fully opaque.
@@ -708,7 +738,7 @@ class Upscaler:
             res = np.concatenate([res, a_up[:, :, None]], axis=2)
         if squeeze:
             res = res[:, :, 0]
-        return _back(res, kind)
+        return _back(res.astype(dt, copy=False) if dt == np.float64 else res, kind)
 
 
 def fill_transparent(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ both write it, and a half-written file never carries the output name.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import os
@@ -28,7 +27,7 @@ __all__ = ["FORMAT_EXT", "RASTER_FORMATS", "Item", "JobOptions", "Row", "collect
            "shard_of"]
 
 #: ``--format`` -> output suffix for ordinary images.
-FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff", "bmp": ".bmp"}
 #: ``--format`` values that write GeoTIFF (upres.formats.geotiff.GEO_FORMATS, unimported).
 RASTER_FORMATS = ("gtiff", "cog")
 
@@ -122,7 +121,27 @@ def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
             found.extend(Item(f, f.parent, True) for f in files)
         else:
             found.append(Item(p, p.parent, False))
-    return found
+    return _once(found)
+
+
+def _once(items: list[Item]) -> list[Item]:
+    """``items`` with each file once (the same file named twice, or named and found in a listed
+    folder, is one input), in first-seen order; a file named on the command line anywhere
+    stays named (:func:`drop_own_outputs` keeps it)."""
+    first: dict[Path, int] = {}
+    out: list[Item] = []
+    for it in items:
+        try:
+            key = it.src.resolve()
+        except OSError:
+            key = it.src.absolute()
+        if key not in first:
+            first[key] = len(out)
+            out.append(it)
+        elif not it.listed:
+            i = first[key]
+            out[i] = Item(out[i].src, out[i].base, False)
+    return out
 
 
 def drop_own_outputs(items: list[Item], opts: JobOptions, scale: int | str
@@ -247,22 +266,13 @@ def _fail(w: _Work, exc: BaseException) -> _Work:
     return w
 
 
-def _not_the_input(src: Path, dst: Path) -> None:
-    """Refuse an output that is the input itself (``--suffix ""`` beside it, ``-o`` naming
-    it), with or without --overwrite: an upscale never replaces its source."""
-    with contextlib.suppress(OSError):
-        if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(dst, src)):
-            raise UpresError(f"{src}: the output would replace the input; name another "
-                             "output (-o) or keep a --suffix")
-
-
 def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
               single: bool = False) -> _Work:
     """Stage 1 of :func:`process_item`: name the output, skip it if it exists, and decode the
     input (all but GeoTIFF, which is read window by window in stage 2). Never raises for a bad
     input. Safe to run in a thread beside stage 2 of another item."""
     from upres import formats
-    from upres.formats.files import OutputExistsError
+    from upres.formats.files import check_output
     from upres.formats.image import format_for_suffix, is_opaque
 
     src = item.src
@@ -271,9 +281,7 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
         # The suffix decides the output format for "same"; the decoded format refines it.
         w.dst = out_path(src, item.base, opts, name_scale, single,
                          format_for_suffix(src) or "PNG")
-        _not_the_input(src, w.dst)
-        if w.dst.exists() and not opts.overwrite:
-            raise OutputExistsError(str(w.dst))
+        check_output(src, w.dst, opts.overwrite)
         w.kind = formats.kind_of(src, raster=opts.raster)
         if opts.size is not None and w.kind != "image":
             raise UpresError(f"{src}: --outscale, --size and --fit apply to ordinary images, "
@@ -292,9 +300,7 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
                              f"{w.doc.kind.upper()}; --format applies to ordinary images")
         w.dst = out_path(src, item.base, opts, name_scale, single,
                          getattr(w.doc.meta, "format", ""), w.doc.kind)
-        _not_the_input(src, w.dst)
-        if w.dst.exists() and not opts.overwrite:
-            raise OutputExistsError(str(w.dst))
+        check_output(src, w.dst, opts.overwrite)
         out_fmt = format_for_suffix(w.dst)
         if w.doc.kind == "image" and out_fmt in ("JPEG", "BMP") and \
                 not is_opaque(w.doc.frames[0]):  # refused before the network's work, not after
@@ -313,7 +319,7 @@ def upscale_item(up: Any, w: _Work, opts: JobOptions, *, session: Any,
     window by window). Never raises for a bad input; runs where the model runs."""
     from upres.convert import is_network, upscale_document
     from upres.formats.dicom import NOT_FOR_DIAGNOSIS
-    from upres.formats.files import OutputExistsError
+    from upres.formats.files import check_output
 
     if w.done:
         return w
@@ -324,8 +330,7 @@ def upscale_item(up: Any, w: _Work, opts: JobOptions, *, session: Any,
             from upres.raster import upscale_raster
 
             w.dst = out_path(src, w.item.base, opts, up.scale, single, "TIFF", "geotiff")
-            if w.dst.exists() and not opts.overwrite:
-                raise OutputExistsError(str(w.dst))
+            check_output(src, w.dst, opts.overwrite)
             upscale_raster(up, src, w.dst, fmt="cog" if opts.format == "cog" else "gtiff",
                            bands=list(opts.bands), value_range=opts.value_range,
                            overviews=opts.overviews, tile=opts.tile,
@@ -425,11 +430,15 @@ def process_items(up: Any, items: list[Item], opts: JobOptions, *, single: bool 
 
     def read(it: Item) -> _Work:
         w = read_item(it, opts, name_scale, single=single)
-        if w.dst is not None and not w.done:
+        skipped = w.row.status == "exists"
+        if w.dst is not None and (skipped or not w.done):
             with claims_lock:
                 key = w.dst.resolve()
-                other = claims.setdefault(key, it.src)
+                # an output that exists because an earlier input of this run wrote it is a
+                # clash too, not a file to skip
+                other = claims.get(key, it.src) if skipped else claims.setdefault(key, it.src)
             if other != it.src:  # a.JPG and a.jpg, or b.png and b.jpg with --format png
+                w.row.status = "failed"
                 _fail(w, UpresError(f"{it.src}: its output {w.dst} is also the output of "
                                     f"{other} in this run; rename one or use --suffix"))
         # Temporaries that a killed run left in this output folder go the first time an output
