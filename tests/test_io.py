@@ -404,3 +404,38 @@ def test_sixteen_bit_cmyk_tiff_refused_not_misread(tmp_path):
                      photometric="separated")
     with pytest.raises(UpresError, match="photometric interpretation 5"):
         read_image(tmp_path / "cmyk.tif")
+
+
+def test_a_tiff_is_known_by_its_bytes_not_its_name(tmp_path, rgb):
+    """A 16-bit gray+alpha TIFF (which Pillow cannot open) read from a file with no suffix,
+    as an HTTP upload's temporary file is."""
+    import tifffile
+
+    ga = np.stack([rgb[:, :, 0].astype(np.uint16) * 257,
+                   np.full(rgb.shape[:2], 40000, np.uint16)], axis=2)
+    tifffile.imwrite(tmp_path / "upload", ga, photometric="minisblack", extrasamples=[2])
+    arr, info = read_image_info(tmp_path / "upload")
+    assert info.format == "TIFF" and arr.dtype == np.uint16
+    np.testing.assert_array_equal(arr, ga)
+
+
+def test_outputs_a_format_cannot_hold_are_one_line_before_the_work(tmp_path, rgb, capsys):
+    from upres.formats.image import encode_image
+
+    with pytest.raises(UpresError, match="larger than WEBP holds"):
+        encode_image(np.zeros((2, 16384, 3), np.uint8), "WEBP")
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70000  # ImageDescription: EXIF larger than an APP1 segment
+    from upres.formats.image import ImageInfo
+
+    with pytest.raises(UpresError, match="more than JPEG holds"):
+        encode_image(rgb, "JPEG", info=ImageInfo(format="PNG", bit_depth=8,
+                                                 exif=exif.tobytes()))
+    src = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((2, 4200, 3), np.uint8)).save(src)
+    out = tmp_path / "out"
+    rc = main(["upscale", str(src), "-o", str(out), "-m", "bicubic", "--size", "16800x0",
+               "--format", "webp"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "wide.png" in err[0] and "WEBP" in err[0]
+    assert not out.exists() or not any(out.iterdir())

@@ -31,9 +31,9 @@ from upres.formats.files import atomic_write
 from upres.formats.png import encode_png
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "ImageInfo", "encode_image",
-    "format_for_suffix", "is_opaque", "jpeg_quality_of", "read_image", "read_image_info",
-    "read_rgb8", "to_8bit", "write_image",
+    "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "MAX_SIDE", "ImageInfo", "check_size",
+    "encode_image", "format_for_suffix", "is_opaque", "jpeg_quality_of", "read_image",
+    "read_image_info", "read_rgb8", "to_8bit", "write_image",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -318,6 +318,16 @@ def _pil_to_array(img: Image.Image, path: Path) -> tuple[np.ndarray, bytes | Non
     return np.asarray(img).copy(), icc
 
 
+def _is_tiff(path: Path) -> bool:
+    """Whether ``path`` starts as a TIFF or BigTIFF does (either byte order)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def read_image_info(path: str | os.PathLike[str], *,
                     max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
     """Read an image file and what its output should carry.
@@ -334,7 +344,7 @@ def read_image_info(path: str | os.PathLike[str], *,
         try:
             img = _open(p, max_pixels)
         except UnsupportedImageError:
-            if p.suffix.lower() not in (".tif", ".tiff"):
+            if not _is_tiff(p):  # by its bytes: an upload's temporary file has no suffix
                 raise
             arr, tags = _decode_tiff(p, max_pixels)  # e.g. 16-bit gray + alpha
             arr = _orient(arr, tags["orientation"])
@@ -453,9 +463,32 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
         del kw["icc_profile"]  # WebP stores gray as RGB, which a gray profile cannot describe
     if fmt == "TIFF":
         kw["compression"] = "tiff_deflate"
+    if fmt == "JPEG" and len(kw.get("exif", b"")) > _JPEG_EXIF_MAX:
+        raise UpresError(f"its EXIF ({len(kw['exif'])} bytes) is more than JPEG holds "
+                         f"({_JPEG_EXIF_MAX}); choose png, webp or tiff")
     buf = _io.BytesIO()
-    img.save(buf, format=fmt, **kw)
+    try:
+        img.save(buf, format=fmt, **kw)
+    except (ValueError, OSError) as exc:  # the encoder's own limits, said in one line
+        raise UpresError(f"the {fmt} encoder refused it ({exc})") from None
     return buf.getvalue()
+
+
+#: The largest side each format can hold (WebP 14-bit sizes, JPEG 16-bit sizes).
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65535}
+_JPEG_EXIF_MAX = 65533  # an APP1 segment's length field, less the "Exif\0\0" header's share
+
+
+def check_size(fmt: str, width: int, height: int) -> None:
+    """Refuse an output of ``width`` x ``height`` that ``fmt`` cannot hold, before any work.
+
+    Raises:
+        UpresError: one line with the size, the format's limit and what to choose instead.
+    """
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(width, height) > side:
+        raise UpresError(f"a {width}x{height} output is larger than {fmt} holds (at most "
+                         f"{side} pixels a side); choose png or tiff")
 
 
 def is_opaque(arr: np.ndarray) -> bool:
@@ -477,6 +510,7 @@ def encode_image(arr: np.ndarray, fmt: str, *, info: ImageInfo | None = None,
     a = np.asarray(arr)
     if a.dtype not in (np.uint8, np.uint16):
         raise UpresError(f"cannot write {a.dtype} pixels")
+    check_size(fmt, a.shape[1], a.shape[0])
     alpha = a.ndim == 3 and a.shape[2] in (2, 4)
     if alpha and fmt in ("JPEG", "BMP"):
         if not is_opaque(a):

@@ -273,7 +273,7 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
     input. Safe to run in a thread beside stage 2 of another item."""
     from upres import formats
     from upres.formats.files import check_output
-    from upres.formats.image import format_for_suffix, is_opaque
+    from upres.formats.image import check_size, format_for_suffix, is_opaque
 
     src = item.src
     w = _Work(item, Row(input=str(src), output=None, status="failed"), time.perf_counter())
@@ -306,6 +306,15 @@ def read_item(item: Item, opts: JobOptions, name_scale: int | str, *,
                 not is_opaque(w.doc.frames[0]):  # refused before the network's work, not after
             raise UpresError(f"{src}: has transparency, which {out_fmt} cannot hold; choose "
                              "--format png, webp or tiff")
+        if w.doc.kind == "image" and out_fmt:
+            h, wd = w.doc.frames[0].shape[:2]
+            if opts.size is not None:
+                from upres.inference.outscale import target_size
+
+                size = target_size(wd, h, opts.size)
+            else:
+                size = (wd * int(name_scale), h * int(name_scale))
+            check_size(out_fmt, *size)
     except Exception as exc:  # UpresError and the like; anything else is reported too
         return _fail(w, exc)
     return w
