@@ -327,3 +327,96 @@ def test_a_fault_on_one_item_is_its_row_and_the_batch_goes_on(tmp_path, overlap)
     assert rows[2].error == (f"{src / '2.png'}: unexpected RuntimeError: a bug (a fault of "
                              "upres on this file; please report it)")
     assert sorted(p.name for p in out.iterdir()) == ["0_x2.png", "1_x2.png", "3_x2.png"]
+
+
+def _one_err(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_the_same_input_twice_is_one_input(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    bird = images / "bird.png"
+    rc = main(["upscale", str(bird), str(bird), str(images / "." / "bird.png"), str(images),
+               "-o", str(out), "-m", "bicubic", "-s", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "exists" not in err and "broken.png" in err  # only the corrupt file
+    assert sorted(p.name for p in out.iterdir()) == ["bird_x2.png", "bridge_x2.png"]
+
+
+def test_output_option_checked_before_any_work(images, tmp_path, capsys):
+    bird, bridge = str(images / "bird.png"), str(images / "bridge.png")
+    assert main(["upscale", bird, "-o", str(tmp_path / "x.gif"), "-m", "bicubic", "-s", "2"]) == 2
+    assert "cannot write .gif" in _one_err(capsys) and not (tmp_path / "x.gif").exists()
+    single = tmp_path / "single.png"
+    assert main(["upscale", bird, "-o", str(single), "-m", "bicubic", "-s", "2"]) == 0
+    capsys.readouterr()
+    for o in (single, tmp_path / "new.png"):
+        assert main(["upscale", bird, bridge, "-o", str(o), "-m", "bicubic", "-s", "2"]) == 2
+        assert "2 inputs need an output folder" in _one_err(capsys)
+    assert not (tmp_path / "new.png").exists()
+    for bad in (["--suffix", "../up"], ["--tile-overlap", "-3"]):
+        assert main(["upscale", bird, "-o", str(tmp_path / "o"), "-m", "bicubic", *bad]) == 2
+        assert bad[0] in _one_err(capsys)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "up.png").exists()
+    taken = tmp_path / "t"
+    (taken / "bird_x2.png").mkdir(parents=True)
+    for extra in ([], ["--overwrite"]):
+        assert main(["upscale", bird, "-o", str(taken), "-m", "bicubic", "-s", "2",
+                     *extra]) == 1
+        assert "is a folder" in _one_err(capsys)
+
+
+def test_two_inputs_one_output_name_is_a_clash_not_a_skip(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    img = Image.open(BENCH / "Set5" / "bird.png").crop((0, 0, 40, 32))
+    img.save(src / "a.ppm")
+    img.save(src / "a.tga")
+    rc = main(["upscale", str(src), "-o", str(tmp_path / "out"), "-m", "bicubic", "-s", "2"])
+    err = _one_err(capsys)
+    assert rc == 1 and "is also the output of" in err and "exists" not in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_x2.png"]
+
+
+def test_quiet_skips_and_format_aliases(images, tmp_path, capsys):
+    bird = str(images / "bird.png")
+    for fmt, name in (("bmp", "bird_x2.bmp"), ("jpeg", "bird_x2.jpg"), ("TIF", "bird_x2.tiff")):
+        assert main(["upscale", bird, "-o", str(tmp_path), "-m", "bicubic", "-s", "2",
+                     "--format", fmt]) == 0
+        assert Image.open(tmp_path / name).size == (128, 96)
+    capsys.readouterr()
+    assert main(["upscale", bird, "-o", str(tmp_path), "-m", "bicubic", "-s", "2",
+                 "--format", "bmp", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_denoise_without_a_photo_model_is_said(images, tmp_path, capsys):
+    bird = str(images / "bird.png")
+    assert main(["upscale", bird, "-o", str(tmp_path / "a"), "-m", "x2", "--denoise",
+                 "0.5"]) == 2
+    assert "not a photo model" in _one_err(capsys)
+    assert main(["upscale", bird, "-o", str(tmp_path / "b"), "-s", "3", "--denoise", "0.3"]) == 0
+    assert "--denoise ignored" in capsys.readouterr().err
+
+
+def test_eval_bad_sets_and_result_paths_are_one_line(tmp_path, capsys):
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    Image.new("RGB", (12, 12)).save(tiny / "t.png")
+    assert main(["eval", "-m", "bicubic", "-d", str(tiny), "-s", "4"]) == 1
+    err = _one_err(capsys)
+    assert "t.png" in err and "too small to measure" in err
+    assert main(["eval", "-m", "bicubic", "-d", str(tiny / "t.png"), "-s", "2"]) == 2
+    assert "not a folder" in _one_err(capsys)
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "2", "--json",
+                 str(tmp_path)]) == 2
+    assert "--json" in _one_err(capsys)
+
+
+def test_video_refuses_a_still_image(tmp_path, capsys):
+    assert main(["video", str(SAMPLE), "-o", str(tmp_path / "v.mp4"), "-m", "bicubic",
+                 "-s", "2"]) == 1
+    assert "a still image" in _one_err(capsys)
+    assert list(tmp_path.iterdir()) == []

@@ -31,6 +31,7 @@ def _add_int8_runtime(p: argparse.ArgumentParser) -> None:
                    help="which runtime runs int8 (default: OpenVINO where installed and "
                         "measured faster at the first int8 load, else onnxruntime)")
 _RASTER_FORMATS = ("gtiff", "cog")  # upres.jobs.RASTER_FORMATS, unimported
+_FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}  # --format: the suffixes users also type
 
 
 def _err(msg: str) -> None:
@@ -120,23 +121,76 @@ def _print_row(row: Row, quiet: bool, write: Callable[..., None]) -> None:
             n += f", clean-up {row.denoise:.2f}" if row.denoise else ""
             write(f"{row.input} -> {row.output} ({row.width}x{row.height}{n})", file=sys.stdout)
     elif row.status == "exists":
-        write(f"upres: {row.output}: exists, skipped (use --overwrite to replace it)",
-              file=sys.stderr)
+        if not quiet:
+            write(f"upres: {row.output}: exists, skipped (use --overwrite to replace it)",
+                  file=sys.stderr)
     else:
         write(f"upres: {row.error}", file=sys.stderr)
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """The options ``upscale`` and ``video`` share, checked before any work (exit 2)."""
+    if args.tile is not None and args.tile != 0 and args.tile < 16:
+        raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
+    if args.tile_overlap < 0:
+        raise _UsageError(f"--tile-overlap must be 0 or more pixels, got {args.tile_overlap}")
+    try:
+        args.suffix.format(scale=2)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _UsageError(f"--suffix {args.suffix!r}: only {{scale}} may appear in braces "
+                          f"({type(exc).__name__}: {exc})") from None
+    if any(c in args.suffix for c in ("/", "\\", os.sep, "\0")):
+        raise _UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name; it "
+                          "cannot hold a path separator (use -o for another folder)")
+
+
+def _is_photo(up: Any) -> bool:
+    """Whether ``up`` (from :func:`upres.load`) is a photo model (takes a clean-up strength)."""
+    return bool(getattr(getattr(up, "card", None), "denoise_base", ""))
+
+
+def _check_denoise(args: argparse.Namespace, up: Any) -> None:
+    """A fixed ``--denoise`` with a model that has no clean-up: an error for a named model, a
+    notice for ``auto`` at a scale without a photo model."""
+    if args.denoise == "auto" or _is_photo(up):
+        return
+    if args.model not in (None, "auto"):
+        raise _UsageError(f"--denoise: {args.model} is not a photo model and has no clean-up "
+                          "strength; use -m auto or a photo model (upres models)")
+    if not args.quiet:
+        _err(f"--denoise ignored: there is no photo model at x{up.scale} (the default there is "
+             f"x{up.scale}, which has no clean-up)")
+
+
+def _check_output_name(output: str | None, n_items: int) -> None:
+    """``-o``: a file name for one input, else a folder; a suffix upres cannot write is
+    refused rather than taken for a folder's name (exit 2)."""
+    if output is None or Path(output).is_dir() or output.endswith(("/", os.sep)):
+        return
+    from PIL import Image
+
+    from upres.formats import KIND_EXTS
+    from upres.formats.image import FORMAT_EXTS, format_for_suffix
+
+    out = Path(output)
+    ext = out.suffix.lower()
+    writable = bool(format_for_suffix(out)) or ext in KIND_EXTS["dicom"]
+    media = ext in Image.registered_extensions() or ext in (".heic", ".heif", ".avif", ".jxl",
+                                                            ".mp4", ".mkv", ".mov", ".webm")
+    if media and not writable:
+        names = ", ".join(sorted(set(FORMAT_EXTS.values())))
+        raise _UsageError(f"-o {output}: upres cannot write {ext} files; name the output "
+                          f"{names} (DICOM: .dcm) or give a folder")
+    if n_items > 1 and (writable or out.is_file()):
+        raise _UsageError(f"-o {output}: names a file, and {n_items} inputs need an output "
+                          "folder")
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     import upres
     from upres.jobs import collect_inputs, drop_own_outputs, process_items, shard_of
 
-    if args.tile is not None and args.tile != 0 and args.tile < 16:
-        raise _UsageError("--tile must be 0 (whole image) or at least 16 pixels")
-    try:
-        args.suffix.format(scale=2)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise _UsageError(f"--suffix {args.suffix!r}: only {{scale}} may appear in braces "
-                          f"({type(exc).__name__}: {exc})") from None
+    _check_common(args)
     shard = _parse_shard(args.shard)
     scaled_out = args.engine == "ray" or shard is not None
     if scaled_out and (args.output is None or Path(args.output).suffix):
@@ -145,6 +199,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     items = collect_inputs(args.inputs, args.recursive, raster=opts.raster, say=_err)
     if not items:
         return 1
+    if not scaled_out:
+        _check_output_name(args.output, len(items))
     if args.bands:
         from upres.raster import parse_bands
 
@@ -156,6 +212,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                         int8_runtime=args.int8_runtime)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
+    _check_denoise(args, up)
     if getattr(up, "precision_note", "") and not args.quiet:
         print(f"upres: {up.precision_note}", file=sys.stderr)
     label = opts.size.label if opts.size is not None else up.scale
@@ -273,18 +330,21 @@ def cmd_video(args: argparse.Namespace) -> int:
     from upres.video import upscale_video
 
     frames = _frame_range(args.frames)
+    _check_common(args)
     try:
         up = upres.load(args.model or "auto", device=args.device,
                         precision=args.precision, scale=args.scale, denoise=args.denoise,
                         int8_runtime=args.int8_runtime)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
+    _check_denoise(args, up)
     if getattr(up, "precision_note", "") and not args.quiet:
         print(f"upres: {up.precision_note}", file=sys.stderr)
     src = Path(args.input)
     dst = _video_out(src, args, up.scale)
-    if dst.exists() and not args.overwrite:
-        raise UpresError(f"{dst}: already exists (use --overwrite to replace it)")
+    from upres.formats.files import check_output
+
+    check_output(src, dst, args.overwrite)
 
     def say(msg: str) -> None:
         if not args.quiet:
@@ -364,11 +424,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lr_dirs = args.lr_dir or []
     if lr_dirs and len(lr_dirs) != len(args.dataset):
         raise _UsageError("give one --lr-dir per dataset (-d), in the same order")
+    for d in args.dataset:
+        if not Path(d).is_dir():
+            raise _UsageError(f"{d}: {'not a folder' if Path(d).exists() else 'no such folder'}"
+                              " (-d takes a folder of images)")
+    for opt, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path:  # a results file that cannot be written is said before the work, not after
+            out = Path(path)
+            if out.is_dir():
+                raise _UsageError(f"{opt} {path}: is a folder; name a file")
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _UsageError(f"{opt} {path}: cannot create its folder "
+                                  f"({exc.strerror or exc})") from None
+            if not os.access(out.parent, os.W_OK):
+                raise _UsageError(f"{opt} {path}: its folder is not writable")
     results = []
     outputs: dict = {}  # (dataset, scale) -> name -> (hr, lr, {model: sr}), for --report
     for i, d in enumerate(args.dataset):
-        if not Path(d).is_dir():
-            raise _UsageError(f"{d}: no such dataset folder")
         images = (load_inputs(d, args.scale) if args.no_reference else
                   load_benchmark(d, args.scale, lr_dirs[i] if lr_dirs else None))
         table = outputs.setdefault((Path(d).name, args.scale),
@@ -403,9 +477,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for path, text in ((args.json, lambda: json.dumps([r.to_json() for r in results], indent=2)),
                        (args.markdown, lambda: to_markdown(results))):
         if path:
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text())
+            from upres.formats.files import atomic_write
+
+            out = atomic_write(path, text().encode(), overwrite=True)
             print(f"wrote {out}")
     if args.report:
         from upres.report import write_report
@@ -585,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
                    help="self-ensemble: average over N flipped/rotated runs (N times slower)")
     u.add_argument("--format", default="same",
-                   choices=("same", "png", "jpg", "webp", "tiff", *_RASTER_FORMATS),
+                   type=lambda v: _FORMAT_ALIASES.get(v.lower(), v.lower()),
+                   choices=("same", "png", "jpg", "webp", "tiff", "bmp", *_RASTER_FORMATS),
                    help="output format; gtiff / cog: a GeoTIFF / Cloud-Optimised GeoTIFF from "
                         "any raster GDAL reads (a GeoTIFF input is written as GeoTIFF anyway)")
     u.add_argument("--bands", action="append", metavar="SPEC",
