@@ -70,7 +70,7 @@ def upres(*args: str) -> list[str]:
 def step_of(run: Path) -> int:
     if not (run / "last.pt").is_file():
         return 0
-    return int(torch.load(run / "last.pt", map_location="cpu", weights_only=False)["step"])
+    return int(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"])
 
 
 def rate_of(run: Path) -> float | None:

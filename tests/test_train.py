@@ -250,6 +250,14 @@ def test_torchrun_two_processes(tiny, tmp_path):
     single.run()
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(up.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    # The logged loss is the mean over both shards: the single process's loss on the batch.
+    import json
+
+    def losses(r):
+        return [json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in x]
+
+    assert losses(run) == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tiny, tmp_path):
@@ -582,3 +590,218 @@ def test_denoise_base_trains_every_strength(tiny, tmp_path):
         blend = tr._blended(0.3)
         for k, p in pu.up.model.named_parameters():
             torch.testing.assert_close(blend[k].contiguous(), p.contiguous())
+
+
+# -- resuming, stopping and refusing (one error line, nothing written) ------------------------
+def _stopped_run(tiny, tmp_path, name: str = "run", sets: tuple[str, ...] = ()):
+    """A tiny run checkpointed and stopped at step 3 of 6 (no validation on the way)."""
+    run = tmp_path / name
+    cfg = load_config(tiny, ["val_every=1000", "log_every=1", *sets])
+    Trainer(cfg, run, log=lambda _: None).run(until=3)
+    return run
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_damaged_or_crafted_checkpoint_is_refused_before_anything_is_read(tiny, tmp_path,
+                                                                           capsys):
+    import pathlib
+
+    run = _stopped_run(tiny, tmp_path)
+    config = (run / "config.yaml").read_bytes()
+    good = (run / "last.pt").read_bytes()
+    # a missing training folder shows the data were not read before the checkpoint was checked
+    resume = ["train", "--resume", str(run), "--set", "optim.lr=5e-4",
+              "--set", f"data.train=[{tmp_path / 'nowhere'}]"]
+    for damage in (good[: len(good) // 2], b"", b"step: 3\n"):
+        (run / "last.pt").write_bytes(damage)
+        capsys.readouterr()
+        assert main(resume) == 1
+        assert _one_error_line(capsys).startswith(f"upres: {run / 'last.pt'}: damaged checkpoint (")
+        assert (run / "config.yaml").read_bytes() == config
+
+    class Planted:  # what a crafted last.pt could run on torch.load(weights_only=False)
+        def __reduce__(self):
+            return pathlib.Path.touch, (tmp_path / "ran",)
+
+    torch.save({"model": Planted()}, run / "last.pt")
+    assert main(resume) == 1
+    assert "refused checkpoint" in _one_error_line(capsys)
+    assert not (tmp_path / "ran").exists() and (run / "config.yaml").read_bytes() == config
+
+
+def test_failed_resume_keeps_the_config_and_the_run_resumable(tiny, tmp_path, capsys):
+    run = _stopped_run(tiny, tmp_path)
+    config = (run / "config.yaml").read_bytes()
+    for bad, says in (("model.params.channels=16", "model.params"),
+                      ("optim.optimizer=sgd", "optim.optimizer adam"),
+                      ("optim.steps=3", "optim.steps")):
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--set", bad]) == 1, bad
+        assert says in _one_error_line(capsys)
+        assert (run / "config.yaml").read_bytes() == config, bad
+    assert main(["train", "--resume", str(run), "--stop-after", "4"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
+
+
+def test_resume_applies_changed_optimizer_settings_and_starts_ema_from_the_weights(tiny,
+                                                                                   tmp_path):
+    run = _stopped_run(tiny, tmp_path, "sgd", ("optim.optimizer=sgd", "optim.momentum=0.9"))
+    cfg = load_config(run / "config.yaml", ["optim.weight_decay=0.5", "optim.momentum=0.5",
+                                            "optim.ema=0.999"])
+    tr = Trainer(cfg, run, log=lambda _: None, log_file=False)
+    tr.resume()
+    assert [(g["weight_decay"], g["momentum"]) for g in tr.opt.param_groups] == [(0.5, 0.5)]
+    for k, v in tr.model.state_dict().items():  # not the random initialisation
+        torch.testing.assert_close(tr.ema.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    tr.run(resume=True)
+    assert tr.step == 6 and tr.opt.param_groups[0]["weight_decay"] == 0.5
+
+
+def test_stop_after_must_pass_the_starting_step(tiny, tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    for bad in ("0", "-1"):
+        capsys.readouterr()
+        assert main(["train", str(tiny), "--run-dir", str(fresh), "--stop-after", bad]) == 1
+        assert "--stop-after" in _one_error_line(capsys)
+        assert not [p for p in fresh.glob("*")]
+    run = _stopped_run(tiny, tmp_path)
+    config = (run / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run), "--stop-after", "3"]) == 1
+    assert "step the run starts from (3)" in _one_error_line(capsys)
+    assert (run / "config.yaml").read_bytes() == config
+    assert main(["train", "--resume", str(run), "--stop-after", "5"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 5
+
+
+def test_ctrl_c_checkpoints_the_step_and_resumes_as_uninterrupted(tiny, tmp_path, capsys):
+    import os
+    import signal
+
+    cfg = load_config(tiny, ["val_every=1000", "log_every=1", "ckpt_every=100"])
+    full = Trainer(cfg, tmp_path / "full", log=lambda _: None)
+    full.run()
+
+    def press_ctrl_c(line: str) -> None:
+        if " step 2/6 " in line:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, run, log=press_ctrl_c).run()  # before the first periodic checkpoint
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
+    assert "interrupted at step 2, checkpointed" in (run / "train.log").read_text()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = Trainer(cfg, run, log=lambda _: None)
+    resumed.run(resume=True)
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    # A folder whose run stopped before its first checkpoint says how to start it again.
+    (run / "last.pt").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"start it afresh with: upres train {run / 'config.yaml'} --run-dir" in \
+        _one_error_line(capsys)
+    assert main(["train", str(tiny), "--run-dir", str(run)]) == 2
+    assert "no checkpoint to resume from" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(("side", "scale"), [(3, 2), (10, 4)])
+def test_too_small_validation_image_is_refused_at_start(tiny, tmp_path, capsys, side, scale):
+    import shutil
+
+    from PIL import Image
+
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(BENCH / "Set5" / "baby.png", val / "baby.png")
+    Image.fromarray(np.full((side, side, 3), 128, np.uint8)).save(val / "dot.png")
+    run = tmp_path / "run"
+    assert main(["train", str(tiny), "--run-dir", str(run), "--set", f"scale={scale}",
+                 "--set", f"data.val=[{val}]", "--set", "optim.steps=2"]) == 1
+    assert "dot" in _one_error_line(capsys)
+    assert not [f for f in ("config.yaml", "train.log", "last.pt") if (run / f).exists()]
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    ("optim.lr=0", "optim.lr"), ("optim.lr=-1e-3", "optim.lr"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay"), ("optim.momentum=-0.5", "optim.momentum"),
+    ("optim.gamma=0", "optim.gamma"), ("optim.warmup=-1", "optim.warmup"),
+    ("optim.grad_clip=-1", "optim.grad_clip"), ("optim.min_lr=0.1", "optim.min_lr"),
+    ("optim.schedule=multistep|optim.milestones=[4, 2]", "optim.milestones"),
+    ("optim.loss={l1: 1.0, fft: -0.5}", "optim.loss"),
+    ("log_every=0", "log_every"), ("log_every=-1", "log_every"), ("val_every=0", "val_every"),
+    ("ckpt_every=0", "ckpt_every"), ("threads=-1", "threads"), ("seed=-1", "seed"),
+    ("model.params.channels=0", "model.params"), ("model.params.channels=-2", "model.params"),
+    ("model.params.act=gelu", "model.params"), ("model.arch=upnet2", "model.arch"),
+    ("gan.weight=-1", "gan.weight"),
+    ("gan.weight=0.1|gan.d_params={nf: 8}", "gan.d_params"),
+    ("gan.perceptual_layers={conv9_9: 1.0}", "gan.perceptual_layers"),
+    ("model.arch=rfdn|model.params={channels: 8, blocks: 1}|data.patch=8", "data.patch"),
+])
+def test_config_values_that_would_crash_are_refused(tiny, sets, key):
+    with pytest.raises(UpresError, match=f"config key '{key}'") as err:
+        load_config(tiny, sets.split("|"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    ("gan.weight=0.1|gan.d_params={num_feat: 8}|data.patch=5", "data.patch"),  # U-Net: 8 | HR
+    ("gan.weight=0.1|gan.discriminator=vgg_patch|gan.d_params={num_feat: 8}|data.patch=4",
+     "data.patch"),
+    ("device=cuda", "device"),
+])
+def test_trainer_refuses_what_cannot_run_before_writing(tiny, tmp_path, sets, key):
+    if key == "device" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    run = tmp_path / "run"
+    with pytest.raises(UpresError, match=f"config key '{key}'") as err:
+        Trainer(load_config(tiny, sets.split("|")), run, log=lambda _: None).run()
+    assert "\n" not in str(err.value)
+    assert not [p for p in run.glob("*")]
+
+
+def test_resume_refuses_a_config_or_run_dir(tiny, tmp_path, capsys):
+    for extra in ([str(tiny)], ["--run-dir", str(tmp_path / "other")]):
+        assert main(["train", *extra, "--resume", str(tmp_path / "run")]) == 2
+        assert "--set" in _one_error_line(capsys)
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("held", ["best.safetensors", "metrics.jsonl", "tb"])
+def test_fresh_run_refuses_a_folder_with_any_run_file(tiny, tmp_path, capsys, held):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "tb").mkdir() if held == "tb" else (run / held).write_bytes(b"earlier run")
+    assert main(["train", str(tiny), "--run-dir", str(run)]) == 2
+    assert "already holds a run" in _one_error_line(capsys)
+    assert sorted(p.name for p in run.iterdir()) == [held]
+
+
+def test_resume_drops_metrics_of_steps_after_the_checkpoint(tiny, tmp_path):
+    import json
+    import shutil
+
+    run = _stopped_run(tiny, tmp_path, sets=("ckpt_every=100",))
+    shutil.copy(run / "last.pt", tmp_path / "step3.pt")
+    cfg = load_config(run / "config.yaml")
+    Trainer(cfg, run, log=lambda _: None).run(resume=True, until=5)
+    shutil.copy(tmp_path / "step3.pt", run / "last.pt")  # as if killed after step 5
+    Trainer(cfg, run, log=lambda _: None).run(resume=True)
+    steps = [json.loads(r)["step"] for r in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert (f"resumed from {run / 'last.pt'} at step 3; 2 metrics.jsonl rows of later steps "
+            f"dropped") in (run / "train.log").read_text()
+
+
+def test_init_that_copies_no_tensor_is_an_error(tiny, tmp_path):
+    from pathlib import Path
+
+    other = Path(upres.__file__).parent / "zoo" / "fast-x3.safetensors"  # x3, 48 channels
+    with pytest.raises(UpresError, match=r"config key 'model\.init': no tensor of"):
+        Trainer(load_config(tiny, [f"model.init={other}"]), tmp_path / "run", log=lambda _: None)

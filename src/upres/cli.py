@@ -529,7 +529,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
+        extra = "CONFIG.yaml" if args.config is not None else "--run-dir" if args.run_dir else ""
+        if extra:
+            raise _UsageError(f"--resume {run_dir} continues that run in its folder with its own "
+                              f"config.yaml: drop {extra} (change values with --set KEY=VALUE)")
         if not (run_dir / "last.pt").is_file():
+            if (run_dir / "config.yaml").is_file():
+                raise _UsageError(f"{run_dir}: no checkpoint last.pt to resume from (the run "
+                                  f"stopped before its first one); start it afresh with: upres "
+                                  f"train {run_dir / 'config.yaml'} --run-dir NEW_DIR")
             raise _UsageError(f"{run_dir}: no checkpoint last.pt to resume from")
         cfg = load_config(run_dir / "config.yaml", args.set)
         Trainer(cfg, run_dir).run(resume=True, until=args.stop_after)
@@ -543,9 +551,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     # forms, so no process can have written anything yet.
     held = [f for f in RUN_FILES if (run_dir / f).exists()]
     if held:
-        raise _UsageError(f"{run_dir}: already holds a run ({', '.join(held)}); continue it with "
-                          f"--resume {run_dir}, or start a new one with --run-dir DIR or "
-                          f"--set name=NEW")
+        then = (f"continue it with --resume {run_dir}, or" if "last.pt" in held else
+                "it has no checkpoint to resume from: delete it, or")
+        raise _UsageError(f"{run_dir}: already holds a run ({', '.join(held)}); {then} start a "
+                          f"new one with --run-dir DIR or --set name=NEW")
     Trainer(cfg, run_dir).run(until=args.stop_after)
     return 0
 
@@ -829,7 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", metavar="CONFIG.yaml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. optim.lr=5e-4 (repeatable)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its last.pt, with its own config.yaml (change "
+                        "values with --set; not the network's shape or the optimizer)")
     t.add_argument("--run-dir", help="run folder (default runs/<name>)")
     t.add_argument("--stop-after", type=int, metavar="STEP",
                    help="checkpoint and stop after this step (continue later with --resume)")

@@ -10,13 +10,14 @@ import dataclasses
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from upres.errors import UpresError
+from upres.errors import UpresError, one_line
 
 __all__ = ["DataConfig", "GanConfig", "ModelConfig", "OptimConfig", "TrainConfig",
            "apply_overrides", "load_config"]
@@ -227,11 +228,14 @@ def _validate(cfg: TrainConfig) -> None:
         raise UpresError(f"config key 'optim.restart': a cosine restart must lie between the "
                          f"warm-up's end ({cfg.optim.warmup}) and optim.steps "
                          f"({cfg.optim.steps}), got {cfg.optim.restart}")
-    for key, v in (("optim.steps", cfg.optim.steps), ("data.patch", cfg.data.patch),
-                   ("data.batch", cfg.data.batch)):
-        if v < 1:
-            raise UpresError(f"config key {key!r}: must be >= 1, got {v}")
-    g = cfg.gan
+    _check_numbers(cfg)
+    o, g = cfg.optim, cfg.gan
+    if o.min_lr > o.lr:
+        raise UpresError(f"config key 'optim.min_lr': must not exceed optim.lr ({o.lr}), got "
+                         f"{o.min_lr}")
+    if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(set(o.milestones)):
+        raise UpresError(f"config key 'optim.milestones': increasing steps >= 1, got "
+                         f"{list(o.milestones)}")
     if g.loss not in ("vanilla", "lsgan", "hinge", "ragan"):
         raise UpresError(f"config key 'gan.loss': vanilla, lsgan, hinge or ragan, got {g.loss!r}")
     from upres.models.discriminators import DISCRIMINATORS
@@ -247,13 +251,77 @@ def _validate(cfg: TrainConfig) -> None:
     if g.level_power > 0 and not cfg.model.denoise_base:
         raise UpresError("config key 'gan.level_power': needs model.denoise_base (levels are "
                          "drawn only when every clean-up strength is trained)")
-    if len(g.d_betas) != 2:
-        raise UpresError(f"config key 'gan.d_betas': two numbers, got {list(g.d_betas)}")
+    if len(g.d_betas) != 2 or not all(0.0 <= b < 1.0 for b in g.d_betas):
+        raise UpresError(f"config key 'gan.d_betas': two numbers in [0, 1), got "
+                         f"{list(g.d_betas)}")
+    from upres.train.gan import vgg19_layer_names
+
+    unknown = sorted(set(g.perceptual_layers) - set(vgg19_layer_names()))
+    if unknown:
+        raise UpresError(f"config key 'gan.perceptual_layers': unknown VGG19 layer(s) {unknown}; "
+                         f"e.g. conv3_4, conv4_4, conv5_4")
+    if any(not isinstance(w, int | float) or isinstance(w, bool) or w < 0
+           for w in g.perceptual_layers.values()):
+        raise UpresError(f"config key 'gan.perceptual_layers': weights must be numbers >= 0, "
+                         f"got {g.perceptual_layers}")
+    if g.weight > 0 or g.perceptual_weight > 0:
+        from upres.models.discriminators import build_discriminator
+
+        try:
+            build_discriminator(g.discriminator, g.d_params)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise UpresError(f"config key 'gan.d_params': {one_line(exc, 200)}") from None
     if cfg.model.init_mode not in ("match", "grow"):
         raise UpresError(f"config key 'model.init_mode': match or grow, got "
                          f"{cfg.model.init_mode!r}")
     if "scale" in cfg.model.params:
         raise UpresError("config key 'model.params.scale': set the top-level 'scale' instead")
+    _check_model(cfg)
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    o, g = cfg.optim, cfg.gan
+    at_least_one = {"optim.steps": o.steps, "data.patch": cfg.data.patch,
+                    "data.batch": cfg.data.batch, "log_every": cfg.log_every,
+                    "val_every": cfg.val_every, "ckpt_every": cfg.ckpt_every}
+    positive = {"optim.lr": o.lr, "optim.gamma": o.gamma, "gan.d_lr": g.d_lr}
+    non_negative = {"seed": cfg.seed, "threads": cfg.threads, "optim.min_lr": o.min_lr,
+                    "optim.weight_decay": o.weight_decay, "optim.momentum": o.momentum,
+                    "optim.warmup": o.warmup, "optim.grad_clip": o.grad_clip,
+                    "gan.weight": g.weight, "gan.perceptual_weight": g.perceptual_weight,
+                    "gan.d_start": g.d_start}
+    for rule, values, ok in ((">= 1", at_least_one, lambda v: v >= 1),
+                             ("> 0", positive, lambda v: v > 0),
+                             (">= 0", non_negative, lambda v: v >= 0)):
+        for key, v in values.items():
+            if not ok(v):  # NaN fails every rule
+                raise UpresError(f"config key {key!r}: must be {rule}, got {v}")
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    """Build the network once: bad hyper-parameters are an error naming the key, not a
+    traceback at the first step."""
+    from upres.models.registry import REGISTRY
+
+    arch = cfg.model.arch
+    try:
+        spec = REGISTRY.get(arch)
+    except UpresError as exc:
+        raise UpresError(f"config key 'model.arch': {exc}") from None
+    try:
+        with warnings.catch_warnings():  # a zero width warns before it is refused below
+            warnings.simplefilter("ignore", UserWarning)
+            net = REGISTRY.build(arch, {**cfg.model.params, "scale": cfg.scale})
+    except (UpresError, ValueError, RuntimeError) as exc:
+        raise UpresError(f"config key 'model.params': {arch}: {one_line(exc, 200)}") from None
+    empty = [k for k, v in net.named_parameters() if v.numel() == 0]
+    if empty:
+        raise UpresError(f"config key 'model.params': {arch} with {cfg.model.params} has empty "
+                         f"layers ({empty[0]}); widths and counts must be >= 1")
+    need = spec.defaults.get("min_size", 1)
+    if cfg.data.patch < need:
+        raise UpresError(f"config key 'data.patch': {arch} needs LR patches of at least {need} "
+                         f"pixels, got {cfg.data.patch}")
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainConfig:

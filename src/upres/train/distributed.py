@@ -1,8 +1,10 @@
 """Data-parallel training under ``torchrun``: process-group set-up and rank helpers.
 
-Launch with ``torchrun --nproc_per_node=N -m upres train RECIPE.yaml``: each process trains on
-its own random patches (seed + rank), gradients are averaged by DistributedDataParallel, and
-only rank 0 logs, validates and writes files. Backend: NCCL on CUDA, gloo on CPU.
+Launch with ``torchrun --nproc_per_node=N -m upres train RECIPE.yaml``: every process draws the
+same global batch of ``data.batch`` patches (same seed) and trains on its own shard of it,
+gradients are averaged by DistributedDataParallel (so N processes follow the one-process run
+with that batch), the logged losses are averaged over the processes, and only rank 0 logs,
+validates and writes files. Backend: NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations

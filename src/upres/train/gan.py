@@ -18,7 +18,8 @@ from torch.nn import functional as F
 from upres.errors import UpresError
 from upres.train.config import GanConfig
 
-__all__ = ["ADV_LOSSES", "GanTrainer", "PerceptualLoss", "VGG19Features", "d_loss", "g_loss"]
+__all__ = ["ADV_LOSSES", "GanTrainer", "PerceptualLoss", "VGG19Features", "d_loss", "g_loss",
+           "vgg19_layer_names"]
 
 ADV_LOSSES = ("vanilla", "lsgan", "hinge", "ragan")
 
@@ -68,7 +69,9 @@ _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 51
           512, 512, 512, 512, "M"]
 
 
-def _vgg19_names() -> dict[str, int]:
+def vgg19_layer_names() -> dict[str, int]:
+    """VGG19's conv layer names (``conv1_1`` ... ``conv5_4``) -> index in torchvision's
+    ``features``."""
     names, block, conv, idx = {}, 1, 1, 0
     for v in _VGG19:
         if v == "M":
@@ -88,7 +91,7 @@ class VGG19Features(nn.Module):
 
     def __init__(self, layers: Mapping[str, float]) -> None:
         super().__init__()
-        names = _vgg19_names()
+        names = vgg19_layer_names()
         unknown = [n for n in layers if n not in names]
         if unknown:
             raise ValueError(f"unknown VGG19 layer(s) {unknown}; e.g. conv3_4, conv4_4, conv5_4")

@@ -37,9 +37,11 @@ def make_loss(spec: str | Mapping[str, float]) -> LossFn:
     terms = {spec: 1.0} if isinstance(spec, str) else dict(spec)
     if not terms:
         raise ValueError("the loss needs at least one term")
-    for name in terms:
+    for name, w in terms.items():
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+        if isinstance(w, bool) or not isinstance(w, int | float) or w < 0:
+            raise ValueError(f"the weight of {name!r} must be a number >= 0, got {w!r}")
     if len(terms) == 1 and next(iter(terms.values())) == 1.0:
         return LOSSES[next(iter(terms))]
 

@@ -5,16 +5,27 @@ Run folder layout (``runs/<name>`` unless given):
 optimizer, EMA, step, RNG states), ``best.safetensors`` (best first-val-set PSNR),
 ``final.safetensors`` (weights after the last step, with a model card). With EMA on, the EMA
 weights are the ones validated and exported.
+
+``last.pt`` is read with ``torch.load(weights_only=True)``: tensors and plain data only.
+Resuming checks it against the (possibly ``--set``-changed) config before the data is read or
+``config.yaml`` rewritten. Ctrl-C stops at the end of the current step and writes ``last.pt``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
+import pickle
+import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +33,7 @@ import yaml
 from torch import nn
 
 from upres.data.datasets import PairedPatchSampler, to_float
-from upres.errors import UpresError
+from upres.errors import UpresError, one_line
 from upres.evaluate import evaluate, load_benchmark
 from upres.inference.upscaler import Upscaler, rgb_to_ycbcr
 from upres.models.descriptor import ModelCard
@@ -34,15 +45,72 @@ from upres.train.distributed import setup
 from upres.train.gan import GanTrainer
 from upres.train.losses import make_loss
 
-__all__ = ["RUN_FILES", "Trainer", "run_dir_for"]
+__all__ = ["RUN_FILES", "Trainer", "read_checkpoint", "run_dir_for"]
 
 # What a run writes in its folder (a fresh run must not find them there: the CLI refuses).
-RUN_FILES = ("train.log", "last.pt", "config.yaml", "final.safetensors")
+RUN_FILES = ("train.log", "last.pt", "config.yaml", "final.safetensors", "best.safetensors",
+             "metrics.jsonl", "tb")
+CHECKPOINT_KEYS = ("model", "opt", "step", "best", "rng", "torch_rng", "history")
 
 
 def run_dir_for(cfg: TrainConfig, run_dir: str | os.PathLike[str] | None = None) -> Path:
     """The run folder: ``run_dir`` if given, else ``runs/<name>``."""
     return Path(run_dir or Path("runs") / cfg.name)
+
+
+def read_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu"
+                    ) -> dict[str, Any]:
+    """A run's ``last.pt`` as a dict (:data:`CHECKPOINT_KEYS` and more), read with
+    ``weights_only=True``: a file that needs any other object is refused, never unpickled; a
+    damaged one is one error line."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise UpresError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise UpresError(f"{path}: damaged checkpoint "
+                         f"({'empty file' if not head else 'not a torch zip archive'})")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found[1]})" if found else ""
+        raise UpresError(f"{path}: refused checkpoint: it holds objects beyond tensors and plain "
+                         f"data{what}, which upres never unpickles") from None
+    except Exception as exc:  # a truncated or garbled archive fails in many ways
+        raise UpresError(f"{path}: damaged checkpoint "
+                         f"({one_line(exc).split('. ')[0][:120]})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise UpresError(f"{path}: damaged checkpoint (no {', '.join(missing)})")
+    if not all(isinstance(ck[k], dict) for k in ("model", "opt")):
+        raise UpresError(f"{path}: damaged checkpoint (its model or optimizer is not a mapping)")
+    return ck
+
+
+def _optimizer_names(ck: dict[str, Any]) -> set[str]:
+    """The ``optim.optimizer`` a checkpoint's state is for (checkpoints before this field was
+    written are told apart by their parameter-group keys)."""
+    if "optimizer" in ck:
+        return {ck["optimizer"]}
+    group = (ck["opt"].get("param_groups") or [{}])[0]
+    if "alpha" in group:
+        return {"rmsprop"}
+    if "dampening" in group:
+        return {"sgd"}
+    if "decoupled_weight_decay" in group:
+        return {"adamw" if group["decoupled_weight_decay"] else "adam"}
+    return {"adam", "adamw"}
+
+
+def _step_of(line: str) -> float:
+    """The step of a ``metrics.jsonl`` row (infinite for a row cut short by a crash)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -86,6 +154,9 @@ class Trainer:
         self._log_sink = log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise UpresError("config key 'device': cuda, but torch sees no CUDA device here "
+                             "(use auto or cpu)")
         dev = "cuda" if cfg.device == "cuda" or (cfg.device == "auto"
                                                   and torch.cuda.is_available()) else "cpu"
         self.dist = setup(dev)
@@ -137,6 +208,7 @@ class Trainer:
         self._t_start = time.time()
         self.best = -math.inf
         self.history: list[dict] = []
+        self._interrupted = False
 
     # -- logging -------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -171,6 +243,10 @@ class Trainer:
             return
         own = self.model.state_dict()
         copied = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
+        if not copied:
+            raise UpresError(f"config key 'model.init': no tensor of {path} matches the names "
+                             f"and shapes of this {self.cfg.model.arch} x{self.cfg.scale} "
+                             f"(another architecture, size or scale?)")
         own.update({k: src[k] for k in copied})
         self.model.load_state_dict(own)
         skipped = sorted(set(own) - set(copied))
@@ -227,6 +303,7 @@ class Trainer:
             return
         state = {
             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+            "optimizer": self.cfg.optim.optimizer,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best": self.best, "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(), "history": self.history,
@@ -238,18 +315,86 @@ class Trainer:
         os.replace(tmp, self.run_dir / "last.pt")
 
     def resume(self) -> None:
-        ck = torch.load(self.run_dir / "last.pt", map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ck["model"])
-        if self.ema is not None and ck.get("ema") is not None:
-            self.ema.load_state_dict(ck["ema"])
-        self.opt.load_state_dict(ck["opt"])
-        if self.gan is not None and ck.get("gan") is not None:
-            self.gan.load_state_dict(ck["gan"])
-        self.step, self.best, self.history = ck["step"], ck["best"], ck["history"]
-        self.elapsed, self._t_start = ck.get("elapsed", 0.0), time.time()
-        self.rng.bit_generator.state = ck["rng"]
-        torch.set_rng_state(ck["torch_rng"].cpu())
+        """Continue from ``RUN/last.pt`` (see :meth:`load_checkpoint`), logged."""
+        self.load_checkpoint()
         self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}")
+
+    def load_checkpoint(self) -> None:
+        """Load ``RUN/last.pt`` into this trainer, after checking that it fits the config: the
+        same network shape and optimizer. The config's optimizer settings replace the saved
+        ones (``optim.weight_decay``, ``optim.momentum``, ``gan.d_betas``); EMA switched on
+        for a run trained without it starts from the resumed weights."""
+        path = self.run_dir / "last.pt"
+        ck = read_checkpoint(path, self.device)
+        self._check_fits(ck, path)
+        try:
+            self.model.load_state_dict(ck["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["ema"] if ck.get("ema") is not None
+                                         else self.model.state_dict())
+            self.opt.load_state_dict(ck["opt"])
+            if self.gan is not None and ck.get("gan") is not None:
+                self.gan.load_state_dict(ck["gan"])
+            self.step, self.best, self.history = int(ck["step"]), ck["best"], ck["history"]
+            self.rng.bit_generator.state = ck["rng"]
+            torch.set_rng_state(ck["torch_rng"].cpu())
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise UpresError(f"{path}: damaged checkpoint ({one_line(exc, 120)})") from None
+        self.elapsed, self._t_start = ck.get("elapsed", 0.0), time.time()
+        self._apply_optim_settings()
+
+    def _check_fits(self, ck: dict[str, Any], path: Path) -> None:
+        own, theirs = self.model.state_dict(), ck["model"]
+        for k in sorted(set(own) | set(theirs)):
+            if k not in own or k not in theirs or own[k].shape != theirs[k].shape:
+                where = (f"{tuple(theirs[k].shape)} in the checkpoint, {tuple(own[k].shape)} "
+                         f"in the config" if k in own and k in theirs else
+                         f"only in the {'config' if k in own else 'checkpoint'}")
+                raise UpresError(f"{path}: the checkpoint's network does not match model.arch "
+                                 f"and model.params ({k}: {where}); a resumed run keeps its "
+                                 f"network's shape")
+        names = _optimizer_names(ck)
+        if self.cfg.optim.optimizer not in names:
+            raise UpresError(f"{path}: the run trained with optim.optimizer "
+                             f"{' or '.join(sorted(names))}, not {self.cfg.optim.optimizer}; a "
+                             f"resumed run keeps its optimizer")
+        if self.gan is not None and ck.get("gan") is not None:
+            d_own, d_theirs = self.gan.d.state_dict(), ck["gan"].get("d", {})
+            if {k: v.shape for k, v in d_own.items()} != {k: getattr(v, "shape", None)
+                                                          for k, v in d_theirs.items()}:
+                raise UpresError(f"{path}: the checkpoint's discriminator does not match "
+                                 f"gan.discriminator and gan.d_params; a resumed run keeps it")
+
+    def _apply_optim_settings(self) -> None:
+        """Put the config's optimizer settings into state loaded from a checkpoint (the
+        learning rates are set at every step)."""
+        o = self.cfg.optim
+        for g in self.opt.param_groups:
+            g["weight_decay"] = o.weight_decay
+            if "momentum" in g:
+                g["momentum"] = o.momentum
+        if o.optimizer == "rmsprop" and o.momentum > 0:  # saved without momentum: no buffer
+            for p in self.model.parameters():
+                state = self.opt.state.get(p)
+                if state and "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+        if self.gan is not None:
+            for g in self.gan.d_opt.param_groups:
+                g["betas"] = tuple(self.cfg.gan.d_betas)
+
+    def _trim_metrics(self) -> int:
+        """Drop the ``metrics.jsonl`` rows of steps after the resumed one (they are trained
+        again), rewriting the file atomically; returns how many were dropped."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return 0
+        rows = path.read_text().splitlines(keepends=True)
+        keep = [r for r in rows if _step_of(r) <= self.step]
+        if len(keep) < len(rows):
+            tmp = path.with_name("metrics.jsonl.part")
+            tmp.write_text("".join(keep))
+            os.replace(tmp, path)
+        return len(rows) - len(keep)
 
     def card(self, psnr: dict[str, float] | None = None) -> ModelCard:
         """The model card of the weights as they are now (validation PSNR: the latest)."""
@@ -270,6 +415,54 @@ class Trainer:
             machine=f"{machine()}, {self.device.type}, {self.dist.world} process(es)",
             **self.conv,
         )
+
+    @torch.no_grad()
+    def _check_patch(self) -> None:
+        """Run one zero patch through the network (and the discriminator): a patch size the
+        architecture cannot take is an error naming ``data.patch`` before any data is read."""
+        p, s = self.cfg.data.patch, self.cfg.scale
+        lr, hr = self._convention(torch.zeros(1, 3, p, p), torch.zeros(1, 3, p * s, p * s))
+        vr = self.conv.get("value_range", 1.0)
+        nets = [(self.model, lr * vr, self.cfg.model.arch)]
+        if self.gan is not None:
+            nets.append((self.gan.d, hr, self.cfg.gan.discriminator))
+        for net, x, name in nets:
+            net.eval()  # no batch-norm statistics or spectral-norm iterations change
+            try:
+                with torch.autocast(self.device.type, enabled=self.amp_dtype is not None,
+                                    dtype=self.amp_dtype or torch.bfloat16):
+                    net(x.to(self.device))  # as training will run it
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:
+                raise UpresError(f"config key 'data.patch': {name} cannot take {p}x{p} LR "
+                                 f"patches at x{s} ({one_line(exc, 120)})") from None
+            finally:
+                net.train()
+
+    def _catch_sigint(self) -> Callable[[], object]:
+        """Make Ctrl-C stop the loop at the end of the current step, checkpointed (a second
+        Ctrl-C stops at once); returns what puts the previous handler back."""
+        self._interrupted = False
+        previous = signal.getsignal(signal.SIGINT)
+        if (threading.current_thread() is not threading.main_thread()
+                or previous is signal.SIG_IGN):
+            return lambda: None
+
+        def stop(signum: int, frame: object) -> None:
+            self._interrupted = True
+            signal.signal(signal.SIGINT, previous)
+
+        signal.signal(signal.SIGINT, stop)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of logged values over the processes (each has its shard's)."""
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return dict(zip(values, (t / self.dist.world).tolist(), strict=True))
 
     # -- validation ----------------------------------------------------------------------
     def upscaler(self) -> Upscaler:
@@ -292,10 +485,21 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------
     def run(self, *, resume: bool = False, until: int | None = None) -> Path:
         """Train to ``optim.steps`` (or stop after step ``until``, checkpointed, for time-boxed
-        sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early)."""
+        sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early). Ctrl-C
+        stops at the end of a step, writes ``last.pt`` and raises KeyboardInterrupt."""
         cfg = self.cfg
-        # The data first: a damaged or missing image stops the run before it writes anything, so
-        # the folder stays free for the corrected run (the CLI refuses folders holding a run).
+        # The checkpoint, the patch size and the data first: a run that cannot go on stops
+        # before it writes anything, so a resumed run's config.yaml stays as it was and a new
+        # run's folder stays free for the corrected run (the CLI refuses folders holding a run).
+        if resume:
+            self.load_checkpoint()
+            if cfg.optim.steps <= self.step:
+                raise UpresError(f"config key 'optim.steps': {cfg.optim.steps} is not after the "
+                                 f"step the run resumes from ({self.step}); set a larger one")
+        if until is not None and until <= self.step:
+            raise UpresError(f"--stop-after {until}: must be after the step the run starts from "
+                             f"({self.step})")
+        self._check_patch()
         t0 = time.time()
         from upres.data.degrade import degradation
 
@@ -314,7 +518,10 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(),
                                                                      sort_keys=False))
         if resume:
-            self.resume()
+            dropped = self._trim_metrics() if self.dist.main else 0
+            note = (f"; {dropped} metrics.jsonl rows of later steps dropped (those steps are "
+                    f"trained again)" if dropped else "")
+            self.log(f"resumed from {self.run_dir / 'last.pt'} at step {self.step}{note}")
         elif hasattr(self, "init_note"):
             self.log(self.init_note)
         params = sum(p.numel() for p in self.model.parameters())
@@ -327,7 +534,8 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+                self._tb = SummaryWriter(str(self.run_dir / "tb"),
+                                         purge_step=self.step + 1 if resume else None)
             except ImportError:  # tensorboard is optional
                 pass
         from tqdm import tqdm
@@ -335,6 +543,31 @@ class Trainer:
         bar = tqdm(total=cfg.optim.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.dist.main and sys.stderr.isatty()))
         self.model.train()
+        restore_sigint = self._catch_sigint()
+        try:
+            self._loop(data, bar, until)
+        finally:
+            restore_sigint()
+            bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        if self.step < cfg.optim.steps and self._interrupted:
+            self.log(f"interrupted at step {self.step}, checkpointed; --resume {self.run_dir} "
+                     f"continues from step {self.step}")
+            raise KeyboardInterrupt
+        if self.step < cfg.optim.steps:
+            self.log(f"stopped at step {self.step}; resume with --resume {self.run_dir}")
+            return self.run_dir / "last.pt"
+        final = self.run_dir / "final.safetensors"
+        if self.dist.main:
+            save_model(final, self.export_model, self.card())
+        self.log(f"done: {final}")
+        return final
+
+    def _loop(self, data: PairedPatchSampler, bar: Any, until: int | None) -> None:
+        """Train from ``self.step`` to ``optim.steps``, or to step ``until``, or to the end of
+        the step in which Ctrl-C came, checkpointed."""
+        cfg = self.cfg
         loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
         gan_sums: dict[str, float] = {}
         while self.step < cfg.optim.steps:
@@ -400,11 +633,14 @@ class Trainer:
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if self.step % cfg.log_every == 0 or self.step == cfg.optim.steps:
                 dt = time.time() - t_last
-                means = {k: v / n for k, v in gan_sums.items()}
+                means = {"loss": loss_sum / n, **{k: v / n for k, v in gan_sums.items()}}
+                if self.dist.enabled:
+                    means = self._mean_over_ranks(means)
+                mean_loss = means.pop("loss")
                 gan_text = "".join(f" {k} {v:.4f}" for k, v in means.items())
-                self.log(f"step {self.step}/{cfg.optim.steps} loss {loss_sum / n:.5f}{gan_text} "
+                self.log(f"step {self.step}/{cfg.optim.steps} loss {mean_loss:.5f}{gan_text} "
                          f"lr {lr:.2e} {n / dt:.2f} steps/s data {100 * t_data / dt:.1f}%")
-                self.metric(loss=loss_sum / n, lr=lr, steps_per_s=n / dt,
+                self.metric(loss=mean_loss, lr=lr, steps_per_s=n / dt,
                             data_wait=t_data / dt, **means)
                 loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
                 gan_sums = {}
@@ -423,17 +659,8 @@ class Trainer:
                 self.metric(**{f"val_psnr_y/{k}": v for k, v in scores.items()})
                 self.model.train()
                 t_last = time.time()
-            if self.step % cfg.ckpt_every == 0 or last or self.step == until:
+            stop = self._interrupted or (until is not None and self.step >= until)
+            if self.step % cfg.ckpt_every == 0 or last or stop:
                 self.save_checkpoint()
-            if until is not None and self.step >= until and not last:
-                bar.close()
-                self.log(f"stopped at step {self.step}; resume with --resume {self.run_dir}")
-                return self.run_dir / "last.pt"
-        bar.close()
-        if self._tb is not None:
-            self._tb.close()
-        final = self.run_dir / "final.safetensors"
-        if self.dist.main:
-            save_model(final, self.export_model, self.card())
-        self.log(f"done: {final}")
-        return final
+            if stop:
+                return
