@@ -24,10 +24,12 @@ from PIL import Image
 from upres.cli import main
 from upres.errors import UpresError
 
-from conftest import ARTIFACTS, BENCH
+from conftest import ARTIFACTS, BENCH, DATA
 
 BABY = BENCH / "Set5" / "baby.png"  # 512x512
 BIRD = BENCH / "Set5" / "bird.png"  # 288x288
+RGBA16_TIFF = DATA / "apps" / "geo" / "RGBA.uint16.tif"  # 634x411, 16-bit RGBA
+DICOM = DATA / "apps" / "dicom" / "dicom_file04.dcm"
 MAX_UPLOAD = 2 * 2**20
 MAX_PIXELS = 1_200_000
 
@@ -81,6 +83,22 @@ def _png_bytes(arr: np.ndarray) -> bytes:
 
 def _decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def _multipart(*parts: tuple[str, str | None, bytes], boundary: str = "xyz") -> dict:
+    """A multipart body of ``(name, filename or None, bytes)`` parts, as httpx keyword args."""
+    body = b""
+    for name, filename, data in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + data + b"\r\n"
+    return {"content": body + f"--{boundary}--\r\n".encode(),
+            "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int]:
+    """(width, height, bit depth, colour type) from a PNG's IHDR."""
+    w, h, depth, color = struct.unpack(">IIBB", data[16:26])
+    return w, h, depth, color
 
 
 def _bomb_png(width: int, height: int) -> bytes:
@@ -155,19 +173,40 @@ def test_output_formats(server):
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
 
 
-@pytest.mark.parametrize("case", ["too_big", "bomb", "bomb_small", "text", "truncated", "empty",
-                                  "bad_scale", "bad_model", "bad_format", "alpha_jpeg",
-                                  "no_file_field"])
+# case: (status, what the one-line detail must say)
+_BAD = {
+    "too_big": (413, "upload too large"), "bomb": (413, "too large"),
+    "bomb_small": (413, "too large"), "text": (415, "not an image"),
+    "truncated": (422, "upload"), "empty": (422, "empty upload"),
+    "bad_scale": (422, "upscales x4, not x3"), "bad_model": (422, "unknown model"),
+    "bad_format": (422, "format must be"), "alpha_jpeg": (422, "transparency"),
+    "no_file_field": (422, "multipart field 'note' refused"),
+    "scale_out_of_range": (422, "scale must be a whole number from 2 to 8"),
+    "scale_not_a_number": (422, "scale must be a whole number from 2 to 8"),
+    "outscale_nan": (422, "outscale must be a finite number above 0 and at most 16, got 'nan'"),
+    "outscale_inf": (422, "outscale must be a finite number above 0 and at most 16, got 'inf'"),
+    "empty_size": (422, "size '': expected WxH"), "empty_fit": (422, "fit '': expected WxH"),
+    "form_fields": (422, "multipart field 'model' refused: 'model' is a parameter: parameters "
+                         "go in the query string"),
+    "two_files": (422, "more than one file part"),
+    "many_fields": (422, "more than 8 fields"),
+    "no_boundary": (422, "no boundary"),
+    "dicom": (415, "DICOM is not served by the HTTP API; use upres upscale"),
+    "denoise_without_clean_up": (422, "denoise: x4 is not a photo model"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD))
 def test_bad_requests_get_clear_json_errors(server, case):
+    """Every refusal is JSON {"detail": "one line"} that says what is wrong; the server goes on
+    answering."""
     url, _ = server
     png = BIRD.read_bytes()
     rgba = np.zeros((20, 20, 4), np.uint8)
     rgba[..., 3] = 128
     params: dict = {"scale": 2}
     kwargs: dict = {}
-    expect = {"too_big": 413, "bomb": 413, "bomb_small": 413, "text": 415, "truncated": 422,
-              "empty": 422, "bad_scale": 422, "bad_model": 422, "bad_format": 422,
-              "alpha_jpeg": 422, "no_file_field": 422}[case]
+    expect, says = _BAD[case]
     if case == "too_big":
         kwargs["content"] = os.urandom(MAX_UPLOAD + 1)
     elif case == "bomb":
@@ -196,13 +235,138 @@ def test_bad_requests_get_clear_json_errors(server, case):
         kwargs["content"] = (b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
                              b"no file here\r\n--xyz--\r\n")
         kwargs["headers"] = {"content-type": "multipart/form-data; boundary=xyz"}
+    elif case in ("scale_out_of_range", "scale_not_a_number"):
+        params = {"model": "bicubic", "scale": 9 if case == "scale_out_of_range" else "two"}
+        kwargs["content"] = png
+    elif case in ("outscale_nan", "outscale_inf"):
+        params["outscale"] = case.removeprefix("outscale_")
+        kwargs["content"] = png
+    elif case in ("empty_size", "empty_fit"):  # ?scale=2&size=
+        params[case.removeprefix("empty_")] = ""
+        kwargs["content"] = png
+    elif case == "form_fields":  # curl -F file=@bird.png -F model=bicubic -F scale=2 ...
+        params = {}
+        kwargs = _multipart(("file", "bird.png", png), ("model", None, b"bicubic"),
+                            ("scale", None, b"2"), ("format", None, b"jpg"))
+    elif case == "two_files":
+        kwargs = _multipart(("file", "a.png", png), ("file", "b.png", png))
+    elif case == "many_fields":
+        kwargs = _multipart(*[(f"f{i}", None, b"x") for i in range(9)])
+    elif case == "no_boundary":
+        kwargs["content"] = png
+        kwargs["headers"] = {"content-type": "multipart/form-data"}
+    elif case == "dicom":
+        kwargs["content"] = DICOM.read_bytes()
+    elif case == "denoise_without_clean_up":
+        params = {"model": "x4", "denoise": "0.5"}
+        kwargs["content"] = png
     r = httpx.post(f"{url}/v1/upscale", params=params, timeout=60, **kwargs)
     assert r.status_code == expect, (case, r.status_code, r.text[:300])
     detail = r.json()["detail"]
-    assert isinstance(detail, str | list) and detail
-    if isinstance(detail, str):
-        assert "\n" not in detail and "/tmp" not in detail  # one line, no server paths
+    assert isinstance(detail, str) and says in detail, (case, detail)
+    assert "\n" not in detail and "/tmp" not in detail  # one line, no server paths
+    assert "Exception" not in detail  # says what is wrong, not which class was raised
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("case", ["webp_size", "webp_x4", "jpeg_x4", "exif_jpeg", "exif_tiff"])
+def test_outputs_a_format_cannot_hold_are_json_422(server, case):
+    """WebP holds 16383 pixels a side and JPEG 65535: a larger output is refused from its size
+    (before the upscale); EXIF too long for the output is refused by the encoder; both as JSON
+    422, never a plain-text 500."""
+    url, _ = server
+    rng = np.random.default_rng(0)
+    if case == "webp_size":  # 4200x2 asked as 16800 wide
+        data, params = _png_bytes(rng.integers(0, 256, (2, 4200, 3), np.uint8)), {
+            "format": "webp", "size": "16800x0", "scale": 4}
+    elif case == "webp_x4":  # 4096 px at x4 through the default model
+        data, params = _png_bytes(rng.integers(0, 256, (4, 4096, 3), np.uint8)), {
+            "format": "webp", "scale": 4}
+    elif case == "jpeg_x4":  # 16400 px at x4
+        data, params = _png_bytes(rng.integers(0, 256, (2, 16400, 3), np.uint8)), {
+            "format": "jpg", "model": "bicubic", "scale": 4}
+    else:  # a 70 KB EXIF description
+        exif = Image.Exif()
+        exif[0x010E] = "x" * 70_000
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+            buf, format="PNG", exif=exif.tobytes())
+        data, params = buf.getvalue(), {"format": case.removeprefix("exif_"), "scale": 2,
+                                        "model": "bicubic"}
+    r = httpx.post(f"{url}/v1/upscale", params=params, content=data, timeout=120)
+    assert r.status_code == 422, (case, r.status_code, r.text[:300])
+    detail = r.json()["detail"]
+    assert "\n" not in detail
+    word = {"webp_size": "WEBP holds", "webp_x4": "16384x16 output is larger than WEBP",
+            "jpeg_x4": "65600x8 output is larger than JPEG", "exif_jpeg": "EXIF",
+            "exif_tiff": "TIFF"}[case]
+    assert word in detail, detail
+    assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+
+
+def test_16bit_tiffs_with_alpha_are_read(server, tmp_path):
+    """TIFFs PIL cannot open (16-bit RGBA, 16-bit gray + alpha) are read as `upres upscale`
+    reads them, and stay 16-bit with their alpha in PNG."""
+    import tifffile
+
+    url, _ = server
+    la = np.zeros((24, 40, 2), np.uint16)
+    la[..., 0] = np.arange(40, dtype=np.uint16) * 1500
+    la[..., 1] = 65535
+    la[:4, :4, 1] = 0
+    tifffile.imwrite(tmp_path / "la16.tif", la, photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    for path, size, color in [(RGBA16_TIFF, (1268, 822), 6), (tmp_path / "la16.tif", (80, 48), 4)]:
+        r = httpx.post(f"{url}/v1/upscale", params={"scale": 2}, content=path.read_bytes(),
+                       timeout=120)
+        assert r.status_code == 200, (path.name, r.text[:300])
+        assert _png_header(r.content) == (*size, 16, color), path.name
+
+
+def test_opaque_alpha_is_dropped_for_jpeg(server):
+    """An all-opaque alpha (RGBA or gray+alpha) goes to JPEG, as `upres upscale` takes it."""
+    url, _ = server
+    rgba = np.full((20, 20, 4), 255, np.uint8)
+    rgba[..., :3] = np.arange(20, dtype=np.uint8)[:, None, None] * 10
+    for arr in (rgba, rgba[..., 2:]):
+        r = httpx.post(f"{url}/v1/upscale", params={"scale": 2, "format": "jpg"},
+                       content=_png_bytes(arr), timeout=120)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text[:300]
+        assert _decode(r.content).shape[:2] == (40, 40)
+
+
+def test_denoise_applies_with_any_output_size(server):
+    """`denoise` with outscale/size/fit sets the photo model's strength and is reported."""
+    url, _ = server
+    small = np.asarray(Image.open(BIRD).convert("RGB").resize((48, 48)))
+    noisy = np.clip(small + np.random.default_rng(1).normal(0, 20, small.shape), 0, 255)
+    data = _png_bytes(noisy.astype(np.uint8))
+    got = {}
+    for denoise in ("0", "1", None):
+        params = {"outscale": 3.5} | ({"denoise": denoise} if denoise else {})
+        r = httpx.post(f"{url}/v1/upscale", params=params, content=data, timeout=120)
+        assert r.status_code == 200, r.text[:300]
+        assert r.headers["x-upres-model"] == "photo-x4"
+        assert _decode(r.content).shape == (168, 168, 3)
+        got[denoise] = (r.headers["x-upres-denoise"], r.content)
+    assert got["0"][0] == "0.00" and got["1"][0] == "1.00"
+    assert 0 < float(got[None][0]) < 1  # auto: measured on the noisy input
+    assert len({c for _, c in got.values()}) == 3
+    r = httpx.post(f"{url}/v1/upscale", params={"model": "photo-x2", "size": "200x0",
+                                                 "denoise": "0.5"}, content=data, timeout=120)
+    assert r.status_code == 200 and r.headers["x-upres-denoise"] == "0.50"
+    assert _decode(r.content).shape == (200, 200, 3)
+
+
+def test_openapi_documents_the_upload_and_the_default_model(server):
+    url, _ = server
+    op = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/upscale"]["post"]
+    body = op["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    assert body["application/octet-stream"]["schema"]["format"] == "binary"
+    model = next(p for p in op["parameters"] if p["name"] == "model")
+    assert "default auto" in model["description"]
+    assert all(p["in"] == "query" for p in op["parameters"])
 
 
 def test_precision_option_runs_the_models_in_bf16_and_says_so(tmp_path):
@@ -421,3 +585,134 @@ def test_killed_server_leaves_nothing_and_restarts(tmp_path, seed):
         proc.terminate()
         proc.wait(timeout=30)
     assert list(tmp.iterdir()) == [] and list(cwd.iterdir()) == []
+
+
+def test_page_shows_clean_up_only_for_photo_models(server, browser):
+    """The Clean-up selector (a `hidden` label in a flex row) shows for auto and the photo
+    models only: it does nothing for the others."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = _watch(page)
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    shown = {}
+    for scale in ("2", "3", "4"):
+        page.select_option("#scale", scale)
+        for name in page.eval_on_selector_all("#model option", "os => os.map(o => o.value)"):
+            page.select_option("#model", name)
+            shown[(scale, name)] = page.is_visible("#denoise-box")
+    assert {k for k, v in shown.items() if v} == {
+        ("2", "auto"), ("2", "photo-x2"), ("4", "auto"), ("4", "photo-x4")}
+    assert ("4", "x4") in shown and ("3", "x3") in shown and ("4", "tiny-x4") in shown
+    assert errors == []
+
+
+def test_page_tiff_output_offers_the_download_and_no_false_comparison(server, browser, tmp_path):
+    """A TIFF the browser cannot display: the status says so (after "Done"), no comparison is
+    shown (bicubic must never stand under the model's label), and the Download link gives the
+    TIFF."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    errors = _watch(page)
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#scale", "2")
+    page.select_option("#model", "tiny-x2")
+    page.select_option("#format", "tiff")
+    page.set_input_files("#file", str(BIRD))
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".startsWith('Done')", timeout=120_000)
+    status = page.text_content("#status-text")
+    assert "cannot display TIFF" in status and "Download" in status, status
+    assert page.is_visible("#result") and page.is_visible("#download")
+    assert not page.is_visible("#viewer") and not page.is_visible("#tag-model")
+    assert page.get_attribute("#img-before", "src") is None  # no bicubic fetched or shown
+    with page.expect_download() as dl:
+        page.click("#download")
+    saved = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    assert saved.name == "bird_x2.tiff" and saved.read_bytes()[:4] == b"II*\x00"
+    # PNG again: the comparison comes back.
+    page.select_option("#format", "png")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".startsWith('Done')", timeout=120_000)
+    assert page.is_visible("#viewer") and "cannot display" not in page.text_content(
+        "#status-text")
+    assert errors == []
+
+
+def test_page_failed_upscale_clears_the_previous_result(server, browser, tmp_path):
+    url, _ = server
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all\n" * 20)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = _watch(page)
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#scale", "2")
+    page.select_option("#model", "tiny-x2")
+    page.set_input_files("#file", str(BIRD))
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".startsWith('Done')", timeout=120_000)
+    assert page.is_visible("#result") and page.get_attribute("#download", "href")
+    page.set_input_files("#file", str(junk))
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".startsWith('Failed')", timeout=120_000)
+    assert "not an image" in page.text_content("#status-text")
+    assert not page.is_visible("#result") and not page.is_visible("#download")
+    assert page.get_attribute("#download", "href") is None
+    assert [e for e in errors if "status of 415" not in e] == []
+
+
+def test_page_asks_again_for_a_refused_token(browser, tmp_path):
+    """A wrong or cancelled token: "access token refused", asked again at most 3 times in a
+    row (no endless prompts); a 401 during an upscale asks again and then goes on."""
+    token = "page-token-for-the-tests-only"
+    (tmp_path / "token").write_text(token)
+    with _serving(tmp_path, "--token-file", str(tmp_path / "token"), "--models",
+                  "tiny-x2") as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors = _watch(page)
+        asked: list[str] = []
+        answers = ["wrong-1", "wrong-2", "wrong-3", "wrong-4", "wrong-5"]
+
+        def on_dialog(d) -> None:
+            asked.append(d.message)
+            if answers:
+                d.accept(answers.pop(0))
+            else:
+                d.dismiss()  # Cancel
+
+        page.on("dialog", on_dialog)
+        page.goto(url)
+        page.wait_for_function("document.getElementById('status-text').textContent"
+                               ".includes('access token refused')", timeout=30_000)
+        assert page.text_content("#status-text").startswith("Cannot list models: access token")
+        assert len(asked) == 3 and "needs its access token" in asked[0]
+        assert all(m.startswith("Access token refused") for m in asked[1:])
+        # Cancelling stops the asking at once.
+        answers[:] = []
+        page.reload()
+        page.wait_for_function("document.getElementById('status-text').textContent"
+                               ".includes('access token refused')", timeout=30_000)
+        assert len(asked) == 4
+        # The right token lists the models.
+        answers[:] = [token]
+        page.reload()
+        page.wait_for_selector("#model option", state="attached")
+        assert len(asked) == 5
+        # The token goes bad before an upscale: 401, asked again, and the upscale goes on.
+        page.evaluate("sessionStorage.setItem('upres-token', 'gone-bad')")
+        answers[:] = [token]
+        page.set_input_files("#file", str(BIRD))
+        page.click("#go")
+        page.wait_for_function("document.getElementById('status-text').textContent"
+                               ".startsWith('Done')", timeout=120_000)
+        assert len(asked) == 6 and asked[-1].startswith("Access token refused")
+        assert page.is_visible("#viewer")
+        page.close()
+    assert [e for e in errors if "status of 401" not in e] == []

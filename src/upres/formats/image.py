@@ -469,7 +469,7 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
     buf = _io.BytesIO()
     try:
         img.save(buf, format=fmt, **kw)
-    except (ValueError, OSError) as exc:  # the encoder's own limits, said in one line
+    except (ValueError, OSError, RuntimeError) as exc:  # encoder limits (libtiff: RuntimeError)
         raise UpresError(f"the {fmt} encoder refused it ({exc})") from None
     return buf.getvalue()
 

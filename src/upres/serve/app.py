@@ -4,16 +4,19 @@ Endpoints::
 
     GET  /              the page (static HTML/CSS/JS from ./static, no build step)
     GET  /healthz       {"status": "ok", "running": n, "waiting": n}
-    GET  /v1/models     the offered models, as ``upres models --json``
-    POST /v1/upscale    image in (multipart field ``file``, or the raw body), image out;
-                        query: model (default auto), scale, format (png | jpg | webp |
-                        tiff | same), denoise (photo models: 0..1 or auto)
+    GET  /v1/models     the offered models: an ``auto`` row per scale with a photo model,
+                        then the rows of ``upres models --json`` (no lanczos)
+    POST /v1/upscale    image in (multipart field ``file`` alone, or the raw body), image
+                        out; query only: model (default auto), scale, format (png | jpg |
+                        webp | tiff | same), denoise (photo models: 0..1 or auto), one of
+                        outscale, size, fit
 
 Limits (:class:`ServeConfig`): bodies over ``max_upload_bytes`` get 413 (checked on
 Content-Length and while streaming); images over ``max_pixels`` get 413, refused from the header
 before any decoding; bytes that are not a supported image get 415; damaged images and bad query
-parameters get 422 (what the header shows is refused before the request queues); all errors
-are JSON ``{"detail": "..."}``. At most ``workers`` upscales
+parameters get 422 (what the header shows is refused before the request queues; an output
+larger than its format holds is refused after decoding, before the upscale); all errors are
+JSON ``{"detail": "one line"}``, unexpected ones too (500). At most ``workers`` upscales
 run at once; up to ``max_queue`` more wait for at most ``queue_timeout`` seconds, and beyond
 that the answer is 503 with ``Retry-After``. Uploads are decoded from a server-made temporary
 file name: no name from the client reaches the file system.
@@ -24,14 +27,18 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
@@ -43,6 +50,18 @@ _MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF"
           "BMP": "image/bmp"}
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
 _EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
+#: What each query parameter allows, for one-line validation errors.
+_ALLOWED = {"scale": "a whole number from 2 to 8 (the networks enlarge by 2, 3 or 4)",
+            "outscale": "a finite number above 0 and at most 16"}
+_PARAMS = ("model", "scale", "format", "denoise", "outscale", "size", "fit")
+#: The request body in the OpenAPI spec: FastAPI cannot see it, the handler reads it itself.
+_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary",
+                                "description": "the image (the only field)"}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                            "description": "the image file's bytes"}}}}
 
 
 @dataclass(frozen=True)
@@ -54,11 +73,12 @@ class ServeConfig:
     ``max_pixels``: largest input image (width x height); ``workers``: upscales run at once;
     ``max_queue``: requests allowed to wait for a worker; ``queue_timeout``: seconds one may
     wait; ``retry_after``: seconds suggested to clients refused with 503. ``precision``: what the
-    models run in (``fp32``, ``bf16``, ``fp16`` or ``auto``, as in ``upres.load``); each answer
-    names the one in effect in its ``X-Upres-Precision`` header. ``token``: when set, every
-    ``/v1/`` request needs ``Authorization: Bearer TOKEN`` (compared in constant time; 401
-    otherwise). ``read_timeout``: seconds an upload may go without sending a byte (408 after
-    that; uploads are read before a worker is taken, so a slow client never holds one).
+    models run in (``default``: each model's own on a CPU, int8 for tiny-x3/tiny-x4 and fp32
+    for the rest; or ``fp32``, ``bf16``, ``fp16``, ``int8``, ``auto``, as in ``upres.load``);
+    each answer names the one in effect in its ``X-Upres-Precision`` header. ``token``: when
+    set, every ``/v1/`` request needs ``Authorization: Bearer TOKEN`` (compared in constant
+    time; 401 otherwise). ``read_timeout``: seconds an upload may go without sending a byte (408
+    after that; uploads are read before a worker is taken, so a slow client never holds one).
     """
 
     models: tuple[str, ...] | None = None
@@ -209,47 +229,85 @@ async def _read_body(request: Request, limit: int, timeout: float = 30.0) -> byt
     return b"".join(chunks)
 
 
+def _multipart_problem(message: str) -> str:
+    """Starlette's multipart error, said as what the client should change."""
+    if message.startswith("Too many files"):
+        return "multipart body: more than one file part; send one image, in the field 'file'"
+    if message.startswith("Too many fields"):
+        return ("multipart body: more than 8 fields; send only the field 'file' (parameters "
+                "go in the query string)")
+    if message.startswith("Missing boundary"):
+        return ("multipart body: the Content-Type header has no boundary (send "
+                "multipart/form-data; boundary=..., or the image as the raw body)")
+    return f"multipart body: {message.rstrip('.')}"
+
+
 async def _image_bytes(request: Request, limit: int, timeout: float = 30.0) -> bytes:
-    """The uploaded file's bytes: multipart field ``file`` (or the first file), or the body."""
+    """The uploaded file's bytes: multipart field ``file`` (the only field), or the body."""
     body = await _read_body(request, limit, timeout)
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         return body
-    sent = False
 
-    async def replay() -> dict:
-        nonlocal sent
-        if sent:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    async def replay() -> AsyncIterator[bytes]:  # the body read above, once
+        yield body
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-    except Exception as exc:  # starlette raises several types for malformed multipart bodies
+        form = await MultiPartParser(request.headers, replay(), max_files=1,
+                                     max_fields=8).parse()
+    except MultiPartException as exc:
+        raise _HTTPError(422, _multipart_problem(exc.message)) from None
+    except Exception as exc:  # the parser's own errors for bodies that are not multipart
         raise _HTTPError(422, f"malformed multipart body ({type(exc).__name__})") from None
-    item = form.get("file")
-    if item is None:
-        item = next((v for _, v in form.multi_items() if hasattr(v, "read")), None)
-    if item is None or not hasattr(item, "read"):
-        raise _HTTPError(422, "multipart body without a file field")
-    return await item.read()
+    try:
+        for key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                where = (f"'{key}' is a parameter: parameters go in the query string "
+                         f"(/v1/upscale?{key}=...)" if key in _PARAMS else
+                         "only the field 'file' is read")
+                raise _HTTPError(422, f"multipart field '{key}' refused: {where}")
+        item = form.get("file")
+        if not isinstance(item, UploadFile):
+            raise _HTTPError(422, "multipart body without the field 'file' (the image)")
+        return await item.read()
+    finally:
+        await form.close()
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a TIFF that PIL cannot open (16-bit gray+alpha, RGBA uint16)."""
+    import io
+
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tf:
+        page = tf.pages.first
+        return int(page.imagewidth), int(page.imagelength)
 
 
 def _probe(data: bytes, max_pixels: int) -> None:
-    """Refuse what the header already shows (not an image, too many pixels) before queueing:
-    bad uploads never wait for, nor take, a worker."""
+    """Refuse what the header already shows (not an image, DICOM, too many pixels) before
+    queueing: bad uploads never wait for, nor take, a worker."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise _HTTPError(422, "empty upload")
+    if data[128:132] == b"DICM":
+        raise _HTTPError(415, "upload: DICOM is not served by the HTTP API; use upres upscale")
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
     except UnidentifiedImageError:
-        raise _HTTPError(415, "upload: not an image file (format not recognised)") from None
+        if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            raise _HTTPError(415, "upload: not an image file (format not recognised)") \
+                from None
+        try:  # a TIFF PIL does not decode; upres reads it with tifffile
+            w, h = _tiff_size(data)
+        except Exception as exc:  # tifffile raises many types for damaged headers
+            raise _HTTPError(422, "upload: cannot read the TIFF header "
+                                  f"({type(exc).__name__})") from None
     except Image.DecompressionBombError:  # PIL's own ceiling, far above any sane max_pixels
         raise _HTTPError(413, f"upload: image too large (over {max_pixels} pixels)") from None
     except Exception as exc:  # PIL raises many types for damaged headers
@@ -260,11 +318,29 @@ def _probe(data: bytes, max_pixels: int) -> None:
                               f"{max_pixels})")
 
 
+@dataclass
+class _AtStrength:
+    """A photo model as one pass of ``upscale_to``, at clean-up ``denoise``; ``used`` collects
+    each pass's strength (the first pass sees the upload, and its JPEG ``quality``)."""
+
+    up: Any
+    denoise: float | str | None
+    quality: int | None
+    used: list[float]
+
+    def upscale(self, img: Any) -> Any:
+        out, t = self.up.run(img, denoise=self.denoise,
+                             quality=None if self.used else self.quality)
+        self.used.append(t)
+        return out
+
+
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
              denoise: float | str | None = None, sized: Any = None
              ) -> tuple[bytes, str, float | None]:
-    """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread)."""
-    from upres.formats.image import encode_image, read_image_info
+    """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread).
+    The output's size is checked against its format before the upscale runs."""
+    from upres.formats.image import check_size, encode_image, is_opaque, read_image_info
 
     with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
         src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk
@@ -280,24 +356,49 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
     out_fmt = fmt or (info.format if info.format in _MEDIA else "PNG")
     alpha = img.ndim == 3 and img.shape[2] in (2, 4)
     if alpha and out_fmt in ("JPEG", "BMP"):
-        raise _HTTPError(422, f"the image has transparency, which {out_fmt} cannot hold; "
-                              "ask for png, webp or tiff")
-    strength = None
+        if not is_opaque(img):
+            raise _HTTPError(422, f"the image has transparency, which {out_fmt} cannot hold; "
+                                  "ask for png, webp or tiff")
+        img = img[:, :, :-1] if img.shape[2] == 4 else img[:, :, 0]  # all opaque: dropped
+    h, w = img.shape[:2]
     if sized is not None:  # (SizeRequest, upscaler_for(scale) or None for a fixed model)
-        from upres.inference.outscale import passes_for, target_size, upscale_to
+        from upres.inference.outscale import target_size
 
-        req, upscaler_for = sized
-        h, w = img.shape[:2]
-        tw, th = target_size(w, h, req)
+        tw, th = target_size(w, h, sized[0])
         if tw * th > 4 * max_pixels:
             raise _HTTPError(413, f"requested output too large ({tw}x{th})")
+    else:
+        tw, th = w * up.scale, h * up.scale
+    try:
+        check_size(out_fmt, tw, th)
+    except UpresError as exc:
+        raise _HTTPError(422, str(exc)) from None
+    used: list[float] = []
+    if sized is not None:
+        from upres.inference.outscale import passes_for, upscale_to
+
+        upscaler_for = sized[1]
+
+        def one_pass(s: int) -> Any:
+            m = upscaler_for(s) if upscaler_for else up
+            return _AtStrength(m, denoise, info.jpeg_quality, used) if hasattr(m, "run") else m
+
         passes = passes_for(max(tw / w, th / h), None if upscaler_for else up.scale)
-        out = upscale_to(img, (tw, th), upscaler_for or (lambda s: up), passes)
+        out = upscale_to(img, (tw, th), one_pass, passes)
     elif hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
-        out, strength = up.run(img, denoise=denoise, quality=info.jpeg_quality)
+        out = _AtStrength(up, denoise, info.jpeg_quality, used).upscale(img)
     else:
         out = up.upscale(img)
-    return encode_image(out, out_fmt, info=info), out_fmt, strength
+    try:
+        body = encode_image(out, out_fmt, info=info)
+    except UpresError as exc:  # the encoder's own limits (EXIF too long for JPEG, ...)
+        raise _HTTPError(422, f"cannot write the output as {out_fmt}: {exc}") from None
+    except Exception as exc:  # a refusal the encoder does not word (libtiff: RuntimeError)
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        carried = " with the input's EXIF" if info.exif else ""
+        raise _HTTPError(422, f"cannot write the output as {out_fmt}{carried} ({why}); "
+                              "choose another format") from None
+    return body, out_fmt, used[0] if used else None
 
 
 def create_app(cfg: ServeConfig | None = None) -> FastAPI:
@@ -337,6 +438,20 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
             headers["Retry-After"] = str(cfg.retry_after)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]  # one line: the first bad parameter
+        name = str(err["loc"][-1]) if err.get("loc") else "request"
+        allowed = _ALLOWED.get(name)
+        text = (f"{name} must be {allowed}, got {err.get('input')!r}" if allowed
+                else f"{name}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": text}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _on_bug(_: Request, exc: Exception) -> JSONResponse:  # logged by uvicorn too
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the "
+                                       "server's log"}, status_code=500)
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -350,7 +465,7 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
     async def list_models() -> list[dict]:
         return models.rows()
 
-    @app.post("/v1/upscale", responses={
+    @app.post("/v1/upscale", openapi_extra={"requestBody": _BODY}, responses={
         200: {"content": {m: {} for m in _MEDIA.values()}, "description": "the upscaled image"},
         413: {"description": "upload or image too large"},
         415: {"description": "not a supported image"},
@@ -359,7 +474,9 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
     async def upscale(
         request: Request,
         model: str | None = Query(None, description="model name (GET /v1/models); default "
-                                                    "x{scale}"),
+                                                    "auto: the scale's photo model at its "
+                                                    "automatic clean-up strength, x{scale} "
+                                                    "where none exists"),
         scale: int | None = Query(None, ge=2, le=8, description="2, 3 or 4 (default: the "
                                                                 "model's, or 4)"),
         format: str = Query("png", description="png, jpg, webp, tiff, or same (as the input)"),
@@ -371,7 +488,8 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
                                                    "aspect ratio)"),
         fit: str | None = Query(None, description="largest output within WxH"),
     ) -> Response:
-        """Upscale one image: multipart form field ``file``, or the image as the raw body."""
+        """Upscale one image: multipart form field ``file`` (the only field), or the image as
+        the raw body; every parameter goes in the query string."""
         fmt_key = format.lower()
         if fmt_key != "same" and fmt_key not in _FORMATS:
             raise _HTTPError(422, f"format must be png, jpg, webp, tiff or same, not {format!r}")
@@ -382,6 +500,10 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         except UpresError as exc:
             raise _HTTPError(422, str(exc)) from None
         name, s = models.pick(model, scale)
+        photo = name in models.cards and bool(models.cards[name].denoise_base)
+        if strength != "auto" and model not in (None, "auto") and not photo:
+            raise _HTTPError(422, f"denoise: {name} is not a photo model and has no clean-up "
+                                  "strength; use model=auto or a photo model")
         sized = None
         if sum(v is not None for v in (outscale, size, fit)) > 1:
             raise _HTTPError(422, "give one of outscale, size and fit")
@@ -390,8 +512,8 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
 
             try:
                 req = SizeRequest(outscale=outscale,
-                                  size=parse_size(size, "size") if size else None,
-                                  fit=parse_size(fit, "fit") if fit else None)
+                                  size=None if size is None else parse_size(size, "size"),
+                                  fit=None if fit is None else parse_size(fit, "fit"))
             except UpresError as exc:
                 raise _HTTPError(422, str(exc)) from None
             auto = model in (None, "auto")

@@ -10,22 +10,42 @@ function setStatus(text, isError = false) {
   el.className = isError ? "error" : "";
 }
 
-// A server started with --token-file answers 401 until the page sends its token: ask once,
-// keep it for this tab only.
+// A server started with --token-file answers 401 until the page sends its token: ask for it,
+// keep it for this tab only; a refused token is asked for again, at most TOKEN_TRIES times.
+const TOKEN_TRIES = 3;
+
 function authHeaders() {
   const t = sessionStorage.getItem("upres-token");
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
 
-function askToken() {
-  const t = window.prompt("This server needs its access token:");
-  if (t) sessionStorage.setItem("upres-token", t.trim());
-  return Boolean(t);
+// send() makes one request and resolves to an answer with a .status; while the server answers
+// 401, ask for the token and send again (bounded). Rejects with "access token refused".
+async function withToken(send) {
+  let res = await send();
+  for (let i = 0; res.status === 401 && i < TOKEN_TRIES; i++) {
+    const refused = sessionStorage.getItem("upres-token") !== null;
+    sessionStorage.removeItem("upres-token");
+    const t = window.prompt(refused ? "Access token refused. Enter this server's access token:"
+      : "This server needs its access token:");
+    if (!t || !t.trim()) break;
+    sessionStorage.setItem("upres-token", t.trim());
+    res = await send();
+  }
+  if (res.status === 401) {
+    sessionStorage.removeItem("upres-token");
+    throw new Error("access token refused (reload the page to enter it again)");
+  }
+  return res;
+}
+
+async function detailOf(res) { // the server's one-line {"detail": ...}, or the HTTP status
+  try { return (await res.json()).detail || `HTTP ${res.status}`; } catch (_) { return `HTTP ${res.status}`; }
 }
 
 async function loadModels() {
-  let res = await fetch("/v1/models", { headers: authHeaders() });
-  if (res.status === 401 && askToken()) res = await fetch("/v1/models", { headers: authHeaders() });
+  const res = await withToken(() => fetch("/v1/models", { headers: authHeaders() }));
+  if (!res.ok) throw new Error(await detailOf(res));
   state.models = await res.json();
   const scales = [...new Set(state.models.filter((m) => m.name !== "bicubic")
     .map((m) => m.scale))].sort();
@@ -68,8 +88,9 @@ function pick(file) {
   $("go").disabled = false;
 }
 
-// POST the file; resolves to {blob, headers}; reports upload progress as 0..1.
-function upscaleRequest(file, model, scale, format, onUpload, denoise = "auto") {
+// POST the file once; resolves to {status, blob, ...} whatever the status; reports upload
+// progress as 0..1.
+function upscaleRequest(file, model, scale, format, onUpload, denoise) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     const q = new URLSearchParams({ model, scale: String(scale), format, denoise });
@@ -78,22 +99,24 @@ function upscaleRequest(file, model, scale, format, onUpload, denoise = "auto") 
     xhr.responseType = "blob";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onUpload) onUpload(e.loaded / e.total); };
     xhr.upload.onload = () => { if (onUpload) onUpload(1); }; // small uploads may skip progress
-    xhr.onload = async () => {
-      if (xhr.status === 200) {
-        resolve({ blob: xhr.response, type: xhr.getResponseHeader("Content-Type"),
-          denoise: xhr.getResponseHeader("X-Upres-Denoise") });
-      } else {
-        let detail = `HTTP ${xhr.status}`;
-        try { detail = JSON.parse(await xhr.response.text()).detail || detail; } catch (_) { /* not JSON */ }
-        if (xhr.status === 503) detail += ` (retry in ${xhr.getResponseHeader("Retry-After") || "a few"} s)`;
-        reject(new Error(detail));
-      }
-    };
+    xhr.onload = () => resolve({ status: xhr.status, blob: xhr.response,
+      denoise: xhr.getResponseHeader("X-Upres-Denoise"),
+      retryAfter: xhr.getResponseHeader("Retry-After") });
     xhr.onerror = () => reject(new Error("the server could not be reached"));
     const form = new FormData();
     form.append("file", file);
     xhr.send(form);
   });
+}
+
+// Upscale through the API, asking for the token on 401; rejects with the server's detail.
+async function upscale(file, model, scale, format, onUpload, denoise = "auto") {
+  const res = await withToken(() => upscaleRequest(file, model, scale, format, onUpload, denoise));
+  if (res.status === 200) return res;
+  let detail = `HTTP ${res.status}`;
+  try { detail = JSON.parse(await res.blob.text()).detail || detail; } catch (_) { /* not JSON */ }
+  if (res.status === 503) detail += ` (retry in ${res.retryAfter || "a few"} s)`;
+  throw new Error(detail);
 }
 
 async function run() {
@@ -106,7 +129,7 @@ async function run() {
   let timer = null;
   try {
     setStatus("Uploading…");
-    const result = await upscaleRequest(state.file, model, scale, format, (f) => {
+    const result = await upscale(state.file, model, scale, format, (f) => {
       bar.value = Math.round(f * 100);
       if (f >= 1 && !timer) {
         bar.removeAttribute("value"); // indeterminate while the server works
@@ -115,12 +138,11 @@ async function run() {
       }
     }, $("denoise-box").hidden ? "auto" : $("denoise").value);
     clearInterval(timer); timer = null;
-    setStatus("Preparing the bicubic comparison…");
-    const before = await upscaleRequest(state.file, "bicubic", scale, "png", null);
-    await show(result.blob, before.blob, model, scale, format);
+    const note = await show(result.blob, model, scale, format);
     const used = result.denoise !== null ? ` Clean-up strength ${result.denoise}.` : "";
-    setStatus(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s.${used}`);
+    setStatus(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s.${used}${note}`);
   } catch (err) {
+    clearResult(); // no earlier result (nor its Download link) under the error
     setStatus(`Failed: ${err.message}`, true);
   } finally {
     clearInterval(timer);
@@ -132,30 +154,55 @@ async function run() {
 function loadImg(img, url) {
   return new Promise((resolve, reject) => {
     img.onload = resolve;
-    img.onerror = () => reject(new Error("the browser cannot display this output format; " +
-      "choose PNG to preview"));
+    img.onerror = reject;
     img.src = url;
   });
 }
 
-async function show(afterBlob, beforeBlob, model, scale, format) {
+// Hide the result and let go of its images and Download link.
+function clearResult() {
   for (const u of state.urls) URL.revokeObjectURL(u);
-  const a = URL.createObjectURL(afterBlob), b = URL.createObjectURL(beforeBlob);
-  state.urls = [a, b];
+  state.urls = [];
+  state.w = state.h = 0;
+  $("result").hidden = true;
+  $("download").removeAttribute("href");
+  for (const id of ["img-before", "img-after"]) $(id).removeAttribute("src");
+  $("result-info").textContent = "";
+}
+
+// Show the model's output beside bicubic; an output the browser cannot display (TIFF) gets
+// the Download link alone, never a comparison with something else. Resolves to a note for
+// the status line ("" when the comparison is shown).
+async function show(afterBlob, model, scale, format) {
+  clearResult();
+  const a = URL.createObjectURL(afterBlob);
+  state.urls = [a];
   const stem = state.file.name.replace(/\.[^.]*$/, "") || "image";
   const dl = $("download");
   dl.href = a;
   dl.download = `${stem}_x${scale}.${format}`;
-  $("result").hidden = false;
+  const size = `${(afterBlob.size / 1024).toFixed(0)} KB`;
+  let shown = true;
+  try { await loadImg($("img-after"), a); } catch (_) { shown = false; }
+  if (shown) {
+    setStatus("Preparing the bicubic comparison…");
+    const before = await upscale(state.file, "bicubic", scale, "png", null);
+    const b = URL.createObjectURL(before.blob);
+    state.urls.push(b);
+    await loadImg($("img-before"), b);
+    state.w = $("img-after").naturalWidth; state.h = $("img-after").naturalHeight;
+  }
+  $("result-title").textContent = shown ? "Before / after" : "Result";
+  $("compare").hidden = !shown;
+  $("zoom-box").hidden = !shown;
   $("tag-model").textContent = model;
-  await loadImg($("img-before"), b);
-  // TIFF does not display in most browsers: preview the PNG bicubic, still download the TIFF.
-  try { await loadImg($("img-after"), a); } catch (e) { setStatus(e.message, true); }
-  state.w = $("img-before").naturalWidth; state.h = $("img-before").naturalHeight;
-  $("result-info").textContent = `Output ${state.w}×${state.h} pixels, ` +
-    `${(afterBlob.size / 1024).toFixed(0)} KB.`;
-  fit();
+  $("result-info").textContent = shown ? `Output ${state.w}×${state.h} pixels, ${size}.`
+    : `Output ${format.toUpperCase()}, ${size}.`;
+  $("result").hidden = false;
+  if (shown) fit();
   $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+  return shown ? "" : ` The browser cannot display ${format.toUpperCase()}, so there is no ` +
+    "comparison: use Download (choose PNG, JPEG or WebP to compare).";
 }
 
 // -- comparison viewer: both images share one transform, the after-layer is clipped ----------
