@@ -343,6 +343,10 @@ def test_the_same_input_twice_is_one_input(images, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "exists" not in err and "broken.png" in err  # only the corrupt file
     assert sorted(p.name for p in out.iterdir()) == ["bird_x2.png", "bridge_x2.png"]
+    (tmp_path / "link.png").symlink_to(bird)  # a link is its own name, so its own output
+    assert main(["upscale", str(bird), str(tmp_path / "link.png"), "-o", str(tmp_path / "l"),
+                 "-m", "bicubic", "-s", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["bird_x2.png", "link_x2.png"]
 
 
 def test_output_option_checked_before_any_work(images, tmp_path, capsys):
@@ -360,6 +364,9 @@ def test_output_option_checked_before_any_work(images, tmp_path, capsys):
         assert main(["upscale", bird, "-o", str(tmp_path / "o"), "-m", "bicubic", *bad]) == 2
         assert bad[0] in _one_err(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "up.png").exists()
+    assert main(["upscale", bird, bridge, "-o", str(tmp_path / "results.v2"), "-m", "bicubic",
+                 "-s", "2", "-q"]) == 0  # a dotted folder name is still a folder
+    assert len(list((tmp_path / "results.v2").iterdir())) == 2
     taken = tmp_path / "t"
     (taken / "bird_x2.png").mkdir(parents=True)
     for extra in ([], ["--overwrite"]):
@@ -413,6 +420,12 @@ def test_eval_bad_sets_and_result_paths_are_one_line(tmp_path, capsys):
     assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "2", "--json",
                  str(tmp_path)]) == 2
     assert "--json" in _one_err(capsys)
+    target = tmp_path / "target.json"
+    target.write_text("")
+    (tmp_path / "link.json").symlink_to(target)  # written through, the link kept
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4", "--json",
+                 str(tmp_path / "link.json")]) == 0
+    assert (tmp_path / "link.json").is_symlink() and json.loads(target.read_text())
 
 
 def test_video_refuses_a_still_image(tmp_path, capsys):

@@ -424,6 +424,9 @@ def test_outputs_a_format_cannot_hold_are_one_line_before_the_work(tmp_path, rgb
 
     with pytest.raises(UpresError, match="larger than WEBP holds"):
         encode_image(np.zeros((2, 16384, 3), np.uint8), "WEBP")
+    with pytest.raises(UpresError, match="larger than JPEG holds"):  # libjpeg stops at 65500
+        encode_image(np.zeros((1, 65501), np.uint8), "JPEG")
+    assert encode_image(np.zeros((1, 65500), np.uint8), "JPEG")[:2] == b"\xff\xd8"
     exif = Image.Exif()
     exif[0x010E] = "x" * 70000  # ImageDescription: EXIF larger than an APP1 segment
     from upres.formats.image import ImageInfo

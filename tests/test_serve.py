@@ -271,9 +271,9 @@ def test_bad_requests_get_clear_json_errors(server, case):
 
 @pytest.mark.parametrize("case", ["webp_size", "webp_x4", "jpeg_x4", "exif_jpeg", "exif_tiff"])
 def test_outputs_a_format_cannot_hold_are_json_422(server, case):
-    """WebP holds 16383 pixels a side and JPEG 65535: a larger output is refused from its size
-    (before the upscale); EXIF too long for the output is refused by the encoder; both as JSON
-    422, never a plain-text 500."""
+    """WebP holds 16383 pixels a side and JPEG 65500 (libjpeg): a larger output is refused
+    from its size (before the upscale); EXIF too long for the output is refused by the encoder;
+    both as JSON 422, never a plain-text 500."""
     url, _ = server
     rng = np.random.default_rng(0)
     if case == "webp_size":  # 4200x2 asked as 16800 wide

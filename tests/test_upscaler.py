@@ -198,6 +198,14 @@ def test_pil_modes_that_are_not_pixel_values_come_back_as_colour(up):
     assert up.upscale(pal).mode == "RGBA"
 
 
+def test_pil_big_endian_and_float_modes(up):
+    a16 = _img((10, 12), np.uint16)
+    big = Image.frombytes("I;16B", (12, 10), a16.astype(">u2").tobytes())
+    np.testing.assert_array_equal(np.asarray(up.upscale(big)), up.upscale(a16))
+    with pytest.raises(UpresError, match="must lie in"):
+        up.upscale(Image.fromarray(np.full((10, 12), 200.0, np.float32), mode="F"))
+
+
 def test_float64_stays_float64(up):
     f = np.random.default_rng(0).random((10, 12, 3))
     out = up.upscale(f)

@@ -127,7 +127,7 @@ def upscale_image(img: Any, model: str = "auto", *, scale: int | None = None,
                   outscale: float | None = None, size: tuple[int, int] | None = None,
                   fit: tuple[int, int] | None = None, tile: int | None = None,
                   **load_kw: Any) -> Any:
-    """Upscale one image (numpy array or PIL image, any dtype :meth:`Upscaler.upscale` takes)
+    """Upscale one image (numpy array, PIL image or a path, as :meth:`Upscaler.upscale` takes)
     to any size: ``outscale`` (a factor: 1.5, 6, 8), ``size`` ``(w, h)`` (a 0 keeps the aspect
     ratio) or ``fit`` ``(w, h)`` (largest within, keeping the aspect ratio); none of them:
     the model's own scale. With ``model="auto"`` the network of each scale is the default one

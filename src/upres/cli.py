@@ -32,6 +32,10 @@ def _add_int8_runtime(p: argparse.ArgumentParser) -> None:
                         "measured faster at the first int8 load, else onnxruntime)")
 _RASTER_FORMATS = ("gtiff", "cog")  # upres.jobs.RASTER_FORMATS, unimported
 _FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}  # --format: the suffixes users also type
+# -o with one of these suffixes means a file upres cannot write, not a folder's name
+_MEDIA_SUFFIXES = (".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".ico", ".ppm",
+                   ".pgm", ".pbm", ".pnm", ".tga", ".psd", ".exr", ".hdr", ".dng", ".svg",
+                   ".pdf", ".mp4", ".mkv", ".mov", ".webm", ".avi")
 
 
 def _err(msg: str) -> None:
@@ -158,8 +162,9 @@ def _check_denoise(args: argparse.Namespace, up: Any) -> None:
         raise _UsageError(f"--denoise: {args.model} is not a photo model and has no clean-up "
                           "strength; use -m auto or a photo model (upres models)")
     if not args.quiet:
-        _err(f"--denoise ignored: there is no photo model at x{up.scale} (the default there is "
-             f"x{up.scale}, which has no clean-up)")
+        why = ("photo models need the torch backend" if getattr(args, "backend", "torch") !=
+               "torch" else f"there is no photo model at x{up.scale}")
+        _err(f"--denoise ignored: {why}, so the default is x{up.scale}, which has no clean-up")
 
 
 def _check_output_name(output: str | None, n_items: int) -> None:
@@ -167,16 +172,13 @@ def _check_output_name(output: str | None, n_items: int) -> None:
     refused rather than taken for a folder's name (exit 2)."""
     if output is None or Path(output).is_dir() or output.endswith(("/", os.sep)):
         return
-    from PIL import Image
-
     from upres.formats import KIND_EXTS
     from upres.formats.image import FORMAT_EXTS, format_for_suffix
 
     out = Path(output)
     ext = out.suffix.lower()
     writable = bool(format_for_suffix(out)) or ext in KIND_EXTS["dicom"]
-    media = ext in Image.registered_extensions() or ext in (".heic", ".heif", ".avif", ".jxl",
-                                                            ".mp4", ".mkv", ".mov", ".webm")
+    media = ext in _MEDIA_SUFFIXES
     if media and not writable:
         names = ", ".join(sorted(set(FORMAT_EXTS.values())))
         raise _UsageError(f"-o {output}: upres cannot write {ext} files; name the output "
@@ -477,10 +479,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for path, text in ((args.json, lambda: json.dumps([r.to_json() for r in results], indent=2)),
                        (args.markdown, lambda: to_markdown(results))):
         if path:
-            from upres.formats.files import atomic_write
+            out = Path(path)
+            special = out.is_symlink() or (out.exists() and not out.is_file())
+            if special:  # /dev/stdout, a link: written through, not replaced
+                with open(out, "w") as f:
+                    f.write(text())
+            else:
+                from upres.formats.files import atomic_write
 
-            out = atomic_write(path, text().encode(), overwrite=True)
-            print(f"wrote {out}")
+                atomic_write(out, text().encode(), overwrite=True)
+            print(f"wrote {out}", file=sys.stderr if special else sys.stdout)
     if args.report:
         from upres.report import write_report
 

@@ -32,8 +32,8 @@ from upres.formats.png import encode_png
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FORMAT_EXTS", "IMAGE_EXTS", "MAX_SIDE", "ImageInfo", "check_size",
-    "encode_image", "format_for_suffix", "is_opaque", "jpeg_quality_of", "read_image",
-    "read_image_info", "read_rgb8", "to_8bit", "write_image",
+    "encode_image", "format_for_suffix", "is_opaque", "is_tiff_bytes", "jpeg_quality_of",
+    "read_image", "read_image_info", "read_rgb8", "to_8bit", "write_image",
 ]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -318,14 +318,18 @@ def _pil_to_array(img: Image.Image, path: Path) -> tuple[np.ndarray, bytes | Non
     return np.asarray(img).copy(), icc
 
 
+def is_tiff_bytes(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts as a TIFF or BigTIFF does (either byte
+    order)."""
+    return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def _is_tiff(path: Path) -> bool:
-    """Whether ``path`` starts as a TIFF or BigTIFF does (either byte order)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            return is_tiff_bytes(f.read(4))
     except OSError:
         return False
-    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def read_image_info(path: str | os.PathLike[str], *,
@@ -474,8 +478,9 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
     return buf.getvalue()
 
 
-#: The largest side each format can hold (WebP 14-bit sizes, JPEG 16-bit sizes).
-MAX_SIDE = {"WEBP": 16383, "JPEG": 65535}
+#: The largest side each format can hold (WebP: 14-bit sizes; JPEG: libjpeg's own ceiling,
+#: below the format's 65535).
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}
 _JPEG_EXIF_MAX = 65533  # an APP1 segment's length field, less the "Exif\0\0" header's share
 
 

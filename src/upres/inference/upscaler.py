@@ -117,7 +117,8 @@ def pil_pixels(img: Image.Image) -> np.ndarray:
     """A PIL image's pixels as an ``(H, W[, C])`` array upres takes: modes whose array is not
     pixel values (palette indices, CMYK, YCbCr, LAB, HSV, 1-bit, premultiplied, 32-bit
     integer) are converted first: palette to RGB(A), 1-bit to L, the rest to RGB(A); ``I``
-    to 16 bits when its values fit, else refused; ``F`` must already be in [0, 1]."""
+    to 16 bits when its values fit (so it comes back ``I;16``), else refused; big-endian
+    ``I;16B`` to native order; ``F`` must already be in [0, 1] (else refused)."""
     mode = img.mode
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -137,7 +138,13 @@ def pil_pixels(img: Image.Image) -> np.ndarray:
             raise UpresError(f"a PIL image of mode I with values {arr.min()}..{arr.max()} "
                              "(outside 0..65535); give a numpy array scaled to [0, 1]")
         return arr.astype(np.uint16)
-    return np.asarray(img)
+    arr = np.asarray(img)
+    if arr.dtype.byteorder == ">":  # I;16B
+        return arr.astype(arr.dtype.newbyteorder("="))
+    if mode == "F" and arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1):
+        raise UpresError(f"a PIL image of mode F with values {np.nanmin(arr):g}.."
+                         f"{np.nanmax(arr):g}; float pixels must lie in [0, 1]")
+    return arr
 
 
 def _as_array(img: Any) -> tuple[np.ndarray, str]:

@@ -125,16 +125,14 @@ def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
 
 
 def _once(items: list[Item]) -> list[Item]:
-    """``items`` with each file once (the same file named twice, or named and found in a listed
-    folder, is one input), in first-seen order; a file named on the command line anywhere
-    stays named (:func:`drop_own_outputs` keeps it)."""
-    first: dict[Path, int] = {}
+    """``items`` with each path once (the same path named twice, spelt ``./a.png`` or ``a.png``,
+    or named and found in a listed folder, is one input; a link is its own name), in
+    first-seen order; a file named on the command line anywhere stays named
+    (:func:`drop_own_outputs` keeps it)."""
+    first: dict[str, int] = {}
     out: list[Item] = []
     for it in items:
-        try:
-            key = it.src.resolve()
-        except OSError:
-            key = it.src.absolute()
+        key = os.path.normpath(os.path.abspath(it.src))
         if key not in first:
             first[key] = len(out)
             out.append(it)

@@ -42,13 +42,15 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
+from upres.formats.image import is_tiff_bytes
 
 __all__ = ["ServeConfig", "create_app", "is_loopback", "run"]
 
 STATIC = Path(__file__).parent / "static"
 _MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
           "BMP": "image/bmp"}
-_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
+_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
+            "tif": "TIFF"}
 _EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
 #: What each query parameter allows, for one-line validation errors.
 _ALLOWED = {"scale": "a whole number from 2 to 8 (the networks enlarge by 2, 3 or 4)",
@@ -264,6 +266,7 @@ async def _image_bytes(request: Request, limit: int, timeout: float = 30.0) -> b
             if not isinstance(value, UploadFile):
                 where = (f"'{key}' is a parameter: parameters go in the query string "
                          f"(/v1/upscale?{key}=...)" if key in _PARAMS else
+                         "it must be a file part (curl -F file=@PATH)" if key == "file" else
                          "only the field 'file' is read")
                 raise _HTTPError(422, f"multipart field '{key}' refused: {where}")
         item = form.get("file")
@@ -300,7 +303,7 @@ def _probe(data: bytes, max_pixels: int) -> None:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
     except UnidentifiedImageError:
-        if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if not is_tiff_bytes(data):
             raise _HTTPError(415, "upload: not an image file (format not recognised)") \
                 from None
         try:  # a TIFF PIL does not decode; upres reads it with tifffile

@@ -418,8 +418,10 @@ class Trainer:
 
     @torch.no_grad()
     def _check_patch(self) -> None:
-        """Run one zero patch through the network (and the discriminator): a patch size the
-        architecture cannot take is an error naming ``data.patch`` before any data is read."""
+        """Run one zero patch through copies of the network (and the discriminator): a patch
+        size the architecture cannot take is an error naming ``data.patch`` before any data is
+        read. Copies, so nothing the run saves changes (batch-norm statistics, spectral-norm
+        vectors, weights a re-parameterised block folds in eval mode)."""
         p, s = self.cfg.data.patch, self.cfg.scale
         lr, hr = self._convention(torch.zeros(1, 3, p, p), torch.zeros(1, 3, p * s, p * s))
         vr = self.conv.get("value_range", 1.0)
@@ -427,7 +429,7 @@ class Trainer:
         if self.gan is not None:
             nets.append((self.gan.d, hr, self.cfg.gan.discriminator))
         for net, x, name in nets:
-            net.eval()  # no batch-norm statistics or spectral-norm iterations change
+            net = copy.deepcopy(net).eval()
             try:
                 with torch.autocast(self.device.type, enabled=self.amp_dtype is not None,
                                     dtype=self.amp_dtype or torch.bfloat16):
@@ -437,8 +439,6 @@ class Trainer:
             except RuntimeError as exc:
                 raise UpresError(f"config key 'data.patch': {name} cannot take {p}x{p} LR "
                                  f"patches at x{s} ({one_line(exc, 120)})") from None
-            finally:
-                net.train()
 
     def _catch_sigint(self) -> Callable[[], object]:
         """Make Ctrl-C stop the loop at the end of the current step, checkpointed (a second
@@ -455,6 +455,14 @@ class Trainer:
 
         signal.signal(signal.SIGINT, stop)
         return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is true in any process (a collective: every process calls it)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """The mean of logged values over the processes (each has its shard's)."""
@@ -659,7 +667,12 @@ class Trainer:
                 self.metric(**{f"val_psnr_y/{k}": v for k, v in scores.items()})
                 self.model.train()
                 t_last = time.time()
-            stop = self._interrupted or (until is not None and self.step >= until)
+            until_here = until is not None and self.step >= until
+            if self.dist.enabled and not (last or until_here):
+                # every process stops after the same step on Ctrl-C, or none does (not at the
+                # end: a process still in this exchange when another has exited would abort)
+                self._interrupted = self._any_rank(self._interrupted)
+            stop = self._interrupted or until_here
             if self.step % cfg.ckpt_every == 0 or last or stop:
                 self.save_checkpoint()
             if stop:
