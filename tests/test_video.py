@@ -20,6 +20,7 @@ av = pytest.importorskip("av")
 
 import upres  # noqa: E402
 from upres.cli import main  # noqa: E402
+from upres.errors import UpresError  # noqa: E402
 from upres.formats.video import decode_rgb, probe, subtitle_text  # noqa: E402
 from upres.resize import imresize  # noqa: E402
 
@@ -44,8 +45,10 @@ def make_clip(path: Path, *, n: int = 20, w: int = 64, h: int = 48, pts: list[in
               pix_fmt: str = "yuv420p", gop: int = 10, audio: bool = False,
               subtitles: bool = False, rotation: int = 0, colorspace: int | None = None,
               color_range: int | None = None, title: str | None = None,
-              chapters: bool = False, options: dict | None = None) -> list[int]:
-    """Write a test clip; returns the frame timestamps."""
+              chapters: bool = False, options: dict | None = None,
+              dispositions: tuple[int, int] = (0, 0)) -> list[int]:
+    """Write a test clip; returns the frame timestamps. ``dispositions``: the audio's and
+    the subtitles' (FFmpeg's AV_DISPOSITION_* flags)."""
     pts = pts or [i * 100 for i in range(n)]  # 10 fps in milliseconds
     out = av.open(str(path), "w")
     if title:
@@ -66,8 +69,10 @@ def make_clip(path: Path, *, n: int = 20, w: int = 64, h: int = 48, pts: list[in
         a = out.add_stream("aac", rate=48000)
         a.layout = "mono"
         a.metadata["language"] = "eng"
+        a.disposition = av.stream.Disposition(dispositions[0])
     if subtitles:
         s = out.add_mux_stream("subrip")
+        s.disposition = av.stream.Disposition(dispositions[1])
     if chapters:
         out.set_chapters([{"id": 1, "start": 0, "end": 500, "time_base": Fraction(1, 1000),
                            "metadata": {"title": "one"}},
@@ -461,3 +466,246 @@ def test_hdr10_mastering_metadata_kept(tmp_path, bic2):
                         say=notes.append)
     assert any("HDR10" in n and "--codec h265" in n for n in notes)
     assert probe(tmp_path / "o.mp4").mastering is None
+
+
+@pytest.mark.parametrize("codec", ["prores", "av1", "h265"])
+def test_prores_and_av1_are_written_quietly_and_resumed(tmp_path, bic2, capfd, codec):
+    src = tmp_path / "c.mkv"
+    make_clip(src, n=6, gop=3)
+    with pytest.raises(RuntimeError):  # a failed run, then a resumed one
+        upres.upscale_video(_FailingNetwork(bic2, 4, RuntimeError("boom")), src,
+                            tmp_path / "o.mkv", codec=codec, segment_seconds=0.2,
+                            say=lambda _: None)
+    capfd.readouterr()
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv", codec=codec, segment_seconds=0.2,
+                              say=notes.append)
+    assert any("1 already done (resuming)" in n for n in notes), notes
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert v.codec_context.name in {"prores": {"prores"}, "h265": {"hevc"}}.get(
+            codec, {"libdav1d", "av1"})
+        assert len(list(c.decode(v))) == 6
+    err = capfd.readouterr().err
+    assert "Svt[" not in err and "x265 [" not in err  # no encoder's banner
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("ffv1", ".mkv"), ("vp9", ".webm"),
+                                              ("vp9", ".mp4")])
+def test_ffv1_and_vp9_keep_colour_tags_and_aspect_ratio(tmp_path, bic2, codec, suffix):
+    src = tmp_path / "c.mp4"
+    make_clip(src, n=3, colorspace=1, options={"aspect": "32:27"})
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / f"o{suffix}", codec=codec,
+                              say=notes.append)
+    c, v = _video(out)
+    with c:
+        assert v.codec_context.colorspace == 1 and v.codec_context.color_range == 1
+        if suffix == ".mp4":
+            assert v.sample_aspect_ratio == Fraction(32, 27)
+        else:  # PyAV cannot give a Matroska stream its aspect ratio: said
+            assert any("non-square pixels (32:27)" in n for n in notes)
+
+
+def test_ten_bit_into_webm_says_it_becomes_eight_bit(tmp_path, bic2):
+    src = tmp_path / "hdr.mkv"
+    make_clip(src, codec="libx265", pix_fmt="yuv420p10le", colorspace=9, n=3,
+              options={"x265-params": "log-level=error"})
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / "o.webm", say=notes.append)
+    c, v = _video(out)
+    with c:
+        assert v.codec_context.pix_fmt == "yuv420p"
+    assert any("10-bit" in n and "output is 8-bit" in n for n in notes)
+
+
+class _FailingNetwork:
+    """A real upscaler that raises ``exc`` at frame ``at``."""
+
+    def __init__(self, up, at: int, exc: BaseException) -> None:
+        self._up, self._at, self._exc, self._n = up, at, exc, 0
+
+    def __getattr__(self, name):
+        return getattr(self._up, name)
+
+    def upscale(self, img, **kw):
+        self._n += 1
+        if self._n > self._at:
+            raise self._exc
+        return self._up.upscale(img, **kw)
+
+
+def test_changed_input_under_the_same_name_starts_afresh(tmp_path, bic2):
+    src, out = tmp_path / "c.mkv", tmp_path / "o.mkv"
+    make_clip(src, n=30, gop=5)
+    with pytest.raises(RuntimeError):
+        upres.upscale_video(_FailingNetwork(bic2, 20, RuntimeError("boom")), src, out,
+                            segment_seconds=0.5, say=lambda _: None)
+    assert list((tmp_path / ".o.mkv.upres").glob("seg-*.nut"))
+    make_clip(src, n=30, gop=5, options={"crf": "45"})  # another video, same name and form
+    os.utime(src, ns=(1, 10**18))
+    notes: list[str] = []
+    upres.upscale_video(bic2, src, out, segment_seconds=0.5, say=notes.append)
+    assert any("changed (size or time)" in n for n in notes)
+    want = upres.upscale_video(bic2, src, tmp_path / "ref.mkv", segment_seconds=0.5,
+                               say=lambda _: None)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(_frames(out), _frames(want),
+                                                              strict=True))
+
+
+def test_interrupt_says_how_to_resume_and_early_failure_leaves_no_work(tmp_path, bic2):
+    src, out = tmp_path / "c.mkv", tmp_path / "o.mkv"
+    make_clip(src, n=30, gop=5)
+    notes: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        upres.upscale_video(_FailingNetwork(bic2, 20, KeyboardInterrupt()), src, out,
+                            segment_seconds=0.5, say=notes.append)
+    work = tmp_path / ".o.mkv.upres"
+    assert any("interrupted" in n and str(work) in n and "resume" in n for n in notes)
+    assert list(work.glob("seg-*.nut"))
+    out2 = tmp_path / "p.mkv"
+    with pytest.raises(UpresError):
+        upres.upscale_video(_FailingNetwork(bic2, 0, UpresError("bad")), src, out2,
+                            say=lambda _: None)
+    assert not (tmp_path / ".p.mkv.upres").exists()
+
+
+def test_late_video_start_or_longer_subtitles_in_matroska_are_not_damage(tmp_path, bic2):
+    src = tmp_path / "late.mkv"
+    make_clip(src, pts=[480 + i * 100 for i in range(10)], audio=True)
+    meta = probe(src)
+    assert meta.damaged_at is None
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv", say=lambda _: None)
+    assert [p for p, _ in _frames(out)] == [480 + i * 100 for i in range(10)]
+    make_clip(tmp_path / "subs.mkv", n=5, subtitles=True)  # a cue lasts past the last frame
+    assert probe(tmp_path / "subs.mkv").damaged_at is None
+
+
+def _clip_with_audio(path: Path, acodec: str, *, vcodec: str = "libx264", rate: int = 48000,
+                     n: int = 5) -> None:
+    """A 64x48 clip at 10 fps with one stereo audio stream of ``acodec``."""
+    out = av.open(str(path), "w")
+    v = out.add_stream(vcodec, rate=10)
+    v.codec_context.width, v.codec_context.height, v.codec_context.pix_fmt = 64, 48, "yuv420p"
+    a = out.add_stream(acodec, rate=rate)
+    a.layout = "stereo"
+    if acodec.startswith("wma"):
+        a.bit_rate = 128000
+    for i in range(n):
+        f = av.VideoFrame.from_ndarray(_pattern(i, 64, 48), format="rgb24").reformat(
+            format="yuv420p")
+        f.pts = i
+        for p in v.encode(f):
+            out.mux(p)
+    for p in v.encode(None):
+        out.mux(p)
+    res = av.AudioResampler(format=a.codec_context.format, layout="stereo", rate=rate)
+    tone = np.tile((0.2 * np.sin(np.arange(rate * n // 10) / 20)).astype(np.float32), (2, 1))
+    fr = av.AudioFrame.from_ndarray(tone, format="fltp", layout="stereo")
+    fr.sample_rate, fr.pts = rate, 0
+    size = a.codec_context.frame_size or 1024
+    fifo = av.AudioFifo()
+    for rf in res.resample(fr):
+        fifo.write(rf)
+    while (chunk := fifo.read(size)) is not None:
+        for p in a.encode(chunk):
+            out.mux(p)
+    for p in a.encode(None):
+        out.mux(p)
+    out.close()
+
+
+@pytest.mark.parametrize(("name", "acodec", "vcodec", "suffix"), [
+    ("w.wmv", "wmav2", "wmv2", ".mkv"), ("w.wmv", "wmav2", "wmv2", ".mp4"),
+    ("o.mkv", "libopus", "libx264", ".mov"), ("f.mkv", "flac", "libx264", ".mov")])
+def test_audio_the_container_cannot_hold_is_reencoded(tmp_path, bic2, name, acodec, vcodec,
+                                                      suffix):
+    src = tmp_path / name
+    _clip_with_audio(src, acodec, vcodec=vcodec)
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / f"out{suffix}", say=notes.append)
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert c.streams.audio[0].codec_context.channels == 2
+        assert len(list(c.decode(c.streams.audio[0]))) > 0
+    assert any("re-encoded to aac" in n for n in notes)
+
+
+def test_codec_the_container_refuses_is_said_before_any_work(tmp_path, capsys):
+    src = tmp_path / "c.mkv"
+    make_clip(src, n=4)
+    for codec in ("vp9", "av1"):
+        assert main(["video", str(src), "-o", str(tmp_path / "x.mov"), "--codec", codec,
+                     "-m", "bicubic", "-s", "2"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--codec {codec} cannot go into a mov file" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mkv"]
+
+
+def test_crf_and_preset_out_of_range_are_refused_before_any_work(tmp_path, capsys):
+    src = tmp_path / "c.mkv"
+    make_clip(src, n=4)
+    cases = [(["--crf", "-5"], "--crf -5: h264 takes 0 to 51"),
+             (["--crf", "64", "--codec", "vp9"], "--crf 64: vp9 takes 0 to 63"),
+             (["--crf", "99999999999", "--codec", "h265"], "h265 takes 0 to 51"),
+             (["--preset", "bogus"], "--preset bogus: h264 takes ultrafast, "),
+             (["--preset", "slow", "--codec", "vp9"], "vp9 takes cpu-used, -8 to 8"),
+             (["--preset", "fast", "--codec", "ffv1"], "--preset applies to"),
+             (["--crf", "1", "--codec", "prores", "-o", str(tmp_path / "x.mov")],
+              "--crf applies to")]
+    for args, msg in cases:
+        capsys.readouterr()
+        assert main(["video", str(src), "-m", "bicubic", "-s", "2", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mkv"]
+
+
+def test_matroska_output_declares_the_input_frame_rate(tmp_path, bic2):
+    src = tmp_path / "c.mp4"
+    make_clip(src, n=5, tb=Fraction(1, 12800), pts=[i * 1280 for i in range(5)])
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv", say=lambda _: None)
+    c, v = _video(out)
+    with c:
+        assert v.average_rate == v.guessed_rate == 10
+        assert v.codec_context.framerate == 10  # H.264's own timing info, not 1/time base
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_default_and_forced_dispositions_are_copied(tmp_path, bic2, suffix):
+    from av.stream import Disposition
+
+    src = tmp_path / "d.mkv"
+    make_clip(src, n=10, audio=True, subtitles=True,
+              dispositions=(Disposition.default | Disposition.dub,
+                            Disposition.default | Disposition.forced))
+    out = upres.upscale_video(bic2, src, tmp_path / f"o{suffix}", say=lambda _: None)
+    with av.open(str(out)) as c:
+        assert Disposition.default in c.streams.audio[0].disposition
+        sub = c.streams.subtitles[0].disposition
+        assert Disposition.default in sub and Disposition.forced in sub
+
+
+def test_frames_past_the_end_and_mp4_chapter_track(tmp_path, bic2, capsys):
+    src = tmp_path / "c.mp4"
+    make_clip(src, n=10, chapters=True)
+    assert main(["video", str(src), "--frames", "60:70", "-m", "bicubic", "-s", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--frames 60:70: no frame in that range (the video has 10 frames)" in err
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / "o.mkv", say=notes.append)
+    assert not any("dropped" in n for n in notes), notes
+    with av.open(str(out)) as c:
+        assert [ch["metadata"].get("title") for ch in c.chapters()] == ["one", "two"]
+
+
+def test_stream_an_encoder_refuses_is_said_before_any_work(tmp_path, bic2, monkeypatch):
+    import upres.formats.video as fv
+
+    src = tmp_path / "w.wmv"
+    _clip_with_audio(src, "wmav2", vcodec="wmv2")
+    monkeypatch.setattr(fv, "_layout", lambda layout: layout)  # AAC refuses "2 channels"
+    net = _FailingNetwork(bic2, 0, AssertionError("the network ran"))
+    with pytest.raises(UpresError, match=r"out\.mp4: a mp4 file cannot be written"):
+        upres.upscale_video(net, src, tmp_path / "out.mp4", say=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.wmv"]

@@ -9,14 +9,15 @@ segments with the input's other streams into a temporary file, renamed to the ou
 complete.
 
 Resume: the work folder ``.NAME.upres/`` holds ``job.json`` (what the job is: the input's
-path and video stream, the model and a hash of its weights, scale, tiling, precision, encoder;
-a hash of it) and ``seg-A-B.nut`` for each finished segment (frames with timestamps in
-``[A, B)``). Run the same command again after a crash or SIGKILL and only the missing segments
-are made; the finished ones are used as they are, so the result is the same as an
-uninterrupted run's. A different job for the same output starts over. A damaged input (read
-errors, or a file that ends before the duration it declares) is processed up to the damage,
-then the run stops with one line naming the time; its segments stay for a run on the repaired
-file.
+path, size, modification time and video stream, the model and a hash of its weights, scale,
+tiling, precision, encoder; a hash of it) and ``seg-A-B.nut`` (``.mov`` for ProRes) for each
+finished segment (frames with timestamps in ``[A, B)``). Run the same command again after a
+crash, Ctrl-C or SIGKILL and only the missing segments are made; the finished ones are used as
+they are, so the result is the same as an uninterrupted run's. A different job for the same
+output (or a changed input) starts over; a run that fails before any segment is finished
+removes its work folder. A damaged input (read errors, or a file that ends before the
+duration it declares) is processed up to the damage, then the run stops with one line naming
+the time; its segments stay for a run on the repaired file.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from upres.formats.video import (
     SegmentEncoder,
     VideoMeta,
     assemble,
+    check_streams,
     decode_rgb,
     encode_settings,
     probe,
@@ -70,10 +72,10 @@ def select_range(meta: VideoMeta, *, frames: tuple[int | None, int | None] | Non
     if frames is not None:
         a, b = frames
         a = 0 if a is None else a
+        if a < 0 or a >= min(len(pts), len(pts) if b is None else b):
+            raise UpresError(f"--frames {a}:{'' if b is None else b}: no frame in that range "
+                             f"(the video has {len(pts)} frames)")
         b = len(pts) if b is None else min(b, len(pts))
-        if a < 0 or a >= b:
-            raise UpresError(f"--frames {a}:{b}: no frame in that range (the video has "
-                             f"{len(pts)} frames)")
         lo, hi = pts[a], (pts[b] if b < len(pts) else meta.end)
     if start is not None or duration is not None:
         t0 = pts[0] + round((start or 0.0) / meta.time_base)
@@ -105,6 +107,7 @@ class VideoJob:
     """Everything that decides the output's bytes; its ``key`` names the work folder's job."""
 
     src: str
+    src_stat: str
     stream: str
     model: str
     weights: str
@@ -178,6 +181,7 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
                                pix_fmt=pix_fmt)
     w, h = meta.width * s, meta.height * s
     ew, eh = _encoder_size(settings.pix_fmt, w, h)
+    check_streams(meta, dst, container, settings, ew, eh)
     segments = plan_segments(meta, lo, hi, segment_seconds)
     kw: dict[str, Any] = {}
     if getattr(up, "denoise", None) == "auto" and hasattr(up, "choose"):
@@ -185,7 +189,8 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
         t = up.choose(next(decode_rgb(meta, lo, hi))[2])
         kw = {"denoise": t}
         say(f"{up.name}: clean-up strength {t:.2f} for every frame (measured on the first)")
-    job = VideoJob(src=str(src.resolve()),
+    st = src.stat()
+    job = VideoJob(src=str(src.resolve()), src_stat=f"{st.st_size} {st.st_mtime_ns}",
                    stream=f"{meta.codec} {meta.width}x{meta.height} {meta.pix_fmt} "
                           f"{meta.time_base} {meta.rotation} {meta.matrix}",
                    model=str(getattr(up, "name", "")),
@@ -194,7 +199,7 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
                    settings=(settings.encoder, settings.pix_fmt, settings.options),
                    denoise=str(kw.get("denoise", getattr(up, "denoise", ""))))
     work = dst.with_name(f".{dst.name}.upres")
-    done = _open_work(work, job, say)
+    done = _open_work(work, job, say, settings.segment)
     n_frames = sum(1 for p in meta.pts if lo <= p < hi)
     say(f"{src.name}: {n_frames} frames, {meta.width}x{meta.height} -> {ew}x{eh}, "
         f"{settings.summary}, {len(segments)} segment(s)"
@@ -208,6 +213,17 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
     if (meta.mastering or meta.light_level) and settings.encoder != "libx265":
         say(f"{src.name} carries HDR10 mastering metadata, which {settings.encoder} is not "
             "given: the output plays without it (use --codec h265 to keep it)")
+    depth = _format_bits(settings.pix_fmt)
+    if pix_fmt is None and depth < meta.bits:
+        say(f"{src.name} is {meta.bits}-bit, but {settings.encoder} here takes at most "
+            f"{depth} bits: the output is {depth}-bit and may show banding (use .mkv or .mp4, "
+            "where H.265 keeps the depth)")
+    if meta.sar and meta.sar != 1 and container in ("matroska", "webm") and \
+            settings.encoder not in ("libx264", "libx265"):
+        say(f"{src.name} has non-square pixels ({meta.sar.numerator}:{meta.sar.denominator}), "
+            f"which upres can give a {container} file only in an H.264/H.265 bitstream: the "
+            f"{settings.encoder} stream's header says square pixels (use .mp4 or --codec "
+            "h264 to keep them)")
     if meta.interlaced:
         say(f"{src.name} is interlaced: each frame's two fields are upscaled together and "
             "written as progressive frames, so motion shows combing; deinterlace it first "
@@ -221,13 +237,22 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
     try:
         _run_segments(up, meta, segments, todo, work, settings, (ew, eh), tile, tile_overlap,
                       bar, kw)
+    except BaseException as exc:
+        bar.close()
+        n = len(list(work.glob(f"seg-*[0-9].{settings.segment}")))
+        if not n:
+            shutil.rmtree(work, ignore_errors=True)  # nothing to resume from
+        elif isinstance(exc, KeyboardInterrupt):
+            say(f"interrupted: {n} finished segment(s) kept in {work}; run the same command "
+                "again to resume from them")
+        raise
     finally:
         bar.close()
     if meta.damaged_at is not None:
         raise UpresError(f"{src}: damaged video at {meta.damaged_at:.3f} s (the file ends or "
                          f"fails there); the frames before it are done and kept in {work} for a "
                          "run on a repaired file")
-    seg_files = [_seg_file(work, seg) for seg in segments]
+    seg_files = [_seg_file(work, seg, suffix=settings.segment) for seg in segments]
     sweep_stale(dst.parent, dst.name)
     tmp = temp_path(dst, dst.suffix)
     try:
@@ -247,6 +272,12 @@ def upscale_video(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[s
     return dst
 
 
+def _format_bits(pix_fmt: str) -> int:
+    import av
+
+    return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+
+
 def _encoder_size(pix_fmt: str, w: int, h: int) -> tuple[int, int]:
     """The frame size the encoder takes: even width for 4:2:x, even height for 4:2:0."""
     import av
@@ -257,22 +288,29 @@ def _encoder_size(pix_fmt: str, w: int, h: int) -> tuple[int, int]:
     return -(-w // cw) * cw, -(-h // ch) * ch
 
 
-def _seg_file(work: Path, seg: tuple[int, int], part: bool = False) -> Path:
-    return work / f"seg-{seg[0]}-{seg[1]}{'.part' if part else ''}.nut"
+def _seg_file(work: Path, seg: tuple[int, int], part: bool = False,
+              suffix: str = "nut") -> Path:
+    return work / f"seg-{seg[0]}-{seg[1]}{'.part' if part else ''}.{suffix}"
 
 
-def _open_work(work: Path, job: VideoJob, say: Callable[[str], None]) -> set[tuple[int, int]]:
+def _open_work(work: Path, job: VideoJob, say: Callable[[str], None],
+               suffix: str = "nut") -> set[tuple[int, int]]:
     """The work folder for ``job``: its finished segments ``(A, B)`` (a folder of another job
     is cleared first; temporaries of killed runs are removed)."""
     meta_file = work / "job.json"
     if work.is_dir():
         try:
-            old = json.loads(meta_file.read_text()).get("key")
+            saved = json.loads(meta_file.read_text())
         except (OSError, ValueError):
-            old = None
-        if old != job.key:
-            say(f"{work}: holds the work of another job (other input, model or settings); "
-                "starting over")
+            saved = {}
+        if saved.get("key") != job.key:
+            was = saved.get("job") or {}
+            if was.get("src") == job.src and was.get("src_stat") != job.src_stat:
+                say(f"{work}: {job.src} changed (size or time) since its work was saved; "
+                    "starting over")
+            else:
+                say(f"{work}: holds the work of another job (other input, model or "
+                    "settings); starting over")
             shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     for f in work.glob("*.part*"):
@@ -284,7 +322,7 @@ def _open_work(work: Path, job: VideoJob, say: Callable[[str], None]) -> set[tup
                                   indent=1))
         os.replace(tmp, meta_file)
     done = set()
-    for f in work.glob("seg-*.nut"):
+    for f in work.glob(f"seg-*.{suffix}"):
         parts = f.stem.split("-")
         with contextlib.suppress(ValueError, IndexError):
             done.add((int(parts[1]), int(parts[2])))
@@ -352,9 +390,10 @@ def _run_segments(up: Any, meta: VideoMeta, segments: list[tuple[int, int]], tod
                     return
                 if isinstance(item[0], str):
                     what, i = item
-                    final = _seg_file(work, segments[i])
+                    final = _seg_file(work, segments[i], suffix=settings.segment)
                     if what == "start":
-                        part = _seg_file(work, segments[i], part=True)
+                        part = _seg_file(work, segments[i], part=True,
+                                         suffix=settings.segment)
                         enc = SegmentEncoder(part, meta, size[0], size[1], settings)
                     else:
                         assert enc is not None and part is not None

@@ -15,6 +15,7 @@ chapters.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ import numpy as np
 from upres.errors import UnsupportedImageError, UpresError, one_line
 
 __all__ = ["CODECS", "CONTAINERS", "EncodeSettings", "SegmentEncoder", "VideoMeta", "assemble",
-           "decode_rgb", "encode_settings", "is_video", "probe"]
+           "check_streams", "decode_rgb", "encode_settings", "is_video", "probe"]
 
 #: Output container (FFmpeg muxer) by suffix.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov",
@@ -39,6 +40,15 @@ CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvp
 _VIDEO_EXTS = (".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".y4m", ".mxf", ".vob")
 _DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 28}
+#: The --crf each encoder takes.
+_CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63),
+              "libsvtav1": (1, 63)}
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")
+#: The --preset each encoder takes (VP9: libvpx's cpu-used; AV1: SVT-AV1's preset).
+_PRESETS = {"libx264": _X26X_PRESETS, "libx265": _X26X_PRESETS,
+            "libvpx-vp9": tuple(str(i) for i in range(-8, 9)),
+            "libsvtav1": tuple(str(i) for i in range(14))}
 #: Matrix names swscale takes, by FFmpeg's AVColorSpace number.
 _MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020",
            10: "BT2020"}
@@ -191,11 +201,16 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
         if end is None or end <= pts[-1]:
             step = (pts[-1] - pts[-2]) if len(pts) > 1 else max(1, int(1 / (tb * 25)))
             end = pts[-1] + step
-        declared = v.duration if v.duration else None
-        if declared is None and c.duration:
-            declared = int(c.duration / 1e6 / tb)
+        declared_end = None  # where the headers say the video ends
+        tag = _clock_seconds(v.metadata.get("DURATION", ""))  # Matroska's, the track's end
+        if v.duration:
+            declared_end = (v.start_time or 0) + v.duration
+        elif tag is not None:
+            declared_end = int(tag / tb)
+        elif c.duration:  # the container's span, from its earliest stream's start
+            declared_end = int(((c.start_time or 0) + c.duration) / 1e6 / tb)
         frame = (pts[-1] - pts[0]) / max(1, len(pts) - 1)
-        if damaged or (declared and (v.start_time or 0) + declared - end > 2 * frame):
+        if damaged or (declared_end is not None and declared_end - end > 2 * frame):
             damaged = float((end) * tb)
         first = _first_frame(p)
         rotation = round(first.rotation or 0) % 360
@@ -226,6 +241,14 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
             video_metadata=tuple(sorted(v.metadata.items())), chapters=chapters,
             damaged_at=damaged, interlaced=bool(getattr(first, "interlaced_frame", False)),
             **_hdr10(first))
+
+
+def _clock_seconds(text: str) -> Fraction | None:
+    """``HH:MM:SS.fraction`` in seconds, or None."""
+    m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", text.strip())
+    if m is None:
+        return None
+    return int(m[1]) * 3600 + int(m[2]) * 60 + Fraction(m[3])
 
 
 def _hdr10(frame: Any) -> dict[str, str]:
@@ -368,6 +391,7 @@ class EncodeSettings:
     options: tuple[tuple[str, str], ...]
     summary: str
     codec_tag: str | None = None
+    segment: str = "nut"
 
 
 def _supported(container: str) -> set[str]:
@@ -379,6 +403,44 @@ def _supported(container: str) -> set[str]:
             return set(out.supported_codecs)
     except Exception:
         return set()
+
+
+def _quiet_encoders() -> None:
+    """SVT-AV1 logs its banner and settings to stderr unless its environment says otherwise
+    (FFmpeg's log level does not reach it)."""
+    os.environ.setdefault("SVT_LOG", "1")
+
+
+def _muxes_video(container: str, encoder: str, pix_fmt: str) -> bool:
+    """True if FFmpeg's ``container`` muxer writes a header for a stream of ``encoder`` (a
+    throw-away muxer on the null device: codec lists say yes to pairs the muxer refuses)."""
+    import av
+
+    _quiet_encoders()
+    try:
+        with av.open(os.devnull, "w", format=container) as out:
+            quiet = {"x265-params": "log-level=none"} if encoder == "libx265" else {}
+            st = out.add_stream(encoder, rate=25, options=quiet)
+            st.codec_context.width, st.codec_context.height = 64, 64
+            st.codec_context.pix_fmt = pix_fmt
+            st.codec_context.time_base = Fraction(1, 25)
+            out.start_encoding()
+        return True
+    except Exception:
+        return False
+
+
+def _muxes_copy(container: str, stream: Any) -> bool:
+    """True if FFmpeg's ``container`` muxer writes a header for a copy of ``stream``."""
+    import av
+
+    try:
+        with av.open(os.devnull, "w", format=container) as out:
+            out.add_stream_from_template(stream, opaque=True)
+            out.start_encoding()
+        return True
+    except Exception:
+        return False
 
 
 def _nearest_format(wanted: str, bits: int, supported: list[str]) -> str:
@@ -405,7 +467,9 @@ def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None
     layout and depth), else 4:2:0 of the same depth.
 
     Raises:
-        UpresError: an unknown codec, or one the container cannot hold (``ffv1`` in MP4, ...).
+        UpresError: an unknown codec or one this FFmpeg lacks, one the container's muxer
+            refuses (``ffv1`` in MP4, ``vp9`` in MOV, ...), a ``crf`` out of the encoder's
+            range or a ``preset`` it does not have.
     """
     import av
 
@@ -420,10 +484,10 @@ def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None
     supported = _supported(container)
     base = {"libx264": "h264", "libx265": "hevc", "libvpx-vp9": "vp9", "libsvtav1": "av1",
             "ffv1": "ffv1", "prores_ks": "prores"}[enc]
-    if supported and base not in supported:
+    formats = [f.name for f in av.Codec(enc, "w").video_formats]
+    if (supported and base not in supported) or not _muxes_video(container, enc, formats[0]):
         raise UpresError(f"--codec {codec} cannot go into a {container} file; use .mkv "
                          "(or .mov for prores)")
-    formats = [f.name for f in av.Codec(enc, "w").video_formats]
     if pix_fmt is not None:
         if pix_fmt not in formats:
             raise UpresError(f"--pix-fmt {pix_fmt}: {enc} takes {', '.join(formats)}")
@@ -432,6 +496,7 @@ def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None
         fmt = "yuv444p10le" if "444" in meta.pix_fmt else "yuv422p10le"
     else:
         fmt = _nearest_format(meta.pix_fmt, meta.bits, formats)
+    _check_quality(codec, enc, crf, preset)
     opts: dict[str, str] = {}
     what = enc
     if enc in _DEFAULT_CRF:
@@ -464,21 +529,51 @@ def encode_settings(meta: VideoMeta, container: str, *, codec: str | None = None
             # here, even with one thread), and a resumed video must equal an uninterrupted
             # one; without it x264 is deterministic (x265, VP9 and SVT-AV1 are as they are)
             opts["x264-params"] = "mbtree=0"
+            if _constant_rate(meta):  # the stream's timing info says the rate, not 1/time base
+                opts["x264-params"] += ":force-cfr=1"
     elif enc == "ffv1":
         opts.update({"level": "3", "slicecrc": "1"})
         what += " (lossless)"
     elif enc == "prores_ks":
         opts["profile"] = "3"
         what += " HQ"
-    if crf is not None and enc not in _DEFAULT_CRF:
-        raise UpresError(f"--crf applies to h264, h265, vp9 and av1, not {codec}")
     tag = "hvc1" if enc == "libx265" and container in ("mp4", "mov") else None
-    return EncodeSettings(enc, fmt, tuple(sorted(opts.items())), f"{what}, {fmt}", tag)
+    segment = "mov" if enc == "prores_ks" else "nut"  # NUT cannot hold ProRes
+    return EncodeSettings(enc, fmt, tuple(sorted(opts.items())), f"{what}, {fmt}", tag,
+                          segment)
+
+
+def _constant_rate(meta: VideoMeta) -> bool:
+    """True if every frame lasts exactly 1 / ``meta.rate``."""
+    if not meta.rate or len(meta.pts) < 2:
+        return False
+    step = 1 / (meta.rate * meta.time_base)
+    return step.denominator == 1 and all(b - a == step for a, b in
+                                         itertools.pairwise(meta.pts))
+
+
+def _check_quality(codec: str, enc: str, crf: int | None, preset: str | None) -> None:
+    """Refuse a ``crf`` or ``preset`` that ``enc`` does not take, before any work."""
+    if crf is not None:
+        if enc not in _CRF_RANGE:
+            raise UpresError(f"--crf applies to h264, h265, vp9 and av1, not {codec}")
+        lo, hi = _CRF_RANGE[enc]
+        if not lo <= crf <= hi:
+            raise UpresError(f"--crf {crf}: {codec} takes {lo} to {hi}")
+    if preset is not None:
+        if enc not in _PRESETS:
+            raise UpresError(f"--preset applies to h264, h265, vp9 and av1, not {codec}")
+        if preset not in _PRESETS[enc]:
+            what = {"libvpx-vp9": "cpu-used, ", "libsvtav1": "SVT-AV1's preset, "}.get(enc, "")
+            choices = _PRESETS[enc]
+            listed = ", ".join(choices) if len(choices) < 12 else f"{choices[0]} to {choices[-1]}"
+            raise UpresError(f"--preset {preset}: {codec} takes {what}{listed}")
 
 
 class SegmentEncoder:
-    """Encodes the upscaled frames of one segment into ``path`` (NUT, video only: it keeps
-    any time base exactly), with the source's timestamps, colour tags and sample aspect
+    """Encodes the upscaled frames of one segment into ``path`` (``settings.segment``: NUT,
+    which keeps any time base exactly, or MOV for ProRes, whose time scale is a multiple of
+    the source's; video only), with the source's timestamps, colour tags and sample aspect
     ratio. :meth:`close` flushes the encoder and closes the file; the caller commits it by a
     rename."""
 
@@ -490,7 +585,8 @@ class SegmentEncoder:
         self.width, self.height = width, height
         # NUT keeps any time base exactly; negative decode times are not shifted (assemble
         # rebuilds those of the first packets)
-        self.out = av.open(str(path), "w", format="nut",
+        _quiet_encoders()
+        self.out = av.open(str(path), "w", format=settings.segment,
                            options={"avoid_negative_ts": "disabled"})
         st = self.out.add_stream(settings.encoder, rate=meta.rate or Fraction(25),
                                  options=dict(settings.options))
@@ -498,12 +594,7 @@ class SegmentEncoder:
         cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
         cc.time_base = meta.time_base
         st.time_base = meta.time_base
-        cc.color_range = 2 if meta.color_range == 2 else 1
-        cc.colorspace = _matrix_number(meta.matrix, meta.colorspace)
-        cc.color_primaries = meta.color_primaries
-        cc.color_trc = meta.color_trc
-        if meta.sar is not None:
-            cc.sample_aspect_ratio = meta.sar
+        _tag_colour(cc, meta)
         cc.thread_count = 0
         self.stream = st
         self._fmt = "rgb24"
@@ -535,6 +626,17 @@ class SegmentEncoder:
             self.out.close()
 
 
+def _tag_colour(cc: Any, meta: VideoMeta) -> None:
+    """Give the codec context ``cc`` the source's colour tags and sample aspect ratio (the
+    container carries them for codecs whose bitstream does not: FFV1, VP9, ProRes)."""
+    cc.color_range = 2 if meta.color_range == 2 else 1
+    cc.colorspace = _matrix_number(meta.matrix, meta.colorspace)
+    cc.color_primaries = meta.color_primaries
+    cc.color_trc = meta.color_trc
+    if meta.sar is not None:
+        cc.sample_aspect_ratio = meta.sar
+
+
 def _matrix_number(matrix: str, original: int) -> int:
     if original != 2:
         return original
@@ -543,7 +645,10 @@ def _matrix_number(matrix: str, original: int) -> int:
 
 #: Container metadata that describes the input file's own muxing, not its content.
 _CONTAINER_OWN = ("encoder", "major_brand", "minor_version", "compatible_brands")
-_AUDIO_TARGET = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": None}
+_AUDIO_TARGET = {"mp4": "aac", "mov": "aac", "webm": "libopus", "matroska": "aac"}
+#: FFmpeg's default layout by channel count, for sources whose layout has no channel order.
+_DEFAULT_LAYOUT = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
+                   8: "7.1"}
 #: Text subtitles a container cannot hold are rewritten into its own text format.
 _SUB_TARGET = {"mp4": "mov_text", "mov": "mov_text", "webm": "webvtt", "matroska": "subrip"}
 _TEXT_SUBS = ("subrip", "srt", "text", "webvtt", "mov_text", "ass", "ssa")
@@ -583,6 +688,36 @@ def _subtitle_payload(target: str, text: str) -> bytes:
     return data
 
 
+def check_streams(meta: VideoMeta, dst: Path, container: str, settings: EncodeSettings,
+                  width: int, height: int) -> None:
+    """Open a throw-away ``container`` muxer on the null device with the video encoder and
+    every other stream as :func:`assemble` will add them, and write its header, so what the
+    muxer or an encoder refuses is said before the upscale, not after it.
+
+    Raises:
+        UpresError: one line naming ``dst`` and what FFmpeg refused.
+    """
+    import av
+
+    _quiet_encoders()
+    with av.open(str(meta.path), metadata_errors="replace") as inp:
+        out = av.open(os.devnull, "w", format=container)
+        try:
+            st = out.add_stream(settings.encoder, rate=meta.rate or Fraction(25),
+                                options=dict(settings.options))
+            cc = st.codec_context
+            cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
+            cc.time_base = meta.time_base
+            _add_streams(inp, out, meta, container, lambda _: None)
+            out.start_encoding()
+        except Exception as exc:
+            raise UpresError(f"{dst}: a {container} file cannot be written with these streams "
+                             f"({one_line(exc)})") from None
+        finally:
+            with contextlib.suppress(Exception):
+                out.close()
+
+
 def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: str, *,
              start: int, stop: int, settings: EncodeSettings,
              note: Callable[[str], None]) -> None:
@@ -603,55 +738,19 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
     try:
         out.metadata.update({k: v for k, v in meta.metadata if k not in _CONTAINER_OWN})
         vtemplate = seg_ins[0].streams.video[0]
-        vout = out.add_stream_from_template(vtemplate)
+        # opaque: the segment's codec parameters as they are (its decoder, e.g. libdav1d,
+        # is no encoder to open)
+        vout = out.add_stream_from_template(vtemplate, opaque=True)
         vout.time_base = meta.time_base
+        if meta.rate:  # the frame rate containers declare (Matroska's default duration)
+            vout.codec_context.framerate = meta.rate
         if settings.codec_tag:
             vout.codec_context.codec_tag = settings.codec_tag
+        _tag_colour(vout.codec_context, meta)
+        vout.disposition = inp.streams[meta.index].disposition
         vout.metadata.update({k: v for k, v in meta.video_metadata
                               if k in ("language", "title", "handler_name")})
-        supported = out.supported_codecs
-        copies: dict[int, Any] = {}
-        recodes: dict[int, tuple[Any, Any, Any]] = {}
-        texts: dict[int, tuple[Any, str, str]] = {}  # index -> (stream, source codec, target)
-        for info in meta.streams:
-            s_in = inp.streams[info.index]
-            md = dict(info.metadata)
-            if info.kind in ("audio", "subtitle", "data", "attachment") and \
-                    _takes(supported, info.codec):
-                try:
-                    so = out.add_stream_from_template(s_in)
-                except Exception as exc:
-                    note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: the "
-                         f"{container} file refused it ({one_line(exc)})")
-                    continue
-                so.metadata.update(md)
-                copies[info.index] = so
-                continue
-            if info.kind == "subtitle" and info.codec in _TEXT_SUBS and container in _SUB_TARGET:
-                target = _SUB_TARGET[container]
-                so = out.add_stream(target)  # the encoder makes the sample description
-                so.codec_context.time_base = s_in.time_base
-                so.codec_context.subtitle_header = _ASS_HEADER
-                so.metadata.update(md)
-                texts[info.index] = (so, info.codec, target)
-                note(f"subtitle stream {info.index} ({info.codec}) rewritten as {target}, "
-                     f"plain text: a {container} file cannot hold {info.codec}")
-                continue
-            target = _AUDIO_TARGET.get(container) if info.kind == "audio" else None
-            if target:
-                so = out.add_stream(target, rate=_audio_rate(target, s_in))
-                so.layout = s_in.codec_context.layout
-                so.metadata.update(md)
-                res = av.AudioResampler(format=so.codec_context.format, layout=so.layout,
-                                        rate=so.codec_context.sample_rate)
-                recodes[info.index] = (s_in, so, res)
-                note(f"audio stream {info.index} ({info.codec}) re-encoded to {target}: a "
-                     f"{container} file cannot hold {info.codec}")
-            else:
-                note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: a {container} "
-                     f"file cannot hold it" + ("" if info.kind != "subtitle" or
-                                               container == "matroska" else
-                                               " (use .mkv to keep it)"))
+        copies, recodes, texts = _add_streams(inp, out, meta, container, note)
         with contextlib.suppress(Exception):
             if meta.chapters:
                 out.set_chapters(_shift_chapters(meta.chapters, shift_s, end_s))
@@ -664,10 +763,80 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
         out.close()
 
 
+def _add_streams(inp: Any, out: Any, meta: VideoMeta, container: str,
+                 note: Callable[[str], None]
+                 ) -> tuple[dict[int, Any], dict[int, tuple[Any, Any, Any]],
+                            dict[int, tuple[Any, str, str]]]:
+    """Add ``inp``'s streams but the video to ``out``: ``copies`` (index -> output stream),
+    ``recodes`` (index -> (input stream, output stream, resampler)) and ``texts`` (index ->
+    (output stream, source codec, target codec)); what is dropped or re-encoded is said
+    through ``note``."""
+    import av
+
+    supported = out.supported_codecs
+    copies: dict[int, Any] = {}
+    recodes: dict[int, tuple[Any, Any, Any]] = {}
+    texts: dict[int, tuple[Any, str, str]] = {}  # index -> (stream, source codec, target)
+    for info in meta.streams:
+        s_in = inp.streams[info.index]
+        md = dict(info.metadata)
+        if info.kind in ("audio", "subtitle", "data", "attachment") and \
+                _takes(supported, info.codec) and \
+                (info.kind not in ("audio", "subtitle") or _muxes_copy(container, s_in)):
+            try:
+                so = out.add_stream_from_template(s_in)
+            except Exception as exc:
+                note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: the "
+                     f"{container} file refused it ({one_line(exc)})")
+                continue
+            so.metadata.update(md)
+            so.disposition = s_in.disposition
+            copies[info.index] = so
+            continue
+        if info.kind == "subtitle" and info.codec in _TEXT_SUBS and container in _SUB_TARGET:
+            target = _SUB_TARGET[container]
+            so = out.add_stream(target)  # the encoder makes the sample description
+            so.codec_context.time_base = s_in.time_base
+            so.codec_context.subtitle_header = _ASS_HEADER
+            so.metadata.update(md)
+            so.disposition = s_in.disposition
+            texts[info.index] = (so, info.codec, target)
+            note(f"subtitle stream {info.index} ({info.codec}) rewritten as {target}, "
+                 f"plain text: a {container} file cannot hold {info.codec}")
+            continue
+        if info.kind == "data" and info.codec == "unknown" and meta.chapters:
+            continue  # MP4's chapter track: the chapters are written as the container's
+        target = _AUDIO_TARGET.get(container) if info.kind == "audio" else None
+        if target:
+            so = out.add_stream(target, rate=_audio_rate(target, s_in))
+            so.layout = _layout(s_in.codec_context.layout)
+            so.metadata.update(md)
+            so.disposition = s_in.disposition
+            res = av.AudioResampler(format=so.codec_context.format, layout=so.layout,
+                                    rate=so.codec_context.sample_rate)
+            recodes[info.index] = (s_in, so, res)
+            note(f"audio stream {info.index} ({info.codec}) re-encoded to {target}: a "
+                 f"{container} file cannot hold {info.codec}")
+        else:
+            note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: a {container} "
+                 f"file cannot hold it" + ("" if info.kind != "subtitle" or
+                                           container == "matroska" else
+                                           " (use .mkv to keep it)"))
+    return copies, recodes, texts
+
+
 def _takes(supported: set[str], codec: str) -> bool:
     alias = {"mp3float": "mp3", "aac_fixed": "aac", "ac3_fixed": "ac3",
              "libopus": "opus", "libvorbis": "vorbis", "libdav1d": "av1"}
     return alias.get(codec, codec) in supported
+
+
+def _layout(layout: Any) -> Any:
+    """``layout``, or the default one of its channel count when it has no channel order (WMA
+    in ASF says only "2 channels", which encoders refuse)."""
+    if all(ch.name != "NONE" for ch in layout.channels):
+        return layout
+    return _DEFAULT_LAYOUT.get(layout.nb_channels, layout)
 
 
 def _audio_rate(target: str, s_in: Any) -> int:
