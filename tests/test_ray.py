@@ -239,8 +239,73 @@ def test_commit_never_clobbers(tmp_path):
         commit(b, dst)
     assert dst.read_bytes() == b"first" and not a.exists() and not b.exists()
     # a temporary of a process that is gone is swept; one of a live process is kept
-    dead = tmp_path / f".y.png.{_HOST}-999999-ab.part"  # no such process
+    dead = tmp_path / f".y.png.{_HOST}-999999-ab12cd34.part"  # no such process
     dead.write_bytes(b"x")
     live = temp_path(tmp_path / "z.png")  # this process
     live.write_bytes(b"x")
     assert sweep_stale(tmp_path) == [dead] and live.exists()
+
+
+def test_a_chunk_that_kills_workers_is_split_then_failed_alone():
+    from collections import deque
+
+    from upres.jobs.ray_engine import LOSSES, _after_loss
+
+    chunk = [("a.png", ".", True), ("b.png", ".", True)]
+    todo: deque = deque()
+    assert _after_loss(todo, 0, chunk, RuntimeError()) == [] and list(todo) == [(1, chunk)]
+    todo.clear()
+    assert _after_loss(todo, 1, chunk, RuntimeError()) == []  # second loss: one at a time
+    assert list(todo) == [(2, [chunk[0]]), (2, [chunk[1]])]
+    rows = _after_loss(deque(), LOSSES - 1, [chunk[0]], RuntimeError())
+    assert len(rows) == 1 and rows[0].status == "failed" and "died on this input" in rows[0].error
+
+
+def test_job_files_hold_sizes_and_any_file_name(tmp_path):
+    from upres.inference.outscale import SizeRequest
+    from upres.jobs import Item, JobOptions, shard_of
+    from upres.jobs.manifest import Report, job_params, open_job
+
+    name = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, not UTF-8
+    items = [Item(tmp_path / name, tmp_path)]
+    assert shard_of(items[0].rel, 4) in range(4)
+    opts = JobOptions(output=str(tmp_path / "o"), size=SizeRequest(size=(300, 0)))
+    params = job_params("bicubic", 2, "default", 1, "torch", opts)
+    job = open_job(tmp_path / "o", items, params)
+    assert json.loads((job / "manifest.json").read_text())["params"]["size"] == {
+        "size": [300, 0]}
+    assert (job / "inputs.txt").read_bytes() == b"caf\xe9.png\n"
+    (job / "report.jsonl").write_text('{"input": "x", "sta')  # cut by a full disk
+    from upres.jobs import Row
+
+    rep = Report(job / "report.jsonl")
+    rep.write([Row(input="y", output=None, status="failed", error="y: bad")])
+    rep.close()
+    lines = (job / "report.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["input"] == "y"
+
+
+def test_sweep_takes_only_names_upres_made(tmp_path):
+    from upres.formats.files import sweep_stale
+
+    old = time.time() - 7200
+    mine = [tmp_path / n for n in ("._holiday.part2.jpg", ".notes.partial.txt",
+                                   ".scan.part1.tif")]
+    theirs = tmp_path / ".a.png.otherhost-12-ab12cd34.part.png"
+    for f in (*mine, theirs):
+        f.write_bytes(b"x")
+        os.utime(f, (old, old))
+    assert sweep_stale(tmp_path) == [theirs]
+    assert all(f.exists() for f in mine)
+
+
+def test_outputs_sharing_a_name_are_found_before_any_work(tmp_path):
+    from upres.jobs import JobOptions, collect_inputs, drop_clashes
+
+    for name in ("a.png", "a.jpg", "b.png", "A.png"):
+        (tmp_path / name).write_bytes(b"")
+    items = collect_inputs([str(tmp_path)], False)
+    kept, clashes = drop_clashes(items, JobOptions(output=str(tmp_path / "o"), format="png"), 2)
+    assert [it.src.name for it in kept] == ["A.png", "a.jpg", "b.png"]
+    (it, row), = clashes
+    assert it.src.name == "a.png" and "also the output of" in row.error and "a.jpg" in row.error

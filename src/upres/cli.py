@@ -195,7 +195,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     _check_common(args)
     shard = _parse_shard(args.shard)
     scaled_out = args.engine == "ray" or shard is not None
-    if scaled_out and (args.output is None or Path(args.output).suffix):
+    if scaled_out and (args.output is None or Path(args.output).is_file() or (
+            not Path(args.output).is_dir() and Path(args.output).suffix.lower() in
+            (*_MEDIA_SUFFIXES, ".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"))):
         raise _UsageError("--engine ray and --shard write into an output folder: give -o DIR")
     opts = _job_options(args)
     items = collect_inputs(args.inputs, args.recursive, raster=opts.raster, say=_err)
@@ -239,6 +241,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     failed = 0
     report = None
+    clashes: list[tuple[Any, Row]] = []
     if scaled_out:
         from upres.formats.files import sweep_stale
         from upres.jobs.manifest import Report, job_params, open_job
@@ -249,14 +252,19 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         swept = sweep_stale(args.output, recursive=True)
         if swept and not args.quiet:
             _err(f"removed {len(swept)} temporary file(s) that killed runs left")
+        from upres.jobs import drop_clashes
+
+        items, clashes = drop_clashes(items, opts, label)
         if shard is not None:
             k, n = shard
             items = [it for it in items if shard_of(it.rel, n) == k]
+            clashes = [(it, r) for it, r in clashes if shard_of(it.rel, n) == k]
             report = Report(job / f"report-shard-{k}-of-{n}.jsonl")
         else:
             report = Report(job / "report.jsonl")
     counts = {"done": 0, "exists": 0, "failed": 0}
-    bar = tqdm(total=len(items), unit="img", dynamic_ncols=True,
+    clash_rows = [r for _, r in clashes]
+    bar = tqdm(total=len(items) + len(clash_rows), unit="img", dynamic_ncols=True,
                disable=args.quiet or not sys.stderr.isatty() or len(items) == 1)
 
     def on_rows(rows: list[Row]) -> None:
@@ -268,6 +276,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             report.write(rows)
 
     try:
+        if clash_rows:
+            on_rows(clash_rows)
         if args.engine == "ray":
             from upres.jobs.ray_engine import ModelSpec, run_ray
 
@@ -727,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "8-bit, H.265 keeping the depth for 10/12-bit, VP9 in WebM)")
     vd.add_argument("--crf", type=int, help="quality for h264/h265/vp9/av1 (lower is better; "
                                             "default 18 / 20 / 24 / 28)")
-    vd.add_argument("--preset", help="encoder speed preset (x264/x265: veryfast; av1: 8)")
+    vd.add_argument("--preset", help="encoder speed preset (x264/x265: veryfast; av1: 8; vp9: "
+                                     "cpu-used -8..8; none for ffv1 and prores)")
     vd.add_argument("--pix-fmt", help="encoder pixel format (default: the input's, if the "
                                       "encoder takes it)")
     vd.add_argument("--frames", metavar="A:B", help="only frames A to B-1 (display order)")

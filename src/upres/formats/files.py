@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import socket
 import time
@@ -25,13 +26,16 @@ __all__ = ["OutputExistsError", "atomic_write", "check_output", "check_writable"
            "default_mode", "encode_and_write", "is_temporary", "sweep_stale", "temp_path"]
 
 def _host_tag() -> str:
-    """This host's name, and its PID namespace where there is one: containers that share a
-    host name (and a folder) but not their process IDs must not judge each other's writers."""
+    """This host's name, its PID namespace and its boot where Linux says them: containers that
+    share a host name (and a folder) but not their process IDs, and machines whose names
+    differ only in punctuation, must not judge each other's writers (the namespace number
+    alone is the same on every Linux host)."""
     tag = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
-    try:
-        return f"{tag}_ns{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return tag
+    with contextlib.suppress(OSError):
+        tag += f"_ns{os.stat('/proc/self/ns/pid').st_ino}"
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as f:
+        tag += "_" + f.read().strip().replace("-", "")[:12]
+    return tag
 
 
 _HOST = _host_tag()
@@ -94,9 +98,13 @@ def temp_path(path: str | os.PathLike[str], suffix: str = "") -> Path:
     return p.with_name(f".{p.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
 
 
+_TEMP_NAME = re.compile(r"\..+\.\w+-\d+-[0-9a-f]{8}\.part[^/]*")
+
+
 def is_temporary(f: Path) -> bool:
-    """Whether ``f`` is named like a :func:`temp_path`."""
-    return f.name.startswith(".") and ".part" in f.name and f.name.count(".") >= 3
+    """Whether ``f`` is named exactly as :func:`temp_path` names (``.NAME.HOST-PID-RANDOM.part``
+    and a suffix), so a user's own hidden ``.x.part2.jpg`` is never taken for one."""
+    return _TEMP_NAME.fullmatch(f.name) is not None
 
 
 def _owner(f: Path) -> tuple[str, int] | None:
@@ -171,7 +179,7 @@ def commit(tmp: Path, path: Path, *, overwrite: bool = False) -> Path:
             from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
-                             errno.EMLINK):
+                             errno.EMLINK, errno.ENOSYS):  # ENOSYS: FUSE (gcsfuse)
             raise
         # a file system without hard links: check, then rename (not safe against a second
         # writer committing at the same instant)

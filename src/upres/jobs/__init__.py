@@ -23,7 +23,7 @@ from typing import Any
 from upres.errors import UpresError
 
 __all__ = ["FORMAT_EXT", "RASTER_FORMATS", "Item", "JobOptions", "Row", "collect_inputs",
-           "drop_own_outputs", "out_path", "process_item", "process_items",
+           "drop_clashes", "drop_own_outputs", "out_path", "process_item", "process_items",
            "shard_of"]
 
 #: ``--format`` -> output suffix for ordinary images.
@@ -219,10 +219,38 @@ def out_path(src: Path, base: Path, opts: JobOptions, scale: int | str, single: 
     return out / rel / name
 
 
+def drop_clashes(items: list[Item], opts: JobOptions, scale: int | str
+                 ) -> tuple[list[Item], list[tuple[Item, Row]]]:
+    """Inputs of one job whose outputs would share a name (``a.JPG`` and ``a.jpg``; ``b.png``
+    and ``b.jpg`` with ``--format png``), found from the whole list before any work, as
+    scaled-out runs need (their workers and shards never see each other's items): the first
+    keeps the name, the others get a failed row. Returns ``(kept, [(item, row), ...])``."""
+    from upres.formats.image import format_for_suffix
+
+    first: dict[Path, Item] = {}
+    kept, rows = [], []
+    for it in items:
+        try:
+            dst = out_path(it.src, it.base, opts, scale, False,
+                           format_for_suffix(it.src) or "PNG")
+        except UpresError:
+            kept.append(it)  # its own row says why, when it is read
+            continue
+        other = first.setdefault(Path(os.path.normpath(os.path.abspath(dst))), it)
+        if other is it:
+            kept.append(it)
+        else:
+            rows.append((it, Row(input=str(it.src), output=str(dst), status="failed",
+                                 error=f"{it.src}: its output {dst} is also the output of "
+                                       f"{other.src} in this job; rename one or use "
+                                       "--suffix")))
+    return kept, rows
+
+
 def shard_of(rel: str, n: int) -> int:
     """Which of ``n`` shards (0..n-1) an input belongs to: a stable hash of its path relative to
     its base, the same on every machine and in every run."""
-    return int(hashlib.sha256(rel.encode()).hexdigest()[:16], 16) % n
+    return int(hashlib.sha256(os.fsencode(rel)).hexdigest()[:16], 16) % n
 
 
 @dataclass

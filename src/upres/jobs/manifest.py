@@ -12,6 +12,7 @@ into its own file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -54,6 +55,9 @@ def job_params(model: str, scale: int, precision: str, ensemble: int, backend: s
     import upres
 
     o = {k: v for k, v in opts.__dict__.items() if k not in ("overwrite", "output")}
+    if opts.size is not None:  # --outscale / --size / --fit, as plain JSON
+        o["size"] = {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(opts.size).items() if v is not None}
     may_int8 = precision in ("int8", "auto", "default")
     named = {"int8_runtime": int8_runtime} if int8_runtime and may_int8 else {}
     return {"model": model, "weights_sha256": _weights_hash(model), "scale": scale,
@@ -78,17 +82,20 @@ def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[st
              overwrite: bool = False) -> Path:
     """Create or check the job folder of ``out_dir``; returns it.
 
+    A rerun over a changed set of inputs (files added, say) is the same job: it does what is
+    missing, and ``inputs.txt`` is rewritten.
+
     Raises:
-        UpresError: the folder holds a job of other parameters (and not ``overwrite``), or
-            one over another set of inputs.
+        UpresError: the folder holds a job of other parameters (and not ``overwrite``).
     """
     d = Path(out_dir) / JOB_DIR
     d.mkdir(parents=True, exist_ok=True)
     rels = sorted(it.rel for it in items)
     blob = "\n".join(rels) + ("\n" if rels else "")
+    raw = blob.encode("utf-8", "surrogateescape")  # names as the file system has them
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     manifest = {"params_sha256": key, "params": params, "inputs": len(rels),
-                "inputs_sha256": hashlib.sha256(blob.encode()).hexdigest()}
+                "inputs_sha256": hashlib.sha256(raw).hexdigest()}
     text = json.dumps(manifest, indent=1, sort_keys=True)
     mf = d / "manifest.json"
     if not _write_once(mf, text):
@@ -107,11 +114,17 @@ def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[st
             tmp.write_text(text)
             os.replace(tmp, mf)
     inputs = d / "inputs.txt"
-    if not inputs.exists() or inputs.read_text() != blob:
+    if not inputs.exists() or inputs.read_bytes() != raw:
         tmp = temp_path(inputs)
-        tmp.write_text(blob)
+        tmp.write_bytes(raw)
         os.replace(tmp, inputs)
     return d
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 class Report:
@@ -119,11 +132,22 @@ class Report:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.f = open(path, "a", buffering=1)  # noqa: SIM115 (closed by close())
+        try:
+            cut = path.stat().st_size > 0 and _last_byte(path) != b"\n"
+            self.f = open(path, "a", buffering=1)  # noqa: SIM115 (closed by close())
+            if cut:  # a line an earlier run left unfinished (disk full, killed): end it
+                self.f.write("\n")
+        except FileNotFoundError:
+            self.f = open(path, "a", buffering=1)  # noqa: SIM115
+        except OSError as exc:
+            raise UpresError(f"{path}: cannot write the report ({exc.strerror})") from None
 
     def write(self, rows: Iterable[Row]) -> None:
-        for r in rows:
-            self.f.write(json.dumps(r.to_json()) + "\n")
+        try:
+            for r in rows:
+                self.f.write(json.dumps(r.to_json()) + "\n")
+        except OSError as exc:  # a full or read-only disk stops the run in one line
+            raise UpresError(f"{self.path}: cannot write the report ({exc.strerror})") from None
 
     def close(self) -> None:
         self.f.close()
