@@ -679,7 +679,6 @@ def test_stop_after_must_pass_the_starting_step(tiny, tmp_path, capsys):
 
 
 def test_ctrl_c_checkpoints_the_step_and_resumes_as_uninterrupted(tiny, tmp_path, capsys):
-    import os
     import signal
 
     cfg = load_config(tiny, ["val_every=1000", "log_every=1", "ckpt_every=100"])
@@ -688,7 +687,7 @@ def test_ctrl_c_checkpoints_the_step_and_resumes_as_uninterrupted(tiny, tmp_path
 
     def press_ctrl_c(line: str) -> None:
         if " step 2/6 " in line:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # to the main thread, not to whichever thread
 
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
