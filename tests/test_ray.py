@@ -309,3 +309,11 @@ def test_outputs_sharing_a_name_are_found_before_any_work(tmp_path):
     assert [it.src.name for it in kept] == ["A.png", "a.jpg", "b.png"]
     (it, row), = clashes
     assert it.src.name == "a.png" and "also the output of" in row.error and "a.jpg" in row.error
+    series = tmp_path / "dcm"
+    series.mkdir()
+    src = BENCH.parent / "apps" / "dicom" / "dicom_file01.dcm"
+    for uid in ("1.2.840.113619.2.55.3.101", "1.2.840.113619.2.55.3.102"):
+        (series / uid).write_bytes(src.read_bytes())  # UID names: each keeps its whole name
+    kept, clashes = drop_clashes(collect_inputs([str(series)], False),
+                                 JobOptions(output=str(tmp_path / "o")), 2)
+    assert len(kept) == 2 and not clashes

@@ -690,11 +690,16 @@ def test_ctrl_c_checkpoints_the_step_and_resumes_as_uninterrupted(tiny, tmp_path
             signal.raise_signal(signal.SIGINT)  # to the main thread, not to whichever thread
 
     run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, run, log=press_ctrl_c).run()  # before the first periodic checkpoint
+    # Python's own Ctrl-C handler, whatever an earlier test's library (Ray) left installed
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg, run, log=press_ctrl_c).run()  # before the first periodic checkpoint
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
     assert "interrupted at step 2, checkpointed" in (run / "train.log").read_text()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     resumed = Trainer(cfg, run, log=lambda _: None)
     resumed.run(resume=True)
     for k, v in full.model.state_dict().items():

@@ -30,7 +30,7 @@ def _host_tag() -> str:
     share a host name (and a folder) but not their process IDs, and machines whose names
     differ only in punctuation, must not judge each other's writers (the namespace number
     alone is the same on every Linux host)."""
-    tag = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+    tag = re.sub(r"\W", "_", socket.gethostname(), flags=re.ASCII) or "host"
     with contextlib.suppress(OSError):
         tag += f"_ns{os.stat('/proc/self/ns/pid').st_ino}"
     with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as f:
@@ -98,7 +98,7 @@ def temp_path(path: str | os.PathLike[str], suffix: str = "") -> Path:
     return p.with_name(f".{p.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
 
 
-_TEMP_NAME = re.compile(r"\..+\.\w+-\d+-[0-9a-f]{8}\.part[^/]*")
+_TEMP_NAME = re.compile(r"\..+\.\w+-\d+-[0-9a-f]{8}\.part[^/]*", re.DOTALL | re.ASCII)
 
 
 def is_temporary(f: Path) -> bool:

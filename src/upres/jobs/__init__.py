@@ -224,16 +224,22 @@ def drop_clashes(items: list[Item], opts: JobOptions, scale: int | str
     """Inputs of one job whose outputs would share a name (``a.JPG`` and ``a.jpg``; ``b.png``
     and ``b.jpg`` with ``--format png``), found from the whole list before any work, as
     scaled-out runs need (their workers and shards never see each other's items): the first
-    keeps the name, the others get a failed row. Returns ``(kept, [(item, row), ...])``."""
+    keeps the name, the others get a failed row. Ordinary images only (the other kinds keep
+    their whole names, and a batch that reads them still finds a clash). Returns ``(kept,
+    [(item, row), ...])``."""
+    from upres import formats
     from upres.formats.image import format_for_suffix
 
     first: dict[Path, Item] = {}
     kept, rows = [], []
     for it in items:
         try:
+            if formats.kind_of(it.src, raster=opts.raster) != "image":
+                kept.append(it)  # DICOM, TIFF and GeoTIFF keep their whole names
+                continue
             dst = out_path(it.src, it.base, opts, scale, False,
                            format_for_suffix(it.src) or "PNG")
-        except UpresError:
+        except (UpresError, OSError):
             kept.append(it)  # its own row says why, when it is read
             continue
         other = first.setdefault(Path(os.path.normpath(os.path.abspath(dst))), it)

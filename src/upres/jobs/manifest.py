@@ -12,6 +12,7 @@ into its own file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -150,4 +151,5 @@ class Report:
             raise UpresError(f"{self.path}: cannot write the report ({exc.strerror})") from None
 
     def close(self) -> None:
-        self.f.close()
+        with contextlib.suppress(OSError):  # a write error was said already; still closed
+            self.f.close()

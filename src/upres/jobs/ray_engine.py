@@ -30,8 +30,12 @@ __all__ = ["ModelSpec", "run_ray"]
 CHUNK = 8
 #: Losses of a worker on one input before that input is reported failed.
 LOSSES = 3
-#: Seconds the workers get to start (be placed and load the model).
+#: Seconds the first worker gets to start (be placed and load the model), then the others.
 START_SECONDS = 600.0
+GRACE_SECONDS = 60.0
+#: Seconds a worker that lost a chunk gets to answer (restarted) before it leaves the rotation;
+#: the driver waits that long, once per loss.
+ALIVE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,14 @@ class _Worker:
 
 
 def _started(actors: list[Any], ray: Any, say: Callable[[str], None]) -> list[Any]:
-    """The actors that came up (model loaded) within :data:`START_SECONDS`; the others are
-    killed (not placeable on this cluster, or their model failed to load: said once). None
+    """The actors that came up (model loaded): the first within :data:`START_SECONDS`, the
+    others within :data:`GRACE_SECONDS` more; the others are killed (not placeable on this cluster, or their model failed to load: said once). None
     up: UpresError with the first worker's error."""
     pings = {a.pid.remote(): a for a in actors}
-    ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=START_SECONDS)
+    first_up, rest = ray.wait(list(pings), num_returns=1, timeout=START_SECONDS)
+    more, _ = ray.wait(rest, num_returns=len(rest), timeout=GRACE_SECONDS) if first_up and rest \
+        else ([], rest)
+    ready = first_up + more
     up, first = [], None
     for ref in ready:
         try:
@@ -108,7 +115,8 @@ def _started(actors: list[Any], ray: Any, say: Callable[[str], None]) -> list[An
         with contextlib.suppress(Exception):
             ray.kill(a)
     why = (" ".join(str(first).split())[-300:] if first is not None else
-           f"not placed within {START_SECONDS:.0f} s: fewer free CPUs/GPUs than --workers asks")
+           "not placed and loaded in time: fewer free CPUs/GPUs than --workers asks, or a "
+           "slow start")
     if not up:
         raise UpresError(f"no Ray worker started ({why})")
     if len(up) < len(actors):
@@ -118,7 +126,7 @@ def _started(actors: list[Any], ray: Any, say: Callable[[str], None]) -> list[An
 
 def _alive(actor: Any, ray: Any) -> bool:
     try:
-        ray.get(actor.pid.remote(), timeout=60)
+        ray.get(actor.pid.remote(), timeout=ALIVE_SECONDS)
     except Exception:
         return False
     return True

@@ -446,7 +446,7 @@ class Trainer:
         self._interrupted = False
         previous = signal.getsignal(signal.SIGINT)
         if (threading.current_thread() is not threading.main_thread()
-                or previous is signal.SIG_IGN):
+                or previous in (signal.SIG_IGN, None)):  # ignored, or a handler not of Python's
             return lambda: None
 
         def stop(signum: int, frame: object) -> None:
