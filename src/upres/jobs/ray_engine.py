@@ -97,8 +97,9 @@ class _Worker:
 
 def _started(actors: list[Any], ray: Any, say: Callable[[str], None]) -> list[Any]:
     """The actors that came up (model loaded): the first within :data:`START_SECONDS`, the
-    others within :data:`GRACE_SECONDS` more; the others are killed (not placeable on this cluster, or their model failed to load: said once). None
-    up: UpresError with the first worker's error."""
+    others within :data:`GRACE_SECONDS` more; the rest are killed (not placeable on this
+    cluster, or their model failed to load: said once). None up: UpresError with the first
+    worker's error."""
     pings = {a.pid.remote(): a for a in actors}
     first_up, rest = ray.wait(list(pings), num_returns=1, timeout=START_SECONDS)
     more, _ = ray.wait(rest, num_returns=len(rest), timeout=GRACE_SECONDS) if first_up and rest \
