@@ -678,32 +678,48 @@ def test_stop_after_must_pass_the_starting_step(tiny, tmp_path, capsys):
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 5
 
 
+_CTRL_C = """
+import signal, sys
+import torch
+from upres.train.config import load_config
+from upres.train.trainer import Trainer
+
+tiny, out = sys.argv[1], sys.argv[2]
+cfg = load_config(tiny, ["val_every=1000", "log_every=1", "ckpt_every=100"])
+full = Trainer(cfg, out + "/full", log=lambda _: None)
+full.run()
+
+def press_ctrl_c(line):
+    if " step 2/6 " in line:
+        signal.raise_signal(signal.SIGINT)
+
+try:
+    Trainer(cfg, out + "/run", log=press_ctrl_c).run()  # before the first periodic checkpoint
+    sys.exit("no KeyboardInterrupt")
+except KeyboardInterrupt:
+    pass
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+resumed = Trainer(cfg, out + "/run", log=lambda _: None)
+resumed.run(resume=True)
+for k, v in full.model.state_dict().items():
+    torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+"""
+
+
 def test_ctrl_c_checkpoints_the_step_and_resumes_as_uninterrupted(tiny, tmp_path, capsys):
-    import signal
+    """In a process of its own: a real SIGINT in the pytest process, whose threads and signal
+    handlers earlier tests' libraries have touched, once ended the suite in a segfault."""
+    import subprocess
+    import sys
 
-    cfg = load_config(tiny, ["val_every=1000", "log_every=1", "ckpt_every=100"])
-    full = Trainer(cfg, tmp_path / "full", log=lambda _: None)
-    full.run()
-
-    def press_ctrl_c(line: str) -> None:
-        if " step 2/6 " in line:
-            signal.raise_signal(signal.SIGINT)  # to the main thread, not to whichever thread
-
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C, str(tiny), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "run"
-    # Python's own Ctrl-C handler, whatever an earlier test's library (Ray) left installed
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            Trainer(cfg, run, log=press_ctrl_c).run()  # before the first periodic checkpoint
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
-    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
-    assert "interrupted at step 2, checkpointed" in (run / "train.log").read_text()
-    resumed = Trainer(cfg, run, log=lambda _: None)
-    resumed.run(resume=True)
-    for k, v in full.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    log = (run / "train.log").read_text()
+    assert "interrupted at step 2, checkpointed" in log
+    assert "resumed from" in log and "at step 2" in log
     # A folder whose run stopped before its first checkpoint says how to start it again.
     (run / "last.pt").unlink()
     capsys.readouterr()
