@@ -684,7 +684,8 @@ import torch
 from upres.train.config import load_config
 from upres.train.trainer import Trainer
 
-tiny, out = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (the suite may
+tiny, out = sys.argv[1], sys.argv[2]  # have left SIGINT ignored, which a child inherits)
 cfg = load_config(tiny, ["val_every=1000", "log_every=1", "ckpt_every=100"])
 full = Trainer(cfg, out + "/full", log=lambda _: None)
 full.run()
