@@ -224,18 +224,18 @@ def drop_clashes(items: list[Item], opts: JobOptions, scale: int | str
     """Inputs of one job whose outputs would share a name (``a.JPG`` and ``a.jpg``; ``b.png``
     and ``b.jpg`` with ``--format png``), found from the whole list before any work, as
     scaled-out runs need (their workers and shards never see each other's items): the first
-    keeps the name, the others get a failed row. Ordinary images only (the other kinds keep
-    their whole names, and a batch that reads them still finds a clash). Returns ``(kept,
-    [(item, row), ...])``."""
-    from upres import formats
+    keeps the name, the others get a failed row. Judged by the file names alone (no file is
+    opened), for PNG, JPEG, WebP and BMP names; the other kinds (DICOM's UID names, TIFF,
+    rasters) are left to the batch that reads them, which still finds a clash. Returns
+    ``(kept, [(item, row), ...])``."""
     from upres.formats.image import format_for_suffix
 
     first: dict[Path, Item] = {}
     kept, rows = [], []
     for it in items:
         try:
-            if formats.kind_of(it.src, raster=opts.raster) != "image":
-                kept.append(it)  # DICOM, TIFF and GeoTIFF keep their whole names
+            if format_for_suffix(it.src) in (None, "TIFF") or opts.raster:
+                kept.append(it)  # DICOM (UID names), TIFF kinds, rasters: judged when read
                 continue
             dst = out_path(it.src, it.base, opts, scale, False,
                            format_for_suffix(it.src) or "PNG")
