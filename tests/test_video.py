@@ -709,3 +709,60 @@ def test_stream_an_encoder_refuses_is_said_before_any_work(tmp_path, bic2, monke
     with pytest.raises(UpresError, match=r"out\.mp4: a mp4 file cannot be written"):
         upres.upscale_video(net, src, tmp_path / "out.mp4", say=lambda _: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.wmv"]
+
+
+@pytest.mark.parametrize(("name", "acodec"), [("p.mov", "pcm_s16le"), ("p.mkv", "pcm_s24le"),
+                                              ("p.mkv", "pcm_s16le")])
+def test_pcm_audio_into_mp4_is_reencoded_to_aac(tmp_path, bic2, name, acodec):
+    src = tmp_path / name
+    _clip_with_audio(src, acodec)
+    notes: list[str] = []
+    out = upres.upscale_video(bic2, src, tmp_path / "out.mp4", say=notes.append)
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac" and a.codec_context.channels == 2
+        assert len(list(c.decode(a))) > 0
+    assert any(f"({acodec}) re-encoded to aac" in n and ".mov or .mkv" in n for n in notes)
+    out = upres.upscale_video(bic2, src, tmp_path / "out.mov", say=lambda _: None)
+    with av.open(str(out)) as c:  # MOV holds PCM: copied
+        assert c.streams.audio[0].codec_context.name == acodec
+
+
+def test_stream_the_mp4_index_refuses_is_said_before_any_work(tmp_path, bic2, monkeypatch):
+    import upres.formats.video as fv
+
+    src = tmp_path / "p.mkv"
+    _clip_with_audio(src, "pcm_s16le")  # Matroska's PCM: 2 channels without an order
+    monkeypatch.setattr(fv, "_recoded_audio", lambda container, codec: False)  # copied
+    net = _FailingNetwork(bic2, 0, AssertionError("the network ran"))
+    with pytest.raises(UpresError, match=r"out\.mp4: a mp4 file cannot be written"):
+        upres.upscale_video(net, src, tmp_path / "out.mp4", say=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.mkv"]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_h264_with_b_frames_in_avi_keeps_every_frame_in_order(tmp_path, bic2, capsys, suffix):
+    src = tmp_path / "b.avi"  # AVI's time base is 1/fps and its timestamps are decode order
+    make_clip(src, n=30, tb=Fraction(1, 10), pts=list(range(30)),
+              options={"bf": "3", "x264-params": "b-pyramid=normal"})
+    meta = probe(src)
+    assert meta.time_base == Fraction(1, 10) and meta.decode_order
+    want = _frames(src)
+    assert [p for p, _ in want] != sorted(p for p, _ in want)  # the frames carry them reordered
+    out = upres.upscale_video(bic2, src, tmp_path / f"o{suffix}", segment_seconds=0.9,
+                              say=lambda _: None)
+    got = _frames(out)
+    assert len(got) == 30
+    ticks = [round(Fraction(p) * probe(out).time_base * 10) for p, _ in got]
+    assert ticks == list(meta.pts)  # display times 0.1 s apart, in order
+    for (_, a), (_, b) in zip(want, got, strict=True):  # each picture at its own time
+        assert np.abs(imresize(a, 2).astype(int) - b.astype(int)).mean() < 6
+    piece = upres.upscale_video(bic2, src, tmp_path / f"p{suffix}", frames=(12, 25),
+                                say=lambda _: None)
+    got = _frames(piece)
+    assert len(got) == 13
+    for (_, a), (_, b) in zip(want[12:25], got, strict=True):
+        assert np.abs(imresize(a, 2).astype(int) - b.astype(int)).mean() < 6
+    assert main(["video", str(src), "-o", str(tmp_path / "x.avi"), "-m", "fast-x2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.avi: unknown video container '.avi'; use " in err[0], err

@@ -88,7 +88,9 @@ class VideoMeta:
     ``time_base`` of the video stream; ``pts``: every frame's timestamp, in
     display order; ``keyframes``: the keyframes' timestamps; ``end``: the end of the last
     frame; ``streams``: the other streams; ``metadata``: the container's; ``chapters``;
-    ``scale``: how many times larger than the source.
+    ``scale``: how many times larger than the source; ``decode_order``: the container's
+    timestamps follow decoding order, not display order (H.264 with B-frames in AVI, which has
+    no presentation times): the decoded frames are given ``pts`` in the order they come out.
     """
 
     path: Path
@@ -119,6 +121,7 @@ class VideoMeta:
     interlaced: bool = False
     mastering: str | None = None
     light_level: str | None = None
+    decode_order: bool = False
 
     def seconds(self, pts: int) -> float:
         return float(pts * self.time_base)
@@ -179,10 +182,12 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
                              f"{limit}; raise it with --max-pixels)")
         tb = v.time_base or Fraction(1, 90000)
         pts, keys, end, damaged = [], [], None, None
+        in_order = True  # every packet's pts above the one before (decoding order)
         try:
             for pkt in c.demux(v):
                 if pkt.pts is None:
                     continue
+                in_order = in_order and (not pts or pkt.pts > pts[-1])
                 pts.append(pkt.pts)
                 if pkt.is_keyframe:
                     keys.append(pkt.pts)
@@ -213,6 +218,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
         if damaged or (declared_end is not None and declared_end - end > 2 * frame):
             damaged = float((end) * tb)
         first = _first_frame(p)
+        decode_order = c.format.name == "avi" and in_order and _reorders(p)
         rotation = round(first.rotation or 0) % 360
         fmt = first.format
         cs = int(first.colorspace or cc.colorspace or 2)
@@ -223,7 +229,9 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
         streams = tuple(StreamInfo(s.index, s.type, _codec_name(s),
                                    tuple(sorted(s.metadata.items())))
                         for s in c.streams if s.index != v.index)
-        sar = cc.sample_aspect_ratio
+        # the container's first, as FFmpeg guesses it: Matroska says it for codecs whose
+        # bitstream cannot (VP9, FFV1), and the codec context then says nothing
+        sar = v.sample_aspect_ratio or cc.sample_aspect_ratio
         if sar and sar.numerator and rotation in (90, 270):
             sar = 1 / Fraction(sar)  # the pixels turn with the picture
         chapters = ()
@@ -240,7 +248,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
             metadata=tuple(sorted(c.metadata.items())),
             video_metadata=tuple(sorted(v.metadata.items())), chapters=chapters,
             damaged_at=damaged, interlaced=bool(getattr(first, "interlaced_frame", False)),
-            **_hdr10(first))
+            decode_order=decode_order, **_hdr10(first))
 
 
 def _clock_seconds(text: str) -> Fraction | None:
@@ -299,6 +307,18 @@ def _first_frame(p: Path) -> Any:
     raise UpresError(f"{p}: no frame could be decoded (unsupported or damaged video)")
 
 
+def _reorders(p: Path, n: int = 48) -> bool:
+    """True if the first ``n`` frames the decoder gives come out with timestamps out of
+    order: the container's timestamps are the packets' decoding order (AVI has no other), and
+    the frames of a codec with B-frames carry them reordered."""
+    import av
+
+    with contextlib.suppress(Exception), av.open(str(p), metadata_errors="replace") as c:
+        got = [f.pts for f in itertools.islice(c.decode(c.streams.video[0]), n)]
+        return any(b is None or a is None or b <= a for a, b in itertools.pairwise(got))
+    return False
+
+
 def _range(r: int) -> Any:
     """swscale's range for FFmpeg's AVColorRange ``r`` (2 full, anything else limited)."""
     from av.video.reformatter import ColorRange
@@ -343,11 +363,21 @@ def decode_rgb(meta: VideoMeta, start: int, stop: int) -> Iterator[tuple[int, in
             v = c.streams.video[0]
             v.thread_type = "AUTO"
             first, retry = True, False
+            order = -1  # decode_order: the index in meta.pts of the frame last given
             try:
                 if target is not None:
                     c.seek(target, stream=v, backward=True)
                 for frame in c.decode(v):
                     t = frame.pts
+                    if meta.decode_order:
+                        # the keyframe a decode starts at comes out first with its own time;
+                        # every frame after it takes the next display time (its own pts
+                        # belongs to the packet decoded when it came out)
+                        if order < 0:
+                            order = bisect.bisect_left(meta.pts, t if t is not None else -1)
+                        else:
+                            order += 1
+                        t = meta.pts[order] if order < len(meta.pts) else None
                     if t is None or t < start:
                         continue
                     if first:
@@ -708,8 +738,22 @@ def check_streams(meta: VideoMeta, dst: Path, container: str, settings: EncodeSe
             cc = st.codec_context
             cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
             cc.time_base = meta.time_base
-            _add_streams(inp, out, meta, container, lambda _: None)
+            copies, _, _ = _add_streams(inp, out, meta, container, lambda _: None)
             out.start_encoding()
+            # one packet of each copied audio stream, and the trailer: MP4 writes its index
+            # there, and refuses some streams (PCM without channel order) only then; a few
+            # hundred packets at most are read (not a film's length for a late stream)
+            audio = {i: so for i, so in copies.items() if inp.streams[i].type == "audio"}
+            if audio:
+                for pkt in itertools.islice(inp.demux([inp.streams[i] for i in audio]), 500):
+                    so = audio.pop(pkt.stream.index, None) if pkt.size else None
+                    if so is not None:
+                        pkt.pts = pkt.dts = 0
+                        pkt.stream = so
+                        out.mux(pkt)
+                    if not audio:
+                        break
+            out.close()
         except Exception as exc:
             raise UpresError(f"{dst}: a {container} file cannot be written with these streams "
                              f"({one_line(exc)})") from None
@@ -723,11 +767,12 @@ def assemble(meta: VideoMeta, segments: list[Path], dst_tmp: Path, container: st
              note: Callable[[str], None]) -> None:
     """Mux the segments' video packets (in order) with the input's other streams into
     ``dst_tmp``: each stream copied packet for packet if ``container`` takes its codec,
-    else re-encoded (audio to AAC / Opus; text subtitles rewritten as mov_text in MP4/MOV and
-    WebVTT in WebM, plain text without styling) or dropped (bitmap subtitles a container
-    cannot hold: keep them with .mkv), said through ``note``. Container and stream metadata
-    and chapters are copied; everything in ``[start, stop)`` (the video stream's time base) is
-    kept and shifted to begin at 0 when ``start`` is not the first frame."""
+    else re-encoded (audio to AAC / Opus, PCM in MP4 too; text subtitles rewritten as
+    mov_text in MP4/MOV and WebVTT in WebM, plain text without styling) or dropped (bitmap
+    subtitles a container cannot hold: keep them with .mkv), said through ``note``. Container
+    and stream metadata and chapters are copied; everything in ``[start, stop)`` (the video
+    stream's time base) is kept and shifted to begin at 0 when ``start`` is not the first
+    frame."""
     import av
 
     shift_s = 0.0 if start == meta.pts[0] else meta.seconds(start)
@@ -782,6 +827,7 @@ def _add_streams(inp: Any, out: Any, meta: VideoMeta, container: str,
         md = dict(info.metadata)
         if info.kind in ("audio", "subtitle", "data", "attachment") and \
                 _takes(supported, info.codec) and \
+                not (info.kind == "audio" and _recoded_audio(container, info.codec)) and \
                 (info.kind not in ("audio", "subtitle") or _muxes_copy(container, s_in)):
             try:
                 so = out.add_stream_from_template(s_in)
@@ -815,14 +861,24 @@ def _add_streams(inp: Any, out: Any, meta: VideoMeta, container: str,
             res = av.AudioResampler(format=so.codec_context.format, layout=so.layout,
                                     rate=so.codec_context.sample_rate)
             recodes[info.index] = (s_in, so, res)
-            note(f"audio stream {info.index} ({info.codec}) re-encoded to {target}: a "
-                 f"{container} file cannot hold {info.codec}")
+            why = (f"PCM in a {container} file plays in few players (.mov or .mkv keep it "
+                   "lossless)" if _recoded_audio(container, info.codec) else
+                   f"a {container} file cannot hold {info.codec}")
+            note(f"audio stream {info.index} ({info.codec}) re-encoded to {target}: {why}")
         else:
             note(f"stream {info.index} ({info.kind}, {info.codec}) dropped: a {container} "
                  f"file cannot hold it" + ("" if info.kind != "subtitle" or
                                            container == "matroska" else
                                            " (use .mkv to keep it)"))
     return copies, recodes, texts
+
+
+def _recoded_audio(container: str, codec: str) -> bool:
+    """True for audio ``container``'s muxer takes but is re-encoded all the same: PCM in MP4
+    (ISO 23003-5 ``ipcm``, which few players read; FFmpeg's muxer refuses a layout without
+    channel order, as Matroska, AVI and WAV give, only when it writes the index at the very
+    end, after every frame was upscaled). MOV holds PCM natively and keeps it."""
+    return container == "mp4" and codec.startswith("pcm_")
 
 
 def _takes(supported: set[str], codec: str) -> bool:
