@@ -81,6 +81,31 @@ def test_export_cli_and_onnx_file_upscale_like_pytorch(tmp_path, capsys):
     np.testing.assert_array_equal(read_image(dst), got)
 
 
+def test_photo_model_exports_the_strength_it_is_given(tmp_path, capsys):
+    # the photo model's file alone is strength 1: a graph must be told which network it holds
+    out = tmp_path / "p.onnx"
+    assert main(["export", "-m", "photo-x2", "-o", str(out)]) == 2
+    assert "--denoise 0..1" in capsys.readouterr().err and not out.exists()
+    assert main(["export", "-m", "x2", "-o", str(out), "--denoise", "0.5"]) == 2
+    assert "not a photo model" in capsys.readouterr().err and not out.exists()
+    img = read_image(BENCH / "Set5" / "bird.png")[:48, :40]
+    for t in ("0", "0.5"):
+        dst = tmp_path / f"p{t}.onnx"
+        assert main(["export", "-m", "photo-x2", "-o", str(dst), "--denoise", t]) == 0
+        assert f"clean-up strength {float(t):g}" in capsys.readouterr().out
+        _, card = load_onnx(dst)
+        assert not card.denoise_base and not card.psnr and f"strength {float(t):g}" in card.notes
+        ref = upres.load("photo-x2", device="cpu", precision="fp32", denoise=float(t))
+        got = upres.load(str(dst)).upscale(img, tile=0)
+        assert np.abs(got.astype(int) - ref.upscale(img, tile=0).astype(int)).max() <= 1
+        if t == "0":  # strength 0 is x2's own network
+            x2 = upres.load("x2", device="cpu", precision="fp32").upscale(img, tile=0)
+            assert np.abs(got.astype(int) - x2.astype(int)).max() <= 1
+    strong = upres.load("photo-x2", device="cpu", precision="fp32", denoise=1.0)
+    assert np.abs(upres.load(str(tmp_path / "p0.5.onnx")).upscale(img, tile=0).astype(int)
+                  - strong.upscale(img, tile=0).astype(int)).max() > 1  # not strength 1
+
+
 def test_load_onnx_refuses_foreign_or_damaged_files(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf at all" * 3)
@@ -135,3 +160,49 @@ def test_uint8_pixels_path_fallbacks_and_padding(tmp_path, monkeypatch):
             padded, np.floor(np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8))
     np.testing.assert_array_equal(outs[10], outs[17])
     assert np.abs(outs[17].astype(int) - ref).max() <= 1
+
+
+def test_graph_says_its_input_convention_to_plain_onnxruntime(tmp_path):
+    """Someone running the file in onnxruntime alone learns the value range, channels and
+    scale from the file (RFDN-like [0, 255] input here), not only from upres's JSON card."""
+    import onnxruntime as ort
+
+    from upres.export import export_onnx
+
+    m, card = _model("upnet", 2)
+    card = card.with_(value_range=255.0, min_size=15)
+    path = export_onnx(m, card, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta()
+    assert meta.custom_metadata_map["upres_value_range"] == "255"
+    assert meta.custom_metadata_map["upres_scale"] == "2"
+    assert "[0, 255]" in meta.description and "RGB" in meta.description
+    assert "at least 15" in meta.custom_metadata_map["upres_input"]
+    assert "2*height" in meta.custom_metadata_map["upres_output"]
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.type, out.name) == ("input", "tensor(float)", "output")
+    assert inp.shape == ["batch", 3, "height", "width"]
+    _, again = load_onnx(path)  # upres still reads its card
+    assert again == card
+
+
+def test_write_onnx_names_the_file_it_cannot_write_and_parallel_writers(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from upres.export import write_onnx
+
+    folder = tmp_path / "m.onnx"
+    folder.mkdir()
+    with pytest.raises(UpresError, match=r"m\.onnx: is a folder"):
+        write_onnx(b"x", folder)
+    with pytest.raises(UpresError, match=r"a\.onnx: cannot write"):  # no such folder
+        write_onnx(b"x", tmp_path / "missing" / "a.onnx")
+    # several jobs exporting to one path: each write whole, none failing on another's
+    # temporary file (one shared temporary name made them fail or rename a partial file)
+    out = tmp_path / "same.onnx"
+    datas = [bytes([i]) * (4 << 20) for i in range(8)]
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda d: write_onnx(d, out), datas))
+        assert out.read_bytes() in datas
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "same.onnx"]

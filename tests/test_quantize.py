@@ -553,3 +553,53 @@ def test_auto_takes_the_other_memory_format_when_it_is_faster(tmp_path, monkeypa
         (entry,) = [v for k, v in json.loads((tmp_path / "precision.json").read_text()).items()
                     if " fp32/bf16/int8/formats " in k]
         assert entry["channels_last"] is want and entry["precision"] == "fp32"
+
+
+def test_int8_cache_stays_in_its_folder_and_files_say_their_loss(tmp_path, monkeypatch):
+    """A card name from a weights file's own metadata never leads the cached graph out of the
+    cache folder; an int8 graph (as `upres export --int8` writes it) carries its measured
+    loss and its input convention in the file."""
+    import onnx
+    import onnxruntime as ort
+
+    from upres.models.weights import load_model
+    from upres.quantize import int8_graph, make_int8
+
+    cache = tmp_path / "a" / "cache"
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(cache))
+    net, card = load_model(zoo.resolve("tiny-x2"))
+    graph, loss = int8_graph(net, card.with_(name="../../escaped"))
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all((cache / "int8") in p.parents for p in written), written
+    assert written[0].name.startswith("_.._escaped-")
+    again, same = int8_graph(net, card.with_(name="../../escaped"))  # from the cache
+    assert again == graph and same == pytest.approx(loss, abs=1e-4)
+    graph, loss = make_int8(net, card)
+    meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
+    entry = json.loads(meta["upres_int8"])
+    assert entry["loss_db"] == round(loss, 4) and entry["rule_db"] == INT8_RULE_DB
+    assert entry["crops"] == len(load_calibration())
+    desc = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert "int8" in desc.description and "[0, 1]" in desc.description
+
+
+def test_precision_cache_keeps_every_writers_entry(tmp_path, monkeypatch):
+    """Writers recording different models at once (server workers on one cache) each keep
+    their entry: the read, add, write of precision.json is one step."""
+    import threading
+
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    start = threading.Barrier(8)
+
+    def write(i: int) -> None:
+        start.wait()
+        for k in range(15):
+            paths.record(f"m{i}-{k}", "fp32", {"fp32": 0.01}, None)
+
+    workers = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert all(paths.lookup(f"m{i}-{k}") for i in range(8) for k in range(15))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precision.json", "precision.json.lock"]

@@ -592,6 +592,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         net, card = load_model(resolve_weights(args.model), args.scale)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
+    net, card = _export_strength(args, net, card)
+    what = f"{card.name} (x{card.scale}, {card.arch}" + (
+        f", clean-up strength {float(args.denoise):g})" if args.denoise is not None else ")")
     if args.calibration and not args.int8:
         raise _UsageError("--calibration is for --int8 exports")
     if args.int8 and args.opset:
@@ -599,7 +602,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.int8:
         # the float graph: a card that says "runs int8 by default" would be wrong in it
         export_onnx(net, card.with_(default_precision=""), out, opset=args.opset or OPSET)
-        print(f"{card.name} (x{card.scale}, {card.arch}) -> {out} (ONNX opset "
+        print(f"{what} -> {out} (ONNX opset "
               f"{args.opset or OPSET}, dynamic batch/height/width)")
         return 0
     from upres.export import write_onnx
@@ -612,10 +615,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     graph, loss = make_int8(net, card, crops=crops)
     write_onnx(graph, out)
     src = args.calibration or "the bundled training-set crops"
-    print(f"{card.name} (x{card.scale}, {card.arch}) -> {out} (int8 ONNX, dynamic "
+    print(f"{what} -> {out} (int8 ONNX, dynamic "
           f"batch/height/width; calibrated on {len(crops)} crops of {src}: int8 "
           f"{loss_words(loss)} PSNR-Y against fp32 on them)")
     return 0
+
+
+def _export_strength(args: argparse.Namespace, net: Any, card: Any) -> tuple[Any, Any]:
+    """A photo model's network at the clean-up strength ``--denoise`` names (a graph holds one
+    set of weights; the file alone is strength 1), its card saying so: no ``denoise_base``
+    (the graph is one network) and no PSNR figures (the card's were at the automatic
+    strength). Other models are returned as they are, and ``--denoise`` is refused for them."""
+    if not card.denoise_base:
+        if args.denoise is not None:
+            raise _UsageError(f"--denoise: {args.model} is not a photo model and has no "
+                              "clean-up strength")
+        return net, card
+    from upres.api import resolve_weights
+    from upres.inference.denoise import PhotoUpscaler, check_denoise
+    from upres.models.weights import load_model
+
+    try:
+        t = check_denoise(args.denoise if args.denoise is not None else "auto")
+    except UpresError as exc:
+        raise _UsageError(f"--denoise: {exc}") from None
+    if t == "auto":
+        raise _UsageError(f"{args.model} is a photo model: a graph holds one clean-up strength "
+                          "(the automatic one changes the weights per image); name it with "
+                          "--denoise 0..1 (0 is its clean model's network)")
+    base, _ = load_model(resolve_weights(card.denoise_base), card.scale)
+    photo = {k: v.clone() for k, v in net.state_dict().items()}
+    from types import SimpleNamespace
+
+    PhotoUpscaler(SimpleNamespace(model=net), base.state_dict(), photo).set_strength(float(t))
+    note = (f"{card.name} at clean-up strength {float(t):g} (its weights blended with "
+            f"{card.denoise_base}'s)")
+    return net, card.with_(denoise_base="", denoise_fit={}, denoise_level=False, psnr={},
+                           ssim={}, notes=note + (f". {card.notes}" if card.notes else ""))
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -823,6 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--calibration", metavar="DIR",
                    help="with --int8: calibrate on crops of these images (default: crops of "
                         "the 291 training images bundled with upres)")
+    x.add_argument("--denoise", metavar="0..1",
+                   help="photo models: the clean-up strength the graph holds (required for "
+                        "them: a graph is one network)")
     x.add_argument("--overwrite", action="store_true", help="replace an existing file")
     x.set_defaults(func=cmd_export)
 

@@ -25,7 +25,8 @@ from upres.errors import UpresError, one_line
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
-__all__ = ["OPSET", "GraphNet", "OnnxNet", "export_onnx", "load_onnx", "onnx_bytes", "write_onnx"]
+__all__ = ["OPSET", "GraphNet", "OnnxNet", "describe_io", "export_onnx", "io_convention",
+           "load_onnx", "onnx_bytes", "write_onnx"]
 
 # Highest opset of torch's TorchScript-based exporter; onnxruntime >= 1.17 runs all of it.
 OPSET = 20
@@ -34,7 +35,8 @@ OPSET = 20
 def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> bytes:
     """The serialized ONNX model of ``model`` (float32, CPU): input ``input``
     ``(N, C, H, W)``, output ``output`` ``(N, C, H*s, W*s)`` (``H, W`` for pre-upsampling
-    models), batch/height/width dynamic, the card in ``metadata_props['upres']``."""
+    models), batch/height/width dynamic, the card in ``metadata_props['upres']`` and the
+    input convention in words in its doc strings and plain metadata (:func:`describe_io`)."""
     spec = REGISTRY.get(card.arch) if card.arch in REGISTRY.names() else None
     if spec is not None and not spec.onnx:
         raise UpresError(f"{card.name}: architecture {card.arch} cannot be exported to ONNX with "
@@ -60,7 +62,56 @@ def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> byte
     entry = proto.metadata_props.add()
     entry.key, entry.value = "upres", json.dumps(asdict(card), sort_keys=True)
     proto.producer_name = "upres"
+    describe_io(proto, card)
     return proto.SerializeToString()
+
+
+# plain metadata keys for runtimes and viewers that do not read upres's JSON card
+_IO_KEYS = ("upres_input", "upres_output", "upres_scale", "upres_value_range")
+
+
+def io_convention(card: ModelCard) -> dict[str, str]:
+    """What a graph of ``card`` takes and gives, in words, for someone running the file in
+    plain onnxruntime (the network's own convention; upres does the conversions itself):
+    ``{"upres_input": ..., "upres_output": ..., "upres_scale": "4",
+    "upres_value_range": "1"}``."""
+    bands = "1 channel, luma Y (BT.601, of YCbCr)" if card.color == "y" else "3 channels, RGB"
+    vr = f"{card.value_range:g}"
+    size = "height and width"
+    if card.min_size > 1:
+        size += f" at least {card.min_size}"
+    if card.size_multiple > 1:
+        size += f", multiples of {card.size_multiple}"
+    pre = (f"; the image already enlarged {card.scale}x by bicubic (pre-upsampling network)"
+           if card.pre_upsample else "")
+    c = "1" if card.color == "y" else "3"
+    hw = "height, width" if card.pre_upsample else f"{card.scale}*height, {card.scale}*width"
+    out = (f"float32 (batch, {c}, {hw}), the same channels and range as the input, not "
+           f"clipped (clip to [0, {vr}])")
+    return {"upres_input": f"float32 (batch, {c}, height, width), {bands}, values in "
+                           f"[0, {vr}], {size}{pre}",
+            "upres_output": out, "upres_scale": str(card.scale), "upres_value_range": vr}
+
+
+def describe_io(proto: object, card: ModelCard) -> None:
+    """Write :func:`io_convention` into the ONNX ``proto`` (changed in place): the model's and
+    the graph input's and output's ``doc_string`` and plain ``metadata_props`` entries, which
+    onnxruntime shows as ``modelmeta.description`` and ``custom_metadata_map``: the value range
+    ([0, 1] or [0, 255]) and the channels are otherwise only inside the JSON card, and a wrong
+    guess gives plausible but wrong pixels rather than an error."""
+    conv = io_convention(card)
+    p = proto  # onnx.ModelProto
+    keep = [e for e in p.metadata_props if e.key not in _IO_KEYS]  # type: ignore[attr-defined]
+    del p.metadata_props[:]  # type: ignore[attr-defined]
+    p.metadata_props.extend(keep)  # type: ignore[attr-defined]
+    for key, value in conv.items():
+        entry = p.metadata_props.add()  # type: ignore[attr-defined]
+        entry.key, entry.value = key, value
+    p.doc_string = (f"upres {card.name} (x{card.scale}, {card.arch}"  # type: ignore[attr-defined]
+                    f"{', ' + card.quantized if card.quantized else ''}). "
+                    f"input: {conv['upres_input']}. output: {conv['upres_output']}.")
+    p.graph.input[0].doc_string = conv["upres_input"]  # type: ignore[attr-defined]
+    p.graph.output[0].doc_string = conv["upres_output"]  # type: ignore[attr-defined]
 
 
 def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike[str], *,
@@ -70,12 +121,27 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike[str],
 
 
 def write_onnx(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write a serialized graph to ``path`` atomically (a temporary file renamed into place)."""
+    """Write a serialized graph to ``path`` atomically (a temporary file renamed into place).
+
+    The temporary name is unique to this process and thread: with one shared name, two
+    exports to the same path (parallel build jobs) removed each other's temporary file and one
+    failed with a traceback, or renamed the other's half-written file into place.
+
+    Raises:
+        UpresError: ``path`` cannot be written (a folder, no permission, disk full), naming it.
+    """
+    import threading
+
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.part")
+    if out.is_dir():
+        raise UpresError(f"{out}: is a folder, not a file to write the ONNX model to")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise UpresError(f"{out}: cannot write the ONNX model "
+                         f"({exc.strerror or type(exc).__name__})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return out

@@ -245,7 +245,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from upres.export import onnx_bytes
+    from upres.export import describe_io, onnx_bytes
 
     crops = load_calibration() if crops is None else crops
     proto = onnx.load_from_string(onnx_bytes(model, card))
@@ -283,8 +283,10 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     del qproto.metadata_props[:]
     entry = qproto.metadata_props.add()
     entry.key = "upres"
-    entry.value = json.dumps(asdict(card.with_(quantized=note)), sort_keys=True)
+    qcard = card.with_(quantized=note)
+    entry.value = json.dumps(asdict(qcard), sort_keys=True)
     qproto.producer_name = "upres"
+    describe_io(qproto, qcard)  # the quantiser keeps neither metadata nor doc strings
     return qproto.SerializeToString()
 
 
@@ -344,7 +346,26 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
         other_loss = calibration_loss(model, card, other, crops)
         if other_loss < loss:
             graph, loss = other, other_loss
-    return graph, loss
+    return _stamp(graph, loss, len(crops)), loss
+
+
+def _stamp(graph: bytes, loss: float, crops: int) -> bytes:
+    """``graph`` with its measured loss in the metadata (``upres_int8``: ``loss_db``, the
+    ``rule_db`` a graph must meet to be chosen automatically, ``crops`` and the ``sha256`` of
+    the graph, :func:`_graph_hash`), so that an exported int8 file says what it loses against
+    fp32 (the card's ``psnr`` is that of the path its ``default_precision`` names, fp32 for
+    most models) and :func:`int8_graph` can trust a cached copy."""
+    import onnx
+
+    proto = onnx.load_from_string(graph)
+    keep = [e for e in proto.metadata_props if e.key != "upres_int8"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "upres_int8", json.dumps(
+        {"loss_db": round(loss, 4), "rule_db": INT8_RULE_DB, "crops": crops,
+         "sha256": _graph_hash(proto)}, sort_keys=True)
+    return proto.SerializeToString()
 
 
 def loss_words(loss: float) -> str:
@@ -377,8 +398,23 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 2  # bump when quantize_int8 or make_int8 change what they write
+_QUANTISER = 3  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
+
+
+def _file_stem(name: str) -> str:
+    """``name`` (a card's, which a weights file's own metadata sets) as a safe file-name part:
+    letters, digits, ``-``, ``_`` and ``.`` kept, anything else ``_``, no leading dot, at most
+    64 characters, and a hash of the name where it had to change. Taken as it was, ``../../x``
+    wrote the cached graph outside the cache folder and a name with ``/`` or NUL failed to
+    cache at all."""
+    import hashlib
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip(".") or "model"
+    if stem != name:  # two names made alike must not share a cached graph (and its card)
+        stem += "-" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:8]
+    return stem
 
 
 def _graph_hash(proto: object) -> str:
@@ -397,7 +433,8 @@ def int8_graph(model: nn.Module, card: ModelCard, *, percentile: float = PERCENT
     A cache that cannot be written is skipped."""
     import onnx
 
-    path = cache_dir() / "int8" / f"{card.name}-{_weights_key(model, card, percentile)}.onnx"
+    name = f"{_file_stem(card.name)}-{_weights_key(model, card, percentile)}.onnx"
+    path = cache_dir() / "int8" / name
     if cache:
         try:
             data = path.read_bytes()
@@ -408,12 +445,7 @@ def int8_graph(model: nn.Module, card: ModelCard, *, percentile: float = PERCENT
                 return data, float(entry["loss_db"])
         except Exception:  # missing, unreadable or damaged: made again
             pass
-    graph, loss = make_int8(model, card, percentile=percentile)
-    proto = onnx.load_from_string(graph)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "upres_int8", json.dumps({"loss_db": round(loss, 4),
-                                                      "sha256": _graph_hash(proto)})
-    graph = proto.SerializeToString()
+    graph, loss = make_int8(model, card, percentile=percentile)  # stamped: loss and hash
     if cache:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:

@@ -11,12 +11,14 @@ that is missing, damaged or unwritable only means measuring again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +125,45 @@ def record(key: str, precision: str, times: dict[str, float],
              "measured": time.strftime("%Y-%m-%d %H:%M")}
     if channels_last is not None:
         entry["channels_last"] = channels_last
-    data = _read()
-    data[key] = entry
     path = _file()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    with _THREADS, _locked(path):  # read, add, write as one step (see _locked)
+        data = _read()
+        data[key] = entry
+        try:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return entry
+
+
+_THREADS = threading.Lock()  # record() in this process (flock alone is per open file)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX ``flock``) while the cache is read and
+    rewritten: without it, processes measuring different models at once (a server's workers,
+    a batch on a shared cache folder) each wrote the file as they had read it, and all but
+    the last one's entry was lost, to be measured again at the next load. No lock where the
+    folder cannot be written (the write fails anyway) or ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        tmp.unlink(missing_ok=True)
-    return entry
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def describe(entry: dict[str, Any], *, cached: bool = False) -> str:
