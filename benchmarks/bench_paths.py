@@ -21,13 +21,16 @@ each int8 path loses at most 0.05 dB against fp32 on each of the three sets, and
     .venv/bin/python benchmarks/bench_paths.py --emulate-avx2   # its own section
 
 ``--emulate-avx2`` runs the same measurements with oneDNN capped at AVX2
-(``ONEDNN_MAX_CPU_ISA=AVX2``, set before torch loads), the instruction set of the CI machines
+(``ONEDNN_MAX_CPU_ISA=AVX2``, and PyTorch's own kernels by ``ATEN_CPU_CAPABILITY=avx2``, set
+before torch loads), the instruction set of the CI machines
 (AVX2-only AMD EPYC) on a machine that has more: PyTorch's convolutions and OpenVINO's int8
 kernels then use AVX2 code (no AVX-512, no VNNI: int8 products through ``vpmaddubsw``, as on
 those CPUs), so the int8 speed-up and any int8 rounding that AVX2 kernels change are measured
 here. bf16 (emulated without native support) and onnxruntime's int8 (its kernels are picked
-from the CPU's own flags, which the cap does not reach) are left out of that section. An
-emulation, not the CI machine: its clock, caches and cores are this one's.
+from the CPU's own flags, which the cap does not reach) are left out of that section.
+OpenVINO's convolutions run on its oneDNN, which the cap reaches; kernels of its own outside
+oneDNN may still pick AVX-512. An emulation, not the CI machine: its clock, caches and cores
+are this one's.
 """
 
 from __future__ import annotations
@@ -191,8 +194,9 @@ def main() -> None:
     if "--emulate-avx2" in sys.argv and not EMULATED:
         # the cap must be in the environment before torch and OpenVINO load oneDNN: run again
         os.execve(sys.executable, [sys.executable, *sys.argv],
-                  {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+                  {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
+    # no abbreviations: "--emulate" would run uncapped and replace the native section
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", nargs="+", help="shipped models (default: all)")
     ap.add_argument("--emulate-avx2", action="store_true",
@@ -284,7 +288,9 @@ def main() -> None:
                           f" (bf16's {fidelity[card.name, 'bf16']:.1f} dB)")))
     emulated = ("Emulated AVX2-only CPU: oneDNN capped at AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`) on "
                 f"a CPU with {isa()}, so PyTorch fp32 and OpenVINO int8 (int8-ov) run AVX2 "
-                "kernels (int8 without VNNI), as on the CI machines; onnxruntime int8 and bf16 "
+                "kernels (int8 without VNNI; PyTorch's other kernels capped by "
+                "`ATEN_CPU_CAPABILITY=avx2`; OpenVINO's kernels outside oneDNN may not be), "
+                "as on the CI machines; onnxruntime int8 and bf16 "
                 "are left out (the cap does not reach onnxruntime's kernels; AVX2 has no "
                 "bf16). Not the CI machine itself: clock, caches and cores are this one's. "
                 if EMULATED else "")

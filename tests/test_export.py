@@ -83,6 +83,9 @@ def test_export_cli_and_onnx_file_upscale_like_pytorch(tmp_path, capsys):
 
 def test_photo_model_exports_the_strength_it_is_given(tmp_path, capsys):
     # the photo model's file alone is strength 1: a graph must be told which network it holds
+    # a folder as -o is refused before an int8 export calibrates
+    assert main(["export", "-m", "tiny-x2", "--int8", "-o", str(tmp_path), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
     out = tmp_path / "p.onnx"
     assert main(["export", "-m", "photo-x2", "-o", str(out)]) == 2
     assert "--denoise 0..1" in capsys.readouterr().err and not out.exists()
@@ -95,6 +98,7 @@ def test_photo_model_exports_the_strength_it_is_given(tmp_path, capsys):
         assert f"clean-up strength {float(t):g}" in capsys.readouterr().out
         _, card = load_onnx(dst)
         assert not card.denoise_base and not card.psnr and f"strength {float(t):g}" in card.notes
+        assert "automatic" not in card.summary and "auto by default" not in card.notes
         ref = upres.load("photo-x2", device="cpu", precision="fp32", denoise=float(t))
         got = upres.load(str(dst)).upscale(img, tile=0)
         assert np.abs(got.astype(int) - ref.upscale(img, tile=0).astype(int)).max() <= 1

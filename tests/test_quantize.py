@@ -583,23 +583,40 @@ def test_int8_cache_stays_in_its_folder_and_files_say_their_loss(tmp_path, monke
     assert "int8" in desc.description and "[0, 1]" in desc.description
 
 
+def _record_many(i: int, start: object) -> None:
+    start.wait()  # type: ignore[attr-defined]
+    for k in range(25):
+        paths.record(f"m{i}-{k}", "fp32", {"fp32": 0.01}, None)
+
+
 def test_precision_cache_keeps_every_writers_entry(tmp_path, monkeypatch):
-    """Writers recording different models at once (server workers on one cache) each keep
-    their entry: the read, add, write of precision.json is one step."""
-    import threading
+    """Processes recording different models at once (server workers on one cache) each keep
+    their entry: the read, add, write of precision.json is one step under a file lock (a
+    thread lock alone would not reach another process)."""
+    import multiprocessing
 
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
-    start = threading.Barrier(8)
-
-    def write(i: int) -> None:
-        start.wait()
-        for k in range(15):
-            paths.record(f"m{i}-{k}", "fp32", {"fp32": 0.01}, None)
-
-    workers = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(4)
+    workers = [ctx.Process(target=_record_many, args=(i, start)) for i in range(4)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join()
-    assert all(paths.lookup(f"m{i}-{k}") for i in range(8) for k in range(15))
+        w.join(120)
+    assert all(w.exitcode == 0 for w in workers)
+    assert all(paths.lookup(f"m{i}-{k}") for i in range(4) for k in range(25))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precision.json", "precision.json.lock"]
+
+
+def test_precision_cache_is_written_where_files_cannot_be_locked(tmp_path, monkeypatch):
+    # NFS without lockd: flock fails (ENOLCK); the choice is still recorded, not a crash
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path / "new"))  # not made yet
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    paths.record("m", "fp32", {"fp32": 0.01}, None)
+    assert paths.lookup("m")

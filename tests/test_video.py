@@ -747,6 +747,7 @@ def test_h264_with_b_frames_in_avi_keeps_every_frame_in_order(tmp_path, bic2, ca
               options={"bf": "3", "x264-params": "b-pyramid=normal"})
     meta = probe(src)
     assert meta.time_base == Fraction(1, 10) and meta.decode_order
+    assert len(meta.keyframes) == 3  # every 10 frames, IDR pictures (x264's closed GOPs)
     want = _frames(src)
     assert [p for p, _ in want] != sorted(p for p, _ in want)  # the frames carry them reordered
     out = upres.upscale_video(bic2, src, tmp_path / f"o{suffix}", segment_seconds=0.9,
@@ -762,6 +763,19 @@ def test_h264_with_b_frames_in_avi_keeps_every_frame_in_order(tmp_path, bic2, ca
     got = _frames(piece)
     assert len(got) == 13
     for (_, a), (_, b) in zip(want[12:25], got, strict=True):
+        assert np.abs(imresize(a, 2).astype(int) - b.astype(int)).mean() < 6
+    # an open GOP: the later I-frames are not IDR pictures, whose B-frames that show before
+    # them are dropped by a decode that starts there; the plan starts only at IDR pictures
+    src = tmp_path / "open.avi"
+    make_clip(src, n=30, tb=Fraction(1, 10), pts=list(range(30)),
+              options={"bf": "3", "x264-params": "open-gop=1"})
+    meta = probe(src)
+    assert meta.decode_order and len(meta.keyframes) == 1  # the first picture alone
+    want = _frames(src)
+    got = _frames(upres.upscale_video(bic2, src, tmp_path / f"open{suffix}",
+                                      segment_seconds=0.9, say=lambda _: None))
+    assert len(got) == 30
+    for (_, a), (_, b) in zip(want, got, strict=True):
         assert np.abs(imresize(a, 2).astype(int) - b.astype(int)).mean() < 6
     assert main(["video", str(src), "-o", str(tmp_path / "x.avi"), "-m", "fast-x2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

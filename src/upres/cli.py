@@ -584,6 +584,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from upres.models.weights import load_model
 
     out = Path(args.output)
+    if out.is_dir():  # before any work (an int8 export calibrates first)
+        raise _UsageError(f"{out}: is a folder, not a file to write the ONNX model to")
     if out.exists() and not args.overwrite:
         raise _UsageError(f"{out}: exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
@@ -648,10 +650,15 @@ def _export_strength(args: argparse.Namespace, net: Any, card: Any) -> tuple[Any
     from types import SimpleNamespace
 
     PhotoUpscaler(SimpleNamespace(model=net), base.state_dict(), photo).set_strength(float(t))
-    note = (f"{card.name} at clean-up strength {float(t):g} (its weights blended with "
-            f"{card.denoise_base}'s)")
+    note = (f"{card.name} at the fixed clean-up strength {float(t):g}: its weights blended "
+            f"with {card.denoise_base}'s (0 is {card.denoise_base}'s network, 1 the strongest "
+            "clean-up); exported by upres export --denoise. The PSNR figures of the model "
+            "were at its automatic strength and are not carried.")
+    summary = (f"{card.name}'s photo clean-up at the fixed strength {float(t):g}, for inputs "
+               "damaged about that much (JPEG, noise, blur)")
+    # the card's notes and summary describe the automatic strength: replaced, not kept
     return net, card.with_(denoise_base="", denoise_fit={}, denoise_level=False, psnr={},
-                           ssim={}, notes=note + (f". {card.notes}" if card.notes else ""))
+                           ssim={}, notes=note, summary=summary)
 
 
 # -- serve -------------------------------------------------------------------------------------

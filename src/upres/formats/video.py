@@ -183,6 +183,8 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
         tb = v.time_base or Fraction(1, 90000)
         pts, keys, end, damaged = [], [], None, None
         in_order = True  # every packet's pts above the one before (decoding order)
+        open_keys: set[int] = set()  # H.264/H.265 keyframes that are not IDR pictures
+        nal_kind = _codec_name(v) if _codec_name(v) in ("h264", "hevc") else None
         try:
             for pkt in c.demux(v):
                 if pkt.pts is None:
@@ -191,6 +193,9 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
                 pts.append(pkt.pts)
                 if pkt.is_keyframe:
                     keys.append(pkt.pts)
+                    if nal_kind and c.format.name == "avi" and not _is_idr(bytes(pkt),
+                                                                            nal_kind):
+                        open_keys.add(pkt.pts)
                 stop = pkt.pts + (pkt.duration or 0)
                 end = stop if end is None else max(end, stop)
         except Exception as exc:
@@ -219,6 +224,11 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
             damaged = float((end) * tb)
         first = _first_frame(p)
         decode_order = c.format.name == "avi" and in_order and _reorders(p)
+        if decode_order:
+            # frames are given display times by counting from the keyframe a decode starts
+            # at, which holds only where no frame after it shows before it: an IDR picture
+            # (an open GOP's I-frame drops the B-frames after it that show before it)
+            keys = [k for k in keys if k not in open_keys or k == pts[0]]
         rotation = round(first.rotation or 0) % 360
         fmt = first.format
         cs = int(first.colorspace or cc.colorspace or 2)
@@ -307,6 +317,29 @@ def _first_frame(p: Path) -> Any:
     raise UpresError(f"{p}: no frame could be decoded (unsupported or damaged video)")
 
 
+def _is_idr(data: bytes, codec: str) -> bool:
+    """True if an H.264 (``h264``) or H.265 (``hevc``) access unit, Annex B (start codes) or
+    length-prefixed, holds an IDR picture's slice (H.264 NAL type 5; H.265 types 19 and 20).
+    """
+    def idr(first: int) -> bool:
+        return (first & 0x1F) == 5 if codec == "h264" else ((first >> 1) & 0x3F) in (19, 20)
+
+    if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1":
+        i = data.find(b"\0\0\1")
+        while 0 <= i < len(data) - 3:
+            if idr(data[i + 3]):
+                return True
+            i = data.find(b"\0\0\1", i + 3)
+        return False
+    i = 0
+    while i + 4 < len(data):  # 4-byte lengths (AVC1 / HVC1 in a container)
+        n = int.from_bytes(data[i:i + 4], "big")
+        if idr(data[i + 4]):
+            return True
+        i += 4 + n
+    return False
+
+
 def _reorders(p: Path, n: int = 48) -> bool:
     """True if the first ``n`` frames the decoder gives come out with timestamps out of
     order: the container's timestamps are the packets' decoding order (AVI has no other), and
@@ -373,8 +406,9 @@ def decode_rgb(meta: VideoMeta, start: int, stop: int) -> Iterator[tuple[int, in
                         # the keyframe a decode starts at comes out first with its own time;
                         # every frame after it takes the next display time (its own pts
                         # belongs to the packet decoded when it came out)
-                        if order < 0:
-                            order = bisect.bisect_left(meta.pts, t if t is not None else -1)
+                        if order < 0:  # the keyframe sought (an IDR), or the first frame
+                            order = 0 if target is None else bisect.bisect_left(meta.pts,
+                                                                                target)
                         else:
                             order += 1
                         t = meta.pts[order] if order < len(meta.pts) else None
@@ -721,8 +755,9 @@ def _subtitle_payload(target: str, text: str) -> bytes:
 def check_streams(meta: VideoMeta, dst: Path, container: str, settings: EncodeSettings,
                   width: int, height: int) -> None:
     """Open a throw-away ``container`` muxer on the null device with the video encoder and
-    every other stream as :func:`assemble` will add them, and write its header, so what the
-    muxer or an encoder refuses is said before the upscale, not after it.
+    every other stream as :func:`assemble` will add them, write its header, one packet of
+    each copied audio stream found early in the file and the trailer, so what the muxer or
+    an encoder refuses is said before the upscale, not after it.
 
     Raises:
         UpresError: one line naming ``dst`` and what FFmpeg refused.
@@ -741,11 +776,12 @@ def check_streams(meta: VideoMeta, dst: Path, container: str, settings: EncodeSe
             copies, _, _ = _add_streams(inp, out, meta, container, lambda _: None)
             out.start_encoding()
             # one packet of each copied audio stream, and the trailer: MP4 writes its index
-            # there, and refuses some streams (PCM without channel order) only then; a few
-            # hundred packets at most are read (not a film's length for a late stream)
+            # there, and refuses some streams (PCM without channel order) only then; the first
+            # 500 packets of the file at most are read, whatever streams they belong to (a
+            # stream that starts later is not looked for through a film's length)
             audio = {i: so for i, so in copies.items() if inp.streams[i].type == "audio"}
             if audio:
-                for pkt in itertools.islice(inp.demux([inp.streams[i] for i in audio]), 500):
+                for pkt in itertools.islice(inp.demux(), 500):
                     so = audio.pop(pkt.stream.index, None) if pkt.size else None
                     if so is not None:
                         pkt.pts = pkt.dts = 0
@@ -861,8 +897,10 @@ def _add_streams(inp: Any, out: Any, meta: VideoMeta, container: str,
             res = av.AudioResampler(format=so.codec_context.format, layout=so.layout,
                                     rate=so.codec_context.sample_rate)
             recodes[info.index] = (s_in, so, res)
-            why = (f"PCM in a {container} file plays in few players (.mov or .mkv keep it "
-                   "lossless)" if _recoded_audio(container, info.codec) else
+            why = (f"PCM in a {container} file plays in few players"
+                   + ("" if info.codec in ("pcm_bluray", "pcm_dvd") else
+                      " (.mov or .mkv keep it lossless)")
+                   if _recoded_audio(container, info.codec) else
                    f"a {container} file cannot hold {info.codec}")
             note(f"audio stream {info.index} ({info.codec}) re-encoded to {target}: {why}")
         else:

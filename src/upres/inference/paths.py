@@ -127,6 +127,8 @@ def record(key: str, precision: str, times: dict[str, float],
         entry["channels_last"] = channels_last
     path = _file()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with _THREADS, _locked(path):  # read, add, write as one step (see _locked)
         data = _read()
         data[key] = entry
@@ -154,13 +156,13 @@ def _locked(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # no locks here (NFS without lockd): go on without
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
