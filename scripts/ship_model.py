@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     model, card = load_model(args.run / "final.safetensors")
     card = card.with_(default_precision=args.default_precision)
-    if card.config.get("data", {}).get("degradation") == "leveled" and \
+    if card.config.get("data", {}).get("degradation") in ("leveled", "leveled_single") and \
             card.config.get("model", {}).get("denoise_base"):
         card = card.with_(denoise_level=True)  # auto strength: upres.inference.level
     if args.denoise_fit:

@@ -537,6 +537,30 @@ def test_leveled_damage_grows_with_the_level_and_zero_is_bicubic():
     np.testing.assert_array_equal(a, pipe.at(0.5)(hr, np.random.default_rng(3)))
 
 
+def test_leveled_single_takes_one_kind_alone_in_half_the_everyday_passes(monkeypatch):
+    import upres.data.degrade as dg
+
+    kinds: list[str] = []
+    for name, kind in (("blur", "blur"), ("add_gaussian_noise", "noise"),
+                       ("add_poisson_noise", "noise"), ("jpeg", "jpeg")):
+        real = getattr(dg, name)
+        monkeypatch.setattr(dg, name, lambda *a, _r=real, _k=kind, **k: (kinds.append(_k),
+                                                                         _r(*a, **k))[1])
+    hr = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+
+    def alone(pipe: dg.Leveled) -> float:
+        n = 0
+        for i in range(300):
+            kinds.clear()
+            pipe.draw(hr, np.random.default_rng(i), 0.5, blind=False)
+            n += len(kinds) == 1
+        return n / 300
+
+    before, single = alone(dg.Leveled(4)), alone(dg.leveled_single(4))
+    assert 0.25 < before < 0.5 and single > before + 0.15, (before, single)  # ~0.4, ~0.7
+    assert dg.DEGRADATIONS["leveled_single"](4).single == 0.5
+
+
 def test_denoise_base_trains_every_strength(tiny, tmp_path):
     """model.denoise_base: each batch is one damage level t of data.degradation leveled, the
     network at weights base + t * (own - base) is trained, and the base stays as it was."""

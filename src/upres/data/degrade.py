@@ -37,6 +37,7 @@ __all__ = [
     "gaussian_kernel",
     "jpeg",
     "leveled",
+    "leveled_single",
     "modcrop",
     "photo_mix",
     "random_blur",
@@ -294,11 +295,18 @@ class Leveled:
       ``100 - t * U(40, 70)``), at least one of the three. Every strength grows with ``t``, so
       an input's level is how damaged it looks whatever the kind.
 
+    ``single``: the share of everyday passes that take exactly one of the three (blur, noise
+    or JPEG, equally likely) instead of drawing each on its own (which gives one kind alone
+    about a third of the time, blur alone 6 %): a photo is often damaged one way only (soft
+    from its lens, noisy from its sensor, or compressed by a website). 0 (``leveled``) draws
+    as before, random number for random number.
+
     ``at(t)`` is the pipeline of one level (``(hr, rng) -> lr``, float32 [0, 1] as
     :class:`Pipeline`); calling the object itself draws ``t`` uniformly first.
     """
 
     scale: int
+    single: float = 0.0
 
     def at(self, t: float) -> Callable[[np.ndarray, Rng], np.ndarray]:
         return lambda hr, rng: self.draw(hr, rng, t)
@@ -325,9 +333,13 @@ class Leveled:
             blind = bool(rng.random() < self.blind_at(t))
         if blind:
             return second_order(s)(x, rng)
-        parts = rng.random(3) < np.array([0.5, 0.6, 0.7])
-        if not parts.any():
+        if self.single > 0.0 and rng.random() < self.single:
+            parts = np.zeros(3, dtype=bool)
             parts[int(rng.integers(3))] = True
+        else:
+            parts = rng.random(3) < np.array([0.5, 0.6, 0.7])
+            if not parts.any():
+                parts[int(rng.integers(3))] = True
         if parts[0]:
             sigma = s * t * float(rng.uniform(0.8, 1.4))
             x = np.clip(blur(x, gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma)), 0, 1)
@@ -349,8 +361,15 @@ def leveled(scale: int) -> Leveled:
     return Leveled(scale)
 
 
+def leveled_single(scale: int) -> Leveled:
+    """:class:`Leveled` at ``scale`` with half of its everyday passes one kind of damage alone
+    (``data.degradation: leveled_single``)."""
+    return Leveled(scale, single=0.5)
+
+
 #: ``data.degradation`` names with a pipeline (``bicubic`` has none: MATLAB bicubic LR).
-DEGRADATIONS = {"second_order": second_order, "photo_mix": photo_mix, "leveled": leveled}
+DEGRADATIONS = {"second_order": second_order, "photo_mix": photo_mix, "leveled": leveled,
+                "leveled_single": leveled_single}
 
 
 def degradation(name: str, scale: int) -> Callable[[np.ndarray, Rng], np.ndarray] | None:

@@ -44,6 +44,8 @@ class DataConfig:
     degradation: str = "bicubic"  # bicubic (MATLAB, the classic task) | second_order (blind)
     #                              | photo_mix (half second_order, half one everyday pass)
     #                              | leveled (damage growing with a level, for photo models)
+    #                              | leveled_single (leveled, half its everyday passes one
+    #                                kind of damage alone)
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
@@ -189,10 +191,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.data.degradation not in ("bicubic", "second_order", "photo_mix", "leveled"):
-        raise UpresError(f"config key 'data.degradation': bicubic, second_order, photo_mix or "
-                         f"leveled, "
-                         f"got {cfg.data.degradation!r}")
+    if cfg.data.degradation not in ("bicubic", "second_order", "photo_mix", "leveled",
+                                    "leveled_single"):
+        raise UpresError(f"config key 'data.degradation': bicubic, second_order, photo_mix, "
+                         f"leveled or leveled_single, got {cfg.data.degradation!r}")
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
