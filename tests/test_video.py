@@ -780,3 +780,18 @@ def test_h264_with_b_frames_in_avi_keeps_every_frame_in_order(tmp_path, bic2, ca
     assert main(["video", str(src), "-o", str(tmp_path / "x.avi"), "-m", "fast-x2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "x.avi: unknown video container '.avi'; use " in err[0], err
+
+
+def test_idr_pictures_are_found_in_either_h264_layout():
+    from upres.formats.video import _is_idr
+
+    def units(*nals: bytes) -> bytes:  # length-prefixed, as in MP4/MKV
+        return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
+
+    sei = b"\x06" + bytes(0x164)  # 0x165 bytes: the packet starts 00 00 01 65 like Annex B
+    assert not _is_idr(units(sei, b"\x41\x9a\x00"), "h264")  # then a P slice
+    assert _is_idr(units(sei, b"\x65\x88\x80"), "h264")  # then an IDR slice
+    assert _is_idr(b"\0\0\0\1\x09\xf0\0\0\1\x65\x88", "h264")  # Annex B, AUD then IDR
+    assert not _is_idr(b"\0\0\1\x41\x9a\0\0\1\x01\x02", "h264")
+    assert _is_idr(units(b"\x26\x01\xaf"), "hevc") and not _is_idr(units(b"\x2a\x01"), "hevc")
+    assert not _is_idr(b"", "h264")

@@ -297,7 +297,7 @@ class Leveled:
 
     ``single``: the share of everyday passes that take exactly one of the three (blur, noise
     or JPEG, equally likely) instead of drawing each on its own (which gives one kind alone
-    about a third of the time, blur alone 6 %): a photo is often damaged one way only (soft
+    about a third of the time, blur alone 8 %): a photo is often damaged one way only (soft
     from its lens, noisy from its sensor, or compressed by a website). 0 (``leveled``) draws
     as before, random number for random number.
 

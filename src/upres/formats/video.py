@@ -318,25 +318,25 @@ def _first_frame(p: Path) -> Any:
 
 
 def _is_idr(data: bytes, codec: str) -> bool:
-    """True if an H.264 (``h264``) or H.265 (``hevc``) access unit, Annex B (start codes) or
-    length-prefixed, holds an IDR picture's slice (H.264 NAL type 5; H.265 types 19 and 20).
-    """
+    """True if an H.264 (``h264``) or H.265 (``hevc``) access unit, length-prefixed or Annex B
+    (start codes), holds an IDR picture's slice (H.264 NAL type 5; H.265 types 19 and 20).
+    Length-prefixed is taken only where the 4-byte lengths add up to the packet exactly (a
+    first unit 256-511 bytes long starts ``00 00 01`` too)."""
     def idr(first: int) -> bool:
         return (first & 0x1F) == 5 if codec == "h264" else ((first >> 1) & 0x3F) in (19, 20)
 
-    if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1":
-        i = data.find(b"\0\0\1")
-        while 0 <= i < len(data) - 3:
-            if idr(data[i + 3]):
-                return True
-            i = data.find(b"\0\0\1", i + 3)
-        return False
-    i = 0
+    heads, i = [], 0
     while i + 4 < len(data):  # 4-byte lengths (AVC1 / HVC1 in a container)
         n = int.from_bytes(data[i:i + 4], "big")
-        if idr(data[i + 4]):
-            return True
+        heads.append(data[i + 4])
         i += 4 + n
+    if heads and i == len(data):
+        return any(idr(h) for h in heads)
+    i = data.find(b"\0\0\1")
+    while 0 <= i < len(data) - 3:
+        if idr(data[i + 3]):
+            return True
+        i = data.find(b"\0\0\1", i + 3)
     return False
 
 
@@ -407,6 +407,11 @@ def decode_rgb(meta: VideoMeta, start: int, stop: int) -> Iterator[tuple[int, in
                         # every frame after it takes the next display time (its own pts
                         # belongs to the packet decoded when it came out)
                         if order < 0:  # the keyframe sought (an IDR), or the first frame
+                            if target is not None and t != target:
+                                # the seek did not land on it: start again from the start
+                                targets[attempt + 1:] = [None]
+                                retry = True
+                                break
                             order = 0 if target is None else bisect.bisect_left(meta.pts,
                                                                                 target)
                         else:
