@@ -24,6 +24,7 @@ from pathlib import Path
 
 from stamp_cards import stamp
 
+from upres.data.degrade import DEGRADATIONS, Leveled
 from upres.evaluate import evaluate
 from upres.inference.upscaler import Upscaler
 from upres.models.weights import load_model, save_model
@@ -53,7 +54,8 @@ def main() -> None:
     args = ap.parse_args()
     model, card = load_model(args.run / "final.safetensors")
     card = card.with_(default_precision=args.default_precision)
-    if card.config.get("data", {}).get("degradation") in ("leveled", "leveled_single") and \
+    deg = DEGRADATIONS.get(card.config.get("data", {}).get("degradation", ""))
+    if deg is not None and isinstance(deg(card.scale), Leveled) and \
             card.config.get("model", {}).get("denoise_base"):
         card = card.with_(denoise_level=True)  # auto strength: upres.inference.level
     if args.denoise_fit:

@@ -26,7 +26,7 @@ from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
 __all__ = ["OPSET", "GraphNet", "OnnxNet", "describe_io", "export_onnx", "io_convention",
-           "load_onnx", "onnx_bytes", "write_onnx"]
+           "load_onnx", "onnx_bytes", "set_metadata", "write_onnx"]
 
 # Highest opset of torch's TorchScript-based exporter; onnxruntime >= 1.17 runs all of it.
 OPSET = 20
@@ -93,6 +93,18 @@ def io_convention(card: ModelCard) -> dict[str, str]:
             "upres_output": out, "upres_scale": str(card.scale), "upres_value_range": vr}
 
 
+def set_metadata(proto: object, entries: dict[str, str]) -> None:
+    """Set plain ``metadata_props`` entries of the ONNX ``proto`` (changed in place): each key
+    of ``entries`` once, with its value; other keys kept."""
+    p = proto  # onnx.ModelProto
+    keep = [e for e in p.metadata_props if e.key not in entries]  # type: ignore[attr-defined]
+    del p.metadata_props[:]  # type: ignore[attr-defined]
+    p.metadata_props.extend(keep)  # type: ignore[attr-defined]
+    for key, value in entries.items():
+        entry = p.metadata_props.add()  # type: ignore[attr-defined]
+        entry.key, entry.value = key, value
+
+
 def describe_io(proto: object, card: ModelCard) -> None:
     """Write :func:`io_convention` into the ONNX ``proto`` (changed in place): the model's and
     the graph input's and output's ``doc_string`` and plain ``metadata_props`` entries, which
@@ -101,12 +113,7 @@ def describe_io(proto: object, card: ModelCard) -> None:
     guess gives plausible but wrong pixels rather than an error."""
     conv = io_convention(card)
     p = proto  # onnx.ModelProto
-    keep = [e for e in p.metadata_props if e.key not in _IO_KEYS]  # type: ignore[attr-defined]
-    del p.metadata_props[:]  # type: ignore[attr-defined]
-    p.metadata_props.extend(keep)  # type: ignore[attr-defined]
-    for key, value in conv.items():
-        entry = p.metadata_props.add()  # type: ignore[attr-defined]
-        entry.key, entry.value = key, value
+    set_metadata(p, conv)
     p.doc_string = (f"upres {card.name} (x{card.scale}, {card.arch}"  # type: ignore[attr-defined]
                     f"{', ' + card.quantized if card.quantized else ''}). "
                     f"input: {conv['upres_input']}. output: {conv['upres_output']}.")
@@ -121,30 +128,22 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike[str],
 
 
 def write_onnx(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write a serialized graph to ``path`` atomically (a temporary file renamed into place).
-
-    The temporary name is unique to this process and thread: with one shared name, two
-    exports to the same path (parallel build jobs) removed each other's temporary file and one
-    failed with a traceback, or renamed the other's half-written file into place.
+    """Write a serialized graph to ``path`` atomically (:func:`upres.formats.files.atomic_write`:
+    a temporary name unique to this host, process and call, committed into place), replacing
+    a file there; the folder must exist.
 
     Raises:
-        UpresError: ``path`` cannot be written (a folder, no permission, disk full), naming it.
+        UpresError: ``path`` cannot be written (a folder, no such folder, no permission, disk
+            full), naming it.
     """
-    import threading
+    from upres.formats.files import atomic_write
 
     out = Path(path)
     if out.is_dir():
         raise UpresError(f"{out}: is a folder, not a file to write the ONNX model to")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise UpresError(f"{out}: cannot write the ONNX model "
-                         f"({exc.strerror or type(exc).__name__})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    if not out.parent.is_dir():
+        raise UpresError(f"{out}: cannot write the ONNX model (no such folder)")
+    return atomic_write(out, data, overwrite=True)
 
 
 class GraphNet(nn.Module):

@@ -357,14 +357,12 @@ def _stamp(graph: bytes, loss: float, crops: int) -> bytes:
     most models) and :func:`int8_graph` can trust a cached copy."""
     import onnx
 
+    from upres.export import set_metadata
+
     proto = onnx.load_from_string(graph)
-    keep = [e for e in proto.metadata_props if e.key != "upres_int8"]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "upres_int8", json.dumps(
+    set_metadata(proto, {"upres_int8": json.dumps(
         {"loss_db": round(loss, 4), "rule_db": INT8_RULE_DB, "crops": crops,
-         "sha256": _graph_hash(proto)}, sort_keys=True)
+         "sha256": _graph_hash(proto)}, sort_keys=True)})
     return proto.SerializeToString()
 
 

@@ -184,7 +184,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
         pts, keys, end, damaged = [], [], None, None
         in_order = True  # every packet's pts above the one before (decoding order)
         open_keys: set[int] = set()  # H.264/H.265 keyframes that are not IDR pictures
-        nal_kind = _codec_name(v) if _codec_name(v) in ("h264", "hevc") else None
+        nal_kind = cc.name if cc.name in ("h264", "hevc") else None
         try:
             for pkt in c.demux(v):
                 if pkt.pts is None:

@@ -191,10 +191,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.data.degradation not in ("bicubic", "second_order", "photo_mix", "leveled",
-                                    "leveled_single"):
-        raise UpresError(f"config key 'data.degradation': bicubic, second_order, photo_mix, "
-                         f"leveled or leveled_single, got {cfg.data.degradation!r}")
+    from upres.data.degrade import DEGRADATIONS
+
+    names = ("bicubic", *DEGRADATIONS)
+    if cfg.data.degradation not in names:
+        raise UpresError(f"config key 'data.degradation': {', '.join(names[:-1])} or "
+                         f"{names[-1]}, got {cfg.data.degradation!r}")
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
