@@ -8,7 +8,11 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
 - The first and last convolutions stay float32: the first sees the raw pixels, the last writes
   the residual that becomes output pixels, where one 8-bit step of an activation is already a
   visible fraction of an output level (quantising them too was measured: tiny-x3 then lost
-  0.083 dB on the calibration crops instead of 0.040, for about 10 % more speed). Only
+  0.083 dB on the calibration crops instead of 0.040, for about 10 % more speed; session 23
+  found where: 8-bit weights of the last convolution cost 0.0006 dB and its 8-bit output
+  little, its 8-bit input (the skip sum, signed, about [-0.64, 1.13]) the rest, and narrower
+  ranges for that input or channel ranges equalised across the sum brought it to
+  0.051-0.066 dB at best, still over :data:`INT8_RULE_DB`: ``scripts/exp_int8_tail.py``). Only
   ``Conv`` and ``Relu`` nodes are quantised, so the skip additions, the anchor and the pixel
   shuffle stay float32 as well; ReLU fuses into the convolution before it, so each body
   activation uses all 256 levels on ``[0, t]``.
