@@ -370,3 +370,38 @@ def test_leveled_branch_can_be_forced_without_changing_the_stream():
         np.testing.assert_array_equal(a, pipe.draw(hr, rng, t, blind=blind))
     assert kinds == {True, False}  # (both branches were drawn)
     assert pipe.blind_at(0.5) == 0.0 and pipe.blind_at(1.0) == 1.0
+
+
+def test_level_net_margin_reaches_the_ends_and_reads_clipped(tmp_path, monkeypatch):
+    """``LevelNet(margin=m)`` stretches its sigmoid to [-m, 1 + m] (what training fits), the
+    reading is clipped to [0, 1], and a written estimator's margin comes back from its file."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from upres.inference import level
+
+    img = read_rgb8(BENCH / "BSD100" / "3096.png")
+    for margin, bias, want in ((0.1, 20.0, 1.0), (0.1, -20.0, 0.0), (0.0, 20.0, None)):
+        net = level.LevelNet(margin=margin).eval()
+        with torch.no_grad():
+            net.head[-1].bias.fill_(bias)
+            x = torch.zeros(2, 3, level.WINDOW, level.WINDOW)
+            raw = float(net(x, torch.zeros(2, 2), group=2)[0])
+        if margin:
+            assert raw == pytest.approx(1.1 if bias > 0 else -0.1, abs=1e-6)
+            assert level.estimate_level(img, net) == want
+        else:
+            assert 0.999 < raw <= 1.0  # a bare sigmoid only approaches the end
+    path = tmp_path / "level_x4.safetensors"
+    save_file({k: v.contiguous() for k, v in level.LevelNet(margin=0.1).state_dict().items()},
+              str(path), metadata={"upres_level": json.dumps({"off": 0.2,
+                                                              "args": {"margin": 0.1}})})
+    monkeypatch.setattr(level, "level_path", lambda s: path)
+    level.level_net.cache_clear()
+    level.level_off.cache_clear()
+    try:
+        assert level.level_net(4).margin == 0.1 and level.level_off(4) == 0.2
+    finally:
+        level.level_net.cache_clear()
+        level.level_off.cache_clear()

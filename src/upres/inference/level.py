@@ -43,11 +43,16 @@ class LevelNet(nn.Module):
     """Input: ``x`` float32 ``(N, 3, H, W)`` RGB in [0, 1] (windows of one image or of a batch),
     ``extra`` float32 ``(N, 2)`` (log1p of the noise sigma in levels, blockiness);
     ``group``: how many consecutive windows belong to one image (their features are averaged).
-    Output: ``(N / group,)`` float32 level in [0, 1]."""
+    Output: ``(N / group,)`` float32 level: in [0, 1] with ``margin`` 0 (a sigmoid), else the
+    sigmoid stretched to ``[-margin, 1 + margin]``, so that the ends 0 and 1 are reached at
+    finite logits (a bare sigmoid trained by squared error reads the top level, the blind kind,
+    well under 1: session 23); training fits the stretched value, :func:`estimate_level` clips
+    it to [0, 1]."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 32, margin: float = 0.0) -> None:
         super().__init__()
         w = width
+        self.margin = float(margin)
         self.body = nn.Sequential(
             nn.Conv2d(3, w // 2, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -63,7 +68,8 @@ class LevelNet(nn.Module):
         feats = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
         feats = feats.view(-1, group, feats.shape[1]).mean(dim=1)
         extra = extra.view(-1, group, extra.shape[1]).mean(dim=1)
-        return torch.sigmoid(self.head(torch.cat([feats, extra], dim=1))).squeeze(1)
+        y = torch.sigmoid(self.head(torch.cat([feats, extra], dim=1))).squeeze(1)
+        return y * (1 + 2 * self.margin) - self.margin if self.margin else y
 
 
 def level_path(scale: int) -> Path:
@@ -71,23 +77,27 @@ def level_path(scale: int) -> Path:
     return ASSETS / f"level_x{scale}.safetensors"
 
 
+def _meta(p: Path) -> dict:
+    """The ``upres_level`` entry ``scripts/fit_level.py`` wrote with the weights in ``p``."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(p), framework="pt") as fh:
+        return json.loads((fh.metadata() or {}).get("upres_level", "{}"))
+
+
 @lru_cache(maxsize=4)
 def level_off(scale: int) -> float:
     """The level under which ``auto`` leaves the clean model alone, as ``scripts/fit_level.py``
     measured it for the shipped estimator of ``scale`` (nine clean training images in ten read
     under it); :data:`upres.inference.denoise.LEVEL_OFF` when it says none."""
-    import json
-
-    from safetensors import safe_open
-
     from upres.inference.denoise import LEVEL_OFF
 
     p = level_path(scale)
     if not p.is_file():
         return LEVEL_OFF
-    with safe_open(str(p), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get("upres_level", "{}"))
-    return float(meta.get("off", LEVEL_OFF))
+    return float(_meta(p).get("off", LEVEL_OFF))
 
 
 @lru_cache(maxsize=4)
@@ -99,7 +109,8 @@ def level_net(scale: int) -> LevelNet | None:
     from safetensors.torch import load_file
 
     state = load_file(str(p))
-    net = LevelNet(width=2 * int(state["body.0.weight"].shape[0]))
+    margin = float(_meta(p).get("args", {}).get("margin", 0.0))
+    net = LevelNet(width=2 * int(state["body.0.weight"].shape[0]), margin=margin)
     net.load_state_dict(state)
     return net.eval()
 
@@ -186,4 +197,4 @@ def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None
     extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)
     extra = extra.expand(len(wins), 2).contiguous()
     with torch.autocast("cpu", enabled=False):
-        return float(net(x, extra, group=len(wins))[0])
+        return min(1.0, max(0.0, float(net(x, extra, group=len(wins))[0])))
