@@ -71,16 +71,13 @@ def main() -> None:
 
     oq.quantize_static = quantize_static
 
-    def report(label: str, graph: bytes, net: torch.nn.Module = model) -> None:
+    def report(label: str, graph: bytes) -> None:
         calib = -Q.calibration_loss(model, card, graph)
         q = Upscaler(OnnxNet(graph), card)
         cells = [np.mean([psnr_y(q.upscale(lr, tile=0), hr, shave=s) for hr, lr in v])
                  - ref_psnr[d] for d, v in sets.items()]
         print(f"{label:24s} calibration {calib:+.4f}  Set5 / Set14 / BSD100 "
               + " / ".join(f"{c:+.4f}" for c in cells), flush=True)
-
-    def tail_input(proto: onnx.ModelProto) -> str:
-        return [n for n in proto.graph.node if n.op_type == "Conv"][-1].input[0]
 
     report("kept", Q.quantize_int8(model, card))
     keep["tail"] = True
@@ -97,7 +94,8 @@ def main() -> None:
     g.graph.node.remove(dq)
     report("tail-float-out", g.SerializeToString())
 
-    sum_name = tail_input(onnx.load_from_string(onnx_bytes(model, card)))
+    float_graph = onnx.load_from_string(onnx_bytes(model, card))
+    sum_name = [n for n in float_graph.graph.node if n.op_type == "Conv"][-1].input[0]
     for r in a.ranges:
         lo, hi = (np.float32(v) for v in r.split(":"))
         keep["override"] = {sum_name: [{"rmin": lo, "rmax": hi}]}
