@@ -56,7 +56,8 @@ from upres.models.descriptor import ModelCard
 
 __all__ = ["CALIB_FILE", "INT8_RULE_DB", "PERCENTILE", "cache_dir", "calibration_inputs",
            "calibration_loss", "equalise_channels", "graph_note", "int8_graph", "int8_note",
-           "load_calibration", "loss_words", "make_calibration", "make_int8", "quantize_int8"]
+           "int8_tail", "load_calibration", "loss_words", "make_calibration", "make_int8",
+           "quantize_int8"]
 
 CALIB_FILE = Path(__file__).parent / "assets" / "calib_291.npz"
 PERCENTILE = 99.999  # activation range: this percentile of |x| over the calibration patches
@@ -137,11 +138,13 @@ class _Reader:
 
 
 def int8_note(percentile: float = PERCENTILE, crops: int = 48, *,
-              equalised: bool = False) -> str:
+              equalised: bool = False, tail: bool = False) -> str:
     """The card's ``quantized`` text for a graph made by :func:`quantize_int8`."""
+    kept = ("first convolution float32 (the last int8: the weights were trained for it)"
+            if tail else "first and last convolutions float32")
     return (f"int8 (onnxruntime QDQ: per-channel int8 weights, uint8 activations at the "
-            f"{percentile:g}th percentile of {crops} calibration crops; first and last "
-            "convolutions float32" + ("; channel ranges equalised" if equalised else "") + ")")
+            f"{percentile:g}th percentile of {crops} calibration crops; {kept}"
+            + ("; channel ranges equalised" if equalised else "") + ")")
 
 
 def graph_note(graph: bytes) -> str:
@@ -239,11 +242,21 @@ def equalise_channels(proto: object, inputs: list[np.ndarray], *,
     return len(pairs)
 
 
+def int8_tail(card: ModelCard) -> bool:
+    """Whether the weights were fine-tuned with their last convolution rounded to int8
+    (recipe key ``qat.tail``, :mod:`upres.train.qat`), so that their int8 graph quantises it
+    too."""
+    q = card.config.get("qat") if isinstance(card.config, dict) else None
+    return bool(isinstance(q, dict) and q.get("enabled") and q.get("tail"))
+
+
 def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
-                  percentile: float = PERCENTILE, equalise: bool = False) -> bytes:
+                  percentile: float = PERCENTILE, equalise: bool = False,
+                  tail: bool | None = None) -> bytes:
     """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
     (:func:`load_calibration`; default the bundled training-set crops), with channel ranges
-    equalised first if ``equalise`` (:func:`equalise_channels`). Input and output are as
+    equalised first if ``equalise`` (:func:`equalise_channels`), and the last convolution in
+    int8 too if ``tail`` (default :func:`int8_tail` of the card). Input and output are as
     :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card travels in the
     metadata with ``quantized`` set."""
     import onnx
@@ -257,9 +270,10 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     if len(convs) < 3:
         raise UpresError(f"{card.name}: int8 needs a network with at least 3 convolutions "
                          f"(the first and last stay float32); it has {len(convs)}")
+    tail = int8_tail(card) if tail is None else tail
     inputs = calibration_inputs(crops, card)
     equalised = bool(equalise and equalise_channels(proto, inputs, percentile=percentile))
-    note = int8_note(percentile, len(crops), equalised=equalised)
+    note = int8_note(percentile, len(crops), equalised=equalised, tail=tail)
     with tempfile.TemporaryDirectory(prefix="upres-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
@@ -275,7 +289,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.Percentile,
                     op_types_to_quantize=["Conv", "Relu"],
-                    nodes_to_exclude=[convs[0], convs[-1]],
+                    nodes_to_exclude=[convs[0]] if tail else [convs[0], convs[-1]],
                     extra_options={"CalibPercentile": percentile})
         except Exception as exc:  # onnxruntime's own error types
             raise UpresError(f"{card.name}: int8 quantisation failed "
@@ -335,22 +349,32 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
               percentile: float = PERCENTILE) -> tuple[bytes, float]:
     """``(int8 graph, calibration_loss)``: :func:`quantize_int8` as it is, and where that loses
     more than :data:`INT8_RULE_DB` on the calibration ``crops`` and the network has chains to
-    equalise, also with channel ranges equalised, keeping the graph that loses less there. Only
-    the calibration crops decide, so the loss returned is the lower of two measured on the
-    crops that chose it (slightly optimistic for that case)."""
+    equalise, also with channel ranges equalised; for weights trained with an int8 last
+    convolution (:func:`int8_tail`) those graphs first, then the same with it float32 where
+    they still lose more than the rule. The first graph within the rule is kept, else the one
+    that loses least. Only the calibration crops decide, so where several were tried the loss
+    returned is the lowest measured on the crops that chose it (slightly optimistic then)."""
     import onnx
 
     from upres.export import onnx_bytes
 
     crops = load_calibration() if crops is None else crops
-    graph = quantize_int8(model, card, crops=crops, percentile=percentile)
-    loss = calibration_loss(model, card, graph, crops)
-    if loss > INT8_RULE_DB and _chains(onnx.load_from_string(onnx_bytes(model, card))):
-        other = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=True)
-        other_loss = calibration_loss(model, card, other, crops)
-        if other_loss < loss:
-            graph, loss = other, other_loss
-    return _stamp(graph, loss, len(crops)), loss
+    chains = bool(_chains(onnx.load_from_string(onnx_bytes(model, card))))
+    tails = [True, False] if int8_tail(card) else [False]
+    best: tuple[bytes, float] | None = None
+    for tail in tails:
+        for equalise in ([False, True] if chains else [False]):
+            graph = quantize_int8(model, card, crops=crops, percentile=percentile,
+                                  equalise=equalise, tail=tail)
+            loss = calibration_loss(model, card, graph, crops)
+            if best is None or loss < best[1]:
+                best = graph, loss
+            if loss <= INT8_RULE_DB:
+                break
+        if best[1] <= INT8_RULE_DB:
+            break
+    assert best is not None
+    return _stamp(best[0], best[1], len(crops)), best[1]
 
 
 def _stamp(graph: bytes, loss: float, crops: int) -> bytes:
@@ -393,6 +417,8 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     h = hashlib.sha256(state_sha256(model).encode())
     conv = {k: getattr(card, k) for k in ("arch", "scale", "hparams", "color", "value_range",
                                             "pre_upsample", "min_size", "size_multiple")}
+    if int8_tail(card):  # (only then: the other models' cached graphs keep their names)
+        conv["int8_tail"] = True
     h.update(json.dumps(conv, sort_keys=True).encode())
     h.update(f"{percentile}|{onnxruntime.__version__}|{_QUANTISER}|{INT8_RULE_DB}|"
              f"{EQUALISE_ALPHA}".encode())

@@ -19,7 +19,7 @@ import yaml
 
 from upres.errors import UpresError, one_line
 
-__all__ = ["DataConfig", "GanConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+__all__ = ["DataConfig", "GanConfig", "ModelConfig", "OptimConfig", "QatConfig", "TrainConfig",
            "apply_overrides", "load_config"]
 
 
@@ -104,6 +104,19 @@ class GanConfig:
 
 
 @dataclass(frozen=True)
+class QatConfig:
+    """Quantisation-aware fine-tuning (:mod:`upres.train.qat`; off unless ``enabled``): the
+    int8 graph's rounding simulated in the forward pass, for a plain UpNet with ReLU."""
+
+    enabled: bool = False
+    # the last convolution rounded too; the int8 graph of the weights then quantises it as well
+    # (upres.quantize reads this from the card's recipe)
+    tail: bool = False
+    percentile: float = 99.999  # activation ranges, as upres.quantize.PERCENTILE
+    recalibrate: int = 250  # steps between measurements of the ranges
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     name: str
     scale: int
@@ -114,6 +127,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
     log_every: int = 100
     val_every: int = 1000
     ckpt_every: int = 500
@@ -281,6 +295,27 @@ def _validate(cfg: TrainConfig) -> None:
     if "scale" in cfg.model.params:
         raise UpresError("config key 'model.params.scale': set the top-level 'scale' instead")
     _check_model(cfg)
+    _check_qat(cfg)
+
+
+def _check_qat(cfg: TrainConfig) -> None:
+    q = cfg.qat
+    if not q.enabled:
+        if q.tail:
+            raise UpresError("config key 'qat.tail': needs qat.enabled: true")
+        return
+    p = cfg.model.params
+    if cfg.model.arch != "upnet" or p.get("act", "relu") != "relu" or p.get("unshuffle", 1) != 1:
+        raise UpresError("config key 'qat.enabled': quantisation-aware training needs model.arch "
+                         "upnet with act relu and no unshuffle")
+    if cfg.model.denoise_base:
+        raise UpresError("config key 'qat.enabled': not with model.denoise_base (a photo "
+                         "model's activation ranges change with its clean-up strength, and the "
+                         "simulated ones are measured for one network)")
+    if not 0.0 < q.percentile <= 100.0:
+        raise UpresError(f"config key 'qat.percentile': must be in (0, 100], got {q.percentile}")
+    if q.recalibrate < 1:
+        raise UpresError(f"config key 'qat.recalibrate': must be >= 1, got {q.recalibrate}")
 
 
 def _check_numbers(cfg: TrainConfig) -> None:

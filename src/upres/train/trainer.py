@@ -178,6 +178,15 @@ class Trainer:
         self.ema: nn.Module | None = None
         if cfg.optim.ema > 0:
             self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.qat = None
+        if cfg.qat.enabled:  # after the EMA copy: the copy stays plain float
+            from upres.quantize import calibration_inputs, load_calibration
+            from upres.train.qat import QatSim
+
+            conv_card = ModelCard(name=cfg.name, arch=cfg.model.arch, scale=cfg.scale,
+                                  hparams=hp, params=0, **self.conv)
+            self.qat = QatSim(self.model, calibration_inputs(load_calibration(), conv_card),
+                              tail=cfg.qat.tail, percentile=cfg.qat.percentile)
         self.opt = _make_optimizer(cfg, self.model.parameters())
         self.loss_fn = make_loss(cfg.optim.loss)
         # Every process draws the same global batch of ``data.batch`` patches and trains on its
@@ -309,6 +318,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(), "history": self.history,
             "elapsed": self.elapsed + time.time() - self._t_start,
             "gan": self.gan.state_dict() if self.gan is not None else None,
+            # the simulated int8 ranges in use (measured every qat.recalibrate steps)
+            "qat": ({k: list(v) for k, v in self.qat.ranges.items()}
+                    if self.qat is not None else None),
         }
         tmp = self.run_dir / "last.pt.part"
         torch.save(state, tmp)
@@ -338,6 +350,9 @@ class Trainer:
             self.step, self.best, self.history = int(ck["step"]), ck["best"], ck["history"]
             self.rng.bit_generator.state = ck["rng"]
             torch.set_rng_state(ck["torch_rng"].cpu())
+            if self.qat is not None and ck.get("qat"):
+                self.qat.ranges = {str(k): (float(v[0]), float(v[1]))
+                                   for k, v in ck["qat"].items()}
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise UpresError(f"{path}: damaged checkpoint ({one_line(exc, 120)})") from None
         self.elapsed, self._t_start = ck.get("elapsed", 0.0), time.time()
@@ -579,6 +594,16 @@ class Trainer:
         loss_sum, n, t_data, t_last = 0.0, 0, 0.0, time.time()
         gan_sums: dict[str, float] = {}
         while self.step < cfg.optim.steps:
+            if self.qat is not None and (not self.qat.ranges
+                                         or self.step % cfg.qat.recalibrate == 0):
+                # (a resumed run goes on with the checkpoint's ranges, as it would have)
+                fresh = not self.qat.ranges
+                ranges = self.qat.calibrate()
+                if fresh:
+                    self.log("qat: int8 rounding simulated (last convolution " +
+                             ("int8" if cfg.qat.tail else "float32") + "); activation ranges " +
+                             ", ".join(f"{k} [{lo:.3f}, {hi:.3f}]"
+                                       for k, (lo, hi) in ranges.items()))
             lr = lr_at(cfg, self.step)
             for g in self.opt.param_groups:
                 g["lr"] = lr
