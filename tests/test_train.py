@@ -150,6 +150,24 @@ def test_losses_and_multistep(tiny):
     assert [lr_at(cfg, s) for s in (0, 2, 4)] == pytest.approx([1e-3, 1e-4, 1e-5])
 
 
+def test_log_mse_weighs_each_patch_as_mean_psnr_does():
+    """log_mse is minus the mean per-sample PSNR (peak 1), floored at half an 8-bit level of
+    RMS error: the same error costs a flat patch as much as a textured one."""
+    from upres.train.losses import log_mse, make_loss
+
+    target = torch.rand(3, 3, 8, 8)
+    pred = target.clone()
+    pred[0] += 0.01  # MSE 1e-4: 40 dB
+    pred[1] += 0.1  # MSE 1e-2: 20 dB
+    floor = (0.5 / 255) ** 2
+    want = np.mean([10 * np.log10(1e-4 + floor), 10 * np.log10(1e-2 + floor),
+                    10 * np.log10(floor)])
+    assert float(make_loss("log_mse")(pred, target)) == pytest.approx(want, rel=1e-4)
+    # a tenfold error costs 20 dB on any patch, flat or textured
+    assert float(log_mse(target + 0.2, target)) - float(log_mse(target + 0.02, target)) == \
+        pytest.approx(20.0, abs=0.1)
+
+
 def test_ema_is_validated_exported_and_resumed(tiny, tmp_path):
     cfg = load_config(tiny, ["optim.ema=0.9", "val_every=1000"])
     full = Trainer(cfg, tmp_path / "full", log=lambda _: None)

@@ -59,7 +59,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     steps: int = 10000
-    loss: Any = "l1"  # l1 | mse | charbonnier | fft, or a weighted sum {l1: 1.0, fft: 0.05}
+    loss: Any = "l1"  # l1 | mse | charbonnier | fft | log_mse, or a sum {l1: 1.0, fft: 0.05}
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     lr: float = 1e-3
     min_lr: float = 1e-6
