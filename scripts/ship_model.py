@@ -12,8 +12,9 @@ PSNR/SSIM in its model card, and copies ``config.yaml`` -> ``NAME.yaml`` and
 PSNR and latency are measured on the int8 path (``upres.quantize``), as users will run it.
 
 A model trained in stages names the earlier stage's run folder with ``--prior RUN`` (its
-``train.log`` and ``final.safetensors``): the shipped log holds that stage's log first, and the
-card's ``train_seconds`` counts both stages (``steps`` and the recipe stay the last stage's).
+``train.log`` and ``final.safetensors``), once per earlier stage, oldest first: the shipped log
+holds those stages' logs first, and the card's ``train_seconds`` counts every stage (``steps``
+and the recipe stay the last stage's).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("--notes", default="")
     ap.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help="where to ship (default: zoo)")
-    ap.add_argument("--prior", type=Path, help="run folder of the stage this run started from")
+    ap.add_argument("--prior", type=Path, action="append", default=[],
+                    help="run folder of an earlier stage (repeat for several, oldest first)")
     ap.add_argument("--trained-on", default="291 images (T91 + BSD200), LR by MATLAB bicubic")
     ap.add_argument("--denoise-base", default="",
                     help="photo models: the shipped model that is clean-up strength 0; the "
@@ -78,10 +80,10 @@ def main() -> None:
     trained_on = args.trained_on
     log = (args.run / "train.log").read_text()
     seconds = card.train_seconds
-    if args.prior is not None:
-        _, prior_card = load_model(args.prior / "final.safetensors")
+    for prior in reversed(args.prior):
+        _, prior_card = load_model(prior / "final.safetensors")
         seconds += prior_card.train_seconds
-        log = (args.prior / "train.log").read_text() + log
+        log = (prior / "train.log").read_text() + log
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
                       notes=args.notes, train_seconds=round(seconds, 1),
                       denoise_base=args.denoise_base, summary=args.summary)

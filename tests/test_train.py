@@ -510,32 +510,35 @@ def test_eval_checkpoint_script_scores_a_run_as_its_validation_did(tiny, tmp_pat
     assert "resumed from" not in (run / "train.log").read_text()
 
 
-def test_ship_model_with_a_prior_stage_keeps_both_logs_and_times(tiny, tmp_path):
-    """scripts/ship_model.py --prior: the shipped log is stage 1's then stage 2's, train_seconds
-    adds both stages, steps and recipe are stage 2's, and the card holds the measured PSNR."""
+def test_ship_model_with_prior_stages_keeps_every_log_and_time(tiny, tmp_path):
+    """scripts/ship_model.py --prior (repeated, oldest first): the shipped log is stage 1's,
+    2's then 3's, train_seconds adds the three stages, steps and recipe are stage 3's, and the
+    card holds the measured PSNR."""
     import subprocess
     import sys
     from pathlib import Path
 
     from upres.models.weights import load_model
 
-    one, two, zoo = tmp_path / "one", tmp_path / "two", tmp_path / "zoo"
+    one, two, three, zoo = (tmp_path / n for n in ("one", "two", "three", "zoo"))
     zoo.mkdir()
     Trainer(load_config(tiny), one, log=lambda _: None).run()
-    cfg = load_config(tiny, [f"model.init={one / 'final.safetensors'}", "optim.steps=4",
-                             "val_every=4"])
-    Trainer(cfg, two, log=lambda _: None).run()
+    for src, dst in ((one, two), (two, three)):
+        cfg = load_config(tiny, [f"model.init={src / 'final.safetensors'}", "optim.steps=4",
+                                 "val_every=4"])
+        Trainer(cfg, dst, log=lambda _: None).run()
     script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
-    subprocess.run([sys.executable, str(script), str(two), "tiny-x2", "--prior", str(one),
-                    "--zoo-dir", str(zoo)], capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, str(script), str(three), "tiny-x2", "--prior", str(one),
+                    "--prior", str(two), "--zoo-dir", str(zoo)], capture_output=True, text=True,
+                   check=True)
     _, card = load_model(zoo / "tiny-x2.safetensors")
-    _, c1 = load_model(one / "final.safetensors")
-    _, c2 = load_model(two / "final.safetensors")
-    assert card.steps == 4 and card.train_seconds == round(c1.train_seconds + c2.train_seconds, 1)
-    assert card.train_seconds > c2.train_seconds > 0
-    log1, log2 = (one / "train.log").read_text(), (two / "train.log").read_text()
-    assert (zoo / "tiny-x2.log").read_text() == log1 + log2
-    assert (zoo / "tiny-x2.yaml").read_text() == (two / "config.yaml").read_text()
+    cards = [load_model(d / "final.safetensors")[1] for d in (one, two, three)]
+    assert card.steps == 4
+    assert card.train_seconds == round(sum(c.train_seconds for c in cards), 1)
+    assert card.train_seconds > cards[2].train_seconds > 0
+    logs = [(d / "train.log").read_text() for d in (one, two, three)]
+    assert (zoo / "tiny-x2.log").read_text() == "".join(logs)
+    assert (zoo / "tiny-x2.yaml").read_text() == (three / "config.yaml").read_text()
     assert set(card.psnr) == {"Set5", "Set14", "BSD100"} and card.gmacs > 0
 
 
