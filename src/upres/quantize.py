@@ -12,7 +12,10 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
   found where: 8-bit weights of the last convolution cost 0.0006 dB and its 8-bit output
   little, its 8-bit input (the skip sum, signed, about [-0.64, 1.13]) the rest, and narrower
   ranges for that input or channel ranges equalised across the sum brought it to
-  0.051-0.066 dB at best, still over :data:`INT8_RULE_DB`: ``scripts/exp_int8_tail.py``). Only
+  0.051-0.066 dB at best, still over :data:`INT8_RULE_DB`: ``scripts/exp_int8_tail.py``).
+  Weights fine-tuned for it (quantisation-aware training with ``qat.tail``,
+  :mod:`upres.train.qat`; :func:`int8_tail` reads that from the card's recipe) get their last
+  convolution in int8 as well, unless that still loses more than the rule. Only
   ``Conv`` and ``Relu`` nodes are quantised, so the skip additions, the anchor and the pixel
   shuffle stay float32 as well; ReLU fuses into the convolution before it, so each body
   activation uses all 256 levels on ``[0, t]``.
