@@ -79,7 +79,7 @@ def main() -> None:
         print(f"{label:24s} calibration {calib:+.4f}  Set5 / Set14 / BSD100 "
               + " / ".join(f"{c:+.4f}" for c in cells), flush=True)
 
-    report("kept", Q.quantize_int8(model, card))
+    report("kept", Q.quantize_int8(model, card, tail=False))
     keep["tail"] = True
     report("tail", Q.quantize_int8(model, card))
 

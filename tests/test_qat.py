@@ -139,3 +139,36 @@ def test_qat_recipe_trains_resumes_and_gets_an_int8_tail(tiny, tmp_path):
 def test_qat_recipes_that_cannot_run_are_refused(tiny, sets, words):
     with pytest.raises(UpresError, match=words):
         load_config(tiny, sets)
+
+
+def test_a_last_convolution_that_starts_at_zero_still_learns():
+    """UpNet's last convolution starts at zero: its output range measures as zero width, is
+    left unrounded until measured again, and gradients reach every layer."""
+    torch.manual_seed(0)
+    net = UpNet(scale=2, channels=8, depth=2)
+    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams, params=0)
+    sim = QatSim(net, calibration_inputs(load_calibration()[:4], card), tail=True)
+    assert "tail_out" not in sim.calibrate() and "tail_in" in sim.ranges
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)  # as after the first optimizer step
+    x = torch.rand(2, 3, 16, 16)
+    net(x).sub(torch.rand(2, 3, 32, 32)).square().mean().backward()
+    assert net.head.weight.grad.abs().sum() > 0 and net.tail.weight.grad.abs().sum() > 0
+
+
+def test_validation_without_ema_scores_the_float_network(tiny, tmp_path):
+    """With qat on and EMA off the trained model itself is exported: its validation (and so
+    best.safetensors and the card's PSNR) is the float network's, as upres eval scores it."""
+    from upres.evaluate import evaluate
+
+    from conftest import BENCH
+
+    cfg = load_config(tiny, ["qat.enabled=true", "qat.tail=true", "optim.ema=0",
+                             "val_every=1000"])
+    t = Trainer(cfg, tmp_path / "run", log=lambda _: None)
+    final = t.run()
+    up = upres.load(final, device="cpu", precision="fp32")
+    plain = evaluate(up.upscale, model_name="m", dataset=BENCH / "Set5", scale=2,
+                     with_ssim=False).psnr_y
+    assert t.validate()["Set5"] == pytest.approx(plain, abs=1e-9)
+    assert t.qat.enabled  # and the rounding is back on for training

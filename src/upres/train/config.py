@@ -112,7 +112,9 @@ class QatConfig:
     # the last convolution rounded too; the int8 graph of the weights then quantises it as well
     # (upres.quantize reads this from the card's recipe)
     tail: bool = False
-    percentile: float = 99.999  # activation ranges, as upres.quantize.PERCENTILE
+    # activation ranges simulated at this percentile; upres.quantize makes the int8 graph at its
+    # PERCENTILE (99.999), so another value trains for ranges the graph will not use
+    percentile: float = 99.999
     recalibrate: int = 250  # steps between measurements of the ranges
 
 

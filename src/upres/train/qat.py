@@ -17,8 +17,14 @@ What is rounded mirrors the graph the quantiser writes for a plain :class:`UpNet
   convolution), and with ``tail`` the last convolution's input (the skip sum) and output;
 - each activation's range is the quantiser's: the ``percentile``-th percentile of ``|x|`` over
   the calibration crops, clipped to the observed min and max, widened to hold 0. The ranges are
-  measured with the float network (rounding off) when training starts or resumes and every
-  ``recalibrate`` steps, because the quantiser will measure them on the final float weights.
+  measured with the float network (rounding off) when a run starts and every ``recalibrate``
+  steps (a resumed run goes on with the ranges its checkpoint kept), because the quantiser will
+  measure them on the final float weights. A range of zero width (a convolution that starts at
+  zero, as UpNet's last one does) is left unrounded until the next measurement: rounded, every
+  value would fall outside it and no gradient would pass.
+
+Under bf16 autocast the rounded values are cast back to bf16, which moves them off the int8
+grid by a fraction of a step; the simulation is exact in float32 only.
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ def _rounded_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 class QatSim:
     """Rounding of an :class:`~upres.models.archs.upnet.UpNet` (ReLU, no unshuffle) as its int8
     graph rounds, installed on ``model`` in place (hooks and the convolutions' ``forward``;
-    the state dict and so checkpoints are unchanged). ``inputs`` are the calibration inputs,
+    the state dict is unchanged). ``inputs`` are the calibration inputs,
     :func:`upres.quantize.calibration_inputs` (``(1, C, h, w)`` float32 each). ``enabled``
     switches the rounding off and on (ranges are measured with it off)."""
 
@@ -135,7 +141,8 @@ class QatSim:
                                                                                           float]]:
         """Measure every range with the float network (``params``: parameters to run it with
         instead of its own, by name, as :func:`torch.func.functional_call` takes them) over
-        the calibration inputs; returns and keeps them."""
+        the calibration inputs; returns and keeps them (those of zero width left out: not
+        rounded until measured again)."""
         was, self.enabled, self._record = self.enabled, False, {}
         dev = next(self.model.parameters()).device
         try:
@@ -147,9 +154,10 @@ class QatSim:
                     from torch.func import functional_call
 
                     functional_call(self.model, params, (t,))
-            self.ranges = {name: activation_range(np.concatenate([a.ravel() for a in arrs]),
-                                                  self.percentile)
-                           for name, arrs in self._record.items()}
+            ranges = {name: activation_range(np.concatenate([a.ravel() for a in arrs]),
+                                             self.percentile)
+                      for name, arrs in self._record.items()}
+            self.ranges = {k: (lo, hi) for k, (lo, hi) in ranges.items() if hi - lo > 1e-6}
         finally:
             self.enabled, self._record = was, None
         return self.ranges

@@ -496,13 +496,22 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """PSNR-Y on each validation folder, through the same Upscaler and evaluate() as
-        ``upres eval`` (standard protocol)."""
-        up = self.upscaler()
-        out = {}
-        for folder, images in self._val_sets:
-            res = evaluate(up.upscale, model_name=self.cfg.name, dataset=folder,
-                           scale=self.cfg.scale, with_ssim=False, images=images)
-            out[Path(folder).name] = res.psnr_y
+        ``upres eval`` (standard protocol). With ``qat`` on and no EMA, the float network is
+        scored (the exported weights run float; a copy of the model keeps its rounding
+        hooks, switched off here)."""
+        was = self.qat.enabled if self.qat is not None else False
+        if self.qat is not None:
+            self.qat.enabled = False
+        try:
+            up = self.upscaler()
+            out = {}
+            for folder, images in self._val_sets:
+                res = evaluate(up.upscale, model_name=self.cfg.name, dataset=folder,
+                               scale=self.cfg.scale, with_ssim=False, images=images)
+                out[Path(folder).name] = res.psnr_y
+        finally:
+            if self.qat is not None:
+                self.qat.enabled = was
         return out
 
     # -- loop ----------------------------------------------------------------------------
