@@ -121,7 +121,7 @@ class QatSim:
             if self.enabled and name in self.ranges:
                 return (_fake_act(args[0], *self.ranges[name]), *args[1:])
             if self._record is not None:
-                self._record.setdefault(name, []).append(args[0].detach().float().cpu().numpy())
+                self._keep(name, args[0])
             return None
         return hook
 
@@ -130,11 +130,16 @@ class QatSim:
             if self.enabled and name in self.ranges:
                 return _fake_act(out, *self.ranges[name])
             if self._record is not None:
-                self._record.setdefault(name, []).append(out.detach().float().cpu().numpy())
+                self._keep(name, out)
             return None
         return hook
 
     _record: dict[str, list[np.ndarray]] | None = None
+
+    def _keep(self, name: str, x: torch.Tensor) -> None:
+        """Record a copy of ``x`` (an in-place ReLU may later write into the tensor)."""
+        assert self._record is not None
+        self._record.setdefault(name, []).append(x.detach().float().cpu().numpy().copy())
 
     @torch.no_grad()
     def calibrate(self, params: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[float,
