@@ -29,8 +29,9 @@ grid by a fraction of a step; the simulation is exact in float32 only.
 
 from __future__ import annotations
 
+import contextlib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -148,24 +149,35 @@ class QatSim:
         instead of its own, by name, as :func:`torch.func.functional_call` takes them) over
         the calibration inputs; returns and keeps them (those of zero width left out: not
         rounded until measured again)."""
-        was, self.enabled, self._record = self.enabled, False, {}
         dev = next(self.model.parameters()).device
-        try:
-            for x in self.inputs:
-                t = torch.from_numpy(x).to(dev)
-                if params is None:
-                    self.model(t)
-                else:
-                    from torch.func import functional_call
+        self._record = {}
+        with self.off():
+            try:
+                for x in self.inputs:
+                    t = torch.from_numpy(x).to(dev)
+                    if params is None:
+                        self.model(t)
+                    else:
+                        from torch.func import functional_call
 
-                    functional_call(self.model, params, (t,))
-            ranges = {name: activation_range(np.concatenate([a.ravel() for a in arrs]),
-                                             self.percentile)
-                      for name, arrs in self._record.items()}
-            self.ranges = {k: (lo, hi) for k, (lo, hi) in ranges.items() if hi - lo > 1e-6}
-        finally:
-            self.enabled, self._record = was, None
+                        functional_call(self.model, params, (t,))
+                ranges = {name: activation_range(np.concatenate([a.ravel() for a in arrs]),
+                                                 self.percentile)
+                          for name, arrs in self._record.items()}
+                self.ranges = {k: (lo, hi) for k, (lo, hi) in ranges.items()
+                               if hi - lo > 1e-6}
+            finally:
+                self._record = None
         return self.ranges
+
+    @contextlib.contextmanager
+    def off(self) -> Iterator[None]:
+        """Run the float network inside the block (rounding switched back as it was after)."""
+        was, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = was
 
     def remove(self) -> None:
         """Take the rounding off ``model`` again (hooks and ``forward`` overrides)."""

@@ -13,6 +13,7 @@ Resuming checks it against the (possibly ``--set``-changed) config before the da
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -499,19 +500,13 @@ class Trainer:
         ``upres eval`` (standard protocol). With ``qat`` on and no EMA, the float network is
         scored (the exported weights run float; a copy of the model keeps its rounding
         hooks, switched off here)."""
-        was = self.qat.enabled if self.qat is not None else False
-        if self.qat is not None:
-            self.qat.enabled = False
-        try:
+        out = {}
+        with self.qat.off() if self.qat is not None else contextlib.nullcontext():
             up = self.upscaler()
-            out = {}
             for folder, images in self._val_sets:
                 res = evaluate(up.upscale, model_name=self.cfg.name, dataset=folder,
                                scale=self.cfg.scale, with_ssim=False, images=images)
                 out[Path(folder).name] = res.psnr_y
-        finally:
-            if self.qat is not None:
-                self.qat.enabled = was
         return out
 
     # -- loop ----------------------------------------------------------------------------
