@@ -42,6 +42,8 @@ def test_int8_set5_within_005_db_of_fp32(name):
     a, b = _set5(fp32, fp32.scale), _set5(int8, int8.scale)
     assert a - b <= INT8_RULE_DB, f"{name}: fp32 {a:.3f} dB, int8 {b:.3f} dB"
     assert int8.int8_loss <= INT8_RULE_DB  # and on the calibration crops
+    if name == "best-x3":  # RFDN: 8 bits on the first block's input cost 0.13 dB (skip_convs)
+        assert "long skip" in int8.card.quantized
     if name == "photo-x2":  # at full strength it keeps the rule only with its channel ranges
         # equalised (plain, it lost 0.058 dB on the calibration crops and 0.060 on Set5)
         assert "equalised" in int8.card.quantized
@@ -92,6 +94,49 @@ def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
     for k in (0, 1):
         assert spread(after, k) < spread(before, k) / 2
     np.testing.assert_allclose(spread(after, 2), spread(before, 2), rtol=1e-5)  # untouched
+
+
+def test_skip_convs_are_those_around_the_sum_the_last_convolution_reads():
+    """skip_convs finds the writers and readers of the long skip's terms (through activations):
+    RFDN's first block reads the first convolution's raw features and LR_conv writes the other
+    term; UpNet's first body convolution reads the head's output and its last writes (through a
+    ReLU) the other term; a network whose last convolution reads no sum has none. With
+    ``skip=True`` exactly those convolutions (and the first and last) keep float32 weights."""
+    import onnx
+
+    from upres.export import onnx_bytes
+    from upres.models.archs.rfdn import RFDN
+    from upres.models.archs.srcnn import SRCNN
+    from upres.models.archs.upnet import UpNet
+    from upres.models.descriptor import ModelCard
+    from upres.quantize import quantize_int8, skip_convs
+
+    def graph(net, arch):
+        card = ModelCard(name="t", arch=arch, scale=net.scale, hparams=getattr(net, "hparams", {}),
+                         params=sum(p.numel() for p in net.parameters()))
+        return card, onnx.load_from_string(onnx_bytes(net.eval(), card))
+
+    torch.manual_seed(0)
+    rfdn = RFDN(scale=2, channels=8, blocks=2)
+    card, proto = graph(rfdn, "rfdn")
+    assert skip_convs(proto) == ["/LR_conv/Conv", "/B1/c1_d/Conv", "/B1/c1_r/Conv"]
+    assert skip_convs(graph(UpNet(scale=2, channels=8, depth=3), "upnet")[1]) == [
+        "/body/body.4/Conv", "/body/body.0/Conv"]
+    assert skip_convs(graph(SRCNN(scale=2), "srcnn")[1]) == []
+
+    crops = load_calibration()[:4]
+    q = onnx.load_from_string(quantize_int8(rfdn, card, crops=crops, skip=True))
+    made = {o: n for n in q.graph.node for o in n.output}
+    convs = [n for n in q.graph.node if n.op_type == "Conv"]
+    floats = {n.name for n in convs if made.get(n.input[1]) is None}  # weights not dequantised
+    assert floats == {"/fea_conv/Conv", "/upsampler/upsampler.0/Conv", "/LR_conv/Conv",
+                      "/B1/c1_d/Conv", "/B1/c1_r/Conv"}
+    assert "reading the long skip" in json.loads(
+        {e.key: e.value for e in q.metadata_props}["upres"])["quantized"]
+    plain = onnx.load_from_string(quantize_int8(rfdn, card, crops=crops))
+    made = {o: n for n in plain.graph.node for o in n.output}
+    assert sum(made.get(n.input[1]) is None
+               for n in plain.graph.node if n.op_type == "Conv") == 2
 
 
 def test_calibration_comes_from_the_training_images_only():
