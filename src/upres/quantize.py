@@ -32,6 +32,10 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
   the long skip into the last convolution stay float32 as well (:func:`skip_convs`): in RFDN
   the first block reads the first convolution's raw, signed features, and 8 bits there cost
   the best-x3 candidate 0.13 dB of its 0.199.
+- Where even that loses more than the rule, each remaining convolution is measured quantised
+  alone, and the most sensitive ones stay float32 too, one more at a time (at most a quarter
+  of the convolutions): a model trained by a user gets a graph within the rule where one
+  exists at that cost, at about two quantisations per convolution on its first int8 use.
 - Calibration patches are HR crops of the 291 training images (never benchmark images), shrunk
   by MATLAB bicubic at the model's scale: :data:`CALIB_FILE`, made by
   ``scripts/make_calibration.py``; any other folder of images can be given instead.
@@ -145,12 +149,15 @@ class _Reader:
 
 
 def int8_note(percentile: float = PERCENTILE, crops: int = 48, *,
-              equalised: bool = False, tail: bool = False, skip: bool = False) -> str:
+              equalised: bool = False, tail: bool = False, skip: bool = False,
+              more: int = 0) -> str:
     """The card's ``quantized`` text for a graph made by :func:`quantize_int8`."""
     kept = ("first convolution float32 (the last int8: the weights were trained for it)"
             if tail else "first and last convolutions float32")
     if skip:
         kept += ", and those writing or reading the long skip into the last"
+    if more:
+        kept += f", and {more} more (the most sensitive)"
     return (f"int8 (onnxruntime QDQ: per-channel int8 weights, uint8 activations at the "
             f"{percentile:g}th percentile of {crops} calibration crops; {kept}"
             + ("; channel ranges equalised" if equalised else "") + ")")
@@ -292,12 +299,14 @@ def int8_tail(card: ModelCard) -> bool:
 
 def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
                   percentile: float = PERCENTILE, equalise: bool = False,
-                  tail: bool | None = None, skip: bool = False) -> bytes:
+                  tail: bool | None = None, skip: bool = False,
+                  keep: Sequence[str] = ()) -> bytes:
     """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
     (:func:`load_calibration`; default the bundled training-set crops), with channel ranges
     equalised first if ``equalise`` (:func:`equalise_channels`), and the last convolution in
     int8 too if ``tail`` (default :func:`int8_tail` of the card), and the convolutions around
-    the long skip (:func:`skip_convs`) float32 if ``skip``. Input and output are as
+    the long skip (:func:`skip_convs`) float32 if ``skip``, and the convolutions named in
+    ``keep`` (ONNX node names) float32 too. Input and output are as
     :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card travels in the
     metadata with ``quantized`` set."""
     import onnx
@@ -312,12 +321,16 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
         raise UpresError(f"{card.name}: int8 needs a network with at least 3 convolutions "
                          f"(the first and last stay float32); it has {len(convs)}")
     tail = int8_tail(card) if tail is None else tail
-    keep = [convs[0]] if tail else [convs[0], convs[-1]]
-    extra = skip_convs(proto) if skip else []
-    keep += extra
+    skipped = skip_convs(proto) if skip else []
+    more = [n for n in dict.fromkeys(keep) if n not in skipped and n not in convs[:1] + convs[-1:]]
+    if any(n not in convs for n in more):
+        raise UpresError(f"{card.name}: int8: no convolution named "
+                         f"{next(n for n in more if n not in convs)!r}")
+    excluded = ([convs[0]] if tail else [convs[0], convs[-1]]) + skipped + more
     inputs = calibration_inputs(crops, card)
     equalised = bool(equalise and equalise_channels(proto, inputs, percentile=percentile))
-    note = int8_note(percentile, len(crops), equalised=equalised, tail=tail, skip=bool(extra))
+    note = int8_note(percentile, len(crops), equalised=equalised, tail=tail,
+                     skip=bool(skipped), more=len(more))
     with tempfile.TemporaryDirectory(prefix="upres-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
@@ -333,7 +346,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.Percentile,
                     op_types_to_quantize=["Conv", "Relu"],
-                    nodes_to_exclude=keep,
+                    nodes_to_exclude=excluded,
                     extra_options={"CalibPercentile": percentile})
         except Exception as exc:  # onnxruntime's own error types
             raise UpresError(f"{card.name}: int8 quantisation failed "
@@ -368,25 +381,35 @@ def cache_dir() -> Path:
 
 
 def calibration_loss(model: nn.Module, card: ModelCard, graph: bytes,
-                     crops: np.ndarray | None = None) -> float:
+                     crops: np.ndarray | None = None, *,
+                     reference: list[float] | None = None) -> float:
     """How much PSNR-Y (dB, mean over crops, standard protocol: 8-bit LR by MATLAB bicubic,
     ``scale`` pixels shaved) the int8 ``graph`` loses against ``model`` in float32 on the
-    calibration crops, through the full upscale path. Positive = int8 is worse."""
+    calibration crops, through the full upscale path. Positive = int8 is worse.
+    ``reference``: the float32 PSNR-Y per crop (:func:`_psnrs` of ``model``) where already
+    measured."""
     from upres.export import OnnxNet
+
+    crops = load_calibration() if crops is None else crops
+    ref = _psnrs(model, card, crops) if reference is None else reference
+    return float(np.mean(np.subtract(ref, _psnrs(OnnxNet(graph), card, crops))))
+
+
+def _psnrs(net: Any, card: ModelCard, crops: np.ndarray) -> list[float]:
+    """PSNR-Y of ``net`` (a float32 torch network, or an :class:`~upres.export.OnnxNet`) per
+    calibration crop, by the standard protocol through the full upscale path."""
     from upres.inference.upscaler import Upscaler
     from upres.metrics import psnr_y
     from upres.resize import imresize
 
-    crops = load_calibration() if crops is None else crops
-    ref = Upscaler(model, card, device="cpu", precision="fp32", int8_ok=False)
-    q = Upscaler(OnnxNet(graph), card)
+    up = (Upscaler(net, card, device="cpu", precision="fp32", int8_ok=False)
+          if isinstance(net, nn.Module) else Upscaler(net, card))
     s = card.scale
-    diffs = []
+    out = []
     for hr in crops:
         lr = np.clip(np.round(imresize(hr.astype(np.float64), 1.0 / s)), 0, 255).astype(np.uint8)
-        diffs.append(psnr_y(ref.upscale(lr, tile=0), hr, shave=s)
-                     - psnr_y(q.upscale(lr, tile=0), hr, shave=s))
-    return float(np.mean(diffs))
+        out.append(psnr_y(up.upscale(lr, tile=0), hr, shave=s))
+    return out
 
 
 def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
@@ -396,8 +419,10 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     for weights trained with an int8 last convolution (:func:`int8_tail`) first with it int8;
     then as it is; then, where the network has chains to equalise, with channel ranges
     equalised; then the same two with the convolutions around the long skip float32
-    (:func:`skip_convs`), where it has them. The first graph within the rule is kept, else the
-    one that loses least. Only the calibration crops decide, so where several were tried the
+    (:func:`skip_convs`), where it has them; last, the other convolutions are each measured
+    quantised alone (the rest float32) and the most sensitive ones are kept float32 as well,
+    one more at a time, up to a quarter of all. The first graph within the rule is kept, else
+    the one that loses least. Only the calibration crops decide, so where several were tried the
     loss returned is the lowest measured on the crops that chose it (slightly optimistic)."""
     import onnx
 
@@ -405,20 +430,40 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
 
     crops = load_calibration() if crops is None else crops
     proto = onnx.load_from_string(onnx_bytes(model, card))
+    ref = _psnrs(model, card, crops)
     equalise = [False, True] if _chains(proto) else [False]
+    skip = bool(skip_convs(proto))
     tries = [(True, e, False) for e in equalise] if int8_tail(card) else []
     tries += [(False, e, False) for e in equalise]
-    tries += [(False, e, True) for e in equalise] if skip_convs(proto) else []
+    tries += [(False, e, True) for e in equalise] if skip else []
     best: tuple[bytes, float] | None = None
-    for tail, eq, skip in tries:
+    best_eq = False
+    for tail, eq, sk in tries:
         graph = quantize_int8(model, card, crops=crops, percentile=percentile,
-                              equalise=eq, tail=tail, skip=skip)
-        loss = calibration_loss(model, card, graph, crops)
+                              equalise=eq, tail=tail, skip=sk)
+        loss = calibration_loss(model, card, graph, crops, reference=ref)
         if best is None or loss < best[1]:
-            best = graph, loss
+            best, best_eq = (graph, loss), eq
         if loss <= INT8_RULE_DB:
             break
     assert best is not None
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    rest = [n for n in convs[1:-1] if n not in (skip_convs(proto) if skip else [])]
+    if best[1] > INT8_RULE_DB and rest:  # last: the most sensitive ones float32 as well
+
+        def graph_with(keep: Sequence[str]) -> tuple[bytes, float]:
+            g = quantize_int8(model, card, crops=crops, percentile=percentile,
+                              equalise=best_eq, tail=False, skip=skip, keep=keep)
+            return g, calibration_loss(model, card, g, crops, reference=ref)
+
+        alone = {n: graph_with([m for m in rest if m != n])[1] for n in rest}
+        order = sorted(rest, key=lambda n: -alone[n])
+        for k in range(1, max(1, len(convs) // 4) + 1):
+            graph, loss = graph_with(order[:k])
+            if loss < best[1]:
+                best = graph, loss
+            if loss <= INT8_RULE_DB:
+                break
     return _stamp(best[0], best[1], len(crops)), best[1]
 
 
@@ -471,7 +516,7 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 4  # bump when quantize_int8 or make_int8 change what they write
+_QUANTISER = 5  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
 
 
