@@ -34,8 +34,10 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
   the best-x3 candidate 0.13 dB of its 0.199.
 - Where even that loses more than the rule, each remaining convolution is measured quantised
   alone, and the most sensitive ones stay float32 too, one more at a time (at most a quarter
-  of the convolutions): a model trained by a user gets a graph within the rule where one
-  exists at that cost, at about two quantisations per convolution on its first int8 use.
+  of all convolutions, and at least one stays int8): a model trained by a user gets a graph
+  within the rule where one exists at that cost, for one quantisation and one loss measurement
+  per remaining convolution, and one more of each per convolution kept, on its first int8 use
+  (photo-x2's endpoint: 96 s on one core; cached after).
 - Calibration patches are HR crops of the 291 training images (never benchmark images), shrunk
   by MATLAB bicubic at the model's scale: :data:`CALIB_FILE`, made by
   ``scripts/make_calibration.py``; any other folder of images can be given instead.
@@ -150,14 +152,14 @@ class _Reader:
 
 def int8_note(percentile: float = PERCENTILE, crops: int = 48, *,
               equalised: bool = False, tail: bool = False, skip: bool = False,
-              more: int = 0) -> str:
+              more: int = 0, why: str = "") -> str:
     """The card's ``quantized`` text for a graph made by :func:`quantize_int8`."""
     kept = ("first convolution float32 (the last int8: the weights were trained for it)"
             if tail else "first and last convolutions float32")
     if skip:
         kept += ", and those writing or reading the long skip into the last"
     if more:
-        kept += f", and {more} more (the most sensitive)"
+        kept += f", and {more} more" + (f" ({why})" if why else "")
     return (f"int8 (onnxruntime QDQ: per-channel int8 weights, uint8 activations at the "
             f"{percentile:g}th percentile of {crops} calibration crops; {kept}"
             + ("; channel ranges equalised" if equalised else "") + ")")
@@ -218,8 +220,9 @@ def skip_convs(proto: object) -> list[str]:
     at full precision (in RFDN the first convolution's raw features, read again by the first
     block). Measured on the best-x3 candidate (RFDN 50x4, session 25): with every other
     convolution float32, rounding only the first block's input to 8 bits lost 0.13 dB on the
-    calibration crops, the last body convolution's 0.03; keeping these float32 took the whole
-    graph from 0.199 to 0.038 dB for 4 of its 63 convolutions."""
+    calibration crops, the last body convolution's 0.03; keeping these three float32 as well as
+    the first and last took the whole graph from 0.199 to 0.038 dB (RFDN 50x4 has 64
+    convolutions)."""
     g = proto.graph  # type: ignore[attr-defined]
     convs = [n for n in g.node if n.op_type == "Conv"]
     if not convs:
@@ -300,15 +303,15 @@ def int8_tail(card: ModelCard) -> bool:
 def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
                   percentile: float = PERCENTILE, equalise: bool = False,
                   tail: bool | None = None, skip: bool = False,
-                  keep: Sequence[str] = ()) -> bytes:
+                  keep: Sequence[str] = (), why: str = "") -> bytes:
     """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
     (:func:`load_calibration`; default the bundled training-set crops), with channel ranges
     equalised first if ``equalise`` (:func:`equalise_channels`), and the last convolution in
     int8 too if ``tail`` (default :func:`int8_tail` of the card), and the convolutions around
     the long skip (:func:`skip_convs`) float32 if ``skip``, and the convolutions named in
-    ``keep`` (ONNX node names) float32 too. Input and output are as
-    :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card travels in the
-    metadata with ``quantized`` set."""
+    ``keep`` (ONNX node names) float32 too, ``why`` saying in the card's note why. Input and
+    output are as :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card
+    travels in the metadata with ``quantized`` set."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -322,15 +325,16 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
                          f"(the first and last stay float32); it has {len(convs)}")
     tail = int8_tail(card) if tail is None else tail
     skipped = skip_convs(proto) if skip else []
-    more = [n for n in dict.fromkeys(keep) if n not in skipped and n not in convs[:1] + convs[-1:]]
+    base = [convs[0]] if tail else [convs[0], convs[-1]]
+    more = [n for n in dict.fromkeys(keep) if n not in skipped and n not in base]
     if any(n not in convs for n in more):
         raise UpresError(f"{card.name}: int8: no convolution named "
                          f"{next(n for n in more if n not in convs)!r}")
-    excluded = ([convs[0]] if tail else [convs[0], convs[-1]]) + skipped + more
+    excluded = base + skipped + more
     inputs = calibration_inputs(crops, card)
     equalised = bool(equalise and equalise_channels(proto, inputs, percentile=percentile))
     note = int8_note(percentile, len(crops), equalised=equalised, tail=tail,
-                     skip=bool(skipped), more=len(more))
+                     skip=bool(skipped), more=len(more), why=why)
     with tempfile.TemporaryDirectory(prefix="upres-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
@@ -386,12 +390,13 @@ def calibration_loss(model: nn.Module, card: ModelCard, graph: bytes,
     """How much PSNR-Y (dB, mean over crops, standard protocol: 8-bit LR by MATLAB bicubic,
     ``scale`` pixels shaved) the int8 ``graph`` loses against ``model`` in float32 on the
     calibration crops, through the full upscale path. Positive = int8 is worse.
-    ``reference``: the float32 PSNR-Y per crop (:func:`_psnrs` of ``model``) where already
-    measured."""
+    ``reference``: the float32 PSNR-Y of ``model`` per crop, where already measured."""
     from upres.export import OnnxNet
 
     crops = load_calibration() if crops is None else crops
     ref = _psnrs(model, card, crops) if reference is None else reference
+    if len(ref) != len(crops):
+        raise ValueError(f"reference has {len(ref)} PSNRs for {len(crops)} crops")
     return float(np.mean(np.subtract(ref, _psnrs(OnnxNet(graph), card, crops))))
 
 
@@ -419,9 +424,10 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     for weights trained with an int8 last convolution (:func:`int8_tail`) first with it int8;
     then as it is; then, where the network has chains to equalise, with channel ranges
     equalised; then the same two with the convolutions around the long skip float32
-    (:func:`skip_convs`), where it has them; last, the other convolutions are each measured
-    quantised alone (the rest float32) and the most sensitive ones are kept float32 as well,
-    one more at a time, up to a quarter of all. The first graph within the rule is kept, else
+    (:func:`skip_convs`), where it has them; last, on the best of the float-tail graphs so
+    far, the other convolutions are each measured quantised alone (the rest float32) and the
+    most sensitive ones are kept float32 as well, one more at a time, up to a quarter of all
+    convolutions and never all of them. The first graph within the rule is kept, else
     the one that loses least. Only the calibration crops decide, so where several were tried the
     loss returned is the lowest measured on the crops that chose it (slightly optimistic)."""
     import onnx
@@ -437,28 +443,32 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     tries += [(False, e, False) for e in equalise]
     tries += [(False, e, True) for e in equalise] if skip else []
     best: tuple[bytes, float] | None = None
-    best_eq = False
+    base: tuple[float, bool, bool] | None = None  # (loss, equalise, skip): best float-tail try
     for tail, eq, sk in tries:
         graph = quantize_int8(model, card, crops=crops, percentile=percentile,
                               equalise=eq, tail=tail, skip=sk)
         loss = calibration_loss(model, card, graph, crops, reference=ref)
         if best is None or loss < best[1]:
-            best, best_eq = (graph, loss), eq
+            best = graph, loss
+        if not tail and (base is None or loss < base[0]):
+            base = loss, eq, sk
         if loss <= INT8_RULE_DB:
             break
-    assert best is not None
+    assert best is not None and base is not None
+    _, eq, sk = base
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
-    rest = [n for n in convs[1:-1] if n not in (skip_convs(proto) if skip else [])]
-    if best[1] > INT8_RULE_DB and rest:  # last: the most sensitive ones float32 as well
+    rest = [n for n in convs[1:-1] if n not in (skip_convs(proto) if sk else [])]
+    cap = min(len(convs) // 4, len(rest) - 1)  # some convolution stays int8
+    if best[1] > INT8_RULE_DB and cap >= 1:  # last: the most sensitive ones float32 as well
 
         def graph_with(keep: Sequence[str]) -> tuple[bytes, float]:
-            g = quantize_int8(model, card, crops=crops, percentile=percentile,
-                              equalise=best_eq, tail=False, skip=skip, keep=keep)
+            g = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=eq,
+                              tail=False, skip=sk, keep=keep, why="the most sensitive")
             return g, calibration_loss(model, card, g, crops, reference=ref)
 
         alone = {n: graph_with([m for m in rest if m != n])[1] for n in rest}
         order = sorted(rest, key=lambda n: -alone[n])
-        for k in range(1, max(1, len(convs) // 4) + 1):
+        for k in range(1, cap + 1):
             graph, loss = graph_with(order[:k])
             if loss < best[1]:
                 best = graph, loss
@@ -516,7 +526,7 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 5  # bump when quantize_int8 or make_int8 change what they write
+_QUANTISER = 6  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
 
 
