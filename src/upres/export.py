@@ -164,6 +164,16 @@ class GraphNet(nn.Module):
         raise UpresError(f"{self.runtime or 'this runtime'} cannot give 8-bit pixels directly")
 
 
+#: onnxruntime graph transformers left out of every session. ``WeightBiasQuantization``
+#: (onnxruntime 1.20 on) quantises, per tensor, the float32 weights of a convolution whose input
+#: is dequantised and whose output is quantised again, so that it fuses into an integer
+#: convolution: the convolutions :mod:`upres.quantize` keeps float32 on purpose ran int8 with
+#: coarser weights than the per-channel ones it avoided (measured: a convolution kept float32
+#: between quantised layers moved a fast-x2 output by 0.24 where float32 weights move it by
+#: 0.02). Unknown names are ignored, so older onnxruntime versions take the same list.
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
 def _run_error(exc: Exception, x: np.ndarray) -> UpresError:
     return UpresError(f"onnxruntime failed at input {tuple(x.shape)} ({one_line(exc, 200)})")
 
@@ -190,7 +200,8 @@ class OnnxNet(GraphNet):
             self._opts.intra_op_num_threads = threads
         self._src = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(self._src, self._opts,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=DISABLED_OPTIMIZERS)
         self._in = self.session.get_inputs()[0].name
         self._u8: object | None = None  # the pixels session; False where it cannot be made
         self._u8_lock = threading.Lock()
@@ -214,9 +225,10 @@ class OnnxNet(GraphNet):
                     import onnxruntime as ort
 
                     try:
-                        self._u8 = ort.InferenceSession(_with_uint8_output(self._src),
-                                                        self._opts,
-                                                        providers=["CPUExecutionProvider"])
+                        self._u8 = ort.InferenceSession(
+                            _with_uint8_output(self._src), self._opts,
+                            providers=["CPUExecutionProvider"],
+                            disabled_optimizers=DISABLED_OPTIMIZERS)
                     except Exception:  # onnx's and onnxruntime's own error types
                         self._u8 = False
         return self._u8 is not False

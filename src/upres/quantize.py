@@ -530,7 +530,7 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 6  # bump when quantize_int8 or make_int8 change what they write
+_QUANTISER = 7  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
 
 
