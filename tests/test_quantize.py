@@ -185,6 +185,22 @@ def test_make_int8_keeps_the_most_sensitive_convolution_float_when_nothing_else_
     assert np.abs(out - ref).max() < 0.08
 
 
+def test_make_int8_keeps_the_first_graph_within_the_rule_tail_int8_included(monkeypatch):
+    """Weights trained for an int8 last convolution whose first graph (tail int8) keeps the
+    rule get that graph, and nothing after it is tried (tiny-x3 with the rule loosened: its real
+    tail graph loses 0.058-0.064 dB)."""
+    from upres import quantize
+    from upres.models.weights import load_model
+
+    model, card = load_model(zoo.ZOO_DIR / "tiny-x3.safetensors")
+    model.eval()
+    assert quantize.int8_tail(card)
+    monkeypatch.setattr(quantize, "INT8_RULE_DB", 10.0)
+    graph, loss = quantize.make_int8(model, card, crops=load_calibration()[:8])
+    assert loss <= 10.0
+    assert "the last int8" in quantize.graph_note(graph)
+
+
 def test_calibration_comes_from_the_training_images_only():
     crops = load_calibration()
     assert crops.shape == (48, 96, 96, 3) and crops.dtype == np.uint8

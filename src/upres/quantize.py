@@ -455,8 +455,8 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
             base = loss, eq, sk
         if loss <= INT8_RULE_DB:
             break
-    assert best is not None and base is not None
-    _, eq, sk = base
+    assert best is not None
+    _, eq, sk = base if base is not None else (0.0, False, False)  # None: a tail graph passed
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     rest = [n for n in convs[1:-1] if n not in (skip_convs(proto) if sk else [])]
     cap = min(len(convs) // 4, len(rest) - 1)  # some convolution stays int8
