@@ -16,8 +16,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 MODELS_DOC = DOC.parent / "models.md"  # sections: ladder-x{s} (compare_peers), architectures
 MODELS_HEADER = """# Models
 
-The model ladder (three tiers per scale, issue 8), made by `benchmarks/compare_peers.py`, and
-every registered architecture, listed by `scripts/model_table.py`.
+The model ladder (tiers per scale: tiny, fast, standard and best; issues 8 and 23), made by
+`benchmarks/compare_peers.py`, and every registered architecture, listed by
+`scripts/model_table.py`.
 """
 HEADER = """# Benchmarks
 
