@@ -173,7 +173,7 @@ def test_make_int8_keeps_the_most_sensitive_convolution_float_when_nothing_else_
     assert f"{len(more)} more (the most sensitive)" in json.loads(
         {e.key: e.value for e in q.metadata_props}["upres"])["quantized"]
     # A convolution kept float32 runs float32 in onnxruntime too: its optimiser would otherwise
-    # quantise its weights per tensor (WeightBiasQuantization), body.4's huge dead-channel
+    # quantise its weights (WeightBiasQuantization), body.4's huge dead-channel
     # weights then rounding the live ones to zero again (max output error 0.24 measured).
     from upres.export import OnnxNet
 
