@@ -168,9 +168,9 @@ class GraphNet(nn.Module):
 #: (onnxruntime 1.20 on) quantises the float32 weights of a convolution whose input is
 #: dequantised and whose output is quantised again, so that it fuses into an integer
 #: convolution: the convolutions :mod:`upres.quantize` keeps float32 on purpose ran int8
-#: (measured: a convolution kept float32
-#: between quantised layers moved a fast-x2 output by 0.24 where float32 weights move it by
-#: 0.02). Unknown names are ignored, so older onnxruntime versions take the same list.
+#: (measured: a convolution kept float32 between quantised layers moved a fast-x2 output by
+#: 0.24 where float32 weights move it by 0.02). Unknown names are ignored, so older onnxruntime
+#: versions take the same list.
 DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 

@@ -304,14 +304,15 @@ def int8_tail(card: ModelCard) -> bool:
 def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
                   percentile: float = PERCENTILE, equalise: bool = False,
                   tail: bool | None = None, skip: bool = False,
-                  keep: Sequence[str] = (), why: str = "") -> bytes:
+                  keep: Sequence[str] = (), why: str = "", fp32: bytes | None = None) -> bytes:
     """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
     (:func:`load_calibration`; default the bundled training-set crops), with channel ranges
     equalised first if ``equalise`` (:func:`equalise_channels`), and the last convolution in
     int8 too if ``tail`` (default :func:`int8_tail` of the card), and the convolutions around
     the long skip (:func:`skip_convs`) float32 if ``skip``, and the convolutions named in
-    ``keep`` (ONNX node names) float32 too, ``why`` saying in the card's note why. Input and
-    output are as :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card
+    ``keep`` (ONNX node names) float32 too, ``why`` saying in the card's note why. ``fp32``:
+    the float32 graph of ``model`` (:func:`upres.export.onnx_bytes`) where already exported.
+    Input and output are as :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card
     travels in the metadata with ``quantized`` set."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -319,7 +320,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     from upres.export import describe_io, onnx_bytes
 
     crops = load_calibration() if crops is None else crops
-    proto = onnx.load_from_string(onnx_bytes(model, card))
+    proto = onnx.load_from_string(onnx_bytes(model, card) if fp32 is None else fp32)
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     if len(convs) < 3:
         raise UpresError(f"{card.name}: int8 needs a network with at least 3 convolutions "
@@ -436,10 +437,12 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     from upres.export import onnx_bytes
 
     crops = load_calibration() if crops is None else crops
-    proto = onnx.load_from_string(onnx_bytes(model, card))
+    fp32 = onnx_bytes(model, card)  # exported once: each quantize_int8 below starts from it
+    proto = onnx.load_from_string(fp32)
     ref = _psnrs(model, card, crops)
     equalise = [False, True] if _chains(proto) else [False]
-    skip = bool(skip_convs(proto))
+    skipped = skip_convs(proto)
+    skip = bool(skipped)
     tries = [(True, e, False) for e in equalise] if int8_tail(card) else []
     tries += [(False, e, False) for e in equalise]
     tries += [(False, e, True) for e in equalise] if skip else []
@@ -447,7 +450,7 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     base: tuple[float, bool, bool] | None = None  # (loss, equalise, skip): best float-tail try
     for tail, eq, sk in tries:
         graph = quantize_int8(model, card, crops=crops, percentile=percentile,
-                              equalise=eq, tail=tail, skip=sk)
+                              equalise=eq, tail=tail, skip=sk, fp32=fp32)
         loss = calibration_loss(model, card, graph, crops, reference=ref)
         if best is None or loss < best[1]:
             best = graph, loss
@@ -458,13 +461,14 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     assert best is not None
     _, eq, sk = base if base is not None else (0.0, False, False)  # None: a tail graph passed
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
-    rest = [n for n in convs[1:-1] if n not in (skip_convs(proto) if sk else [])]
+    rest = [n for n in convs[1:-1] if not (sk and n in skipped)]
     cap = min(len(convs) // 4, len(rest) - 1)  # some convolution stays int8
     if best[1] > INT8_RULE_DB and cap >= 1:  # last: the most sensitive ones float32 as well
 
         def graph_with(keep: Sequence[str]) -> tuple[bytes, float]:
             g = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=eq,
-                              tail=False, skip=sk, keep=keep, why="the most sensitive")
+                              tail=False, skip=sk, keep=keep, why="the most sensitive",
+                              fp32=fp32)
             return g, calibration_loss(model, card, g, crops, reference=ref)
 
         print(f"upres: {card.name}: int8 still loses {best[1]:.3f} dB on the calibration crops; "
