@@ -97,6 +97,12 @@ def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
     np.testing.assert_allclose(spread(after, 2), spread(before, 2), rtol=1e-5)  # untouched
 
 
+def _float_convs(proto) -> set[str]:
+    """Names of the convolutions of a quantised graph whose weights are not dequantised."""
+    made = {o: n for n in proto.graph.node for o in n.output}
+    return {n.name for n in proto.graph.node if n.op_type == "Conv" and n.input[1] not in made}
+
+
 def test_skip_convs_are_those_around_the_sum_the_last_convolution_reads():
     """skip_convs finds the writers and readers of the long skip's terms (through activations):
     RFDN's first block reads the first convolution's raw features and LR_conv writes the other
@@ -127,17 +133,12 @@ def test_skip_convs_are_those_around_the_sum_the_last_convolution_reads():
 
     crops = load_calibration()[:4]
     q = onnx.load_from_string(quantize_int8(rfdn, card, crops=crops, skip=True))
-    made = {o: n for n in q.graph.node for o in n.output}
-    convs = [n for n in q.graph.node if n.op_type == "Conv"]
-    floats = {n.name for n in convs if made.get(n.input[1]) is None}  # weights not dequantised
-    assert floats == {"/fea_conv/Conv", "/upsampler/upsampler.0/Conv", "/LR_conv/Conv",
+    assert _float_convs(q) == {"/fea_conv/Conv", "/upsampler/upsampler.0/Conv", "/LR_conv/Conv",
                       "/B1/c1_d/Conv", "/B1/c1_r/Conv"}
     assert "reading the long skip" in json.loads(
         {e.key: e.value for e in q.metadata_props}["upres"])["quantized"]
     plain = onnx.load_from_string(quantize_int8(rfdn, card, crops=crops))
-    made = {o: n for n in plain.graph.node for o in n.output}
-    assert sum(made.get(n.input[1]) is None
-               for n in plain.graph.node if n.op_type == "Conv") == 2
+    assert _float_convs(plain) == {"/fea_conv/Conv", "/upsampler/upsampler.0/Conv"}
 
 
 def test_make_int8_keeps_the_most_sensitive_convolution_float_when_nothing_else_helps():
@@ -165,8 +166,7 @@ def test_make_int8_keeps_the_most_sensitive_convolution_float_when_nothing_else_
     graph, loss = make_int8(model, card, crops=crops)
     assert loss <= INT8_RULE_DB
     q = onnx.load_from_string(graph)
-    made = {o: n for n in q.graph.node for o in n.output}
-    floats = {n.name for n in q.graph.node if n.op_type == "Conv" and made.get(n.input[1]) is None}
+    floats = _float_convs(q)
     rest = {f"/body/body.{i}/Conv" for i in (2, 4, 6, 8)}
     more = floats & rest  # at most a quarter of the 8 convolutions, and never all of the rest
     assert "/body/body.4/Conv" in more and len(more) <= 2
