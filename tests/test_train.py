@@ -168,6 +168,36 @@ def test_log_mse_weighs_each_patch_as_mean_psnr_does():
         pytest.approx(20.0, abs=0.1)
 
 
+def test_log_mse_y_scores_luma_as_the_protocol_does():
+    """log_mse_y is minus the mean per-sample PSNR of BT.601 luma (upres.metrics.rgb_to_y's
+    weights), so an error that leaves luma alone costs nothing, and a gray batch is read as
+    rgb_to_y reads gray."""
+    from upres.metrics import rgb_to_y
+    from upres.train.losses import log_mse_y, make_loss
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 8, 8, generator=g)
+    pred = (target + 0.05 * torch.randn(2, 3, 8, 8, generator=g)).clamp(0, 1)
+    floor = (0.5 / 255) ** 2
+    want = []
+    for p, t in zip(pred, target, strict=True):
+        dy = (rgb_to_y(p.permute(1, 2, 0).double().numpy() * 255)
+              - rgb_to_y(t.permute(1, 2, 0).double().numpy() * 255)) / 255
+        want.append(10 * np.log10(np.mean(dy ** 2) + floor))
+    assert float(make_loss("log_mse_y")(pred, target)) == pytest.approx(np.mean(want), abs=1e-3)
+    # a colour shift with no luma change (R up, G down in the luma ratio) costs nothing ...
+    shift = torch.zeros(1, 3, 1, 1)
+    shift[0, 0], shift[0, 1] = 0.1, -0.1 * 65.481 / 128.553
+    assert float(log_mse_y(target + shift, target)) == pytest.approx(10 * np.log10(floor),
+                                                                      abs=1e-3)
+    # ... while a gray error of 0.1 costs what rgb_to_y's 219/255 says
+    gray = torch.rand(2, 1, 8, 8, generator=g)
+    assert float(log_mse_y(gray + 0.1, gray)) == pytest.approx(
+        10 * np.log10((0.1 * 219 / 255) ** 2 + floor), abs=1e-3)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        log_mse_y(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
 def test_ema_is_validated_exported_and_resumed(tiny, tmp_path):
     cfg = load_config(tiny, ["optim.ema=0.9", "val_every=1000"])
     full = Trainer(cfg, tmp_path / "full", log=lambda _: None)

@@ -59,7 +59,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     steps: int = 10000
-    loss: Any = "l1"  # l1 | mse | charbonnier | fft | log_mse, or a sum {l1: 1.0, fft: 0.05}
+    # l1 | mse | charbonnier | fft | log_mse | log_mse_y, or a sum {l1: 1.0, fft: 0.05}
+    loss: Any = "l1"
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     lr: float = 1e-3
     min_lr: float = 1e-6

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.nn import functional as F
 
-__all__ = ["LOSSES", "charbonnier", "fft_loss", "log_mse", "make_loss"]
+__all__ = ["LOSSES", "charbonnier", "fft_loss", "log_mse", "log_mse_y", "make_loss"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -36,14 +36,37 @@ def log_mse(pred: torch.Tensor, target: torch.Tensor, floor: float = (0.5 / 255)
     return (10.0 * torch.log10(d.flatten(1).mean(1) + floor)).mean()
 
 
+#: BT.601 luma per unit of R, G, B (the benchmarks' Y, :func:`upres.metrics.rgb_to_y`, whose
+#: offset cancels in a difference)
+_LUMA = (65.481 / 255, 128.553 / 255, 24.966 / 255)
+
+
+def log_mse_y(pred: torch.Tensor, target: torch.Tensor, floor: float = (0.5 / 255) ** 2
+              ) -> torch.Tensor:
+    """:func:`log_mse` on BT.601 luma, the channel the standard protocol scores (PSNR-Y):
+    minus the mean per-sample PSNR-Y for a peak of 1. A one-channel (gray) batch is luma
+    scaled by 219/255, as :func:`upres.metrics.rgb_to_y` reads gray. Colour errors that leave
+    luma alone cost nothing, so a recipe adds a small RGB term
+    (``{log_mse_y: 1.0, log_mse: 0.1}``)."""
+    d = pred.float() - target.float()
+    if d.shape[1] == 3:
+        w = torch.tensor(_LUMA, dtype=d.dtype, device=d.device).view(1, 3, 1, 1)
+        dy = (d * w).sum(1)
+    elif d.shape[1] == 1:
+        dy = d[:, 0] * sum(_LUMA)
+    else:
+        raise ValueError(f"log_mse_y needs 1 or 3 channels, got {d.shape[1]}")
+    return (10.0 * torch.log10(dy.square().flatten(1).mean(1) + floor)).mean()
+
+
 LOSSES: dict[str, LossFn] = {"l1": F.l1_loss, "mse": F.mse_loss, "charbonnier": charbonnier,
-                             "fft": fft_loss, "log_mse": log_mse}
+                             "fft": fft_loss, "log_mse": log_mse, "log_mse_y": log_mse_y}
 
 
 def make_loss(spec: str | Mapping[str, float]) -> LossFn:
     """``"l1"`` (one loss) or ``{"l1": 1.0, "fft": 0.05}`` (a weighted sum) -> a loss function.
 
-    Names: ``l1``, ``mse`` (the classic), ``charbonnier``, ``fft``, ``log_mse``.
+    Names: ``l1``, ``mse`` (the classic), ``charbonnier``, ``fft``, ``log_mse``, ``log_mse_y``.
     """
     terms = {spec: 1.0} if isinstance(spec, str) else dict(spec)
     if not terms:
