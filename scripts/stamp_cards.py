@@ -88,6 +88,10 @@ def note_photos(path: Path) -> str:
 SUMMARIES = {
     "tiny-x2": "The quickest x2: as fast as OpenCV's ESPCN on a CPU and clearly sharper. For "
                "clean images when speed matters most.",
+    "tiny-x3": "The quickest x3: runs int8 on a CPU, as fast as OpenCV's ESPCN and clearly "
+               "sharper. For clean images when speed matters most.",
+    "tiny-x4": "The quickest x4: runs int8 on a CPU, as fast as OpenCV's ESPCN and clearly "
+               "sharper. For clean images when speed matters most.",
     "fast-x2": "Quick x2 for clean images (not blurred, noisy or JPEG-damaged): about a "
                "quarter of x2's time for most of its quality.",
     "x2": "The standard x2 for clean images: the best quality upres ships at x2.",
