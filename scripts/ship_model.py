@@ -23,7 +23,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stamp_cards import stamp
+from stamp_cards import PHOTO_NOTE, SUMMARIES, stamp
 
 from upres.data.degrade import DEGRADATIONS, Leveled
 from upres.evaluate import evaluate
@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--denoise-base", default="",
                     help="photo models: the shipped model that is clean-up strength 0; the "
                          "PSNR is then measured as upres eval does, at the automatic strength")
-    ap.add_argument("--summary", default="", help="what the model is for, in a user's words")
+    ap.add_argument("--summary", default="", help="what the model is for, in a user's words "
+                    "(default: stamp_cards.SUMMARIES' sentence for the name)")
     ap.add_argument("--denoise-fit", default="",
                     help='photo models: the automatic strength map from scripts/fit_denoise.py, '
                          'as JSON ({"a": ..., "b": ..., "c": ..., "d": ...})')
@@ -77,7 +78,8 @@ def main() -> None:
         res = evaluate(up.upscale, model_name=args.name, dataset=BENCH / ds, scale=card.scale)
         psnr[ds], ssim[ds] = round(res.psnr_y, 4), round(res.ssim_y, 5)
         print(f"{args.name} {ds} x{card.scale}: PSNR-Y {res.psnr_y:.3f} SSIM-Y {res.ssim_y:.4f}")
-    trained_on = args.trained_on
+    trained_on = args.trained_on  # every shipped card carries the photographs-only note
+    trained_on += "" if PHOTO_NOTE in trained_on else f"; {PHOTO_NOTE}"
     log = (args.run / "train.log").read_text()
     seconds = card.train_seconds
     for prior in reversed(args.prior):
@@ -86,7 +88,8 @@ def main() -> None:
         log = (prior / "train.log").read_text() + log
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
                       notes=args.notes, train_seconds=round(seconds, 1),
-                      denoise_base=args.denoise_base, summary=args.summary)
+                      denoise_base=args.denoise_base,
+                      summary=args.summary or SUMMARIES.get(args.name, ""))
     if args.denoise_base:
         up.set_strength(1.0)  # the file holds the strong endpoint
     out = save_model(args.zoo_dir / f"{args.name}.safetensors", model, card)
