@@ -38,7 +38,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("name")
-    ap.add_argument("--notes", default="")
+    ap.add_argument("--notes", default=None,
+                    help="the card's notes (default: those of the model shipped under NAME, "
+                         "printed so that they can be checked)")
     ap.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help="where to ship (default: zoo)")
     ap.add_argument("--prior", type=Path, action="append", default=[],
                     help="run folder of an earlier stage (repeat for several, oldest first)")
@@ -78,8 +80,14 @@ def main() -> None:
         res = evaluate(up.upscale, model_name=args.name, dataset=BENCH / ds, scale=card.scale)
         psnr[ds], ssim[ds] = round(res.psnr_y, 4), round(res.ssim_y, 5)
         print(f"{args.name} {ds} x{card.scale}: PSNR-Y {res.psnr_y:.3f} SSIM-Y {res.ssim_y:.4f}")
-    trained_on = args.trained_on  # every shipped card carries the photographs-only note
-    trained_on += "" if PHOTO_NOTE in trained_on else f"; {PHOTO_NOTE}"
+    # every shipped card carries the photographs-only note
+    trained_on = "; ".join(t for t in (args.trained_on, PHOTO_NOTE) if t) \
+        if PHOTO_NOTE not in args.trained_on else args.trained_on
+    notes = args.notes
+    if notes is None:
+        shipped = args.zoo_dir / f"{args.name}.safetensors"
+        notes = load_model(shipped)[1].notes if shipped.is_file() else ""
+        print(f"notes kept from the shipped {args.name} (--notes to change): {notes!r}")
     log = (args.run / "train.log").read_text()
     seconds = card.train_seconds
     for prior in reversed(args.prior):
@@ -87,7 +95,7 @@ def main() -> None:
         seconds += prior_card.train_seconds
         log = (prior / "train.log").read_text() + log
     card = card.with_(name=args.name, psnr=psnr, ssim=ssim, trained_on=trained_on,
-                      notes=args.notes, train_seconds=round(seconds, 1),
+                      notes=notes, train_seconds=round(seconds, 1),
                       denoise_base=args.denoise_base,
                       summary=args.summary or SUMMARIES.get(args.name, ""))
     if args.denoise_base:

@@ -170,8 +170,8 @@ def test_log_mse_weighs_each_patch_as_mean_psnr_does():
 
 def test_log_mse_y_scores_luma_as_the_protocol_does():
     """log_mse_y is minus the mean per-sample PSNR of BT.601 luma (upres.metrics.rgb_to_y's
-    weights), so an error that leaves luma alone costs nothing, and a gray batch is read as
-    rgb_to_y reads gray."""
+    weights), so an error that leaves luma alone costs nothing; a one-channel batch (a luma-only
+    model's) is luma already."""
     from upres.metrics import rgb_to_y
     from upres.train.losses import log_mse_y, make_loss
 
@@ -190,10 +190,10 @@ def test_log_mse_y_scores_luma_as_the_protocol_does():
     shift[0, 0], shift[0, 1] = 0.1, -0.1 * 65.481 / 128.553
     assert float(log_mse_y(target + shift, target)) == pytest.approx(10 * np.log10(floor),
                                                                       abs=1e-3)
-    # ... while a gray error of 0.1 costs what rgb_to_y's 219/255 says
-    gray = torch.rand(2, 1, 8, 8, generator=g)
-    assert float(log_mse_y(gray + 0.1, gray)) == pytest.approx(
-        10 * np.log10((0.1 * 219 / 255) ** 2 + floor), abs=1e-3)
+    # ... while on luma itself an error of 0.1 costs what log_mse says
+    luma = torch.rand(2, 1, 8, 8, generator=g)
+    assert float(log_mse_y(luma + 0.1, luma)) == pytest.approx(10 * np.log10(0.01 + floor),
+                                                                abs=1e-3)
     with pytest.raises(ValueError, match="1 or 3 channels"):
         log_mse_y(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
 

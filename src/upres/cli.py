@@ -862,7 +862,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, help="ONNX opset (default 20)")
     x.add_argument("--int8", action="store_true",
                    help="quantise to int8 (onnxruntime QDQ: per-channel weights, percentile-"
-                        "calibrated activations, first and last layers float32)")
+                        "calibrated activations, first layer float32, the last too "
+                        "unless int8 keeps the 0.05 dB rule)")
     x.add_argument("--calibration", metavar="DIR",
                    help="with --int8: calibrate on crops of these images (default: crops of "
                         "the 291 training images bundled with upres)")

@@ -5,17 +5,20 @@ static quantiser in QDQ form: weights int8 per output channel (symmetric), activ
 tensor with ranges from calibration, so onnxruntime runs the convolutions with integer kernels
 (VNNI / AMX where the CPU has them). What keeps it near-lossless for super-resolution:
 
-- The first and last convolutions stay float32: the first sees the raw pixels, the last writes
-  the residual that becomes output pixels, where one 8-bit step of an activation is already a
-  visible fraction of an output level (quantising them too was measured: tiny-x3 then lost
-  0.083 dB on the calibration crops instead of 0.040, for about 10 % more speed; session 23
-  found where: 8-bit weights of the last convolution cost 0.0006 dB and its 8-bit output
-  little, its 8-bit input (the skip sum, signed, about [-0.64, 1.13]) the rest, and narrower
-  ranges for that input or channel ranges equalised across the sum brought it to
-  0.051-0.066 dB at best, still over :data:`INT8_RULE_DB`: ``scripts/exp_int8_tail.py``).
-  Weights fine-tuned for it (quantisation-aware training with ``qat.tail``,
-  :mod:`upres.train.qat`; :func:`int8_tail` reads that from the card's recipe) get their last
-  convolution in int8 as well, unless that still loses more than the rule. Only
+- The first convolution stays float32, and the last one too unless int8 keeps the rule: the
+  first sees the raw pixels, the last writes the residual that becomes output pixels, where one
+  8-bit step of an activation is already a visible fraction of an output level (quantising both
+  was measured: tiny-x3 then lost 0.083 dB on the calibration crops instead of 0.040, for about
+  10 % more speed; session 23 found where: 8-bit weights of the last convolution cost 0.0006 dB
+  and its 8-bit output little, its 8-bit input (the skip sum, signed, about [-0.64, 1.13]) the
+  rest, and narrower ranges for that input or channel ranges equalised across the sum brought it
+  to 0.051-0.066 dB at best, still over :data:`INT8_RULE_DB`: ``scripts/exp_int8_tail.py``).
+  Since session 26 :func:`make_int8` tries the last convolution in int8 first for every model
+  (the fastest graph; float32, that convolution was a third of tiny-x4's int8 time on an
+  AVX2-capped CPU) and keeps that graph where it loses at most the rule: fast-x3 (0.044 dB)
+  as it was trained, tiny-x4 and fast-x4 after quantisation-aware training with
+  ``qat.tail`` (:mod:`upres.train.qat`; :func:`int8_tail` reads that from the card's recipe,
+  and such weights are tried with channel ranges equalised as well). Only
   ``Conv`` and ``Relu`` nodes are quantised, so the skip additions, the anchor and the pixel
   shuffle stay float32 as well; ReLU fuses into the convolution before it, so each body
   activation uses all 256 levels on ``[0, t]``.
@@ -297,8 +300,9 @@ def equalise_channels(proto: object, inputs: list[np.ndarray], *,
 
 def int8_tail(card: ModelCard) -> bool:
     """Whether the weights were fine-tuned with their last convolution rounded to int8
-    (recipe key ``qat.tail``, :mod:`upres.train.qat`), so that their int8 graph quantises it
-    too."""
+    (recipe key ``qat.tail``, :mod:`upres.train.qat`): :func:`make_int8` then tries that
+    convolution int8 with channel ranges equalised as well (every model gets the plain try),
+    and the card's note says the weights were trained for it."""
     q = card.config.get("qat") if isinstance(card.config, dict) else None
     return bool(isinstance(q, dict) and q.get("enabled") and q.get("tail"))
 
@@ -326,7 +330,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     if len(convs) < 3:
         raise UpresError(f"{card.name}: int8 needs a network with at least 3 convolutions "
-                         f"(the first and last stay float32); it has {len(convs)}")
+                         f"(the first stays float32, the last usually too); it has {len(convs)}")
     tail = int8_tail(card) if tail is None else tail
     skipped = skip_convs(proto) if skip else []
     base = [convs[0]] if tail else [convs[0], convs[-1]]
@@ -454,8 +458,13 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     best: tuple[bytes, float] | None = None
     base: tuple[float, bool, bool] | None = None  # (loss, equalise, skip): best float-tail try
     for tail, eq, sk in tries:
-        graph = quantize_int8(model, card, crops=crops, percentile=percentile,
-                              equalise=eq, tail=tail, skip=sk, fp32=fp32)
+        try:
+            graph = quantize_int8(model, card, crops=crops, percentile=percentile,
+                                  equalise=eq, tail=tail, skip=sk, fp32=fp32)
+        except UpresError:
+            if tail:  # a graph the quantiser refuses with the last convolution int8: go on
+                continue  # to the float-tail graphs
+            raise
         loss = calibration_loss(model, card, graph, crops, reference=ref)
         if best is None or loss < best[1]:
             best = graph, loss

@@ -110,8 +110,9 @@ class QatConfig:
     int8 graph's rounding simulated in the forward pass, for a plain UpNet with ReLU."""
 
     enabled: bool = False
-    # the last convolution rounded too; the int8 graph of the weights then quantises it as well
-    # (upres.quantize reads this from the card's recipe)
+    # the last convolution rounded too, so that the int8 graph can quantise it within the
+    # 0.05 dB rule (upres.quantize reads this from the card's recipe and tries that graph
+    # equalised as well)
     tail: bool = False
     # activation ranges simulated at this percentile; upres.quantize makes the int8 graph at its
     # PERCENTILE (99.999), so another value trains for ranges the graph will not use
