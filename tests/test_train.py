@@ -543,7 +543,7 @@ def test_eval_checkpoint_script_scores_a_run_as_its_validation_did(tiny, tmp_pat
 def test_ship_model_with_prior_stages_keeps_every_log_and_time(tiny, tmp_path):
     """scripts/ship_model.py --prior (repeated, oldest first): the shipped log is stage 1's,
     2's then 3's, train_seconds adds the three stages, steps and recipe are stage 3's, and the
-    card holds the measured PSNR."""
+    card holds the measured PSNR, the photographs-only note and the name's summary."""
     import subprocess
     import sys
     from pathlib import Path
@@ -570,6 +570,11 @@ def test_ship_model_with_prior_stages_keeps_every_log_and_time(tiny, tmp_path):
     assert (zoo / "tiny-x2.log").read_text() == "".join(logs)
     assert (zoo / "tiny-x2.yaml").read_text() == (three / "config.yaml").read_text()
     assert set(card.psnr) == {"Set5", "Set14", "BSD100"} and card.gmacs > 0
+    # the photographs-only note and the name's user-facing summary come by default
+    sys.path.insert(0, str(script.parent))
+    from stamp_cards import PHOTO_NOTE, SUMMARIES
+
+    assert card.trained_on.endswith(f"; {PHOTO_NOTE}") and card.summary == SUMMARIES["tiny-x2"]
 
 
 def test_leveled_damage_grows_with_the_level_and_zero_is_bicubic():
