@@ -23,7 +23,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stamp_cards import PHOTO_NOTE, SUMMARIES, stamp
+from stamp_cards import SUMMARIES, stamp, with_photo_note
 
 from upres.data.degrade import DEGRADATIONS, Leveled
 from upres.evaluate import evaluate
@@ -80,9 +80,7 @@ def main() -> None:
         res = evaluate(up.upscale, model_name=args.name, dataset=BENCH / ds, scale=card.scale)
         psnr[ds], ssim[ds] = round(res.psnr_y, 4), round(res.ssim_y, 5)
         print(f"{args.name} {ds} x{card.scale}: PSNR-Y {res.psnr_y:.3f} SSIM-Y {res.ssim_y:.4f}")
-    # every shipped card carries the photographs-only note
-    trained_on = "; ".join(t for t in (args.trained_on, PHOTO_NOTE) if t) \
-        if PHOTO_NOTE not in args.trained_on else args.trained_on
+    trained_on = with_photo_note(args.trained_on)  # every shipped card carries it
     notes = args.notes
     if notes is None:
         shipped = args.zoo_dir / f"{args.name}.safetensors"

@@ -73,12 +73,19 @@ PHOTO_NOTE = ("photographs only (natural scenes, objects, people), no medical or
               "diagnosis")
 
 
+def with_photo_note(trained_on: str) -> str:
+    """``trained_on`` ending in :data:`PHOTO_NOTE` (unchanged where it has it already)."""
+    if PHOTO_NOTE in trained_on:
+        return trained_on
+    return f"{trained_on}; {PHOTO_NOTE}" if trained_on else PHOTO_NOTE
+
+
 def note_photos(path: Path) -> str:
     """Add :data:`PHOTO_NOTE` to the card's ``trained_on`` (tensors unchanged); no re-timing."""
     before = load_file(path)
     model, card = load_model(path)
     if PHOTO_NOTE not in card.trained_on:
-        save_model(path, model, card.with_(trained_on=f"{card.trained_on}; {PHOTO_NOTE}"))
+        save_model(path, model, card.with_(trained_on=with_photo_note(card.trained_on)))
     after = load_file(path)
     assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
     return f"{card.name}: trained_on notes photographs only"

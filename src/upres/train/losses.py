@@ -36,27 +36,21 @@ def log_mse(pred: torch.Tensor, target: torch.Tensor, floor: float = (0.5 / 255)
     return (10.0 * torch.log10(d.flatten(1).mean(1) + floor)).mean()
 
 
-#: BT.601 luma per unit of R, G, B (the benchmarks' Y, :func:`upres.metrics.rgb_to_y`, whose
-#: offset cancels in a difference)
-_LUMA = (65.481 / 255, 128.553 / 255, 24.966 / 255)
-
-
 def log_mse_y(pred: torch.Tensor, target: torch.Tensor, floor: float = (0.5 / 255) ** 2
               ) -> torch.Tensor:
-    """:func:`log_mse` on BT.601 luma, the channel the standard protocol scores (PSNR-Y):
-    minus the mean per-sample PSNR-Y for a peak of 1. A one-channel batch is already luma
-    (what the trainer gives luma-only ``color: y`` models), so there it is :func:`log_mse`.
+    """:func:`log_mse` on BT.601 luma (:func:`upres.inference.upscaler.rgb_to_ycbcr`'s Y, the
+    benchmarks' :func:`upres.metrics.rgb_to_y` on [0, 1]), the channel the standard protocol
+    scores: minus the mean per-sample PSNR-Y for a peak of 1. A one-channel batch is already
+    luma (what the trainer gives luma-only ``color: y`` models), so there it is :func:`log_mse`.
     Colour errors that leave luma alone cost nothing, so an RGB recipe adds a small RGB term
     (``{log_mse_y: 1.0, log_mse: 0.1}``)."""
-    d = pred.float() - target.float()
-    if d.shape[1] == 3:
-        w = torch.tensor(_LUMA, dtype=d.dtype, device=d.device).view(1, 3, 1, 1)
-        dy = (d * w).sum(1)
-    elif d.shape[1] == 1:
-        dy = d[:, 0]
-    else:
-        raise ValueError(f"log_mse_y needs 1 or 3 channels, got {d.shape[1]}")
-    return (10.0 * torch.log10(dy.square().flatten(1).mean(1) + floor)).mean()
+    if pred.shape[1] == 3:
+        from upres.inference.upscaler import rgb_to_ycbcr
+
+        pred, target = rgb_to_ycbcr(pred.float())[:, :1], rgb_to_ycbcr(target.float())[:, :1]
+    elif pred.shape[1] != 1:
+        raise ValueError(f"log_mse_y needs 1 or 3 channels, got {pred.shape[1]}")
+    return log_mse(pred, target, floor)
 
 
 LOSSES: dict[str, LossFn] = {"l1": F.l1_loss, "mse": F.mse_loss, "charbonnier": charbonnier,
