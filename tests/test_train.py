@@ -270,6 +270,40 @@ def test_rescale_adds_shrunk_copies_with_their_own_lr(tiny, tmp_path):
     assert "3 training images in 6 versions (rescale 0.8)" in (run / "train.log").read_text()
 
 
+def test_teardown_leaves_the_process_group():
+    """cmd_train leaves the process group when training ends, however it ends, and says
+    whether it had joined one (then it ends the process at once: end_process)."""
+    import torch.distributed as dist
+
+    from upres.train.distributed import teardown
+
+    assert teardown() is False  # no group: nothing to do
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    assert teardown() is True
+    assert not dist.is_initialized()
+
+
+def test_end_process_flushes_and_exits_with_the_code(tmp_path):
+    """A torchrun process ends through end_process: its exit status is the one given, what it
+    printed and logged is all there, and interpreter shutdown (where gloo's threads aborted a
+    rank) never runs: an atexit handler does not fire."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, logging, sys\n"
+            "from upres.train.distributed import end_process\n"
+            f"logging.basicConfig(filename={str(tmp_path / 'x.log')!r})\n"
+            "logging.warning('logged')\n"
+            "atexit.register(lambda: print('shutdown ran'))\n"
+            "print('printed', end='')\n"
+            "sys.stderr.write('written')\n"
+            "end_process(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "printed", "written")
+    assert "logged" in (tmp_path / "x.log").read_text()
+
+
 def test_torchrun_two_processes(tiny, tmp_path):
     """Data-parallel training on CPU through the real torchrun launcher (gloo backend)."""
     import socket
@@ -286,7 +320,8 @@ def test_torchrun_two_processes(tiny, tmp_path):
          "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "upres", "train", str(tiny),
          "--run-dir", str(run), "--set", "optim.steps=4", "--set", "val_every=4"],
         capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # (a failing rank's own message comes before torchrun's summary: show both)
+    assert proc.returncode == 0, proc.stderr[-6000:]
     log = (run / "train.log").read_text()
     assert "processes 2" in log and "val step 4: PSNR-Y Set5" in log
     assert log.count("run tiny:") == 1  # only rank 0 logs

@@ -543,6 +543,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- train -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from upres.train.config import load_config
+    from upres.train.distributed import end_process, teardown
     from upres.train.trainer import RUN_FILES, Trainer, run_dir_for
 
     if args.resume:
@@ -558,7 +559,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   f"train {run_dir / 'config.yaml'} --run-dir NEW_DIR")
             raise _UsageError(f"{run_dir}: no checkpoint last.pt to resume from")
         cfg = load_config(run_dir / "config.yaml", args.set)
-        Trainer(cfg, run_dir).run(resume=True, until=args.stop_after)
+        try:
+            Trainer(cfg, run_dir).run(resume=True, until=args.stop_after)
+        finally:
+            joined = teardown()
+        if joined:
+            end_process(0)
         return 0
     if args.config is None:
         raise _UsageError("train needs CONFIG.yaml (or --resume RUN_DIR)")
@@ -573,7 +579,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "it has no checkpoint to resume from: delete it, or")
         raise _UsageError(f"{run_dir}: already holds a run ({', '.join(held)}); {then} start a "
                           f"new one with --run-dir DIR or --set name=NEW")
-    Trainer(cfg, run_dir).run(until=args.stop_after)
+    try:
+        Trainer(cfg, run_dir).run(until=args.stop_after)
+    finally:
+        joined = teardown()  # under torchrun: leave the process group
+    if joined:  # and end the process before the interpreter's shutdown (end_process says why)
+        end_process(0)
     return 0
 
 
