@@ -21,13 +21,23 @@ the weights) at the 90th percentile of the held-out clean images' readings (at l
 ``upres.inference.denoise.LEVEL_OFF``), so that nine clean images in ten get exactly ``x{s}``'s
 output, as ``scripts/fit_denoise.py`` asked of the earlier formula. ``--calibrate`` only
 re-measures the held-out figures and the threshold of the estimator already written.
+
+``--objective psnr`` (session 27) fits the strength itself rather than the level: each version
+is then a ``--crop``-pixel LR crop (its HR crop kept), the photo model ``photo-x{s}`` upscales
+it at the strengths 0, 1/8, ..., 1 and the PSNR-Y of each is stored, and the estimator learns
+to read the strength that maximises PSNR (loss: the dB it loses against the crop's best
+strength, the curve interpolated linearly between the measured strengths), from ``--init``
+(the level estimator) when given. The held-out figures then include that loss (``regret``) and
+the gain over strength 0 for the estimator written and for ``--init``, read the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,11 +90,74 @@ def make_versions(s: int, versions: int, seed: int, threads: int, native: float 
         return [r for r in pool.map(one, jobs) if r is not None]
 
 
+#: the strengths at which ``--objective psnr`` measures each version's PSNR-Y
+STRENGTHS = np.linspace(0.0, 1.0, 9)
+
+
+def make_curves(s: int, versions: int, seed: int, crop: int
+                ) -> list[tuple[int, np.ndarray, float, float, float, bool, np.ndarray]]:
+    """``(image index, LR uint8, level, noise, blocking, False, PSNR-Y per strength)`` for
+    ``versions`` LR crops (``crop`` pixels a side, or the whole image when smaller) of every
+    training image, damaged as :func:`make_versions` damages whole images; the curve is the
+    PSNR-Y (dB, standard protocol) of ``photo-x{s}`` at :data:`STRENGTHS` on the crop."""
+    import upres
+    from upres.metrics import psnr_y
+
+    files = scan_images([TRAIN])
+    pipe = Leveled(s)
+    photo = upres.load(f"photo-x{s}", device="cpu", precision="fp32")
+    out = []
+    for k in range(len(files)):
+        full = modcrop(read_rgb8(files[k]), s)
+        for v in range(versions):
+            rng = np.random.default_rng([seed, k, v, 1])
+            t = 0.0 if rng.random() < 0.2 else float(rng.uniform(0.02, 1.0))
+            ch, cw = (min(crop * s, n // s * s) for n in full.shape[:2])
+            if min(ch, cw) < WINDOW * s:
+                continue
+            y = int(rng.integers(0, (full.shape[0] - ch) // s + 1)) * s
+            x = int(rng.integers(0, (full.shape[1] - cw) // s + 1)) * s
+            hr = np.ascontiguousarray(full[y:y + ch, x:x + cw])
+            blind = t > 0 and bool(rng.random() < pipe.blind_at(t))
+            lr = pipe.draw(hr.astype(np.float32) / 255, rng, t, blind=blind)
+            t = 1.0 if blind else t
+            if lr.dtype != np.uint8:
+                lr = np.floor(lr * 255 + 0.5).astype(np.uint8)
+            if not read_windows(lr):
+                continue
+            curve = np.array([psnr_y(photo.upscale(lr, denoise=float(g)), hr, shave=s)
+                              for g in STRENGTHS], dtype=np.float32)
+            out.append((k, lr, t, noise_sigma(lr), blockiness(lr), False, curve))
+        if (k + 1) % 50 == 0:
+            print(f"  curves: {k + 1} of {len(files)} images", flush=True)
+    return out
+
+
+def curve_at(curves: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """PSNR-Y at strengths ``t`` ``(N,)`` in [0, 1] of ``curves`` ``(N, len(STRENGTHS))``,
+    linear between the measured strengths (differentiable in ``t``)."""
+    pos = t.clamp(0.0, 1.0) * (len(STRENGTHS) - 1)
+    i = pos.detach().floor().clamp(max=len(STRENGTHS) - 2).long()
+    lo = curves.gather(1, i[:, None])[:, 0]
+    hi = curves.gather(1, i[:, None] + 1)[:, 0]
+    return lo + (hi - lo) * (pos - i)
+
+
+def regret(net_reads: np.ndarray, curves: np.ndarray) -> tuple[float, float]:
+    """Mean dB lost against each curve's best strength, and mean gain over strength 0, at
+    the strengths ``net_reads`` ``(N,)``."""
+    got = curve_at(torch.from_numpy(curves), torch.from_numpy(net_reads.astype(np.float32)))
+    got = got.numpy()
+    return float((curves.max(1) - got).mean()), float((got - curves[:, 0]).mean())
+
+
 def batch(data: list, idx: np.ndarray, rng: np.random.Generator, per: int = 2
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ex, ys = [], [], []
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    xs, ex, ys, cs = [], [], [], []
     for i in idx:
-        _, lr, t, noise, block, _ = data[int(i)]
+        _, lr, t, noise, block, _ = data[int(i)][:6]
+        if len(data[int(i)]) > 6:
+            cs.append(data[int(i)][6])
         h, w = lr.shape[:2]
         for _ in range(per):
             for _try in range(20):  # a usable window, as the estimator reads an image
@@ -104,7 +177,13 @@ def batch(data: list, idx: np.ndarray, rng: np.random.Generator, per: int = 2
             ex.append([math.log1p(noise), block])
         ys.append(t)
     x = torch.from_numpy(np.stack(xs).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(ex, dtype=torch.float32), torch.tensor(ys, dtype=torch.float32)
+    curves = torch.from_numpy(np.stack(cs)) if cs else None
+    return x, torch.tensor(ex, dtype=torch.float32), torch.tensor(ys, dtype=torch.float32), curves
+
+
+def curves_of(data: list, idx: np.ndarray) -> np.ndarray:
+    """The PSNR curves ``(len(idx), len(STRENGTHS))`` of the versions ``idx``."""
+    return np.stack([data[int(i)][6] for i in idx])
 
 
 def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +209,15 @@ def main() -> None:
     ap.add_argument("--margin", type=float, default=0.0,
                     help="stretch the estimator's sigmoid to [-margin, 1 + margin] (clipped "
                          "when read), so the levels 0 and 1 are reachable")
+    ap.add_argument("--objective", choices=("level", "psnr"), default="level",
+                    help="learn the damage level (default) or the PSNR-best strength")
+    ap.add_argument("--crop", type=int, default=128,
+                    help="--objective psnr: LR crop side of each version")
+    ap.add_argument("--curves", default=None,
+                    help="--objective psnr: keep the measured versions in this file (.pkl) "
+                         "and reuse them when it exists")
+    ap.add_argument("--init", default=None, help="start from this estimator's weights")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("-o", "--out", default=None)
     ap.add_argument("--calibrate", action="store_true",
                     help="keep the written weights; re-measure the held-out figures and 'off'")
@@ -146,13 +234,31 @@ def main() -> None:
             trained = json.loads(fh.metadata()["upres_level"])
         args = argparse.Namespace(**{**trained["args"], "calibrate": True, "out": args.out})
     net = LevelNet(margin=getattr(args, "margin", 0.0))
+    init = getattr(args, "init", None)
+    if state is None and init:
+        from safetensors.torch import load_file
+
+        state = load_file(init)
     if state is not None:
         net.load_state_dict(state)
+    first = copy.deepcopy(net).eval()  # --init (or a fresh net) for the held-out comparison
+    psnr_objective = getattr(args, "objective", "level") == "psnr"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    data = make_versions(args.scale, args.versions, args.seed, args.threads,
-                         getattr(args, "native", 0.0))
+    if psnr_objective:
+        cache = Path(args.curves) if getattr(args, "curves", None) else None
+        if cache is not None and cache.is_file():
+            with cache.open("rb") as fh:
+                data = pickle.load(fh)
+        else:
+            data = make_curves(args.scale, args.versions, args.seed, args.crop)
+            if cache is not None:
+                with cache.open("wb") as fh:
+                    pickle.dump(data, fh)
+    else:
+        data = make_versions(args.scale, args.versions, args.seed, args.threads,
+                             getattr(args, "native", 0.0))
     images = sorted({d[0] for d in data})
     rng = np.random.default_rng(args.seed)
     held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
@@ -160,12 +266,17 @@ def main() -> None:
     val = np.array([i for i, d in enumerate(data) if d[0] in held])
     print(f"{len(data)} versions of {len(images)} images ({len(val)} held out) in "
           f"{time.time() - t0:.0f} s", flush=True)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    peak = getattr(args, "lr", 1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=peak)
     for step in range(0 if args.calibrate else args.steps):
         for g in opt.param_groups:
-            g["lr"] = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * step / args.steps))
-        x, ex, y = batch(data, rng.choice(train, size=args.batch), rng)
-        loss = torch.nn.functional.mse_loss(net(x, ex, group=2), y)
+            g["lr"] = 1e-5 + 0.5 * (peak - 1e-5) * (1 + math.cos(math.pi * step / args.steps))
+        x, ex, y, curves = batch(data, rng.choice(train, size=args.batch), rng)
+        read = net(x, ex, group=2)
+        if curves is not None:  # the dB lost against each crop's best strength
+            loss = (curves.max(1).values - curve_at(curves, read)).mean()
+        else:
+            loss = torch.nn.functional.mse_loss(read, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -173,9 +284,11 @@ def main() -> None:
             net.eval()
             pred, true = held_out(net, data, val[::4])
             net.train()
+            lost = (f", held-out regret {regret(pred, curves_of(data, val[::4]))[0]:.4f} dB"
+                    if psnr_objective else "")
             print(f"step {step + 1} loss {loss.item():.4f}, held-out mean error "
-                  f"{np.abs(pred - true).mean():.4f}, clean read {pred[true == 0].mean():.3f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+                  f"{np.abs(pred - true).mean():.4f}, clean read {pred[true == 0].mean():.3f}"
+                  f"{lost} ({time.time() - t0:.0f} s)", flush=True)
     net.eval()
     pred, true = held_out(net, data, val)
     clean = true == 0
@@ -195,6 +308,16 @@ def main() -> None:
                 summary[f"clean_mean_{name}"] = round(float(pred[m & clean].mean()), 4)
     off = max(LEVEL_OFF, float(np.percentile(pred[clean], 90)))
     summary["off"] = round(off, 3)
+    if psnr_objective:  # dB against the best strength per crop, and over strength 0
+        curves = curves_of(data, val)
+        before, _ = held_out(first, data, val)
+        before_off = max(LEVEL_OFF, float(np.percentile(before[clean], 90)))
+        for name, reads, cut in (("", pred, off), ("init_", before, before_off)):
+            for tag, r in (("", reads), ("_off", np.where(reads < cut, 0.0, reads))):
+                lost, gain = regret(r, curves)
+                summary[f"{name}regret{tag}"] = round(lost, 4)
+                summary[f"{name}gain{tag}"] = round(gain, 4)
+        summary["oracle_gain"] = round(float((curves.max(1) - curves[:, 0]).mean()), 4)
     summary["damaged_under_off"] = round(float((pred[~clean] < off).mean()), 4)
     if (own & clean).any():
         summary["native_clean_under_off"] = round(float((pred[own & clean] < off).mean()), 4)

@@ -1,0 +1,38 @@
+"""scripts/fit_level.py --objective psnr: the loss it trains the estimator with is the dB lost
+against each crop's best strength, read off the measured PSNR curve."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from fit_level import STRENGTHS, curve_at, regret
+
+
+def test_curve_at_interpolates_between_the_measured_strengths():
+    curves = torch.from_numpy(np.array([np.linspace(30.0, 32.0, len(STRENGTHS)),
+                                        [30.0, 31.0, 30.0, 29.0, 28.0, 27.0, 26.0, 25.0, 24.0]],
+                                       dtype=np.float32))
+    t = torch.tensor([0.0625, 0.0625], requires_grad=True)  # halfway to the second strength
+    got = curve_at(curves, t)
+    assert got.tolist() == pytest.approx([30.125, 30.5])
+    got.sum().backward()  # the slope between the two strengths around t, per dB of strength
+    assert t.grad.tolist() == pytest.approx([2.0, 8.0])
+    ends = curve_at(curves, torch.tensor([1.0, 1.3]))  # the last strength; beyond it, clipped
+    assert ends.tolist() == pytest.approx([32.0, 24.0])
+    assert curve_at(curves, torch.tensor([-0.2, 0.125])).tolist() == pytest.approx([30.0, 31.0])
+
+
+def test_regret_is_the_loss_against_the_best_strength_and_gain_over_zero():
+    curves = np.array([[30.0, 31.0, 30.0, 29.0, 28.0, 27.0, 26.0, 25.0, 24.0],
+                       np.linspace(30.0, 32.0, len(STRENGTHS))], dtype=np.float32)
+    lost, gain = regret(np.array([0.125, 1.0]), curves)  # both at their best
+    assert (lost, gain) == pytest.approx((0.0, 1.5))
+    lost, gain = regret(np.array([0.0, 0.5]), curves)
+    assert (lost, gain) == pytest.approx(((1.0 + 1.0) / 2, (0.0 + 1.0) / 2))
