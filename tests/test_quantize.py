@@ -769,3 +769,45 @@ def test_precision_cache_is_written_where_files_cannot_be_locked(tmp_path, monke
     monkeypatch.setattr(fcntl, "flock", no_locks)
     paths.record("m", "fp32", {"fp32": 0.01}, None)
     assert paths.lookup("m")
+
+
+def test_on_8bit_grid():
+    from upres.inference.upscaler import on_8bit_grid
+
+    rng = np.random.default_rng(1)
+    levels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    assert on_8bit_grid(levels)
+    assert on_8bit_grid(levels.astype(np.uint16) * 257)  # 8-bit data widened
+    assert not on_8bit_grid(levels.astype(np.uint16) * 257 + 1)
+    assert on_8bit_grid(levels.astype(np.float32) / 255)
+    assert on_8bit_grid((levels.astype(np.float64) / 255)[:, :, 0], chunk=7)
+    off = levels.astype(np.float32) / 255
+    off[29, 39, 2] += 0.3 / 255  # one value between levels, in the last chunk read
+    assert not on_8bit_grid(off, chunk=100)
+    assert not on_8bit_grid(np.array([0.0, np.nan], dtype=np.float32))
+
+
+def test_default_int8_runs_wider_inputs_on_the_float_network():
+    """An int8 path the card chose runs 8-bit images only: a real 16-bit DICOM frame that uses
+    0..920 of its values goes through the float network (int8 asked by name still runs int8,
+    and on that frame it is far off); 8-bit images and 16-bit ones holding 8-bit levels run
+    int8."""
+    from upres.convert import upscale_values
+    from upres.formats.dicom import read_dicom
+
+    frames, meta = read_dicom(DATA / "apps" / "dicom" / "dicom_file02.dcm")
+    frame = np.ascontiguousarray(frames[0][96:160, 96:160])
+    own = upres.load("tiny-x4", device="cpu", int8_runtime="onnxruntime")
+    assert own.precision == "int8"  # tiny-x4's card
+    fp32 = upres.load("tiny-x4", device="cpu", precision="fp32")
+    named = upres.load("tiny-x4", device="cpu", precision="int8", int8_runtime="onnxruntime")
+    out = upscale_values(own, frame, meta.lo, meta.hi, tile=0)
+    ref = upscale_values(fp32, frame, meta.lo, meta.hi, tile=0)
+    np.testing.assert_array_equal(out, ref)
+    forced = upscale_values(named, frame, meta.lo, meta.hi, tile=0).astype(np.float64)
+    assert np.abs(forced - ref).mean() > 5 * max(1.0, np.abs(out - ref).mean())
+    img = read_image(BENCH / "Set5" / "baby.png")[:48, :48]
+    np.testing.assert_array_equal(own.upscale(img), named.upscale(img))
+    wide = img.astype(np.uint16) * 257
+    np.testing.assert_array_equal(own.upscale(wide), named.upscale(wide))
+    assert not np.array_equal(own.upscale(img), fp32.upscale(img))
