@@ -128,9 +128,11 @@ def main() -> None:
             "uses 0..920) reaches the network at a few per cent contrast, and "
             "fast and x models then do worse than bicubic on it (at x2 and x4); "
             "`--dicom-range data` maps the range the file uses and puts them 2.3-2.7 dB above "
-            "bicubic. photo-x4 (GAN fine-tuned for real photos) is below bicubic on every image "
-            "here but the SEM (level with it), and at x2 every model is below bicubic on the "
-            "smooth moon image. "
+            "bicubic. The photo models run at clean-up strength 0 on measured data (their "
+            "automatic strength would read its noise, which is signal, as damage), which is "
+            "x{s} itself, and at x2 every model is below bicubic on the smooth moon image. "
+            "Models whose default is int8 run the float network on these 16-bit and float "
+            "values (an int8 path runs 8-bit images only). "
             "Not for diagnosis.\n\n" + "\n\n".join(parts)
             + f"\n\nTotal time {time.time() - t0:.0f} s.")
     update_section("medical", "Medical and scientific images (x2, x4)", body)

@@ -242,20 +242,32 @@ def main() -> None:
     if state is not None:
         net.load_state_dict(state)
     first = copy.deepcopy(net).eval()  # --init (or a fresh net) for the held-out comparison
+    if args.calibrate and init:
+        from safetensors.torch import load_file
+
+        first.load_state_dict(load_file(init))
     psnr_objective = getattr(args, "objective", "level") == "psnr"
+    if psnr_objective and not args.out:
+        raise SystemExit("--objective psnr: give -o FILE (the shipped estimator stays)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
     if psnr_objective:
         cache = Path(args.curves) if getattr(args, "curves", None) else None
+        made = {"scale": args.scale, "versions": args.versions, "seed": args.seed,
+                "crop": args.crop, "strengths": STRENGTHS.tolist()}
         if cache is not None and cache.is_file():
             with cache.open("rb") as fh:
-                data = pickle.load(fh)
+                kept = pickle.load(fh)
+            if kept.get("made") != made:
+                raise SystemExit(f"{cache}: made with {kept.get('made')}, not {made}; give "
+                                 "another --curves file")
+            data = kept["data"]
         else:
             data = make_curves(args.scale, args.versions, args.seed, args.crop)
             if cache is not None:
                 with cache.open("wb") as fh:
-                    pickle.dump(data, fh)
+                    pickle.dump({"made": made, "data": data}, fh)
     else:
         data = make_versions(args.scale, args.versions, args.seed, args.threads,
                              getattr(args, "native", 0.0))

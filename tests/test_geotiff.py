@@ -126,6 +126,26 @@ def test_windowed_equals_whole_on_a_real_scene(tmp_path):
     _check_same_place(src, tiled, 2)
 
 
+def test_every_window_of_an_8bit_raster_reaches_the_network_on_8bit_levels(tmp_path):
+    """The nodata fill's means are rounded to 8-bit levels in 8-bit rasters, so every window
+    takes the same network path (a default int8 path runs 8-bit inputs only; windows that
+    touch nodata would otherwise run the float network beside int8 ones)."""
+    from upres.inference.upscaler import on_8bit_grid
+
+    src = GEO / "RGB.byte.tif"  # 3 x uint8, nodata 0 around a rotated footprint
+    up = upres.load("tiny-x2", device="cpu", precision="fp32")
+    seen: list[bool] = []
+    run = up.upscale
+
+    def spy(img: np.ndarray, **kw: object) -> np.ndarray:
+        seen.append(on_8bit_grid(np.asarray(img)))
+        return run(img, **kw)
+
+    up.upscale = spy  # type: ignore[method-assign]
+    upscale_raster(up, src, tmp_path / "tiled.tif", tile=128)
+    assert len(seen) > 4 and all(seen)
+
+
 def _sentinel_like(path: Path) -> np.ndarray:
     rng = np.random.default_rng(3)
     small = rng.random((13, 12, 15))

@@ -811,3 +811,22 @@ def test_default_int8_runs_wider_inputs_on_the_float_network():
     wide = img.astype(np.uint16) * 257
     np.testing.assert_array_equal(own.upscale(wide), named.upscale(wide))
     assert not np.array_equal(own.upscale(img), fp32.upscale(img))
+
+
+def test_8bit_only_rule_through_the_onnxruntime_backend_and_last_precision():
+    """--backend onnxruntime takes tiny-x4's int8 graph by default, under the same rule; each
+    call's precision is reported (the server's X-Upres-Precision); an Upscaler pickles."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    wide = rng.integers(0, 65536, (24, 24, 3), dtype=np.uint16)
+    img = read_image(BENCH / "Set5" / "baby.png")[:24, :24]
+    ort = upres.load("tiny-x4", backend="onnxruntime", int8_runtime="onnxruntime")
+    fp32 = upres.load("tiny-x4", device="cpu", precision="fp32")
+    assert ort.precision == "int8" and ort.last_precision == "int8"
+    np.testing.assert_array_equal(ort.upscale(wide), fp32.upscale(wide))
+    assert ort.last_precision == "fp32"
+    ort.upscale(img)
+    assert ort.last_precision == "int8"
+    again = pickle.loads(pickle.dumps(fp32))
+    np.testing.assert_array_equal(again.upscale(img), fp32.upscale(img))

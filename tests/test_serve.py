@@ -388,6 +388,29 @@ def test_precision_option_runs_the_models_in_bf16_and_says_so(tmp_path):
     assert base.status_code == 200 and "x-upres-precision" not in base.headers
 
 
+def test_precision_header_names_what_ran_for_8bit_and_16bit_uploads(server):
+    """tiny-x4 runs int8 by its card; a 16-bit upload runs the float network behind that path
+    (8-bit activations would lose its extra bits), and the header says so per answer."""
+    import upres
+
+    url, _ = server
+    img = np.asarray(Image.open(BIRD).convert("RGB"))[:40, :40]
+    wide = (img.astype(np.uint16) * 257 + 100).astype(np.uint16)  # off the 8-bit levels
+    buf = io.BytesIO()
+    Image.fromarray(wide[:, :, 0]).save(buf, format="PNG")  # 16-bit gray (Pillow: I;16)
+    answers = {}
+    for name, data in (("8-bit", _png_bytes(img)), ("16-bit", buf.getvalue())):
+        r = httpx.post(f"{url}/v1/upscale", params={"model": "tiny-x4"}, content=data,
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        answers[name] = r
+    assert answers["8-bit"].headers["x-upres-precision"] == "int8"
+    assert answers["16-bit"].headers["x-upres-precision"] == "fp32"
+    out = _decode(answers["16-bit"].content)
+    ref = upres.load("tiny-x4", device="cpu", precision="fp32").upscale(wide[:, :, 0])
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_unknown_precision_is_refused_at_start(capsys):
     from upres.serve.app import ServeConfig, create_app
 

@@ -270,17 +270,26 @@ def test_rescale_adds_shrunk_copies_with_their_own_lr(tiny, tmp_path):
     assert "3 training images in 6 versions (rescale 0.8)" in (run / "train.log").read_text()
 
 
-def test_teardown_leaves_the_process_group():
-    """cmd_train leaves the process group when training ends, however it ends, and says
-    whether it had joined one (then it ends the process at once: end_process)."""
+def test_teardown_leaves_the_process_group(monkeypatch):
+    """cmd_train leaves the process group that setup made when training ends, however it
+    ends, and then left() is true (main ends the process: end_process); a group the caller
+    made is the caller's."""
     import torch.distributed as dist
 
-    from upres.train.distributed import teardown
+    from upres.train import distributed
 
-    assert teardown() is False  # no group: nothing to do
+    monkeypatch.setattr(distributed, "_LEFT", False)
+    assert distributed.teardown() is False  # no group: nothing to do
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    assert teardown() is True
-    assert not dist.is_initialized()
+    try:
+        assert distributed.teardown() is False and dist.is_initialized()  # the caller's
+        assert not distributed.left()
+        monkeypatch.setattr(distributed, "_OWNED", True)  # as setup() marks the one it makes
+        assert distributed.teardown() is True
+        assert not dist.is_initialized() and distributed.left()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_end_process_flushes_and_exits_with_the_code(tmp_path):
@@ -290,9 +299,11 @@ def test_end_process_flushes_and_exits_with_the_code(tmp_path):
     import subprocess
     import sys
 
-    code = ("import atexit, logging, sys\n"
+    code = ("import atexit, logging, logging.handlers, sys\n"
             "from upres.train.distributed import end_process\n"
-            f"logging.basicConfig(filename={str(tmp_path / 'x.log')!r})\n"
+            f"file = logging.FileHandler({str(tmp_path / 'x.log')!r})\n"
+            "held = logging.handlers.MemoryHandler(1000, logging.CRITICAL + 1, file)\n"
+            "logging.getLogger().addHandler(held)  # (writes only when flushed or closed)\n"
             "logging.warning('logged')\n"
             "atexit.register(lambda: print('shutdown ran'))\n"
             "print('printed', end='')\n"

@@ -105,6 +105,7 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
             up = Upscaler(net, card, device=device, precision=precision,
                           channels_last=channels_last, ensemble=ensemble, int8_ok=False)
             return PhotoUpscaler(up, base.state_dict(), photo, denoise=strength)
+    own_int8 = precision in ("default", "auto")  # an int8 path not asked for by name
     if backend == "onnxruntime" and precision == "default" and card.default_precision == "int8":
         precision = "int8"  # onnxruntime is the CPU: the model's own int8 graph
     if backend == "onnxruntime" and precision != "int8":
@@ -113,7 +114,7 @@ def load(model: str | os.PathLike[str] = "auto", *, device: str = "auto",
         return Upscaler(OnnxNet(onnx_bytes(net, card)), card, device="cpu", precision=precision,
                         ensemble=ensemble)
     return Upscaler(net, card, device=device, precision=precision, channels_last=channels_last,
-                    ensemble=ensemble, int8_runtime=int8_runtime)
+                    ensemble=ensemble, int8_runtime=int8_runtime, int8_8bit_only=own_int8)
 
 
 class _Holder:

@@ -543,7 +543,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- train -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from upres.train.config import load_config
-    from upres.train.distributed import end_process, teardown
+    from upres.train.distributed import teardown
     from upres.train.trainer import RUN_FILES, Trainer, run_dir_for
 
     if args.resume:
@@ -562,9 +562,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             Trainer(cfg, run_dir).run(resume=True, until=args.stop_after)
         finally:
-            joined = teardown()
-        if joined:
-            end_process(0)
+            teardown()  # under torchrun: leave the process group (main ends the process)
         return 0
     if args.config is None:
         raise _UsageError("train needs CONFIG.yaml (or --resume RUN_DIR)")
@@ -582,9 +580,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         Trainer(cfg, run_dir).run(until=args.stop_after)
     finally:
-        joined = teardown()  # under torchrun: leave the process group
-    if joined:  # and end the process before the interpreter's shutdown (end_process says why)
-        end_process(0)
+        teardown()  # under torchrun: leave the process group (main ends the process)
     return 0
 
 
@@ -926,6 +922,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+    except BaseException:  # an unexpected error: its traceback, then the same ending
+        if _left_training():
+            import traceback
+
+            traceback.print_exc()
+            _end_training_process(1)
+        raise
+    if _left_training():  # a torchrun process after training, however the training ended:
+        _end_training_process(code)  # no interpreter shutdown (end_process says why)
+    return code
+
+
+def _left_training() -> bool:
+    trained = sys.modules.get("upres.train.distributed")  # (only loaded by training)
+    return trained is not None and trained.left()
+
+
+def _end_training_process(code: int) -> None:
+    sys.modules["upres.train.distributed"].end_process(code)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

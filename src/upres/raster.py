@@ -367,6 +367,10 @@ def _enlarge_group(up: Any, interp: dict[str, Any], g: BandGroup, vals: np.ndarr
     with np.errstate(invalid="ignore", over="ignore"):  # invalid samples are replaced below
         u = ((vals[b].astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
     u = np.clip(fill_nearby(u, bad, radius), 0.0, 1.0)
+    if vals.dtype == np.uint8 and (lo == 0).all() and (hi == 255).all():
+        # 8-bit levels, the fill's means too: every window of an 8-bit raster then takes the
+        # same network path (an int8 one runs 8-bit inputs only: upres.inference.upscaler)
+        u = (np.round(u * 255.0) / 255.0).astype(np.float32)
     from upres.inference.denoise import data_kwargs
 
     engine = up if g.mode in ("rgb", "net") else interp[g.mode]

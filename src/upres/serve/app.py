@@ -340,9 +340,11 @@ class _AtStrength:
 
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
              denoise: float | str | None = None, sized: Any = None
-             ) -> tuple[bytes, str, float | None]:
+             ) -> tuple[bytes, str, float | None, str | None]:
     """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread).
-    The output's size is checked against its format before the upscale runs."""
+    The output's size is checked against its format before the upscale runs. Returns the
+    encoded output, its format, the clean-up strength used (photo models) and the precision
+    the network ran (None for the bicubic baseline)."""
     from upres.formats.image import check_size, encode_image, is_opaque, read_image_info
 
     with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
@@ -377,6 +379,7 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
     except UpresError as exc:
         raise _HTTPError(422, str(exc)) from None
     used: list[float] = []
+    ran_on = [up]  # the upscaler that ran last (a size request may take another scale's)
     if sized is not None:
         from upres.inference.outscale import passes_for, upscale_to
 
@@ -384,6 +387,7 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
 
         def one_pass(s: int) -> Any:
             m = upscaler_for(s) if upscaler_for else up
+            ran_on.append(m)
             return _AtStrength(m, denoise, info.jpeg_quality, used) if hasattr(m, "run") else m
 
         passes = passes_for(max(tw / w, th / h), None if upscaler_for else up.scale)
@@ -401,7 +405,8 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
         carried = " with the input's EXIF" if info.exif else ""
         raise _HTTPError(422, f"cannot write the output as {out_fmt}{carried} ({why}); "
                               "choose another format") from None
-    return body, out_fmt, used[0] if used else None
+    ran = getattr(ran_on[-1], "last_precision", None)  # this thread's call; wide images: fp32
+    return body, out_fmt, used[0] if used else None, ran
 
 
 def create_app(cfg: ServeConfig | None = None) -> FastAPI:
@@ -525,14 +530,14 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         await run_in_threadpool(_probe, data, cfg.max_pixels)
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
-            body, out_fmt, used = await run_in_threadpool(
+            body, out_fmt, used, ran = await run_in_threadpool(
                 _upscale, up, data, None if fmt_key == "same" else _FORMATS[fmt_key],
                 cfg.max_pixels, strength, sized)
         headers = {
             "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
             "X-Upres-Model": name, "X-Upres-Scale": str(s)}
-        if hasattr(up, "precision"):  # networks; the bicubic baseline has no precision
-            headers["X-Upres-Precision"] = up.precision
+        if ran is not None:  # networks; the bicubic baseline has no precision
+            headers["X-Upres-Precision"] = ran
         if used is not None:  # photo models: the clean-up strength used
             headers["X-Upres-Denoise"] = f"{used:.2f}"
         return Response(body, media_type=_MEDIA[out_fmt], headers=headers)

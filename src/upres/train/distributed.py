@@ -19,7 +19,10 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "end_process", "setup", "teardown"]
+__all__ = ["Dist", "end_process", "left", "setup", "teardown"]
+
+_OWNED = False  # setup() made the process group (teardown ends it)
+_LEFT = False  # teardown() ended it: the process ends through end_process
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,10 @@ def setup(device_type: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    global _OWNED
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        _OWNED = True  # (a group the caller made is the caller's to end)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local)
@@ -51,12 +56,21 @@ def setup(device_type: str) -> Dist:
 
 
 def teardown() -> bool:
-    """Leave the process group, if this process joined one (every torchrun process calls it
-    when its training ends, however it ends); returns whether it had joined one."""
-    if not (dist.is_available() and dist.is_initialized()):
+    """Leave the process group that :func:`setup` made, if it made one (every torchrun process
+    calls it when its training ends, however it ends; a group the caller had made stays);
+    returns whether it did, and from then on :func:`left` says so."""
+    global _OWNED, _LEFT
+    if not (_OWNED and dist.is_available() and dist.is_initialized()):
         return False
     dist.destroy_process_group()
+    _OWNED, _LEFT = False, True
     return True
+
+
+def left() -> bool:
+    """Whether this process has left a process group that :func:`setup` made: it should then
+    end through :func:`end_process`."""
+    return _LEFT
 
 
 def end_process(code: int) -> NoReturn:
