@@ -77,7 +77,8 @@ class ServeConfig:
     wait; ``retry_after``: seconds suggested to clients refused with 503. ``precision``: what the
     models run in (``default``: each model's own on a CPU, int8 for tiny-x3/tiny-x4 and fp32
     for the rest; or ``fp32``, ``bf16``, ``fp16``, ``int8``, ``auto``, as in ``upres.load``);
-    each answer names the one in effect in its ``X-Upres-Precision`` header. ``token``: when
+    each answer names the one that ran in its ``X-Upres-Precision`` header (fp32 for a 16-bit
+    upload where a default int8 path runs 8-bit images only). ``token``: when
     set, every ``/v1/`` request needs ``Authorization: Bearer TOKEN`` (compared in constant
     time; 401 otherwise). ``read_timeout``: seconds an upload may go without sending a byte (408
     after that; uploads are read before a worker is taken, so a slow client never holds one).
