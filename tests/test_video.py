@@ -795,3 +795,19 @@ def test_idr_pictures_are_found_in_either_h264_layout():
     assert not _is_idr(b"\0\0\1\x41\x9a\0\0\1\x01\x02", "h264")
     assert _is_idr(units(b"\x26\x01\xaf"), "hevc") and not _is_idr(units(b"\x2a\x01"), "hevc")
     assert not _is_idr(b"", "h264")
+
+
+def test_clip_strength_is_the_median_over_frames_across_the_clip():
+    """A photo model's automatic strength for a video: the median of its readings on five
+    frames spread over the clip (first and last included), not the first frame's alone."""
+    from upres.formats.video import decode_rgb, probe
+    from upres.video import clip_strength, select_range
+
+    meta = probe(VIDEO / "cockatoo.mp4")
+    lo, hi = select_range(meta, frames=(0, 60), start=None, duration=None)
+    up = upres.load("photo-x4", device="cpu")
+    t, n = clip_strength(up, meta, lo, hi)
+    frames = [rgb for _, _, rgb in decode_rgb(meta, lo, hi)]
+    assert len(frames) == 60 and n == 5
+    reads = [up.choose(frames[i]) for i in (0, 15, 30, 44, 59)]  # linspace(0, 59, 5), rounded
+    assert t == pytest.approx(float(np.median(reads)))
