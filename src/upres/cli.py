@@ -781,8 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("-m", "--model", help="shipped model name, bicubic/lanczos, or weights path "
                                           "(default auto, as for upscale)")
     vd.add_argument("--denoise", default="auto", metavar="0..1|auto",
-                    help="photo models: clean-up strength; auto measures the first frame and "
-                         "keeps one strength for the whole video")
+                    help="photo models: clean-up strength; auto measures five frames spread "
+                         "over the video and keeps their median for every frame")
     vd.add_argument("--codec", help="h264, h265, vp9, av1, ffv1 or prores (default: H.264 for "
                                     "8-bit, H.265 keeping the depth for 10/12-bit, VP9 in WebM)")
     vd.add_argument("--crf", type=int, help="quality for h264/h265/vp9/av1 (lower is better; "
