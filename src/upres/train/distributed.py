@@ -79,8 +79,8 @@ def end_process(code: int) -> NoReturn:
     ``destroy_process_group`` (DistributedDataParallel's reducer keeps it in C++), so gloo's
     worker threads run on into shutdown, and one that frees its last finished collective then
     takes the GIL and aborts the process ("terminate called without an active exception",
-    SIGABRT): seen once in CI and in about one of 20 two-process runs here, always the rank
-    that finishes first. Everything the run writes is closed before this point."""
+    SIGABRT): seen once in CI and in 4 of 117 two-process runs here, always the rank that
+    finishes first. Everything the run writes is closed before this point."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
