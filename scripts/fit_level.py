@@ -55,6 +55,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT.parent / "shared" / "data" / "train"
 
 
+def damage_scaled(pipe: Leveled, hr: np.ndarray, rng: np.random.Generator, t: float
+                  ) -> tuple[np.ndarray, float]:
+    """``hr`` uint8 (modcropped) damaged and downscaled by ``pipe`` at level ``t`` -> (LR
+    uint8, its label): the blind (second-order) branch, drawn with its share at ``t``, is
+    labelled 1 whatever level drew it."""
+    blind = t > 0 and bool(rng.random() < pipe.blind_at(t))
+    lr = pipe.draw(hr.astype(np.float32) / 255, rng, t, blind=blind)
+    if lr.dtype != np.uint8:
+        lr = np.floor(lr * 255 + 0.5).astype(np.uint8)
+    return lr, 1.0 if blind else t
+
+
 def make_versions(s: int, versions: int, seed: int, threads: int, native: float = 0.0
                   ) -> list[tuple[int, np.ndarray, float, float, float, bool]]:
     """``(image index, LR uint8, level, noise, blocking, native)`` for every version of every
@@ -76,9 +88,7 @@ def make_versions(s: int, versions: int, seed: int, threads: int, native: float 
             hr = modcrop(hr, s)
             if min(hr.shape[:2]) < WINDOW * s:
                 return None
-            blind = t > 0 and bool(rng.random() < pipe.blind_at(t))
-            lr = pipe.draw(hr.astype(np.float32) / 255, rng, t, blind=blind)
-            t = 1.0 if blind else t
+            lr, t = damage_scaled(pipe, hr, rng, t)
         if lr.dtype != np.uint8:
             lr = np.floor(lr * 255 + 0.5).astype(np.uint8)
         if not read_windows(lr):
@@ -118,11 +128,7 @@ def make_curves(s: int, versions: int, seed: int, crop: int
             y = int(rng.integers(0, (full.shape[0] - ch) // s + 1)) * s
             x = int(rng.integers(0, (full.shape[1] - cw) // s + 1)) * s
             hr = np.ascontiguousarray(full[y:y + ch, x:x + cw])
-            blind = t > 0 and bool(rng.random() < pipe.blind_at(t))
-            lr = pipe.draw(hr.astype(np.float32) / 255, rng, t, blind=blind)
-            t = 1.0 if blind else t
-            if lr.dtype != np.uint8:
-                lr = np.floor(lr * 255 + 0.5).astype(np.uint8)
+            lr, t = damage_scaled(pipe, hr, rng, t)
             if not read_windows(lr):
                 continue
             curve = np.array([psnr_y(photo.upscale(lr, denoise=float(g)), hr, shave=s)
