@@ -34,12 +34,7 @@ def reader(path: Path | None, scale: int) -> tuple[level.LevelNet, float]:
     """The estimator in ``path`` (default: the shipped one) and its threshold ``off``."""
     if path is None:
         return level.level_net(scale), level.level_off(scale)
-    from safetensors.torch import load_file
-
-    meta = level._meta(path)
-    net = level.LevelNet(margin=float(meta.get("args", {}).get("margin", 0.0)))
-    net.load_state_dict(load_file(str(path)))
-    return net.eval(), float(meta["off"])
+    return level.read_estimator(path), level.estimator_off(path)
 
 
 def main() -> None:

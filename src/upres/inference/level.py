@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FLAT", "WINDOW", "LevelNet", "estimate_level", "level_net", "level_off",
-           "level_path", "read_windows", "usable", "windows"]
+__all__ = ["FLAT", "WINDOW", "LevelNet", "estimate_level", "estimator_off", "level_net",
+           "level_off", "level_path", "read_estimator", "read_windows", "usable", "windows"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: side of the windows an image is read in (training crops are this size too)
@@ -95,8 +95,13 @@ def level_off(scale: int) -> float:
     from upres.inference.denoise import LEVEL_OFF
 
     p = level_path(scale)
-    if not p.is_file():
-        return LEVEL_OFF
+    return estimator_off(p) if p.is_file() else LEVEL_OFF
+
+
+def estimator_off(p: Path) -> float:
+    """The threshold ``off`` stored with the estimator in ``p`` (``LEVEL_OFF`` if none)."""
+    from upres.inference.denoise import LEVEL_OFF
+
     return float(_meta(p).get("off", LEVEL_OFF))
 
 
@@ -104,8 +109,11 @@ def level_off(scale: int) -> float:
 def level_net(scale: int) -> LevelNet | None:
     """The shipped estimator of ``scale`` in eval mode, or None when there is none."""
     p = level_path(scale)
-    if not p.is_file():
-        return None
+    return read_estimator(p) if p.is_file() else None
+
+
+def read_estimator(p: Path) -> LevelNet:
+    """The estimator written by ``scripts/fit_level.py`` in ``p``, in eval mode."""
     from safetensors.torch import load_file
 
     state = load_file(str(p))
