@@ -151,9 +151,9 @@ def clip_strength(up: Any, meta: Any, lo: int, hi: int,
                   samples: int = STRENGTH_FRAMES) -> tuple[float, int]:
     """The clean-up strength for every frame of ``[lo, hi)`` (timestamps) and how many frames
     gave it: the median of ``up.choose`` over up to ``samples`` frames spread evenly over the
-    range, first and last included. One frame is a poor sample: on a real clip of shallow depth
-    of field (`cockatoo.mp4`, clean x4 LR) ``photo-x4``'s strengths for single frames ran from 0
-    to 0.53. A sample after the first that cannot be decoded is skipped (the damage is reported
+    range, first and last included. One frame is a poor sample: on a real clip of soft footage
+    (`cockatoo.mp4`, clean x4 LR) ``photo-x4``'s strengths for single frames ran from 0 to
+    0.53. A sample after the first that cannot be decoded is skipped (the damage is reported
     where the upscale reaches it, the segments before it kept)."""
     import bisect
 
