@@ -213,6 +213,21 @@ def test_bt709_full_range_keeps_colours_and_tags(tmp_path, bic2):
     assert len(a) == len(b)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_gray_without_a_range_tag_keeps_its_levels(tmp_path, bic2, suffix):
+    """FFmpeg reads untagged gray as full range; its upscale must not come out tagged limited
+    (players then stretch it: black crushed, white blown)."""
+    src = tmp_path / "gray.mkv"
+    make_clip(src, codec="ffv1", pix_fmt="gray", n=4)
+    out = upres.upscale_video(bic2, src, tmp_path / f"o{suffix}")
+    a = np.stack([f for _, f in _frames(src)]).astype(np.float64)  # as FFmpeg shows them
+    b = np.stack([f for _, f in _frames(out)]).astype(np.float64)
+    assert len(a) == len(b)
+    assert abs(a.mean() - b.mean()) < 1.0
+    for q in (1, 99):
+        assert abs(np.percentile(a, q) - np.percentile(b, q)) < 3, q
+
+
 def test_rotation_is_applied_upright(tmp_path, bic2, capsys):
     src = tmp_path / "rot.mp4"
     make_clip(src, w=64, h=48, rotation=90, n=4)

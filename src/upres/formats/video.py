@@ -250,7 +250,7 @@ def probe(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Vid
         return VideoMeta(
             path=p, index=v.index, codec=cc.name, width=w, height=h, rotation=rotation,
             pix_fmt=fmt.name, bits=_bits(fmt), colorspace=cs,
-            color_range=int(first.color_range or cc.color_range or 0),
+            color_range=_source_range(fmt.name, int(first.color_range or cc.color_range or 0)),
             color_primaries=int(cc.color_primaries or 2), color_trc=int(cc.color_trc or 2),
             matrix=matrix, sar=Fraction(sar) if sar and sar.numerator else None,
             time_base=Fraction(tb), rate=Fraction(v.average_rate) if v.average_rate else None,
@@ -350,6 +350,13 @@ def _reorders(p: Path, n: int = 48) -> bool:
         got = [f.pts for f in itertools.islice(c.decode(c.streams.video[0]), n)]
         return any(b is None or a is None or b <= a for a, b in itertools.pairwise(got))
     return False
+
+
+def _source_range(pix_fmt: str, r: int) -> int:
+    """The AVColorRange a stream's samples are in: its own tag, except that a gray stream that
+    says none is full range (2), as FFmpeg's converter and players read it; tagging its
+    upscale limited would have them stretch its levels (black crushed, white blown)."""
+    return 2 if r == 0 and pix_fmt.startswith(("gray", "ya")) else r
 
 
 def _range(r: int) -> Any:
