@@ -337,6 +337,28 @@ def test_bad_rasters_one_line_nothing_written(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_nodata_beside_an_alpha_band_runs_quietly(tmp_path, capfd, recwarn):
+    """GDAL reads band 4 of a 4-band uint8 GeoTIFF as alpha; with a nodata value as well,
+    rasterio warns on every mask read. The nodata value decides, and nothing is printed."""
+    yy, xx = np.mgrid[0:40, 0:48]
+    g = (yy * 48 + xx) / 1920.0
+    a = np.stack([g * 250 + 1, (1 - g) * 250 + 1, g * 100 + 1, g * 200 + 1]).astype(np.uint8)
+    a[:, :5, :5] = 0
+    src = tmp_path / "nd0.tif"
+    with rasterio.open(src, "w", driver="GTiff", height=40, width=48, count=4, dtype="uint8",
+                       crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 4000000),
+                       nodata=0, photometric="RGB", alpha="YES") as d:
+        d.write(a)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "-m", "bicubic", "-s", "2",
+                 "-q"]) == 0
+    err = capfd.readouterr().err
+    assert "Warning" not in err, err
+    assert not [w for w in recwarn if "nodata" in str(w.message).lower()], list(recwarn)
+    with rasterio.open(tmp_path / "out" / "nd0_x2.tif") as d:
+        assert d.count == 4 and d.nodata == 0
+        assert (d.read_masks(1)[:10, :10] == 0).all() and (d.read_masks(1)[10:, 10:] > 0).all()
+
+
 def test_existing_output_is_kept(tmp_path, capsys):
     out = tmp_path / "s.tif"
     out.write_bytes(b"mine")

@@ -748,7 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rasters: values the network's 0..1 stands for (auto: 0..255 for "
                         "8-bit, the data's range otherwise; LO:HI to treat tiles alike)")
     u.add_argument("--overviews", action="store_true",
-                   help="rasters: add internal overviews (a COG always has them)")
+                   help="rasters: add internal overviews, halving until 512 pixels a side "
+                        "(a COG always has them; a raster within 512 pixels needs none)")
     u.add_argument("--suffix", default="_x{scale}", help="output name suffix (default _x{scale})")
     u.add_argument("--overwrite", action="store_true", help="replace existing output files")
     u.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")

@@ -267,7 +267,8 @@ def upscale_raster(up: Any, src: str | os.PathLike[str], dst: str | os.PathLike[
 
     ``up``: from :func:`upres.load`; ``bands``: ``--bands`` values (:func:`plan_bands`);
     ``value_range``: see :func:`value_ranges`; ``overviews``: add internal overviews (a COG
-    always has them); ``tile``: input window side (``None`` automatic, ``0`` the whole
+    always has them), halving until 512 pixels on the longer side (none for a raster within
+    that); ``tile``: input window side (``None`` automatic, ``0`` the whole
     raster at once); ``tile_overlap``: the network's context in input pixels (the window is
     read with twice this). Values keep their units and dtype (clipped to the range); nodata,
     NaN, masked and alpha-0 samples keep their values, enlarged by nearest neighbour.

@@ -263,13 +263,17 @@ class GeoSource:
         Raises:
             UpresError: the window cannot be decoded (damaged blocks), naming the rows.
         """
+        from rasterio.errors import NodataShadowWarning
         from rasterio.windows import Window
 
         y0, y1, x0, x1 = window
         win = Window(x0, y0, x1 - x0, y1 - y0)
         try:
             vals = self.ds.read(window=win)
-            masks = self.ds.read_masks(window=win)
+            with warnings.catch_warnings():  # a nodata value beside an alpha band: GDAL's
+                # masks follow the nodata value (as its docs say), which is what upres keeps
+                warnings.simplefilter("ignore", NodataShadowWarning)
+                masks = self.ds.read_masks(window=win)
         except Exception as exc:
             raise UpresError(f"{self.path}: cannot decode rows {y0}-{y1}, columns {x0}-{x1}: "
                              f"damaged ({_root_cause(exc)})") from None
