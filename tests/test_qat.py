@@ -95,10 +95,14 @@ def test_fake_weight_rounds_per_output_channel_with_straight_gradients():
 def test_activation_range_takes_the_percentile_and_holds_zero():
     x = np.concatenate([np.linspace(0.1, 1.0, 100_000), [50.0]]).astype(np.float32)
     lo, hi = activation_range(x, 99.9)
-    bin_width = (50.0 - 0.1) / 2048  # onnxruntime reads the threshold off a 2048-bin histogram
-    assert lo == 0.0 and 0.999 - bin_width < hi <= 1.0  # the outlier cut, 0 kept in the range
+    assert lo == 0.0 and 0.998 < hi <= 1.0  # the outlier cut, 0 kept in the range
     lo, hi = activation_range(-x, 100.0)
     assert lo == pytest.approx(-50.0, rel=1e-3) and hi == 0.0
+    # signed, the shorter side with an outlier: each side is its own percentile (onnxruntime's
+    # rule, |x|'s percentile clipped to the extremes, would give [-0.9985, 0.9985])
+    y = np.concatenate([np.linspace(-0.5, 1.0, 100_000), [-3.0]]).astype(np.float32)
+    lo, hi = activation_range(y, 99.9)
+    assert lo == pytest.approx(-0.4985, abs=2e-3) and hi == pytest.approx(0.9985, abs=2e-3)
 
 
 def test_qat_recipe_trains_resumes_and_gets_an_int8_tail(tiny, tmp_path):

@@ -50,6 +50,53 @@ def test_int8_set5_within_005_db_of_fp32(name):
         assert "long skip" in int8.card.quantized and "most sensitive" in int8.card.quantized
 
 
+def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
+    """Each quantised activation spans its values' 0.001th to 99.999th percentiles (0 kept in
+    the range), not onnxruntime's |x| percentile clipped to the extremes; every int8
+    convolution's int32 bias is at its input's scale times its weights'."""
+    import onnx
+    from onnx import numpy_helper
+
+    from upres.models.archs.upnet import UpNet
+    from upres.models.descriptor import ModelCard
+    from upres.quantize import PERCENTILE, quantize_int8
+
+    torch.manual_seed(3)
+    net = UpNet(scale=2, channels=8, depth=2).eval()
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)
+    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
+                     params=sum(p.numel() for p in net.parameters()))
+    crops = load_calibration()[:8]
+    inputs = calibration_inputs(crops, card)
+    seen = []
+    hook = net.tail.register_forward_hook(lambda m, i, o: seen.append(i[0].numpy().ravel()))
+    with torch.no_grad():
+        for x in inputs:
+            net(torch.from_numpy(x))
+    hook.remove()
+    vals = np.concatenate(seen)  # the skip sum into the last convolution: signed
+    lo, hi = np.percentile(vals, [100 - PERCENTILE, PERCENTILE])
+    assert lo < 0 < hi and vals.min() < lo  # an outlier below the percentile
+    g = onnx.load_from_string(quantize_int8(net, card, crops=crops, tail=True)).graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    made = {o: n for n in g.node for o in n.output}
+    tail = [n for n in g.node if n.op_type == "Conv"][-1]
+    q = made[made[tail.input[0]].input[0]]
+    assert q.op_type == "QuantizeLinear"
+    step, zero = float(consts[q.input[1]]), int(consts[q.input[2]])
+    assert abs(-zero * step - lo) <= step and abs((255 - zero) * step - hi) <= step
+    checked = 0
+    for conv in (n for n in g.node if n.op_type == "Conv" and len(n.input) == 3):
+        x, w, b = (made.get(i) for i in conv.input)
+        if b is None or b.op_type != "DequantizeLinear" or x.op_type != "DequantizeLinear":
+            continue
+        want = float(consts[x.input[1]]) * consts[w.input[1]].astype(np.float64)
+        np.testing.assert_allclose(consts[b.input[1]], want, rtol=1e-6)
+        checked += 1
+    assert checked >= 2
+
+
 def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
     """equalise_channels rescales Conv -> ReLU -> Conv chains only: the float graph computes the
     same output, and each rescaled activation's channels are closer in range."""
@@ -539,14 +586,18 @@ def test_openvino_shapes_threads_and_eviction(runtimes):
     assert list(ov._static) == [("u8", (1, 3, *c.shape[:2])) for c in crops[-SHAPES:]]
     net.upscale(crops[0], tile=0)  # dropped: seen once more, it runs on onnxruntime
     assert ov.compiles == len(crops)
-    for a, b in zip(once, twice, strict=True):  # the two runtimes agree to rounding
-        assert np.abs(a.astype(int) - b).max() <= 2 and (a != b).mean() < 0.01
+    for a, b in zip(once, twice, strict=True):  # the two runtimes agree to rounding (with
+        # the last convolution int8, as fast-x2's is since session 28, that includes its
+        # 8-bit output step: about one level of 255 on a tenth of the pixels)
+        d = np.abs(a.astype(int) - b)
+        assert d.max() <= 2 and d.mean() < 0.25
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda c: net.upscale(c, tile=0), crops * 2))
     for i, out in enumerate(together):
         ref = twice[i % len(crops)]
         assert out.shape == ref.shape
-        assert np.abs(out.astype(int) - ref).max() <= 2 and (out != ref).mean() < 0.01
+        d = np.abs(out.astype(int) - ref)
+        assert d.max() <= 2 and d.mean() < 0.25
 
 
 def test_int8_runtime_names_and_onnxruntime_errors():

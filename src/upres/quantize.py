@@ -15,16 +15,19 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
   to 0.051-0.066 dB at best, still over :data:`INT8_RULE_DB`: ``scripts/exp_int8_tail.py``).
   Since session 26 :func:`make_int8` tries the last convolution in int8 first for every model
   (the fastest graph; float32, that convolution was a third of tiny-x4's int8 time on an
-  AVX2-capped CPU) and keeps that graph where it loses at most the rule: fast-x3 (0.044 dB)
-  as it was trained, tiny-x4 and fast-x4 after quantisation-aware training with
-  ``qat.tail`` (:mod:`upres.train.qat`; :func:`int8_tail` reads that from the card's recipe,
-  and such weights are tried with channel ranges equalised as well). Only
+  AVX2-capped CPU) and keeps that graph where it loses at most the rule: fast-x2, fast-x3
+  and x3 as they were trained (0.045, 0.033, 0.049 dB with the two-sided ranges below),
+  tiny-x3, tiny-x4 and fast-x4 after quantisation-aware training with ``qat.tail``
+  (:mod:`upres.train.qat`; :func:`int8_tail` reads that from the card's recipe, and such
+  weights are tried with channel ranges equalised as well). Only
   ``Conv`` and ``Relu`` nodes are quantised, so the skip additions, the anchor and the pixel
   shuffle stay float32 as well; ReLU fuses into the convolution before it, so each body
   activation uses all 256 levels on ``[0, t]``.
-- Activation ranges are the 99.999th percentile of ``|x|`` over the calibration patches
-  (clipped to the observed min/max), not the bare min/max: one outlier does not stretch the
-  step for every other value.
+- Activation ranges run from the 0.001th to the 99.999th percentile of each tensor's values
+  over the calibration patches (widened to hold 0; :func:`two_sided_ranges`), not the bare
+  min/max: one outlier does not stretch the step for every other value. onnxruntime's own
+  percentile rule (the percentile of ``|x|``, clipped to the observed extremes), used until
+  session 28, left the shorter side of a signed tensor at its single most extreme value.
 - Where that still loses more than :data:`INT8_RULE_DB` on the calibration crops,
   :func:`make_int8` tries once more with channel ranges equalised (:func:`equalise_channels`)
   and keeps whichever graph loses less there. The float network's function is unchanged by the
@@ -74,10 +77,10 @@ from upres.models.descriptor import ModelCard
 __all__ = ["CALIB_FILE", "INT8_RULE_DB", "PERCENTILE", "cache_dir", "calibration_inputs",
            "calibration_loss", "equalise_channels", "graph_note", "int8_graph", "int8_note",
            "int8_tail", "load_calibration", "loss_words", "make_calibration", "make_int8",
-           "quantize_int8", "skip_convs"]
+           "quantize_int8", "skip_convs", "two_sided_ranges"]
 
 CALIB_FILE = Path(__file__).parent / "assets" / "calib_291.npz"
-PERCENTILE = 99.999  # activation range: this percentile of |x| over the calibration patches
+PERCENTILE = 99.999  # activation range: 100 - this to this percentile over the calibration patches
 INT8_RULE_DB = 0.05  # int8 is chosen automatically only within this PSNR-Y loss of fp32
 CROP = 96  # side of the HR calibration crops: a multiple of 2, 3 and 4 (and 8)
 EQUALISE_ALPHA = 0.5  # equalise_channels moves this power of each channel's range to the next conv
@@ -166,8 +169,9 @@ def int8_note(percentile: float = PERCENTILE, crops: int = 48, *,
         kept += ", and those writing or reading the long skip into the last"
     if more:
         kept += f", and {more} more" + (f" ({why})" if why else "")
-    return (f"int8 (onnxruntime QDQ: per-channel int8 weights, uint8 activations at the "
-            f"{percentile:g}th percentile of {crops} calibration crops; {kept}"
+    return (f"int8 (onnxruntime QDQ: per-channel int8 weights, uint8 activations between the "
+            f"{100 - percentile:g}th and {percentile:g}th percentiles of {crops} calibration "
+            f"crops; {kept}"
             + ("; channel ranges equalised" if equalised else "") + ")")
 
 
@@ -367,6 +371,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
             root.setLevel(level)
             _LOCK.release()
         qproto = onnx.load(str(dst))
+    two_sided_ranges(qproto, proto, inputs, percentile)
     del qproto.metadata_props[:]
     entry = qproto.metadata_props.add()
     entry.key = "upres"
@@ -375,6 +380,95 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     qproto.producer_name = "upres"
     describe_io(qproto, qcard)  # the quantiser keeps neither metadata nor doc strings
     return qproto.SerializeToString()
+
+
+def two_sided_ranges(qproto: Any, fproto: Any, inputs: list[np.ndarray],
+                     percentile: float = PERCENTILE) -> int:
+    """Set the range of every activation quantised in the QDQ graph ``qproto`` (in place) to
+    ``[min(0, lo), max(0, hi)]``, ``lo`` and ``hi`` the ``100 - percentile``th and
+    ``percentile``th percentiles of that tensor's values in the float graph ``fproto`` (the one
+    ``qproto`` was quantised from) over ``inputs``. onnxruntime's percentile calibration takes
+    the percentile of ``|x|`` and clips it to the observed extremes, so a signed tensor whose
+    negative side is the shorter one gets its single most negative value as the bottom of its
+    range: the skip sum into tiny-x3's last convolution was [-0.784, 1.195] where its values
+    lie in [-0.671, 1.192] but for 0.002 %. A range onnxruntime starts at 0 (a ReLU's output,
+    zero point 0) stays at 0. Returns how many ranges changed."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in qproto.graph.initializer}
+    qs = [n for n in qproto.graph.node
+          if n.op_type == "QuantizeLinear" and n.input[0] not in consts]
+    if not qs:
+        return 0
+    names = sorted({n.input[0] for n in qs})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(fproto)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(nm)
+                              for nm in names if nm not in known)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep names
+    opts.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
+    sess = ort.InferenceSession(probe.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]
+    seen: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
+    feed = sess.get_inputs()[0].name
+    for x in inputs:
+        for nm, v in zip(outs, sess.run(outs, {feed: x}), strict=True):
+            if nm in seen:
+                seen[nm].append(np.asarray(v, dtype=np.float32).ravel())
+    changed = 0
+    for n in qs:
+        vals = np.concatenate(seen[n.input[0]])
+        scale, zero = consts[n.input[1]], consts[n.input[2]]
+        z0 = int(numpy_helper.to_array(zero))
+        s0 = float(numpy_helper.to_array(scale))
+        lo = 0.0 if z0 == 0 else min(0.0, float(np.percentile(vals, 100.0 - percentile)))
+        hi = max(0.0, float(np.percentile(vals, percentile)))
+        if hi - lo <= 0:
+            continue
+        s = np.float32((hi - lo) / 255.0)
+        z = int(np.clip(round(-lo / float(s)), 0, 255))
+        if z == z0 and abs(float(s) - s0) <= 1e-6 * max(s0, 1e-12):
+            continue
+        scale.CopyFrom(numpy_helper.from_array(np.array(s, dtype=np.float32), scale.name))
+        zero.CopyFrom(numpy_helper.from_array(np.array(z, dtype=np.uint8), zero.name))
+        changed += 1
+    if changed:
+        _requantise_biases(qproto)
+    return changed
+
+
+def _requantise_biases(qproto: Any) -> None:
+    """Each quantised convolution's int32 bias again at the scale onnxruntime's integer
+    convolution adds it at, its input's scale times its weights' (per output channel), after
+    :func:`two_sided_ranges` moved input scales: the bias keeps its float value."""
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in qproto.graph.initializer}
+    made = {o: n for n in qproto.graph.node for o in n.output}
+    for conv in qproto.graph.node:
+        if conv.op_type != "Conv" or len(conv.input) < 3:
+            continue
+        x, w, b = (made.get(i) for i in conv.input[:3])
+        if not all(n is not None and n.op_type == "DequantizeLinear" for n in (x, w, b)):
+            continue
+        if not all(i in consts for i in (*x.input[1:2], *w.input[1:2], *b.input[:2])):
+            continue
+        sx = numpy_helper.to_array(consts[x.input[1]]).astype(np.float64)
+        sw = numpy_helper.to_array(consts[w.input[1]]).astype(np.float64)
+        qb = numpy_helper.to_array(consts[b.input[0]]).astype(np.float64)
+        sb = numpy_helper.to_array(consts[b.input[1]]).astype(np.float64)
+        new = (sx * sw).astype(np.float32)
+        if np.array_equal(new, sb.astype(np.float32)):
+            continue
+        q = np.clip(np.round(qb * sb / new), -2**31, 2**31 - 1).astype(np.int32)
+        for name, arr in ((b.input[0], q), (b.input[1], new)):
+            consts[name].CopyFrom(numpy_helper.from_array(arr.reshape(
+                numpy_helper.to_array(consts[name]).shape), name))
 
 
 def cache_dir() -> Path:
@@ -548,7 +642,7 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 8  # bump when quantize_int8 or make_int8 change what they write
+_QUANTISER = 10  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
 
 

@@ -15,8 +15,10 @@ What is rounded mirrors the graph the quantiser writes for a plain :class:`UpNet
   its output is the first body convolution's input, and the skip addition reads the same
   rounded tensor), the output of every body ReLU (the quantiser fuses each ReLU into its
   convolution), and with ``tail`` the last convolution's input (the skip sum) and output;
-- each activation's range is the quantiser's: the ``percentile``-th percentile of ``|x|`` over
-  the calibration crops, clipped to the observed min and max, widened to hold 0. The ranges are
+- each activation's range is the quantiser's: the ``100 - percentile``th to ``percentile``th
+  percentiles of its values over the calibration crops, widened to hold 0 (weights trained
+  before session 28 simulated onnxruntime's own rule: the ``percentile``th percentile of
+  ``|x|``, clipped to the observed min and max). The ranges are
   measured with the float network (rounding off) when a run starts and every ``recalibrate``
   steps (a resumed run goes on with the ranges its checkpoint kept), because the quantiser will
   measure them on the final float weights. A range of zero width (a convolution that starts at
@@ -41,18 +43,13 @@ from torch import nn
 __all__ = ["QatSim", "activation_range", "fake_weight"]
 
 
-def activation_range(values: np.ndarray, percentile: float, bins: int = 2048
-                     ) -> tuple[float, float]:
-    """``(lo, hi)`` of a uint8 activation as onnxruntime's percentile calibration (symmetric,
-    the quantiser's setting) picks it from calibration values (any shape, float): a ``bins``-bin
-    histogram of ``|x|``, ``t`` the lower edge of the bin where its cumulative share reaches
-    ``percentile`` %, the range ``[max(min x, -t), min(max x, t)]``, widened to hold 0."""
+def activation_range(values: np.ndarray, percentile: float) -> tuple[float, float]:
+    """``(lo, hi)`` of a uint8 activation as :mod:`upres.quantize` sets it from calibration
+    values (any shape, float; :func:`upres.quantize.two_sided_ranges`): the ``100 -
+    percentile``th and ``percentile``th percentiles, widened to hold 0."""
     flat = np.asarray(values, dtype=np.float32).ravel()
-    hist, edges = np.histogram(np.abs(flat), bins=bins)
-    cdf = np.cumsum(hist / hist.sum())
-    t = float(edges.astype(np.float32)[np.searchsorted(cdf, percentile / 100.0)])
-    lo, hi = max(float(flat.min()), -t), min(float(flat.max()), t)
-    return min(lo, 0.0), max(hi, 0.0)
+    lo, hi = np.percentile(flat, [100.0 - percentile, percentile])
+    return min(float(lo), 0.0), max(float(hi), 0.0)
 
 
 def _fake_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
