@@ -42,6 +42,16 @@ def test_upscale_folder_continues_past_bad_file(images, tmp_path, capsys):
     assert gray.ndim == 2 and gray.shape == (src.shape[0] * 2, src.shape[1] * 2)
 
 
+def test_link_to_a_missing_image_in_a_folder_is_said(images, tmp_path, capsys):
+    (images / "gone.png").symlink_to(tmp_path / "nowhere" / "gone.png")
+    (images / "broken.png").unlink()
+    out = tmp_path / "out"
+    assert main(["upscale", str(images), "-o", str(out), "-m", "bicubic", "-s", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone.png" in err[0] and "no such file" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["bird_x2.png", "bridge_x2.png"]
+
+
 def test_upscale_never_overwrites(images, tmp_path, capsys):
     out = tmp_path / "one.png"
     args = ["upscale", str(images / "bird.png"), "-o", str(out), "-m", "bicubic", "-s", "3"]
@@ -360,7 +370,8 @@ def test_output_option_checked_before_any_work(images, tmp_path, capsys):
         assert main(["upscale", bird, bridge, "-o", str(o), "-m", "bicubic", "-s", "2"]) == 2
         assert "2 inputs need an output folder" in _one_err(capsys)
     assert not (tmp_path / "new.png").exists()
-    for bad in (["--suffix", "../up"], ["--tile-overlap", "-3"]):
+    for bad in (["--suffix", "../up"], ["--tile-overlap", "-3"], ["--suffix", "_a\nb"],
+                ["--max-pixels", "-1"]):
         assert main(["upscale", bird, "-o", str(tmp_path / "o"), "-m", "bicubic", *bad]) == 2
         assert bad[0] in _one_err(capsys)
     assert not (tmp_path / "o").exists() and not (tmp_path / "up.png").exists()

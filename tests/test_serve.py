@@ -422,6 +422,43 @@ def test_unknown_precision_is_refused_at_start(capsys):
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "words"), [
+    (["--port", "99999"], "--port must be 0..65535"),
+    (["--port", "-1"], "--port must be 0..65535"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb must be at least 1"),
+    (["--max-pixels", "-5"], "max-pixels must be at least 1 pixel"),
+    (["--read-timeout", "0"], "read-timeout must be more than 0 seconds"),
+    (["--workers", "0"], "workers must be at least 1"),
+    (["--max-queue", "-1"], "max-queue must be 0 or more"),
+])
+def test_limits_that_refuse_every_request_are_refused_at_start(capsys, args, words):
+    assert main(["serve", "--models", "tiny-x2", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_port_in_use_is_one_line_before_any_serving_line(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", "--models", "tiny-x2", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert "serving on" not in out and f"cannot listen on 127.0.0.1:{port}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_listen_socket_takes_ipv6_loopback():
+    from upres.serve.app import listen_socket
+
+    try:
+        sock = listen_socket("::1", 0)
+    except UpresError:
+        pytest.skip("no IPv6 loopback here")
+    with sock:
+        assert sock.family == socket.AF_INET6 and sock.getsockname()[1] > 0
+
+
 def test_client_file_names_never_reach_the_disk(server):
     url, cwd = server
     evil = "../../../../tmp/upres-evil-name.png"

@@ -146,6 +146,11 @@ def _check_common(args: argparse.Namespace) -> None:
     if any(c in args.suffix for c in ("/", "\\", os.sep, "\0")):
         raise _UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name; it "
                           "cannot hold a path separator (use -o for another folder)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in args.suffix):
+        raise _UsageError(f"--suffix {args.suffix!r}: a suffix cannot hold control characters "
+                          "(a newline or tab in a file name)")
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise _UsageError(f"--max-pixels must be 0 (no limit) or more, got {args.max_pixels}")
 
 
 def _is_photo(up: Any) -> bool:
@@ -683,12 +688,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise _UsageError(f"--token-file {args.token_file}: the token must be at least 16 "
                               "characters (e.g. python -c 'import secrets; "
                               "print(secrets.token_urlsafe(32))')")
-    cfg = ServeConfig(models=tuple(args.models) if args.models else None,
-                      max_upload_bytes=args.max_upload_mb * 2**20,
-                      max_pixels=args.max_pixels, workers=args.workers,
-                      queue_timeout=args.queue_timeout, max_queue=args.max_queue,
-                      precision=args.precision, token=token, read_timeout=args.read_timeout)
+    if args.max_upload_mb < 1:
+        raise _UsageError(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
     try:
+        cfg = ServeConfig(models=tuple(args.models) if args.models else None,
+                          max_upload_bytes=args.max_upload_mb * 2**20,
+                          max_pixels=args.max_pixels, workers=args.workers,
+                          queue_timeout=args.queue_timeout, max_queue=args.max_queue,
+                          precision=args.precision, token=token,
+                          read_timeout=args.read_timeout)
         run(cfg, host=args.host, port=args.port, insecure=args.insecure)
     except UpresError as exc:
         raise _UsageError(str(exc)) from None

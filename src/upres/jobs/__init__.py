@@ -108,8 +108,10 @@ def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
         p = Path(item)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in it if f.is_file() and not f.name.startswith(".")
-                           and looks_like_input(f, raster=raster))
+            files = sorted(f for f in it if not f.name.startswith(".") and (
+                (f.is_file() and looks_like_input(f, raster=raster))
+                # a link to a missing file with an image's name: kept, so its run says so
+                or (f.is_symlink() and not f.exists() and looks_like_input(f, raster=raster))))
             if not files:
                 say(f"{p}: no images in this folder")
             found.extend(Item(f, p, True) for f in files)

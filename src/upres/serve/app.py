@@ -95,6 +95,18 @@ class ServeConfig:
     token: str | None = None
     read_timeout: float = 30.0
 
+    def __post_init__(self) -> None:
+        """Limits that would refuse every request are refused here, at start-up."""
+        for name, low, what in (("max_upload_bytes", 1, "at least 1 byte"),
+                                ("max_pixels", 1, "at least 1 pixel"),
+                                ("workers", 1, "at least 1"), ("max_queue", 0, "0 or more"),
+                                ("queue_timeout", 1e-9, "more than 0 seconds"),
+                                ("read_timeout", 1e-9, "more than 0 seconds"),
+                                ("retry_after", 0, "0 or more seconds")):
+            value = getattr(self, name)
+            if not value >= low or value != value:  # (NaN compares false)
+                raise UpresError(f"serve: {name.replace('_', '-')} must be {what}, got {value}")
+
 
 class _HTTPError(Exception):
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -571,15 +583,50 @@ def run(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000,
 
     import uvicorn
 
-    if not is_loopback(host) and not cfg.token:
-        if not insecure:
-            raise UpresError(f"serve: refusing to listen on {host} without an access token: "
-                             "give --token-file PATH (or UPRES_TOKEN), or --insecure to serve "
-                             "everyone who can reach it")
+    open_to_all = not is_loopback(host) and not cfg.token
+    if open_to_all and not insecure:
+        raise UpresError(f"serve: refusing to listen on {host} without an access token: "
+                         "give --token-file PATH (or UPRES_TOKEN), or --insecure to serve "
+                         "everyone who can reach it")
+    if not 0 <= port <= 65535:
+        raise UpresError(f"serve: --port must be 0..65535, got {port}")
+    sock = listen_socket(host, port)
+    if open_to_all:
         print(f"upres: WARNING: serving on {host} with NO access token: anyone who can "
               "reach this address can use the server (--insecure)", file=sys.stderr,
               flush=True)
-    app = create_app(cfg)
-    print(f"upres: serving on http://{host}:{port}/ (API docs at /docs)"
-          + (" (token required for /v1/)" if cfg.token else ""), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    try:
+        app = create_app(cfg)
+        port = sock.getsockname()[1]  # (0 asks the system for a free one)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"upres: serving on http://{shown}:{port}/ (API docs at /docs)"
+              + (" (token required for /v1/)" if cfg.token else ""), flush=True)
+        config = uvicorn.Config(app, log_level="warning", server_header=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listen_socket(host: str, port: int) -> Any:
+    """A TCP socket bound to ``host``:``port`` and listening, made before the server starts
+    so that a port in use or an address this machine does not have is one line
+    (:class:`UpresError`), not a line saying it serves followed by uvicorn's error."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as exc:
+        raise UpresError(f"serve: cannot listen on {host}: {getattr(exc, 'strerror', None) or exc}"
+                         ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        raise UpresError(f"serve: cannot listen on {host}:{port} "
+                         f"({exc.strerror or exc})") from None
+    return sock
