@@ -21,6 +21,10 @@ def test_passes_are_the_least_work():
     assert passes_for(4) == [4] and passes_for(6) == [2, 3] and passes_for(8) == [2, 4]
     assert passes_for(16) == [4, 4] and passes_for(0.5) == [] and passes_for(1) == []
     assert passes_for(8, fixed=4) == [4, 4] and passes_for(3, fixed=2) == [2, 2]
+    # only the scales there are models for (a server offering some)
+    assert passes_for(1.5, scales=[2]) == [2] and passes_for(8, scales=[2]) == [2, 2, 2]
+    assert passes_for(4, scales=[2, 3]) == [2, 2] and passes_for(2.5, scales=[2, 3]) == [3]
+    assert passes_for(100, scales=[2, 3]) == [3] * 5  # beyond three passes: the largest
 
 
 def test_target_sizes():

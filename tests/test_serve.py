@@ -335,6 +335,23 @@ def test_opaque_alpha_is_dropped_for_jpeg(server):
         assert _decode(r.content).shape[:2] == (40, 40)
 
 
+def test_auto_uses_the_scales_offered_and_never_drops_denoise(tmp_path):
+    """A server offering x2 models only: auto takes x2 for any size (scale given or not), and
+    a fixed denoise that auto cannot apply (the photo model's base is not offered) is 422."""
+    data = _png_bytes(np.asarray(Image.open(BIRD).convert("RGB").resize((40, 40))))
+    with _serving(tmp_path, "--models", "tiny-x2", "photo-x2") as url:
+        for params, shape in (({"outscale": 3}, (120, 120, 3)),
+                              ({"scale": 2, "size": "100x0"}, (100, 100, 3)),
+                              ({"fit": "70x70"}, (70, 70, 3)), ({}, (80, 80, 3))):
+            r = httpx.post(f"{url}/v1/upscale", params=params, content=data, timeout=120)
+            assert r.status_code == 200, (params, r.text[:300])
+            assert r.headers["x-upres-model"] == "tiny-x2"
+            assert _decode(r.content).shape == shape
+        r = httpx.post(f"{url}/v1/upscale", params={"scale": 2, "denoise": 0.5}, content=data,
+                       timeout=120)
+        assert r.status_code == 422 and "no photo model" in r.json()["detail"]
+
+
 def test_denoise_applies_with_any_output_size(server):
     """`denoise` with outscale/size/fit sets the photo model's strength and is reported."""
     url, _ = server

@@ -9,7 +9,7 @@ input a pass sees, so for a factor above 4 the smaller pass runs first (x8 is x2
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,21 +71,28 @@ def target_size(w: int, h: int, req: SizeRequest) -> tuple[int, int]:
     return w, h
 
 
-def passes_for(factor: float, fixed: int | None = None) -> list[int]:
+def passes_for(factor: float, fixed: int | None = None,
+               scales: Sequence[int] = _SCALES) -> list[int]:
     """Network scales to run, in order, to reach ``factor`` (>= it) with the least work; with
-    ``fixed`` (the user named one model of that scale), that scale as often as needed. Below
-    1 (shrinking) or exactly 1: no pass."""
+    ``fixed`` (the user named one model of that scale), that scale as often as needed;
+    ``scales``: the scales there are models for (a server may offer only some). Below 1
+    (shrinking) or exactly 1: no pass."""
     if factor <= 1:
         return []
+    avail = sorted(set(scales))
+    if fixed is None and len(avail) == 1:
+        fixed = avail[0]
     if fixed is not None:
         return [fixed] * max(1, math.ceil(math.log(factor) / math.log(fixed) - 1e-9))
-    one = [s for s in _SCALES if s >= factor - 1e-9]
+    if not avail:
+        raise ValueError("passes_for: no scales")
+    one = [s for s in avail if s >= factor - 1e-9]
     if one:
         return [one[0]]
     best: tuple[float, float, list[int]] | None = None
-    for a in _SCALES:
-        for b in _SCALES:
-            for c in (*_SCALES, None):
+    for a in avail:
+        for b in avail:
+            for c in (*avail, None):
                 seq = [a, b] if c is None else [a, b, c]
                 total = math.prod(seq)
                 if total < factor - 1e-9:
@@ -97,7 +104,9 @@ def passes_for(factor: float, fixed: int | None = None) -> list[int]:
                 key = (work, total)
                 if best is None or key < best[:2]:
                     best = (work, total, seq)
-    assert best is not None
+    if best is None:  # beyond three passes of the largest: that one as often as needed
+        top = avail[-1]
+        return [top] * math.ceil(math.log(factor) / math.log(top) - 1e-9)
     return best[2]
 
 

@@ -169,8 +169,9 @@ class _Models:
                 + [r for r in zoo.baseline_rows() if r["name"] == "bicubic"])
 
     def pick(self, model: str | None, scale: int | None) -> tuple[str, int]:
-        if model is None or model == "auto":
-            s = scale or 4
+        if model is None or model == "auto":  # default x4, or the largest scale offered
+            offered = {self.cards[n].scale for n in self.names}
+            s = scale or (4 if 4 in offered or not offered else max(offered))
             photo = next((n for n in self.names if self.cards[n].scale == s
                           and self.cards[n].denoise_base), None)
             if photo is not None and self.cards[photo].denoise_base in self.names:
@@ -379,7 +380,8 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
                                   "ask for png, webp or tiff")
         img = img[:, :, :-1] if img.shape[2] == 4 else img[:, :, 0]  # all opaque: dropped
     h, w = img.shape[:2]
-    if sized is not None:  # (SizeRequest, upscaler_for(scale) or None for a fixed model)
+    if sized is not None:  # (SizeRequest, upscaler_for(scale) or None for a fixed model,
+        # passes_for's keywords)
         from upres.inference.outscale import target_size
 
         tw, th = target_size(w, h, sized[0])
@@ -403,7 +405,7 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
             ran_on.append(m)
             return _AtStrength(m, denoise, info.jpeg_quality, used) if hasattr(m, "run") else m
 
-        passes = passes_for(max(tw / w, th / h), None if upscaler_for else up.scale)
+        passes = passes_for(max(tw / w, th / h), **sized[2])
         out = upscale_to(img, (tw, th), one_pass, passes)
     elif hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
         out = _AtStrength(up, denoise, info.jpeg_quality, used).upscale(img)
@@ -525,6 +527,10 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         if strength != "auto" and model not in (None, "auto") and not photo:
             raise _HTTPError(422, f"denoise: {name} is not a photo model and has no clean-up "
                                   "strength; use model=auto or a photo model")
+        if strength != "auto" and not photo and name != "bicubic":  # auto without one
+            raise _HTTPError(422, f"denoise: no photo model (with its base model) is offered "
+                                  f"at x{s}, so auto runs {name}, which has no clean-up "
+                                  "strength")
         sized = None
         if sum(v is not None for v in (outscale, size, fit)) > 1:
             raise _HTTPError(422, "give one of outscale, size and fit")
@@ -537,8 +543,13 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
                                   fit=None if fit is None else parse_size(fit, "fit"))
             except UpresError as exc:
                 raise _HTTPError(422, str(exc)) from None
-            auto = model in (None, "auto")
-            sized = (req, (lambda sc: models.get(*models.pick(None, sc))) if auto else None)
+            if model in (None, "auto"):  # the network scales that reach the size with the
+                # least work among those offered, or the scale asked for as often as needed
+                how = ({"fixed": scale} if scale is not None
+                       else {"scales": sorted({models.cards[n].scale for n in models.names})})
+                sized = (req, lambda sc: models.get(*models.pick(None, sc)), how)
+            else:
+                sized = (req, None, {"fixed": s})
         data = await _image_bytes(request, cfg.max_upload_bytes, cfg.read_timeout)
         await run_in_threadpool(_probe, data, cfg.max_pixels)
         async with _gate():
