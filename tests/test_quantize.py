@@ -86,6 +86,9 @@ def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
     assert q.op_type == "QuantizeLinear"
     step, zero = float(consts[q.input[1]]), int(consts[q.input[2]])
     assert abs(-zero * step - lo) <= step and abs((255 - zero) * step - hi) <= step
+    assert vals.min() < lo - 2 * step  # onnxruntime's rule would have reached down to it
+    biases = {n: m.bias.detach().numpy() for n, m in net.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}
     checked = 0
     for conv in (n for n in g.node if n.op_type == "Conv" and len(n.input) == 3):
         x, w, b = (made.get(i) for i in conv.input)
@@ -93,6 +96,9 @@ def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
             continue
         want = float(consts[x.input[1]]) * consts[w.input[1]].astype(np.float64)
         np.testing.assert_allclose(consts[b.input[1]], want, rtol=1e-6)
+        value = consts[b.input[0]] * consts[b.input[1]].astype(np.float64)  # the float bias
+        module = conv.name.strip("/").split("/")[-2]  # "/body/body.0/Conv" -> "body.0"
+        np.testing.assert_allclose(value, biases[module], atol=float(want.max()))
         checked += 1
     assert checked >= 2
 

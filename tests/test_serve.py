@@ -373,6 +373,10 @@ def test_denoise_applies_with_any_output_size(server):
                                                  "denoise": "0.5"}, content=data, timeout=120)
     assert r.status_code == 200 and r.headers["x-upres-denoise"] == "0.50"
     assert _decode(r.content).shape == (200, 200, 3)
+    # a fixed strength where auto's passes would run x3, which has no photo model: refused
+    r = httpx.post(f"{url}/v1/upscale", params={"outscale": 3, "denoise": "0.5"}, content=data,
+                   timeout=120)
+    assert r.status_code == 422 and "x3" in r.json()["detail"], r.text[:300]
 
 
 def test_openapi_documents_the_upload_and_the_default_model(server):

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,7 +147,7 @@ def _check_common(args: argparse.Namespace) -> None:
     if any(c in args.suffix for c in ("/", "\\", os.sep, "\0")):
         raise _UsageError(f"--suffix {args.suffix!r}: a suffix is part of a file name; it "
                           "cannot hold a path separator (use -o for another folder)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in args.suffix):
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in args.suffix):
         raise _UsageError(f"--suffix {args.suffix!r}: a suffix cannot hold control characters "
                           "(a newline or tab in a file name)")
     if args.max_pixels is not None and args.max_pixels < 0:

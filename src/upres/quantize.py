@@ -77,7 +77,7 @@ from upres.models.descriptor import ModelCard
 __all__ = ["CALIB_FILE", "INT8_RULE_DB", "PERCENTILE", "cache_dir", "calibration_inputs",
            "calibration_loss", "equalise_channels", "graph_note", "int8_graph", "int8_note",
            "int8_tail", "load_calibration", "loss_words", "make_calibration", "make_int8",
-           "quantize_int8", "skip_convs", "two_sided_ranges"]
+           "percentile_range", "quantize_int8", "skip_convs", "two_sided_ranges"]
 
 CALIB_FILE = Path(__file__).parent / "assets" / "calib_291.npz"
 PERCENTILE = 99.999  # activation range: 100 - this to this percentile over the calibration patches
@@ -267,20 +267,13 @@ def equalise_channels(proto: object, inputs: list[np.ndarray], *,
     ranges). ``proto`` (an ``onnx.ModelProto``) is changed in place. The cost: B's small input
     columns shrink, and B's weights are quantised per output channel, so some error moves into
     them; which way the balance goes depends on the network, hence :func:`make_int8`'s retry."""
-    import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
     pairs = _chains(proto)
     if not pairs:
         return 0
     inits = {t.name: t for t in proto.graph.initializer}  # type: ignore[attr-defined]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(proto)
-    del probe.graph.output[:]
-    for _, act, _ in pairs:
-        probe.graph.output.append(onnx.ValueInfoProto(name=act.output[0]))
-    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _probe(proto, [act.output[0] for _, act, _ in pairs])
     name = sess.get_inputs()[0].name
     seen: list[list[np.ndarray]] = [[] for _ in pairs]
     for x in inputs:  # every second pixel each way keeps the memory to a quarter
@@ -314,13 +307,16 @@ def int8_tail(card: ModelCard) -> bool:
 def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = None,
                   percentile: float = PERCENTILE, equalise: bool = False,
                   tail: bool | None = None, skip: bool = False,
-                  keep: Sequence[str] = (), why: str = "", fp32: bytes | None = None) -> bytes:
+                  keep: Sequence[str] = (), why: str = "", fp32: bytes | None = None,
+                  ranges: str = "two-sided") -> bytes:
     """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
     (:func:`load_calibration`; default the bundled training-set crops), with channel ranges
     equalised first if ``equalise`` (:func:`equalise_channels`), and the last convolution in
     int8 too if ``tail`` (default :func:`int8_tail` of the card), and the convolutions around
     the long skip (:func:`skip_convs`) float32 if ``skip``, and the convolutions named in
-    ``keep`` (ONNX node names) float32 too, ``why`` saying in the card's note why. ``fp32``:
+    ``keep`` (ONNX node names) float32 too, ``why`` saying in the card's note why.
+    ``ranges``: activation ranges by :func:`two_sided_ranges` (the default) or as onnxruntime's
+    calibration left them (``"onnxruntime"``, upres's rule before session 28). ``fp32``:
     the float32 graph of ``model`` (:func:`upres.export.onnx_bytes`) where already exported.
     Input and output are as :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card
     travels in the metadata with ``quantized`` set."""
@@ -371,7 +367,14 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
             root.setLevel(level)
             _LOCK.release()
         qproto = onnx.load(str(dst))
-    two_sided_ranges(qproto, proto, inputs, percentile)
+    if ranges == "two-sided":
+        try:
+            two_sided_ranges(qproto, proto, inputs, percentile)
+        except Exception as exc:  # onnxruntime's own error types
+            raise UpresError(f"{card.name}: int8 calibration failed "
+                             f"({one_line(exc, 200)})") from None
+    elif ranges != "onnxruntime":
+        raise ValueError(f"ranges: 'two-sided' or 'onnxruntime', not {ranges!r}")
     del qproto.metadata_props[:]
     entry = qproto.metadata_props.add()
     entry.key = "upres"
@@ -382,60 +385,80 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     return qproto.SerializeToString()
 
 
+def percentile_range(values: np.ndarray, percentile: float = PERCENTILE) -> tuple[float, float]:
+    """``(lo, hi)`` of an activation quantised from calibration ``values`` (any shape, float;
+    non-finite values left out): the ``100 - percentile``th and ``percentile``th percentiles,
+    widened to hold 0; ``(0, 0)`` when no value is finite."""
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return 0.0, 0.0
+    lo, hi = np.percentile(flat, [100.0 - percentile, percentile])
+    return min(float(lo), 0.0), max(float(hi), 0.0)
+
+
+def _probe(proto: Any, names: Sequence[str]) -> Any:
+    """An onnxruntime session of the float graph ``proto`` whose outputs are its tensors
+    ``names`` (graph optimisations off, so every tensor keeps its name and value)."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=nm) for nm in names)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(probe.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
 def two_sided_ranges(qproto: Any, fproto: Any, inputs: list[np.ndarray],
                      percentile: float = PERCENTILE) -> int:
     """Set the range of every activation quantised in the QDQ graph ``qproto`` (in place) to
-    ``[min(0, lo), max(0, hi)]``, ``lo`` and ``hi`` the ``100 - percentile``th and
-    ``percentile``th percentiles of that tensor's values in the float graph ``fproto`` (the one
-    ``qproto`` was quantised from) over ``inputs``. onnxruntime's percentile calibration takes
-    the percentile of ``|x|`` and clips it to the observed extremes, so a signed tensor whose
+    :func:`percentile_range` of that tensor's values in the float graph ``fproto`` (the one
+    ``qproto`` was quantised from) over ``inputs``, and each integer convolution's bias to
+    match (:func:`_requantise_biases`). onnxruntime's percentile calibration takes the
+    percentile of ``|x|`` and clips it to the observed extremes, so a signed tensor whose
     negative side is the shorter one gets its single most negative value as the bottom of its
     range: the skip sum into tiny-x3's last convolution was [-0.784, 1.195] where its values
-    lie in [-0.671, 1.192] but for 0.002 %. A range onnxruntime starts at 0 (a ReLU's output,
-    zero point 0) stays at 0. Returns how many ranges changed."""
-    import onnx
-    import onnxruntime as ort
+    lie in [-0.671, 1.192] but for 0.002 %. A range onnxruntime starts at 0 (a ReLU's output:
+    zero point at the type's minimum) stays at 0; tensors the float graph does not make, and
+    ranges of zero width, are left as they are. Returns how many ranges changed."""
     from onnx import numpy_helper
 
     consts = {i.name: i for i in qproto.graph.initializer}
-    qs = [n for n in qproto.graph.node
-          if n.op_type == "QuantizeLinear" and n.input[0] not in consts]
+    made = {o for n in fproto.graph.node for o in n.output}
+    qs = [n for n in qproto.graph.node if n.op_type == "QuantizeLinear"
+          and n.input[0] not in consts and n.input[0] in made
+          and len(n.input) == 3 and n.input[1] in consts and n.input[2] in consts
+          and numpy_helper.to_array(consts[n.input[1]]).size == 1]
     if not qs:
         return 0
     names = sorted({n.input[0] for n in qs})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(fproto)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(nm)
-                              for nm in names if nm not in known)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep names
-    opts.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
-    sess = ort.InferenceSession(probe.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    outs = [o.name for o in sess.get_outputs()]
-    seen: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
+    sess = _probe(fproto, names)
     feed = sess.get_inputs()[0].name
+    seen: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
     for x in inputs:
-        for nm, v in zip(outs, sess.run(outs, {feed: x}), strict=True):
-            if nm in seen:
-                seen[nm].append(np.asarray(v, dtype=np.float32).ravel())
+        for nm, v in zip(names, sess.run(names, {feed: x}), strict=True):
+            seen[nm].append(np.asarray(v, dtype=np.float32).ravel())
     changed = 0
     for n in qs:
-        vals = np.concatenate(seen[n.input[0]])
         scale, zero = consts[n.input[1]], consts[n.input[2]]
-        z0 = int(numpy_helper.to_array(zero))
-        s0 = float(numpy_helper.to_array(scale))
-        lo = 0.0 if z0 == 0 else min(0.0, float(np.percentile(vals, 100.0 - percentile)))
-        hi = max(0.0, float(np.percentile(vals, percentile)))
+        z_arr = numpy_helper.to_array(zero)
+        lim = np.iinfo(z_arr.dtype)
+        z0, s0 = int(z_arr), float(numpy_helper.to_array(scale))
+        lo, hi = percentile_range(np.concatenate(seen[n.input[0]]), percentile)
+        if z0 == lim.min:
+            lo = 0.0
         if hi - lo <= 0:
             continue
-        s = np.float32((hi - lo) / 255.0)
-        z = int(np.clip(round(-lo / float(s)), 0, 255))
+        s = np.float32((hi - lo) / (int(lim.max) - int(lim.min)))
+        z = int(np.clip(round(int(lim.min) - lo / float(s)), lim.min, lim.max))
         if z == z0 and abs(float(s) - s0) <= 1e-6 * max(s0, 1e-12):
             continue
         scale.CopyFrom(numpy_helper.from_array(np.array(s, dtype=np.float32), scale.name))
-        zero.CopyFrom(numpy_helper.from_array(np.array(z, dtype=np.uint8), zero.name))
+        zero.CopyFrom(numpy_helper.from_array(np.array(z, dtype=z_arr.dtype), zero.name))
         changed += 1
     if changed:
         _requantise_biases(qproto)
@@ -642,7 +665,7 @@ def _weights_key(model: nn.Module, card: ModelCard, percentile: float) -> str:
     return h.hexdigest()[:24]
 
 
-_QUANTISER = 10  # bump when quantize_int8 or make_int8 change what they write
+_QUANTISER = 11  # bump when quantize_int8 or make_int8 change what they write
 _LOCK = threading.Lock()  # the quantiser redirects the process's stdout and logging level
 
 

@@ -117,7 +117,7 @@ def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
             found.extend(Item(f, p, True) for f in files)
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
-            files = [m for m in matches if m.is_file()]
+            files = [m for m in matches if m.is_file() or (m.is_symlink() and not m.exists())]
             if not files:
                 say(f"{item}: pattern matches no file")
             found.extend(Item(f, f.parent, True) for f in files)

@@ -406,6 +406,13 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
             return _AtStrength(m, denoise, info.jpeg_quality, used) if hasattr(m, "run") else m
 
         passes = passes_for(max(tw / w, th / h), **sized[2])
+        if upscaler_for and isinstance(denoise, float):  # a fixed strength reaches every pass
+            lacking = sorted({sc for sc in passes if not hasattr(upscaler_for(sc), "run")})
+            if lacking:
+                raise _HTTPError(422, "denoise: this size takes a network pass at "
+                                      + ", ".join(f"x{sc}" for sc in lacking) + ", where no "
+                                      "photo model (with its base) is offered; leave denoise "
+                                      "out, or name a photo model")
         out = upscale_to(img, (tw, th), one_pass, passes)
     elif hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
         out = _AtStrength(up, denoise, info.jpeg_quality, used).upscale(img)
@@ -621,23 +628,24 @@ def run(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000,
 def listen_socket(host: str, port: int) -> Any:
     """A TCP socket bound to ``host``:``port`` and listening, made before the server starts
     so that a port in use or an address this machine does not have is one line
-    (:class:`UpresError`), not a line saying it serves followed by uvicorn's error."""
+    (:class:`UpresError`), not a line saying it serves followed by uvicorn's error. IPv6 for a
+    host with a colon, IPv4 otherwise (uvicorn's own rule: ``localhost`` is 127.0.0.1 even
+    where it also names ::1); an empty host is every interface."""
     import socket
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = None
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except (OSError, UnicodeError) as exc:
-        raise UpresError(f"serve: cannot listen on {host}: {getattr(exc, 'strerror', None) or exc}"
-                         ) from None
-    sock = socket.socket(family, kind, proto)
-    try:
+        addr = socket.getaddrinfo(host or None, port, family=family, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_PASSIVE)[0][4]
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
         sock.listen(2048)
         sock.set_inheritable(True)
-    except OSError as exc:
-        sock.close()
-        raise UpresError(f"serve: cannot listen on {host}:{port} "
-                         f"({exc.strerror or exc})") from None
+    except (OSError, UnicodeError) as exc:
+        if sock is not None:
+            sock.close()
+        why = getattr(exc, "strerror", None) or exc
+        raise UpresError(f"serve: cannot listen on {host}:{port} ({why})") from None
     return sock

@@ -45,11 +45,11 @@ __all__ = ["QatSim", "activation_range", "fake_weight"]
 
 def activation_range(values: np.ndarray, percentile: float) -> tuple[float, float]:
     """``(lo, hi)`` of a uint8 activation as :mod:`upres.quantize` sets it from calibration
-    values (any shape, float; :func:`upres.quantize.two_sided_ranges`): the ``100 -
+    values (any shape, float): :func:`upres.quantize.percentile_range`, the ``100 -
     percentile``th and ``percentile``th percentiles, widened to hold 0."""
-    flat = np.asarray(values, dtype=np.float32).ravel()
-    lo, hi = np.percentile(flat, [100.0 - percentile, percentile])
-    return min(float(lo), 0.0), max(float(hi), 0.0)
+    from upres.quantize import percentile_range
+
+    return percentile_range(values, percentile)
 
 
 def _fake_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
