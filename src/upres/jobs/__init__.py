@@ -108,22 +108,26 @@ def collect_inputs(items: list[str], recursive: bool, *, raster: bool = False,
         p = Path(item)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in it if not f.name.startswith(".") and (
-                (f.is_file() and looks_like_input(f, raster=raster))
-                # a link to a missing file with an image's name: kept, so its run says so
-                or (f.is_symlink() and not f.exists() and looks_like_input(f, raster=raster))))
+            files = sorted(f for f in it if not f.name.startswith(".") and _file_or_dangling(f)
+                           and looks_like_input(f, raster=raster))
             if not files:
                 say(f"{p}: no images in this folder")
             found.extend(Item(f, p, True) for f in files)
         elif any(c in item for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
-            files = [m for m in matches if m.is_file() or (m.is_symlink() and not m.exists())]
+            files = [m for m in matches if _file_or_dangling(m)]
             if not files:
                 say(f"{item}: pattern matches no file")
             found.extend(Item(f, f.parent, True) for f in files)
         else:
             found.append(Item(p, p.parent, False))
     return _once(found)
+
+
+def _file_or_dangling(p: Path) -> bool:
+    """A file, or a link to a missing one: listed all the same, so that its run says so (no
+    such file) instead of leaving it out unsaid."""
+    return p.is_file() or (p.is_symlink() and not p.exists())
 
 
 def _once(items: list[Item]) -> list[Item]:

@@ -158,6 +158,7 @@ class _Models:
                              f"{', '.join(cards)}")
         self.names = [n for n in wanted if n not in zoo.BASELINES]
         self.cards = cards
+        self.scales = sorted({cards[n].scale for n in self.names})  # those offered
         self._loaded: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
 
@@ -170,8 +171,7 @@ class _Models:
 
     def pick(self, model: str | None, scale: int | None) -> tuple[str, int]:
         if model is None or model == "auto":  # default x4, or the largest scale offered
-            offered = {self.cards[n].scale for n in self.names}
-            s = scale or (4 if 4 in offered or not offered else max(offered))
+            s = scale or (4 if 4 in self.scales or not self.scales else self.scales[-1])
             photo = next((n for n in self.names if self.cards[n].scale == s
                           and self.cards[n].denoise_base), None)
             if photo is not None and self.cards[photo].denoise_base in self.names:
@@ -531,10 +531,10 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
             raise _HTTPError(422, str(exc)) from None
         name, s = models.pick(model, scale)
         photo = name in models.cards and bool(models.cards[name].denoise_base)
-        if strength != "auto" and model not in (None, "auto") and not photo:
-            raise _HTTPError(422, f"denoise: {name} is not a photo model and has no clean-up "
-                                  "strength; use model=auto or a photo model")
-        if strength != "auto" and not photo and name != "bicubic":  # auto without one
+        if strength != "auto" and not photo:
+            if model not in (None, "auto"):
+                raise _HTTPError(422, f"denoise: {name} is not a photo model and has no "
+                                      "clean-up strength; use model=auto or a photo model")
             raise _HTTPError(422, f"denoise: no photo model (with its base model) is offered "
                                   f"at x{s}, so auto runs {name}, which has no clean-up "
                                   "strength")
@@ -552,8 +552,7 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
                 raise _HTTPError(422, str(exc)) from None
             if model in (None, "auto"):  # the network scales that reach the size with the
                 # least work among those offered, or the scale asked for as often as needed
-                how = ({"fixed": scale} if scale is not None
-                       else {"scales": sorted({models.cards[n].scale for n in models.names})})
+                how = {"fixed": scale} if scale is not None else {"scales": models.scales}
                 sized = (req, lambda sc: models.get(*models.pick(None, sc)), how)
             else:
                 sized = (req, None, {"fixed": s})
