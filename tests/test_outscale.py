@@ -84,3 +84,35 @@ def test_api_and_http_reach_the_size(tmp_path):
 
     assert Image.open(io.BytesIO(r.content)).size == (384, 384)
     assert bad.status_code == 422
+
+
+def test_outputs_beyond_memory_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A size no machine holds is one line at once (it ran for minutes, growing, before), and
+    nothing is written; the plain scale path checks its output the same way."""
+    from upres.errors import UpresError
+    from upres.inference import upscaler
+
+    small = tmp_path / "g.png"
+    Image.new("L", (8, 8), 100).save(small)
+    for model in ("bicubic", "tiny-x2"):
+        assert main(["upscale", str(small), "-m", model, "--size", "1000000x1000000",
+                     "-o", str(tmp_path / "out.png")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert str(small) in err and "1000000x1000000 output needs about" in err, err
+    ran = []
+    with pytest.raises(UpresError, match="ask for a smaller size"):
+        upscale_to(np.zeros((8, 8), np.uint8), (10**6, 10**6), lambda s: ran.append(s), [4] * 9)
+    assert ran == []  # refused before the first pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]
+    # the plain path, with this process's memory made scarce (64 KiB): refused, then allowed
+    img = np.zeros((64, 64, 3), np.uint8)
+    up = upres.load("tiny-x2", device="cpu", precision="fp32")
+    monkeypatch.setattr(upscaler, "_available_memory", lambda: 64 * 2**10)
+    with pytest.raises(UpresError, match=r"128x128 output needs about \d+ KiB of memory, more "
+                                         r"than the 64 KiB"):
+        up.upscale(img)
+    with pytest.raises(UpresError, match="use a smaller input or scale"):
+        upres.load("bicubic", scale=2).upscale(img)
+    monkeypatch.undo()
+    assert up.upscale(img).shape == (128, 128, 3)

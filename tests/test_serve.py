@@ -24,7 +24,7 @@ from PIL import Image
 from upres.cli import main
 from upres.errors import UpresError
 
-from conftest import ARTIFACTS, BENCH, DATA
+from conftest import ARTIFACTS, BENCH, DATA, ROOT
 
 BABY = BENCH / "Set5" / "baby.png"  # 512x512
 BIRD = BENCH / "Set5" / "bird.png"  # 288x288
@@ -797,3 +797,23 @@ def test_page_asks_again_for_a_refused_token(browser, tmp_path):
         assert page.is_visible("#viewer")
         page.close()
     assert [e for e in errors if "status of 401" not in e] == []
+
+
+def test_upload_beyond_the_servers_memory_is_503(monkeypatch):
+    """An upscale whose arrays would not fit in the server's memory is refused before the
+    network runs: 503 with the one-line reason (tested on the worker's function, in process,
+    with the memory made scarce)."""
+    import upres
+    from upres.inference import upscaler
+    from upres.serve.app import _HTTPError, _upscale
+
+    up = upres.load("tiny-x2", device="cpu", precision="fp32")
+    data = (ROOT / "src" / "upres" / "assets" / "butterfly.png").read_bytes()
+    monkeypatch.setattr(upscaler, "_available_memory", lambda: 2**20)
+    with pytest.raises(_HTTPError) as exc:
+        _upscale(up, data, None, 10**6)
+    assert exc.value.status == 503
+    assert "512x512 output needs about" in exc.value.detail
+    monkeypatch.undo()
+    body, fmt, _, ran = _upscale(up, data, None, 10**6)
+    assert fmt == "PNG" and ran == "fp32" and body[:4] == b"\x89PNG"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageTooLargeError", "UnsupportedImageError", "UpresError", "one_line"]
+__all__ = ["ImageTooLargeError", "NotEnoughMemoryError", "UnsupportedImageError", "UpresError",
+           "one_line"]
 
 
 class UpresError(Exception):
@@ -15,6 +16,10 @@ class UnsupportedImageError(UpresError):
 
 class ImageTooLargeError(UpresError):
     """The image has more pixels than the configured limit (refused before decoding)."""
+
+
+class NotEnoughMemoryError(UpresError):
+    """The output's arrays would not fit in the memory available (refused before the work)."""
 
 
 def one_line(exc: BaseException, limit: int | None = None) -> str:

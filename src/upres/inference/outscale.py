@@ -116,12 +116,21 @@ def upscale_to(img: np.ndarray, target: tuple[int, int],
     """Run ``passes`` (each through ``upscaler_for(scale).upscale(img, **kw)``), then resize
     to ``target`` ``(w, h)`` by MATLAB bicubic (antialiased when shrinking). Same dtype and
     channels as ``img``."""
+    from upres.inference.upscaler import check_memory
     from upres.resize import imresize
 
+    tw, th = target
+    h, w = img.shape[:2]
+    c = 1 if img.ndim == 2 else img.shape[2]
+    grow = math.prod(passes)
+    last = h * grow * w * grow  # pixels out of the last pass
+    need = last * c * img.dtype.itemsize
+    if (h * grow, w * grow) != (th, tw):  # the resize works in float64: about 3.5 copies of
+        need += (last + 3.5 * max(last, tw * th)) * c * 8  # the larger side at its peak
+    check_memory(need, tw, th, "ask for a smaller size")  # before any pass, not at the last
     out = img
     for s in passes:
         out = np.asarray(upscaler_for(s).upscale(out, **kw))
-    tw, th = target
     if out.shape[:2] != (th, tw):
         dt = out.dtype
         res = imresize(out, size=(th, tw))

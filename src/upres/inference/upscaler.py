@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from upres.errors import UpresError, one_line
+from upres.errors import NotEnoughMemoryError, UpresError, one_line
 from upres.formats.image import read_image
 from upres.inference.tiling import tile_grid
 from upres.models.descriptor import ModelCard
@@ -38,8 +38,9 @@ INT8_RUNTIMES = ("onnxruntime", "openvino")
 INT8_RUNTIME_MARGIN = 1.1
 
 __all__ = ["ENSEMBLES", "INT8_RUNTIMES", "INT8_RUNTIME_MARGIN", "PRECISIONS", "Interpolator",
-           "Upscaler", "check_ensemble", "check_precision", "choose_precision", "dihedral",
-           "fill_transparent", "pick_device", "rgb_to_ycbcr", "to_dtype", "ycbcr_to_rgb"]
+           "Upscaler", "check_ensemble", "check_memory", "check_precision", "choose_precision",
+           "dihedral", "fill_transparent", "pick_device", "rgb_to_ycbcr", "to_dtype",
+           "ycbcr_to_rgb"]
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: plain, +h-flip, +v-flip/180, +transposes
@@ -229,7 +230,12 @@ class Interpolator:
         """Enlarge by ``scale``; integer images are rounded per pass as MATLAB does."""
         arr, kind = _as_array(img)
         _check(arr)
-        return _back(imresize(arr, float(self.scale), kernel=self._kernel), kind)
+        h, w = arr.shape[:2]
+        c = 1 if arr.ndim == 2 else arr.shape[2]
+        s = self.scale  # imresize works in float64: about 3.5 output-sized copies at its peak
+        check_memory((h * w + 3.5 * h * w * s * s) * c * 8, w * s, h * s,
+                     "use a smaller input or scale")
+        return _back(imresize(arr, float(s), kernel=self._kernel), kind)
 
 
 class Upscaler:
@@ -732,6 +738,11 @@ class Upscaler:
         """
         arr, kind = _as_array(img)
         _check(arr)
+        h, w = arr.shape[:2]
+        s, c = self.scale, 1 if arr.ndim == 2 else arr.shape[2]
+        # the output, once more where an alpha plane is joined to it, beside the float input
+        check_memory(h * w * s * s * c * arr.dtype.itemsize * (1 + (c in (2, 4)))
+                     + h * w * c * 4, w * s, h * s, "use a smaller input or scale")
         wide = (self.precision == "int8" and self._int8_8bit_only
                 and self._float_model is not None and not on_8bit_grid(arr))
         self._call.wide = wide
@@ -844,12 +855,43 @@ def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _available_memory() -> int:
-    """Bytes of memory available to this process (Linux MemAvailable; 4 GiB if unknown)."""
+    """Bytes of memory available to this process: Linux MemAvailable, or what is left under
+    the cgroup (v2) memory limit when that is less; 4 GiB if neither can be read."""
+    avail = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
         pass
-    return 4 * 2**30
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int((cg / "memory.current").read_text())
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return 4 * 2**30 if avail is None else max(0, avail)
+
+
+def check_memory(need: float, width: int, height: int, instead: str) -> None:
+    """Refuse work whose arrays (``need`` bytes, an estimate of the peak) cannot fit in the
+    memory available here, before it starts, rather than run for minutes and then fail or be
+    killed: :class:`NotEnoughMemoryError`, one line with the ``width`` x ``height`` output,
+    both amounts and ``instead`` (what to ask for)."""
+    avail = _available_memory()
+    if need > avail:
+        raise NotEnoughMemoryError(f"a {width}x{height} output needs about {_amount(need)} of "
+                                   f"memory, more than the {_amount(avail)} available here; "
+                                   f"{instead}")
+
+
+def _amount(n: float) -> str:
+    """Bytes in GiB, MiB or KiB, whichever reads best."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"

@@ -41,7 +41,12 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
+from upres.errors import (
+    ImageTooLargeError,
+    NotEnoughMemoryError,
+    UnsupportedImageError,
+    UpresError,
+)
 from upres.formats.image import is_tiff_bytes
 
 __all__ = ["ServeConfig", "create_app", "is_loopback", "run"]
@@ -413,11 +418,15 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
                                       + ", ".join(f"x{sc}" for sc in lacking) + ", where no "
                                       "photo model (with its base) is offered; leave denoise "
                                       "out, or name a photo model")
-        out = upscale_to(img, (tw, th), one_pass, passes)
-    elif hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
-        out = _AtStrength(up, denoise, info.jpeg_quality, used).upscale(img)
-    else:
-        out = up.upscale(img)
+    try:
+        if sized is not None:
+            out = upscale_to(img, (tw, th), one_pass, passes)
+        elif hasattr(up, "run"):  # a photo model: clean-up strength given, or measured
+            out = _AtStrength(up, denoise, info.jpeg_quality, used).upscale(img)
+        else:
+            out = up.upscale(img)
+    except NotEnoughMemoryError as exc:  # the arrays would not fit in this server's memory now
+        raise _HTTPError(503, str(exc)) from None
     try:
         body = encode_image(out, out_fmt, info=info)
     except UpresError as exc:  # the encoder's own limits (EXIF too long for JPEG, ...)
