@@ -952,3 +952,51 @@ def test_init_that_copies_no_tensor_is_an_error(tiny, tmp_path):
     other = Path(upres.__file__).parent / "zoo" / "fast-x3.safetensors"  # x3, 48 channels
     with pytest.raises(UpresError, match=r"config key 'model\.init': no tensor of"):
         Trainer(load_config(tiny, [f"model.init={other}"]), tmp_path / "run", log=lambda _: None)
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tiny, tmp_path, capsys):
+    """A second process on the same run gets one line naming the first's PID (both wrote the
+    same log, metrics and checkpoint, and one died on the other's renamed checkpoint); a fresh
+    run that fails before writing leaves no folder behind; an unusable folder is one line."""
+    import os
+
+    from upres.train.trainer import _hold_run
+
+    run = _stopped_run(tiny, tmp_path)
+    config, ckpt = (run / "config.yaml").read_bytes(), (run / "last.pt").read_bytes()
+    held = _hold_run(run)  # as a training process holds it
+    try:
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--stop-after", "4"]) == 1
+        err = _one_error_line(capsys)
+        assert f"{run}: another process (PID {os.getpid()}) is training this run" in err, err
+        assert (run / "config.yaml").read_bytes() == config
+        assert (run / "last.pt").read_bytes() == ckpt
+    finally:
+        held.close()
+    assert main(["train", "--resume", str(run), "--stop-after", "4"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
+    fresh = tmp_path / "fresh"
+    assert main(["train", str(tiny), "--run-dir", str(fresh), "--set",
+                 f"data.train=[{tmp_path / 'nowhere'}]"]) == 1
+    _one_error_line(capsys)
+    assert not fresh.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept")
+    assert main(["train", str(tiny), "--run-dir", str(a_file)]) == 1
+    assert _one_error_line(capsys) == f"upres: {a_file}: is a file, not a run folder"
+    assert a_file.read_text() == "kept"
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("optim.lr=[1", "override 'optim.lr=[1': not a YAML value ("),
+    ("optim.lr=!!python/object:os.system", "not a YAML value (could not determine"),
+    ("optim.lr=.inf", "config key 'optim.lr': must be a finite number > 0, got inf"),
+    ("optim.grad_clip=1e400", "config key 'optim.grad_clip': must be a finite number >= 0"),
+])
+def test_overrides_that_are_not_yaml_or_not_finite_are_one_line(tiny, tmp_path, capsys,
+                                                                override, says):
+    run = tmp_path / "r"
+    assert main(["train", str(tiny), "--run-dir", str(run), "--set", override]) == 1
+    assert says in _one_error_line(capsys)
+    assert not run.exists()

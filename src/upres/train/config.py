@@ -7,6 +7,7 @@ YAML mapping before validation, so the frozen result is never mutated.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -204,7 +205,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise UpresError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            why = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise UpresError(f"override {item!r}: not a YAML value ({why})") from None
     return out
 
 
@@ -332,13 +337,13 @@ def _check_numbers(cfg: TrainConfig) -> None:
                     "optim.weight_decay": o.weight_decay, "optim.momentum": o.momentum,
                     "optim.warmup": o.warmup, "optim.grad_clip": o.grad_clip,
                     "gan.weight": g.weight, "gan.perceptual_weight": g.perceptual_weight,
-                    "gan.d_start": g.d_start}
+                    "gan.d_start": g.d_start, "gan.level_power": g.level_power}
     for rule, values, ok in ((">= 1", at_least_one, lambda v: v >= 1),
                              ("> 0", positive, lambda v: v > 0),
                              (">= 0", non_negative, lambda v: v >= 0)):
         for key, v in values.items():
-            if not ok(v):  # NaN fails every rule
-                raise UpresError(f"config key {key!r}: must be {rule}, got {v}")
+            if not ok(v) or not math.isfinite(v):  # NaN fails every rule; inf trains to NaN
+                raise UpresError(f"config key {key!r}: must be a finite number {rule}, got {v}")
 
 
 def _check_model(cfg: TrainConfig) -> None:

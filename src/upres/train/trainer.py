@@ -59,6 +59,36 @@ def run_dir_for(cfg: TrainConfig, run_dir: str | os.PathLike[str] | None = None)
     return Path(run_dir or Path("runs") / cfg.name)
 
 
+#: the file a training process holds locked in its run folder (its PID inside)
+_LOCK = ".lock"
+
+
+def _hold_run(run_dir: Path) -> Any:
+    """Lock ``run_dir`` for this process (an exclusive ``flock`` on ``RUN/.lock``, released
+    when the returned file is closed or the process ends, however it ends); UpresError, one
+    line with the holder's PID, when another process holds it."""
+    import fcntl
+
+    try:
+        f = open(run_dir / _LOCK, "a+")  # noqa: SIM115 (held open: it is the lock)
+    except OSError as exc:
+        raise UpresError(f"{run_dir}: cannot write in the run folder ({exc.strerror or exc})"
+                         ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "unknown"
+        f.close()
+        raise UpresError(f"{run_dir}: another process (PID {pid}) is training this run now; "
+                         "wait for it to stop, or stop it first") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 def read_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu"
                     ) -> dict[str, Any]:
     """A run's ``last.pt`` as a dict (:data:`CHECKPOINT_KEYS` and more), read with
@@ -151,7 +181,14 @@ class Trainer:
         self.cfg = cfg
         self._log_file = log_file
         self.run_dir = run_dir_for(cfg, run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._made = not self.run_dir.exists()  # removed again if the run fails before writing
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise UpresError(f"{self.run_dir}: is a file, not a run folder") from None
+        except OSError as exc:
+            raise UpresError(f"{self.run_dir}: cannot make the run folder "
+                             f"({exc.strerror or exc})") from None
         self._log_sink = log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -513,7 +550,22 @@ class Trainer:
     def run(self, *, resume: bool = False, until: int | None = None) -> Path:
         """Train to ``optim.steps`` (or stop after step ``until``, checkpointed, for time-boxed
         sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early). Ctrl-C
-        stops at the end of a step, writes ``last.pt`` and raises KeyboardInterrupt."""
+        stops at the end of a step, writes ``last.pt`` and raises KeyboardInterrupt. One
+        process trains a run folder at a time (a second gets one line naming the first's PID);
+        a new folder that a failed start left empty is removed."""
+        lock = _hold_run(self.run_dir) if self.dist.main and self._log_file else None
+        try:
+            return self._run(resume=resume, until=until)
+        finally:
+            if lock is not None:
+                lock.close()
+                left = {p.name for p in self.run_dir.iterdir()}
+                if self._made and left <= {_LOCK}:
+                    (self.run_dir / _LOCK).unlink(missing_ok=True)
+                    self.run_dir.rmdir()
+
+    def _run(self, *, resume: bool, until: int | None) -> Path:
+        """:meth:`run`, in the run folder this process holds."""
         cfg = self.cfg
         # The checkpoint, the patch size and the data first: a run that cannot go on stops
         # before it writes anything, so a resumed run's config.yaml stays as it was and a new
