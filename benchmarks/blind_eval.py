@@ -67,7 +67,7 @@ def main() -> None:
     print(body)
     update_section("blind", "Blind SR: clean vs degraded inputs (x4)", body)
     cli(["eval", "-m", *args.models, "-d", str(BENCH / "Set14"), "-s", "4", "--lr-dir",
-         str(BLIND / "Set14"), "--report", args.report])
+         str(BLIND / "Set14"), "--report", args.report, "--overwrite"])
 
 
 def _hr_niqe(ds: str) -> float:

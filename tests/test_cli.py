@@ -435,8 +435,31 @@ def test_eval_bad_sets_and_result_paths_are_one_line(tmp_path, capsys):
     target.write_text("")
     (tmp_path / "link.json").symlink_to(target)  # written through, the link kept
     assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4", "--json",
-                 str(tmp_path / "link.json")]) == 0
+                 str(tmp_path / "link.json")]) == 2  # an existing file is not replaced unasked
+    assert "exists; use --overwrite" in _one_err(capsys) and target.read_text() == ""
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4", "--json",
+                 str(tmp_path / "link.json"), "--overwrite"]) == 0
     assert (tmp_path / "link.json").is_symlink() and json.loads(target.read_text())
+    capsys.readouterr()
+    # a report folder that is a file, or holds a report, is refused before any work
+    kept = tmp_path / "rep"
+    kept.write_text("mine")
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4", "--report",
+                 str(kept)]) == 2
+    assert "is a file; name a folder" in _one_err(capsys) and kept.read_text() == "mine"
+    (tmp_path / "rep2").mkdir()
+    (tmp_path / "rep2" / "index.html").write_text("mine")
+    assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "4", "--report",
+                 str(tmp_path / "rep2")]) == 2
+    assert "holds a report" in _one_err(capsys)
+    assert (tmp_path / "rep2" / "index.html").read_text() == "mine"
+    # two datasets with one folder name: their results and crops would be mixed up
+    for side in ("a", "b"):
+        (tmp_path / side / "set").mkdir(parents=True)
+        Image.new("RGB", (48, 48)).save(tmp_path / side / "set" / "x.png")
+    assert main(["eval", "-m", "bicubic", "-d", str(tmp_path / "a" / "set"),
+                 str(tmp_path / "b" / "set"), "-s", "2"]) == 2
+    assert "two datasets named 'set'" in _one_err(capsys)
 
 
 def test_video_refuses_a_still_image(tmp_path, capsys):

@@ -442,15 +442,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lr_dirs = args.lr_dir or []
     if lr_dirs and len(lr_dirs) != len(args.dataset):
         raise _UsageError("give one --lr-dir per dataset (-d), in the same order")
+    named: dict[str, str] = {}
     for d in args.dataset:
         if not Path(d).is_dir():
             raise _UsageError(f"{d}: {'not a folder' if Path(d).exists() else 'no such folder'}"
                               " (-d takes a folder of images)")
+        name = Path(d).resolve().name
+        if name in named and Path(named[name]).resolve() != Path(d).resolve():
+            raise _UsageError(f"-d {named[name]} and {d}: two datasets named {name!r} (results, "
+                              "tables and reports name a dataset by its folder); rename one")
+        named[name] = d
+    if args.report:  # a report that cannot be written is said before the work, not after
+        rep = Path(args.report)
+        if rep.exists() and not rep.is_dir():
+            raise _UsageError(f"--report {rep}: is a file; name a folder")
+        if (rep / "index.html").exists() and not args.overwrite:
+            raise _UsageError(f"--report {rep}: holds a report (index.html); use --overwrite "
+                              "to replace it, or name another folder")
+        try:
+            rep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _UsageError(f"--report {rep}: cannot create the folder "
+                              f"({exc.strerror or exc})") from None
+        if not os.access(rep, os.W_OK):
+            raise _UsageError(f"--report {rep}: the folder is not writable")
     for opt, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path:  # a results file that cannot be written is said before the work, not after
             out = Path(path)
             if out.is_dir():
                 raise _UsageError(f"{opt} {path}: is a folder; name a file")
+            if out.is_file() and not args.overwrite:  # /dev/stdout and the like: written
+                raise _UsageError(f"{opt} {path}: exists; use --overwrite to replace it")
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -832,6 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--markdown", metavar="PATH", help="write a Markdown table")
     e.add_argument("--report", metavar="DIR",
                    help="write an HTML report with side-by-side crops (DIR/index.html)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace existing --json/--markdown files and --report index.html")
     e.add_argument("--lr-dir", nargs="+", metavar="DIR",
                    help="ready LR images, one folder per dataset (X{s}/{name}x{s}.png, "
                         "{name}x{s}.png, {name}_x{s}.png or {name}.png)")

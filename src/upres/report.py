@@ -141,5 +141,7 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult],
                          f"</small></h3><div class='row'>{''.join(figs)}</div>")
     parts.append(f"<script>{_JS}</script></body></html>")
     index = out / "index.html"
-    index.write_text("\n".join(parts), encoding="utf-8")
+    from upres.formats.files import atomic_write
+
+    atomic_write(index, "\n".join(parts).encode("utf-8"), overwrite=True)  # never half-written
     return index
