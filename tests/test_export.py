@@ -210,3 +210,24 @@ def test_write_onnx_names_the_file_it_cannot_write_and_parallel_writers(tmp_path
             list(pool.map(lambda d: write_onnx(d, out), datas))
         assert out.read_bytes() in datas
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "same.onnx"]
+
+
+def test_opsets_outside_the_exporters_range_are_one_line(tmp_path, capsys):
+    """--opset 999 and 3 printed the exporter's 70-line dump; 0 exported opset 20 silently;
+    an op missing at an accepted opset is the exporter's first line, not its dump."""
+    for bad in ("999", "3", "0", "-1"):
+        assert main(["export", "-m", "tiny-x2", "--opset", bad,
+                     "-o", str(tmp_path / "o.onnx")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"upres: --opset must be 9 to 20, got {bad}"], err
+    assert not list(tmp_path.iterdir())
+    assert main(["export", "-m", "tiny-x2", "--opset", "9", "-o", str(tmp_path / "9.onnx")]) == 0
+    img = read_image(BENCH / "Set5" / "baby.png")[:32, :32]
+    got = upres.load(str(tmp_path / "9.onnx")).upscale(img)
+    want = upres.load("tiny-x2", device="cpu", precision="fp32").upscale(img)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    net = REGISTRY.build("upnet", {"channels": 8, "depth": 1, "scale": 2})
+    card = ModelCard(name="t", arch="upnet", scale=2, hparams={"channels": 8, "depth": 1},
+                     params=0)
+    with pytest.raises(UpresError, match=r"^t: ONNX export at opset 7 failed \(.*\)$"):
+        onnx_bytes(net, card, opset=7)

@@ -615,10 +615,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- export ------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     from upres.api import resolve_weights
-    from upres.export import OPSET, export_onnx
+    from upres.export import MIN_OPSET, OPSET, export_onnx
     from upres.models.weights import load_model
 
     out = Path(args.output)
+    if args.opset is not None and not MIN_OPSET <= args.opset <= OPSET:
+        raise _UsageError(f"--opset must be {MIN_OPSET} to {OPSET}, got {args.opset}")
     if out.is_dir():  # before any work (an int8 export calibrates first)
         raise _UsageError(f"{out}: is a folder, not a file to write the ONNX model to")
     if out.exists() and not args.overwrite:
@@ -634,13 +636,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         f", clean-up strength {float(args.denoise):g})" if args.denoise is not None else ")")
     if args.calibration and not args.int8:
         raise _UsageError("--calibration is for --int8 exports")
-    if args.int8 and args.opset:
+    if args.int8 and args.opset is not None:
         raise _UsageError("--opset is fixed for --int8 exports (the quantiser's own)")
     if not args.int8:
         # the float graph: a card that says "runs int8 by default" would be wrong in it
-        export_onnx(net, card.with_(default_precision=""), out, opset=args.opset or OPSET)
-        print(f"{what} -> {out} (ONNX opset "
-              f"{args.opset or OPSET}, dynamic batch/height/width)")
+        opset = OPSET if args.opset is None else args.opset
+        export_onnx(net, card.with_(default_precision=""), out, opset=opset)
+        print(f"{what} -> {out} (ONNX opset {opset}, dynamic batch/height/width)")
         return 0
     from upres.export import write_onnx
     from upres.quantize import load_calibration, loss_words, make_int8
@@ -900,7 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale, for weights that hold several")
     x.add_argument("--format", default="onnx", choices=("onnx",))
     x.add_argument("-o", "--output", required=True, metavar="PATH", help="the .onnx file")
-    x.add_argument("--opset", type=int, help="ONNX opset (default 20)")
+    x.add_argument("--opset", type=int, help="ONNX opset, 9 to 20 (default 20)")
     x.add_argument("--int8", action="store_true",
                    help="quantise to int8 (onnxruntime QDQ: per-channel weights, percentile-"
                         "calibrated activations, first layer float32, the last too "

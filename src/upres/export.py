@@ -25,11 +25,13 @@ from upres.errors import UpresError, one_line
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
 
-__all__ = ["OPSET", "GraphNet", "OnnxNet", "describe_io", "export_onnx", "io_convention",
-           "load_onnx", "onnx_bytes", "set_metadata", "write_onnx"]
+__all__ = ["MIN_OPSET", "OPSET", "GraphNet", "OnnxNet", "describe_io", "export_onnx",
+           "io_convention", "load_onnx", "onnx_bytes", "set_metadata", "write_onnx"]
 
 # Highest opset of torch's TorchScript-based exporter; onnxruntime >= 1.17 runs all of it.
 OPSET = 20
+#: the lowest opset every shipped architecture exports at (8 and below lack repeat_interleave)
+MIN_OPSET = 9
 
 
 def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> bytes:
@@ -53,11 +55,16 @@ def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> byte
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                        "output": {0: "batch", 2: "out_height",
-                                                   3: "out_width"}})
+        try:
+            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                            "output": {0: "batch", 2: "out_height",
+                                                       3: "out_width"}})
+        except Exception as exc:  # the exporter's own refusals (an op missing at this opset)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UpresError(f"{card.name}: ONNX export at opset {opset} failed "
+                             f"({first[:200]})") from None
     proto = onnx.load_from_string(buf.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = "upres", json.dumps(asdict(card), sort_keys=True)
