@@ -317,3 +317,32 @@ def test_outputs_sharing_a_name_are_found_before_any_work(tmp_path):
     kept, clashes = drop_clashes(collect_inputs([str(series)], False),
                                  JobOptions(output=str(tmp_path / "o")), 2)
     assert len(kept) == 2 and not clashes
+
+
+def test_a_damaged_manifest_or_an_unwritable_job_folder_is_one_line(tmp_path, capsys):
+    """A damaged manifest.json was reported as "a job run with other parameters (every key
+    differs)"; deleting it resumes the job without redoing its outputs. An output folder where
+    the job folder cannot be made (here: a file stands in its place) printed a traceback."""
+    src = tmp_path / "in"
+    _inputs(src, 2)
+    out = tmp_path / "out"
+    args = ["upscale", str(src), "-r", "-o", str(out), "-m", "bicubic", "-s", "2", "-q",
+            "--shard", "0/1"]
+    assert main(args) == 0
+    done = _outputs(out)
+    mf = out / ".upres-job" / "manifest.json"
+    for damage in ("{bad", "", "[1, 2]"):
+        mf.write_text(damage)
+        capsys.readouterr()
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{mf}: damaged job manifest (" in err[0], err
+    mf.unlink()
+    assert main(args) == 0 and _outputs(out) == done
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / ".upres-job").write_text("a file")
+    capsys.readouterr()
+    assert main([*args[:4], str(blocked), *args[5:]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot make the job folder .upres-job there" in err[0], err

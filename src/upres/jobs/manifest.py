@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from upres.errors import UpresError
+from upres.errors import UpresError, one_line
 from upres.formats.files import OutputExistsError, commit, temp_path
 from upres.jobs import Item, JobOptions, Row
 
@@ -90,7 +90,11 @@ def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[st
         UpresError: the folder holds a job of other parameters (and not ``overwrite``).
     """
     d = Path(out_dir) / JOB_DIR
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UpresError(f"{out_dir}: cannot make the job folder {JOB_DIR} there "
+                         f"({exc.strerror or exc})") from None
     rels = sorted(it.rel for it in items)
     blob = "\n".join(rels) + ("\n" if rels else "")
     raw = blob.encode("utf-8", "surrogateescape")  # names as the file system has them
@@ -102,7 +106,13 @@ def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[st
     if not _write_once(mf, text):
         try:
             old = json.loads(mf.read_text())
-        except (OSError, ValueError):
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            if not overwrite:
+                raise UpresError(f"{mf}: damaged job manifest ({one_line(exc, 80)}); delete "
+                                 "it and run again (outputs already written are kept and "
+                                 "skipped), or use another output folder") from None
             old = {}
         if old.get("params_sha256") != key:
             changed = sorted(k for k in set(params) | set(old.get("params", {}))
