@@ -1000,3 +1000,27 @@ def test_overrides_that_are_not_yaml_or_not_finite_are_one_line(tiny, tmp_path, 
     assert main(["train", str(tiny), "--run-dir", str(run), "--set", override]) == 1
     assert says in _one_error_line(capsys)
     assert not run.exists()
+
+
+def test_messages_name_the_folder_key_or_file(tiny, tmp_path, capsys):
+    """Refusals that named nothing, or the wrong cause: a missing run folder ("no checkpoint"),
+    a patch larger than every image and an empty data.train (the same "no image is at least
+    N pixels"), a card whose architecture this upres lacks (no file named)."""
+    from upres.models import REGISTRY, ModelCard
+    from upres.models.weights import load_model, save_model
+
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert _one_error_line(capsys).endswith("nowhere: no such folder (--resume takes a run folder)")
+    for override, says in (("data.patch=500", "is at least 1000 pixels on each side (data.patch "
+                                               "500 x scale 2); lower data.patch"),
+                           ("data.train=[]", "no training folder given (config key "
+                                             "'data.train')")):
+        assert main(["train", str(tiny), "--run-dir", str(tmp_path / "r"), "--set",
+                     override]) == 1
+        assert says in _one_error_line(capsys)
+    net = REGISTRY.build("upnet", {"channels": 8, "depth": 1, "scale": 2})
+    card = ModelCard(name="t", arch="nope", scale=2, hparams={"channels": 8, "depth": 1},
+                     params=0)
+    path = save_model(tmp_path / "nope.safetensors", net, card)
+    with pytest.raises(UpresError, match=rf"^{path}: unknown architecture 'nope'"):
+        load_model(path)

@@ -580,6 +580,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if extra:
             raise _UsageError(f"--resume {run_dir} continues that run in its folder with its own "
                               f"config.yaml: drop {extra} (change values with --set KEY=VALUE)")
+        if not run_dir.is_dir():
+            what = "not a folder" if run_dir.exists() else "no such folder"
+            raise _UsageError(f"{run_dir}: {what} (--resume takes a run folder)")
         if not (run_dir / "last.pt").is_file():
             if (run_dir / "config.yaml").is_file():
                 raise _UsageError(f"{run_dir}: no checkpoint last.pt to resume from (the run "

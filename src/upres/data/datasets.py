@@ -159,7 +159,11 @@ class PairedPatchSampler:
         pairs = [p for p in made if p is not None]
         self.skipped = [job[0] for job, p in zip(jobs, made, strict=True) if p is None]
         if not pairs:
-            raise UpresError(f"no training image is at least {patch * scale} pixels on each side")
+            if not folders:
+                raise UpresError("no training folder given (config key 'data.train')")
+            raise UpresError(f"no training image in {', '.join(map(str, folders))} is at least "
+                             f"{patch * scale} pixels on each side (data.patch {patch} x scale "
+                             f"{scale}); lower data.patch")
         self.pairs = pairs
         # Draw images in proportion to the number of patch positions they hold.
         area = np.array([(p.lr.shape[0] - patch + 1) * (p.lr.shape[1] - patch + 1)

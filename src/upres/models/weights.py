@@ -172,7 +172,10 @@ def load_model(path: str | os.PathLike[str],
         if not card.hparams.get("multi_scale"):
             raise UpresError(f"{p}: model upscales x{card.scale}, not x{scale}")
         card = card.with_(scale=scale, hparams={**card.hparams, "scale": scale})
-    model = REGISTRY.build(card.arch, card.hparams)
+    try:
+        model = REGISTRY.build(card.arch, card.hparams)
+    except UpresError as exc:  # a card naming an architecture or settings this upres lacks
+        raise UpresError(f"{p}: {exc}") from None
     own = model.state_dict()
     # State dicts from before PyTorch 0.4.1 lack BatchNorm's step counter; it is unused here.
     state = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state}
