@@ -453,6 +453,12 @@ def test_eval_bad_sets_and_result_paths_are_one_line(tmp_path, capsys):
                  str(tmp_path / "rep2")]) == 2
     assert "holds a report" in _one_err(capsys)
     assert (tmp_path / "rep2" / "index.html").read_text() == "mine"
+    for extra, says in ((["--lr-dir", str(tmp_path / "none")], "none: no such folder"),
+                        (["--lr-dir", str(BENCH / "Set5"), "--no-reference"],
+                         "with --no-reference the -d folders are the inputs")):
+        assert main(["eval", "-m", "bicubic", "-d", str(BENCH / "Set5"), "-s", "2",
+                     *extra]) == 2
+        assert says in _one_err(capsys)
     # two datasets with one folder name: their results and crops would be mixed up
     for side in ("a", "b"):
         (tmp_path / side / "set").mkdir(parents=True)

@@ -220,6 +220,8 @@ def test_opsets_outside_the_exporters_range_are_one_line(tmp_path, capsys):
                      "-o", str(tmp_path / "o.onnx")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"upres: --opset must be 9 to 20, got {bad}"], err
+    assert main(["export", "-m", "tiny-x2", "-o", str(tmp_path / "o.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("name the ONNX file with the suffix .onnx")
     assert not list(tmp_path.iterdir())
     assert main(["export", "-m", "tiny-x2", "--opset", "9", "-o", str(tmp_path / "9.onnx")]) == 0
     img = read_image(BENCH / "Set5" / "baby.png")[:32, :32]

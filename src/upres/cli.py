@@ -440,8 +440,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from upres.evaluate import to_markdown
 
     lr_dirs = args.lr_dir or []
+    if lr_dirs and args.no_reference:
+        raise _UsageError("--lr-dir pairs LR inputs with their ground truth; with "
+                          "--no-reference the -d folders are the inputs")
     if lr_dirs and len(lr_dirs) != len(args.dataset):
         raise _UsageError("give one --lr-dir per dataset (-d), in the same order")
+    for d in lr_dirs:
+        if not Path(d).is_dir():
+            raise _UsageError(f"--lr-dir {d}: "
+                              f"{'not a folder' if Path(d).exists() else 'no such folder'}")
     named: dict[str, str] = {}
     for d in args.dataset:
         if not Path(d).is_dir():
@@ -626,6 +633,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise _UsageError(f"--opset must be {MIN_OPSET} to {OPSET}, got {args.opset}")
     if out.is_dir():  # before any work (an int8 export calibrates first)
         raise _UsageError(f"{out}: is a folder, not a file to write the ONNX model to")
+    if out.suffix.lower() != ".onnx":  # upres and runtimes know an ONNX file by its suffix
+        raise _UsageError(f"{out}: name the ONNX file with the suffix .onnx")
     if out.exists() and not args.overwrite:
         raise _UsageError(f"{out}: exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
