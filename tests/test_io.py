@@ -442,3 +442,44 @@ def test_outputs_a_format_cannot_hold_are_one_line_before_the_work(tmp_path, rgb
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "wide.png" in err[0] and "WEBP" in err[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_exif_and_dpi_reach_tiff_and_bmp_outputs(tmp_path):
+    """Every photo with EXIF failed as TIFF output (libtiff refused the Exif-IFD pointer, even an
+    empty one the reader had added); a TIFF without resolution tags came out at 1 dpi; BMP lost
+    the DPI and 16-bit TIFF the EXIF. Now: the main directory reaches TIFF (the sub-directories
+    stay out), no invented DPI, BMP keeps it."""
+    rgb = np.asarray(Image.open(BENCH / "Set5" / "baby.png").convert("RGB"))[:32, :48]
+    for name, sub in (("make.jpg", False), ("camera.jpg", True)):
+        ex = Image.Exif()
+        ex[0x010F], ex[0x0110], ex[0x0112] = "Cam", "Model 1", 6
+        if sub:
+            ex.get_ifd(0x8769)[0x829A] = 1 / 125  # ExposureTime
+            ex.get_ifd(0x8825)[1] = "N"  # GPS
+        Image.fromarray(rgb).save(tmp_path / name, exif=ex.tobytes(), dpi=(300, 300))
+        arr, info = read_image_info(tmp_path / name)
+        assert arr.shape[:2] == (48, 32)  # upright
+        out = write_image(tmp_path / f"{name}.tiff", arr, info=info)
+        back = Image.open(out)
+        e = back.getexif()
+        assert (e[0x010F], e[0x0110], e.get(0x0112, 1)) == ("Cam", "Model 1", 1)
+        assert back.info["dpi"] == pytest.approx((300, 300)) and back.size == (32, 48)
+        bmp = write_image(tmp_path / f"{name}.bmp", arr, info=info)
+        assert Image.open(bmp).info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    Image.fromarray(rgb).save(tmp_path / "nodpi.tif")  # no resolution tags at all
+    arr, info = read_image_info(tmp_path / "nodpi.tif")
+    assert info.dpi is None
+    png = write_image(tmp_path / "nodpi.png", arr, info=info)
+    assert b"pHYs" not in png.read_bytes()
+    import tifffile
+
+    with tifffile.TiffFile(write_image(tmp_path / "nodpi_out.tif", arr, info=info)) as t:
+        assert 282 not in t.pages[0].tags
+    wide = (rgb.astype(np.uint16) * 257)
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0131] = "Cam", "Raw Tool"
+    _, info = read_image_info(tmp_path / "camera.jpg")
+    info16 = type(info)(**{**info.__dict__, "exif": ex.tobytes(), "bit_depth": 16})
+    with tifffile.TiffFile(write_image(tmp_path / "wide.tif", wide, info=info16)) as t:
+        tags = {tg.code: tg.value for tg in t.pages[0].tags.values()}
+        assert t.pages[0].dtype == np.uint16 and tags[271] == "Cam" and tags[305] == "Raw Tool"

@@ -156,6 +156,9 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
 def _dpi(img: Image.Image) -> tuple[float, float] | None:
     """The print resolution PIL found (``(x, y)`` dots per inch), or None."""
     d = img.info.get("dpi")
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None and 282 not in tags:  # a TIFF without XResolution: Pillow says 1 dpi
+        return None
     try:
         x, y = float(d[0]), float(d[1])
     except (TypeError, ValueError, IndexError):
@@ -396,10 +399,13 @@ def _read_opened(p: Path, img: Image.Image,
         exif[0x0112] = 1
     for tag in _STRUCTURE_TAGS:  # the output has its own size and layout
         exif.pop(tag, None)
-    with contextlib.suppress(Exception):
-        sub = exif.get_ifd(0x8769)  # Exif IFD: PixelX/YDimension, the old size
-        for tag in (0xA002, 0xA003):
-            sub.pop(tag, None)
+    if 0x8769 in exif:  # get_ifd of an absent IFD adds an empty one, which TIFF cannot write
+        with contextlib.suppress(Exception):
+            sub = exif.get_ifd(0x8769)  # Exif IFD: PixelX/YDimension, the old size
+            for tag in (0xA002, 0xA003):
+                sub.pop(tag, None)
+            if not sub:
+                del exif[0x8769]
     # A TIFF's "EXIF" is its own directory of layout tags: carry none of it.
     exif_bytes = exif.tobytes() if len(exif) and fmt != "TIFF" else None
     info = ImageInfo(format=fmt, bit_depth=16 if arr.dtype == np.uint16 else 8,
@@ -445,9 +451,39 @@ def _encode_16bit_tiff(arr: np.ndarray, info: ImageInfo | None) -> bytes:
     photometric = "minisblack" if arr.ndim == 2 or arr.shape[2] <= 2 else "rgb"
     extra = "unassalpha" if arr.ndim == 3 and arr.shape[2] in (2, 4) else None
     res = dict(resolution=info.dpi, resolutionunit="INCH") if info and info.dpi else {}
-    tifffile.imwrite(buf, arr, photometric=photometric, compression="zlib",
+    text = _tiff_text_tags(info.exif if info else None)
+    extratags += [(t, "s", 0, v, True) for t, v in text.items() if t not in (270, 305)]
+    tifffile.imwrite(buf, arr, photometric=photometric, compression="zlib", metadata=None,
+                     description=text.get(270), software=text.get(305, False),
                      extrasamples=[extra] if extra else None, extratags=extratags, **res)
     return buf.getvalue()
+
+
+#: EXIF sub-directories (Exif, GPS, Interoperability): libtiff cannot write their pointers
+_SUB_IFDS = (0x8769, 0x8825, 0xA005)
+#: the EXIF main-directory text tags a 16-bit TIFF carries (description, make, model,
+#: software, date, artist, copyright)
+_TEXT_TAGS = (270, 271, 272, 305, 306, 315, 33432)
+
+
+def _tiff_exif(exif: bytes) -> Image.Exif | None:
+    """What of ``exif`` a TIFF written through libtiff can hold: its main directory (camera
+    make and model, date, software, ...); the Exif, GPS and Interoperability sub-directories
+    are left out (libtiff refuses their pointers). None when nothing is left."""
+    e = Image.Exif()
+    e.load(exif)
+    for tag in _SUB_IFDS:
+        e.pop(tag, None)
+    return e if len(e) else None
+
+
+def _tiff_text_tags(exif: bytes | None) -> dict[int, str]:
+    """The text tags of ``exif``'s main directory (ASCII, non-empty), by tag number."""
+    if not exif:
+        return {}
+    e = Image.Exif()
+    e.load(exif)
+    return {t: v for t in _TEXT_TAGS if isinstance(v := e.get(t), str) and v and v.isascii()}
 
 
 def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int) -> bytes:
@@ -455,9 +491,13 @@ def _encode_8bit(arr: np.ndarray, fmt: str, info: ImageInfo | None, quality: int
     kw: dict = {}
     if info and info.icc_profile and fmt != "BMP":
         kw["icc_profile"] = info.icc_profile
-    if info and info.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if info and info.exif and fmt in ("JPEG", "PNG", "WEBP"):
         kw["exif"] = info.exif
-    if info and info.dpi and fmt in ("JPEG", "PNG", "TIFF"):
+    elif info and info.exif and fmt == "TIFF":
+        exif = _tiff_exif(info.exif)
+        if exif is not None:
+            kw["exif"] = exif
+    if info and info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         kw["dpi"] = info.dpi
     if fmt in ("JPEG", "WEBP"):
         kw["quality"] = quality
