@@ -3,6 +3,8 @@ network work and one resize; the same through the API and the HTTP API."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -116,3 +118,26 @@ def test_outputs_beyond_memory_refused_before_any_work(tmp_path, capsys, monkeyp
         upres.load("bicubic", scale=2).upscale(img)
     monkeypatch.undo()
     assert up.upscale(img).shape == (128, 128, 3)
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"outscale": float("inf")}, "outscale must be above 0 and at most 64, got inf"),
+    ({"outscale": 0}, "outscale must be above 0"),
+    ({"outscale": "abc"}, "outscale must be above 0"),
+    ({"fit": (0, 0)}, "fit 0x0: sizes must be positive"),
+    ({"size": (-5, 10)}, "size -5x10: sizes must be positive"),
+    ({"size": (0, 0)}, "size 0x0: sizes must be positive"),
+    ({"fit": (-3, -3)}, "fit -3x-3: sizes must be positive"),
+    ({"size": (1.5, 10)}, "size must be two whole numbers"),
+    ({"size": (10,)}, "size must be two whole numbers"),
+    ({"size": (2_000_000, 10)}, "size 2000000x10: sizes must be positive (one of them may "
+                                "be 0) and at most 1000000"),
+    ({"outscale": 2, "size": (10, 10)}, "outscale and size exclude each other"),
+])
+def test_api_size_requests_are_checked_like_the_command_line(kw, says):
+    """upres.upscale_image raised OverflowError or ValueError, or silently made a 1x1 image or
+    took one of two requests, where the command line refuses."""
+    from upres.errors import UpresError
+
+    with pytest.raises(UpresError, match=f"^{re.escape(says)}"):
+        upres.upscale_image(np.zeros((8, 8, 3), np.uint8), "bicubic", scale=2, **kw)

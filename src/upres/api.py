@@ -134,13 +134,16 @@ def upscale_image(img: Any, model: str = "auto", *, scale: int | None = None,
     the model's own scale. With ``model="auto"`` the network of each scale is the default one
     of that scale (loaded once and kept); a named model runs as many times as needed. The
     network passes are the least work that reaches the size, then one MATLAB-bicubic resize.
-    ``load_kw`` go to :func:`load` (device, precision, denoise, ...)."""
+    ``load_kw`` go to :func:`load` (device, precision, denoise, ...). A request out of
+    range (two of them, a factor not finite or above 64, sides not whole, negative, both 0 or
+    above 1000000) is UpresError, before the image is read."""
     import numpy as np
     from PIL import Image
 
-    from upres.inference.outscale import SizeRequest, passes_for, target_size, upscale_to
+    from upres.inference.outscale import passes_for, size_request, target_size, upscale_to
     from upres.inference.upscaler import pil_pixels
 
+    req = size_request(outscale, size, fit)  # checked before the image is read
     pil = isinstance(img, Image.Image)
     if pil:
         arr = pil_pixels(img)
@@ -150,8 +153,7 @@ def upscale_image(img: Any, model: str = "auto", *, scale: int | None = None,
         arr = read_image(Path(img))
     else:
         arr = np.asarray(img)
-    req = SizeRequest(outscale=outscale, size=size, fit=fit)
-    if outscale is None and size is None and fit is None:
+    if req is None:
         out = _cached(model, scale, load_kw).upscale(arr, tile=tile)
     else:
         h, w = arr.shape[:2]

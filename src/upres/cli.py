@@ -49,22 +49,15 @@ class _UsageError(Exception):
 
 # -- upscale -----------------------------------------------------------------------------------
 def _size_request(args: argparse.Namespace) -> SizeRequest | None:
-    from upres.inference.outscale import SizeRequest, parse_size
+    from upres.inference.outscale import parse_size, size_request
 
     given = [a for a in ("outscale", "size", "fit") if getattr(args, a) is not None]
     if len(given) > 1:
         raise _UsageError(f"--{given[0]} and --{given[1]} exclude each other")
-    if not given:
-        return None
     try:
-        if args.outscale is not None:
-            if not 0 < args.outscale <= 64:
-                raise UpresError(f"--outscale must be above 0 and at most 64, got "
-                                 f"{args.outscale}")
-            return SizeRequest(outscale=args.outscale)
-        if args.size is not None:
-            return SizeRequest(size=parse_size(args.size, "--size"))
-        return SizeRequest(fit=parse_size(args.fit, "--fit"))
+        return size_request(
+            args.outscale, size=None if args.size is None else parse_size(args.size, "--size"),
+            fit=None if args.fit is None else parse_size(args.fit, "--fit"), prefix="--")
     except UpresError as exc:
         raise _UsageError(str(exc)) from None
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from upres.errors import UpresError
 
-__all__ = ["SizeRequest", "parse_size", "passes_for", "target_size", "upscale_to"]
+__all__ = ["MAX_OUTSCALE", "MAX_SIDE", "SizeRequest", "parse_size", "passes_for",
+           "size_request", "target_size", "upscale_to"]
 
 _SCALES = (2, 3, 4)
 
@@ -40,15 +41,61 @@ class SizeRequest:
         return f"{w}x{h}"
 
 
+#: the largest --outscale factor
+MAX_OUTSCALE = 64
+#: the largest side --size and --fit take
+MAX_SIDE = 1_000_000
+
+
 def parse_size(text: str, what: str) -> tuple[int, int]:
     """``"1920x1080"`` -> ``(1920, 1080)`` (``"1920x0"``: height from the aspect ratio)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UpresError(f"{what} {text!r}: expected WxH, e.g. 1920x1080") from None
-    if w < 0 or h < 0 or w == h == 0 or max(w, h) > 1_000_000:
-        raise UpresError(f"{what} {text!r}: sizes must be positive (one of them may be 0)")
+    _check_sides(w, h, f"{what} {text!r}")
     return w, h
+
+
+def _check_sides(w: int, h: int, what: str) -> None:
+    if w < 0 or h < 0 or w == h == 0 or max(w, h) > MAX_SIDE:
+        raise UpresError(f"{what}: sizes must be positive (one of them may be 0) and at most "
+                         f"{MAX_SIDE}")
+
+
+def size_request(outscale: float | None = None, size: Sequence[int] | None = None,
+                 fit: Sequence[int] | None = None, *, prefix: str = "") -> SizeRequest | None:
+    """The checked request of at most one of ``outscale`` (finite, above 0, at most
+    :data:`MAX_OUTSCALE`), ``size`` and ``fit`` (two whole numbers ``(w, h)``, at least 0, not
+    both 0, at most :data:`MAX_SIDE`); None when none is given. ``prefix`` goes before the
+    names in messages (``--`` for the command line). Raises UpresError, one line."""
+    given = [n for n, v in (("outscale", outscale), ("size", size), ("fit", fit))
+             if v is not None]
+    if len(given) > 1:
+        raise UpresError(f"{prefix}{given[0]} and {prefix}{given[1]} exclude each other")
+    if not given:
+        return None
+    if outscale is not None:
+        try:
+            f = float(outscale)
+        except (TypeError, ValueError):
+            f = math.nan
+        if not (math.isfinite(f) and 0 < f <= MAX_OUTSCALE):
+            raise UpresError(f"{prefix}outscale must be above 0 and at most {MAX_OUTSCALE}, "
+                             f"got {outscale}")
+        return SizeRequest(outscale=f)
+    name = given[0]
+    pair = size if size is not None else fit
+    try:
+        w, h = (int(v) for v in pair)  # type: ignore[union-attr]
+        whole = all(float(v) == int(v) for v in pair)  # type: ignore[union-attr]
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise UpresError(f"{prefix}{name} must be two whole numbers (width, height), got "
+                         f"{pair!r}")
+    _check_sides(w, h, f"{prefix}{name} {w}x{h}")
+    return SizeRequest(**{name: (w, h)})
 
 
 def target_size(w: int, h: int, req: SizeRequest) -> tuple[int, int]:

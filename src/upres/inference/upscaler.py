@@ -720,7 +720,9 @@ class Upscaler:
 
         Args:
             img: numpy ``(H, W)``, ``(H, W, 1|2|3|4)`` (uint8, uint16, or float32 in [0, 1]), a
-                PIL image, or a path.
+                PIL image, or a path. A path is read as upres reads files (EXIF orientation
+                applied, animations refused); a PIL image's pixels are taken as they are (its
+                current frame, unrotated: ``ImageOps.exif_transpose`` it first to orient it).
             tile: input-pixel tile side; ``None`` picks one from the image size and available
                 memory, ``0`` runs the whole image at once.
             tile_overlap: context pixels read around each tile (>= the network's receptive-field
