@@ -559,10 +559,10 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.close()
-                left = {p.name for p in self.run_dir.iterdir()}
-                if self._made and left <= {_LOCK}:
-                    (self.run_dir / _LOCK).unlink(missing_ok=True)
-                    self.run_dir.rmdir()
+                with contextlib.suppress(OSError):  # a folder gone or shared meanwhile: kept
+                    if self._made and {p.name for p in self.run_dir.iterdir()} <= {_LOCK}:
+                        (self.run_dir / _LOCK).unlink(missing_ok=True)
+                        self.run_dir.rmdir()
 
     def _run(self, *, resume: bool, until: int | None) -> Path:
         """:meth:`run`, in the run folder this process holds."""
