@@ -212,16 +212,16 @@ def test_write_onnx_names_the_file_it_cannot_write_and_parallel_writers(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "same.onnx"]
 
 
-def test_opsets_outside_the_exporters_range_are_one_line(tmp_path, capsys):
+def test_opsets_outside_the_exporters_range_are_one_line(tmp_path, capfd):
     """--opset 999 and 3 printed the exporter's 70-line dump; 0 exported opset 20 silently;
     an op missing at an accepted opset is the exporter's first line, not its dump."""
     for bad in ("999", "3", "0", "-1"):
         assert main(["export", "-m", "tiny-x2", "--opset", bad,
                      "-o", str(tmp_path / "o.onnx")]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
+        err = capfd.readouterr().err.strip().splitlines()
         assert err == [f"upres: --opset must be 9 to 20, got {bad}"], err
     assert main(["export", "-m", "tiny-x2", "-o", str(tmp_path / "o.png")]) == 2
-    assert capsys.readouterr().err.strip().endswith("name the ONNX file with the suffix .onnx")
+    assert capfd.readouterr().err.strip().endswith("name the ONNX file with the suffix .onnx")
     assert not list(tmp_path.iterdir())
     assert main(["export", "-m", "tiny-x2", "--opset", "9", "-o", str(tmp_path / "9.onnx")]) == 0
     img = read_image(BENCH / "Set5" / "baby.png")[:32, :32]
@@ -231,5 +231,14 @@ def test_opsets_outside_the_exporters_range_are_one_line(tmp_path, capsys):
     net = REGISTRY.build("upnet", {"channels": 8, "depth": 1, "scale": 2})
     card = ModelCard(name="t", arch="upnet", scale=2, hparams={"channels": 8, "depth": 1},
                      params=0)
-    with pytest.raises(UpresError, match=r"^t: ONNX export at opset 7 failed \(.*\)$"):
+    with pytest.raises(UpresError, match=r"^opset must be 9 to 20, got 7$"):
         onnx_bytes(net, card, opset=7)
+
+    class Bicubic(torch.nn.Module):  # an op the exporter has only from opset 11
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic")
+
+    capfd.readouterr()
+    with pytest.raises(UpresError, match=r"^t: ONNX export at opset 9 failed \(.*bicubic"):
+        onnx_bytes(Bicubic(), card.with_(arch="custom"), opset=9)
+    assert capfd.readouterr().out == ""  # the exporter's graph dump is not printed

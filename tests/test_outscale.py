@@ -141,3 +141,54 @@ def test_api_size_requests_are_checked_like_the_command_line(kw, says):
 
     with pytest.raises(UpresError, match=f"^{re.escape(says)}"):
         upres.upscale_image(np.zeros((8, 8, 3), np.uint8), "bicubic", scale=2, **kw)
+
+
+def test_cgroup_room_counts_the_inactive_file_cache_as_free(tmp_path):
+    """A long-lived container sits near its limit with file cache the kernel drops on demand:
+    counting it as used refused every upscale ("0 KiB available"). v2 and v1 layouts, the
+    process's own cgroup or the mount root (inside a container), and no limit."""
+    from upres.inference.upscaler import _cgroup_room
+
+    proc = tmp_path / "cgroup"
+    v2 = tmp_path / "v2"
+    (v2 / "job").mkdir(parents=True)
+    (v2 / "job" / "memory.max").write_text("1000000\n")
+    (v2 / "job" / "memory.current").write_text("990000\n")
+    (v2 / "job" / "memory.stat").write_text("anon 200000\nfile 790000\ninactive_file 700000\n")
+    proc.write_text("0::/job\n")
+    assert _cgroup_room(proc, v2) == 1000000 - 990000 + 700000
+    proc.write_text("0::/elsewhere\n")  # not mounted there: the root's own files
+    (v2 / "memory.max").write_text("max\n")
+    assert _cgroup_room(proc, v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2000000\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("1500000\n")
+    (v1 / "memory" / "memory.stat").write_text("cache 900000\ntotal_inactive_file 400000\n")
+    proc.write_text("4:memory:/process_api/abc\n1:cpu:/\n")
+    assert _cgroup_room(proc, v1) == 2000000 - 1500000 + 400000
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))
+    assert _cgroup_room(proc, v1) is None
+    assert _cgroup_room(tmp_path / "missing", v1) is None
+
+
+def test_multi_frame_documents_are_checked_as_a_whole(tmp_path, monkeypatch):
+    """Every frame's output is kept until the file is written: a stack whose frames fit one
+    at a time but not together is refused before the first frame runs."""
+    import tifffile
+
+    from upres import formats
+    from upres.convert import upscale_document
+    from upres.errors import UpresError
+    from upres.inference import upscaler
+
+    stack = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    doc = formats.read(tmp_path / "stack.tif")
+    up = upres.load("tiny-x2", device="cpu", precision="fp32")
+    monkeypatch.setattr(upscaler, "_available_memory", lambda: 40 * 2**10)
+    with pytest.raises(UpresError, match="64x64 output needs about 48 KiB .* its 3 frames "
+                                         "together do not fit"):
+        upscale_document(up, doc)
+    monkeypatch.undo()
+    assert [f.shape for f in upscale_document(up, doc).frames] == [(64, 64)] * 3

@@ -345,4 +345,4 @@ def test_a_damaged_manifest_or_an_unwritable_job_folder_is_one_line(tmp_path, ca
     capsys.readouterr()
     assert main([*args[:4], str(blocked), *args[5:]]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot make the job folder .upres-job there" in err[0], err
+    assert len(err) == 1 and "cannot make or write the job folder .upres-job there" in err[0], err

@@ -965,22 +965,32 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tiny, tmp_path, capsys
     run = _stopped_run(tiny, tmp_path)
     config, ckpt = (run / "config.yaml").read_bytes(), (run / "last.pt").read_bytes()
     held = _hold_run(run)  # as a training process holds it
+    young = tmp_path / "young"  # a live run before its first checkpoint
+    young.mkdir()
+    held_young = _hold_run(young)
     try:
         capsys.readouterr()
-        assert main(["train", "--resume", str(run), "--stop-after", "4"]) == 1
-        err = _one_error_line(capsys)
-        assert f"{run}: another process (PID {os.getpid()}) is training this run" in err, err
+        for args in (["--resume", str(run), "--stop-after", "4"], ["--resume", str(young)],
+                     [str(tiny), "--run-dir", str(young)]):
+            assert main(["train", *args]) == 1, args
+            err = _one_error_line(capsys)
+            held_dir = run if str(run) in args else young
+            assert f"{held_dir}: another process (PID {os.getpid()}) is training this run" \
+                in err, err
         assert (run / "config.yaml").read_bytes() == config
         assert (run / "last.pt").read_bytes() == ckpt
+        assert [p.name for p in young.iterdir()] == [".lock"]
     finally:
         held.close()
+        held_young.close()
     assert main(["train", "--resume", str(run), "--stop-after", "4"]) == 0
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
     fresh = tmp_path / "fresh"
-    assert main(["train", str(tiny), "--run-dir", str(fresh), "--set",
-                 f"data.train=[{tmp_path / 'nowhere'}]"]) == 1
-    _one_error_line(capsys)
-    assert not fresh.exists()
+    for bad in (f"data.train=[{tmp_path / 'nowhere'}]",  # fails in the run
+                f"model.init={tmp_path / 'none.safetensors'}"):  # fails in the Trainer's set-up
+        assert main(["train", str(tiny), "--run-dir", str(fresh), "--set", bad]) == 1
+        _one_error_line(capsys)
+        assert not fresh.exists(), bad
     a_file = tmp_path / "a_file"
     a_file.write_text("kept")
     assert main(["train", str(tiny), "--run-dir", str(a_file)]) == 1

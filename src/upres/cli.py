@@ -51,9 +51,6 @@ class _UsageError(Exception):
 def _size_request(args: argparse.Namespace) -> SizeRequest | None:
     from upres.inference.outscale import parse_size, size_request
 
-    given = [a for a in ("outscale", "size", "fit") if getattr(args, a) is not None]
-    if len(given) > 1:
-        raise _UsageError(f"--{given[0]} and --{given[1]} exclude each other")
     try:
         return size_request(
             args.outscale, size=None if args.size is None else parse_size(args.size, "--size"),
@@ -447,25 +444,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not Path(d).is_dir():
             raise _UsageError(f"{d}: {'not a folder' if Path(d).exists() else 'no such folder'}"
                               " (-d takes a folder of images)")
-        name = Path(d).resolve().name
+        name = Path(d).name  # what results, tables and reports call it
         if name in named and Path(named[name]).resolve() != Path(d).resolve():
             raise _UsageError(f"-d {named[name]} and {d}: two datasets named {name!r} (results, "
                               "tables and reports name a dataset by its folder); rename one")
         named[name] = d
-    if args.report:  # a report that cannot be written is said before the work, not after
-        rep = Path(args.report)
-        if rep.exists() and not rep.is_dir():
-            raise _UsageError(f"--report {rep}: is a file; name a folder")
-        if (rep / "index.html").exists() and not args.overwrite:
-            raise _UsageError(f"--report {rep}: holds a report (index.html); use --overwrite "
-                              "to replace it, or name another folder")
-        try:
-            rep.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _UsageError(f"--report {rep}: cannot create the folder "
-                              f"({exc.strerror or exc})") from None
-        if not os.access(rep, os.W_OK):
-            raise _UsageError(f"--report {rep}: the folder is not writable")
     for opt, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path:  # a results file that cannot be written is said before the work, not after
             out = Path(path)
@@ -480,6 +463,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   f"({exc.strerror or exc})") from None
             if not os.access(out.parent, os.W_OK):
                 raise _UsageError(f"{opt} {path}: its folder is not writable")
+    if args.report:  # a report that cannot be written is said before the work, not after
+        rep = Path(args.report)
+        if rep.exists() and not rep.is_dir():
+            raise _UsageError(f"--report {rep}: is a file; name a folder")
+        if (rep / "index.html").exists() and not args.overwrite:
+            raise _UsageError(f"--report {rep}: holds a report (index.html); use --overwrite "
+                              "to replace it, or name another folder")
+        try:
+            rep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _UsageError(f"--report {rep}: cannot create the folder "
+                              f"({exc.strerror or exc})") from None
+        if not os.access(rep, os.W_OK):
+            raise _UsageError(f"--report {rep}: the folder is not writable")
     results = []
     outputs: dict = {}  # (dataset, scale) -> name -> (hr, lr, {model: sr}), for --report
     for i, d in enumerate(args.dataset):
@@ -572,7 +569,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from upres.train.config import load_config
     from upres.train.distributed import teardown
-    from upres.train.trainer import RUN_FILES, Trainer, run_dir_for
+    from upres.train.trainer import (
+        RUN_FILES,
+        Trainer,
+        check_run_free,
+        remove_if_empty,
+        run_dir_for,
+    )
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -583,6 +586,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not run_dir.is_dir():
             what = "not a folder" if run_dir.exists() else "no such folder"
             raise _UsageError(f"{run_dir}: {what} (--resume takes a run folder)")
+        check_run_free(run_dir)  # before any word on what the folder holds
         if not (run_dir / "last.pt").is_file():
             if (run_dir / "config.yaml").is_file():
                 raise _UsageError(f"{run_dir}: no checkpoint last.pt to resume from (the run "
@@ -599,6 +603,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise _UsageError("train needs CONFIG.yaml (or --resume RUN_DIR)")
     cfg = load_config(args.config, args.set)
     run_dir = run_dir_for(cfg, args.run_dir)
+    if run_dir.is_dir():
+        check_run_free(run_dir)
     # A fresh run never writes over an earlier one (its log would be appended to, its
     # checkpoint and weights replaced). Every torchrun process checks before the process group
     # forms, so no process can have written anything yet.
@@ -608,8 +614,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "it has no checkpoint to resume from: delete it, or")
         raise _UsageError(f"{run_dir}: already holds a run ({', '.join(held)}); {then} start a "
                           f"new one with --run-dir DIR or --set name=NEW")
+    existed = run_dir.exists()
     try:
         Trainer(cfg, run_dir).run(until=args.stop_after)
+    except BaseException:
+        if not existed:  # a new run that failed before writing anything leaves no folder
+            remove_if_empty(run_dir)
+        raise
     finally:
         teardown()  # under torchrun: leave the process group (main ends the process)
     return 0

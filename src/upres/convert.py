@@ -128,6 +128,15 @@ def upscale_document(up: Any, doc: Document, *, tile: int | None = None, tile_ov
         out = up.upscale(doc.frames[0], tile=tile, tile_overlap=tile_overlap, **kw)
         return Document("image", (out,), doc.meta)
     session = session or Session()
+    if doc.kind in ("dicom", "tiff") and doc.frames:  # every frame's output is kept until the
+        # file is written: all of them must fit, not only the one being made
+        from upres.inference.upscaler import check_memory
+
+        f0 = doc.frames[0]
+        need = sum(f.size * f.dtype.itemsize for f in doc.frames) * s * s
+        check_memory(need, f0.shape[1] * s, f0.shape[0] * s,
+                     f"its {len(doc.frames)} frames together do not fit; use a smaller input "
+                     "or scale" if len(doc.frames) > 1 else "use a smaller input or scale")
     if doc.kind == "dicom":
         m = doc.meta
         masks = [((f >= m.padding[0]) & (f <= m.padding[1])) if m.padding is not None

@@ -10,10 +10,13 @@ unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +37,20 @@ OPSET = 20
 MIN_OPSET = 9
 
 
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Send what native code writes to file descriptor 1 to /dev/null meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> bytes:
     """The serialized ONNX model of ``model`` (float32, CPU): input ``input``
     ``(N, C, H, W)``, output ``output`` ``(N, C, H*s, W*s)`` (``H, W`` for pre-upsampling
@@ -43,6 +60,8 @@ def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> byte
     if spec is not None and not spec.onnx:
         raise UpresError(f"{card.name}: architecture {card.arch} cannot be exported to ONNX with "
                          "dynamic sizes (parts of its graph depend on the input size)")
+    if not MIN_OPSET <= opset <= OPSET:
+        raise UpresError(f"opset must be {MIN_OPSET} to {OPSET}, got {opset}")
     import onnx
 
     model = model.float().cpu().eval()
@@ -55,13 +74,14 @@ def onnx_bytes(model: nn.Module, card: ModelCard, *, opset: int = OPSET) -> byte
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                            "output": {0: "batch", 2: "out_height",
-                                                       3: "out_width"}})
-        except Exception as exc:  # the exporter's own refusals (an op missing at this opset)
+        try:  # the exporter prints the graph to stdout when it gives up: not to the user
+            with _quiet_stdout():
+                torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                                "output": {0: "batch", 2: "out_height",
+                                                           3: "out_width"}})
+        except torch.onnx.errors.OnnxExporterError as exc:  # an op missing at this opset
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UpresError(f"{card.name}: ONNX export at opset {opset} failed "
                              f"({first[:200]})") from None

@@ -170,11 +170,14 @@ def upscale_to(img: np.ndarray, target: tuple[int, int],
     h, w = img.shape[:2]
     c = 1 if img.ndim == 2 else img.shape[2]
     grow = math.prod(passes)
-    last = h * grow * w * grow  # pixels out of the last pass
-    need = last * c * img.dtype.itemsize
-    if (h * grow, w * grow) != (th, tw):  # the resize works in float64: about 3.5 copies of
-        need += (last + 3.5 * max(last, tw * th)) * c * 8  # the larger side at its peak
-    check_memory(need, tw, th, "ask for a smaller size")  # before any pass, not at the last
+    ph, pw = h * grow, w * grow  # out of the last pass
+    need = ph * pw * c * img.dtype.itemsize
+    if (ph, pw) != (th, tw):  # the resize: a float64 copy of its input, then its two 1-D
+        # passes (the smaller scale first, as MATLAB does), about 3.5 float64 copies of the
+        # larger of their outputs at the peak
+        mid = th * pw if th / ph <= tw / pw else ph * tw
+        need += (ph * pw + 3.5 * max(mid, tw * th)) * c * 8
+    check_memory(need, tw, th, "ask for a smaller size, or use a smaller input")
     out = img
     for s in passes:
         out = np.asarray(upscaler_for(s).upscale(out, **kw))

@@ -857,8 +857,9 @@ def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _available_memory() -> int:
-    """Bytes of memory available to this process: Linux MemAvailable, or what is left under
-    the cgroup (v2) memory limit when that is less; 4 GiB if neither can be read."""
+    """Bytes of memory available to this process: Linux MemAvailable, or the room left under
+    its cgroup's memory limit (:func:`_cgroup_room`) when that is less; 4 GiB if neither can
+    be read."""
     avail = None
     try:
         with open("/proc/meminfo") as f:
@@ -868,15 +869,50 @@ def _available_memory() -> int:
                     break
     except (OSError, ValueError):
         pass
-    try:
-        cg = Path("/sys/fs/cgroup")
-        limit = (cg / "memory.max").read_text().strip()
-        if limit != "max":
-            left = int(limit) - int((cg / "memory.current").read_text())
-            avail = left if avail is None else min(avail, left)
-    except (OSError, ValueError):
-        pass
+    room = _cgroup_room()
+    if room is not None:
+        avail = room if avail is None else min(avail, room)
     return 4 * 2**30 if avail is None else max(0, avail)
+
+
+def _cgroup_room(proc: Path = Path("/proc/self/cgroup"),
+                 root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes left under this process's cgroup memory limit (cgroup v2 ``memory.max``, or v1
+    ``memory.limit_in_bytes``), counting the inactive file cache as free (the kernel drops it
+    before it refuses memory; a long-lived container sits near its limit with it); None where
+    there is no limit or none can be read. The cgroup is the one ``/proc/self/cgroup`` names,
+    or the controller's mount root (inside a container, the container's own cgroup)."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        rel = parts[2].lstrip("/")
+        if parts[1] == "":  # v2: the unified hierarchy
+            dirs, files = (root / rel, root), ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in parts[1].split(","):
+            dirs = (root / "memory" / rel, root / "memory")
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        for d in dirs:
+            try:
+                limit = (d / files[0]).read_text().strip()
+                if limit == "max" or int(limit) >= 2**60:  # no limit set here
+                    break
+                used = int((d / files[1]).read_text())
+                cache = 0
+                for stat in (d / "memory.stat").read_text().splitlines():
+                    key, _, value = stat.partition(" ")
+                    if key == files[2]:
+                        cache = int(value)
+                return max(0, int(limit) - used + cache)
+            except (OSError, ValueError):
+                continue
+    return None
 
 
 def check_memory(need: float, width: int, height: int, instead: str) -> None:

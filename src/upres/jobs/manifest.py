@@ -92,9 +92,15 @@ def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[st
     d = Path(out_dir) / JOB_DIR
     try:
         d.mkdir(parents=True, exist_ok=True)
+        return _open_job(d, out_dir, items, params, overwrite)
     except OSError as exc:
-        raise UpresError(f"{out_dir}: cannot make the job folder {JOB_DIR} there "
+        raise UpresError(f"{out_dir}: cannot make or write the job folder {JOB_DIR} there "
                          f"({exc.strerror or exc})") from None
+
+
+def _open_job(d: Path, out_dir: str | os.PathLike[str], items: list[Item],
+              params: dict[str, Any], overwrite: bool) -> Path:
+    """:func:`open_job` in the job folder ``d``, which exists."""
     rels = sorted(it.rel for it in items)
     blob = "\n".join(rels) + ("\n" if rels else "")
     raw = blob.encode("utf-8", "surrogateescape")  # names as the file system has them
@@ -105,10 +111,10 @@ def open_job(out_dir: str | os.PathLike[str], items: list[Item], params: dict[st
     mf = d / "manifest.json"
     if not _write_once(mf, text):
         try:
-            old = json.loads(mf.read_text())
+            old = json.loads(mf.read_text())  # an OSError is said by open_job: cannot read
             if not isinstance(old, dict):
                 raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             if not overwrite:
                 raise UpresError(f"{mf}: damaged job manifest ({one_line(exc, 80)}); delete "
                                  "it and run again (outputs already written are kept and "

@@ -46,7 +46,8 @@ from upres.train.distributed import setup
 from upres.train.gan import GanTrainer
 from upres.train.losses import make_loss
 
-__all__ = ["RUN_FILES", "Trainer", "read_checkpoint", "run_dir_for"]
+__all__ = ["RUN_FILES", "Trainer", "check_run_free", "read_checkpoint", "remove_if_empty",
+           "run_dir_for"]
 
 # What a run writes in its folder (a fresh run must not find them there: the CLI refuses).
 RUN_FILES = ("train.log", "last.pt", "config.yaml", "final.safetensors", "best.safetensors",
@@ -66,9 +67,12 @@ _LOCK = ".lock"
 def _hold_run(run_dir: Path) -> Any:
     """Lock ``run_dir`` for this process (an exclusive ``flock`` on ``RUN/.lock``, released
     when the returned file is closed or the process ends, however it ends); UpresError, one
-    line with the holder's PID, when another process holds it."""
-    import fcntl
-
+    line with the holder's PID, when another process holds it. None (no lock) where there are
+    no locks: no ``fcntl`` (Windows), or a file system that refuses them (NFS without lockd)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
     try:
         f = open(run_dir / _LOCK, "a+")  # noqa: SIM115 (held open: it is the lock)
     except OSError as exc:
@@ -76,17 +80,39 @@ def _hold_run(run_dir: Path) -> Any:
                          ) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         f.seek(0)
         pid = f.read().strip() or "unknown"
         f.close()
         raise UpresError(f"{run_dir}: another process (PID {pid}) is training this run now; "
                          "wait for it to stop, or stop it first") from None
+    except OSError:
+        f.close()
+        return None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))
     f.flush()
     return f
+
+
+def check_run_free(run_dir: Path) -> None:
+    """UpresError (one line, the holder's PID) if a process is training ``run_dir`` now: asked
+    before anything is said about the folder's contents, which a live run is changing. Under
+    torchrun only rank 0 asks (the one that holds the lock)."""
+    if os.environ.get("RANK", "0") == "0" and (run_dir / _LOCK).is_file():
+        held = _hold_run(run_dir)
+        if held is not None:
+            held.close()
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove ``run_dir`` if it holds nothing but its lock file (a new run that failed before
+    writing anything); anything else, or any error, leaves it as it is."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {_LOCK}:
+            (run_dir / _LOCK).unlink(missing_ok=True)
+            run_dir.rmdir()
 
 
 def read_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu"
@@ -181,7 +207,6 @@ class Trainer:
         self.cfg = cfg
         self._log_file = log_file
         self.run_dir = run_dir_for(cfg, run_dir)
-        self._made = not self.run_dir.exists()  # removed again if the run fails before writing
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
@@ -551,18 +576,14 @@ class Trainer:
         """Train to ``optim.steps`` (or stop after step ``until``, checkpointed, for time-boxed
         sessions); returns ``final.safetensors`` (or ``last.pt`` when stopped early). Ctrl-C
         stops at the end of a step, writes ``last.pt`` and raises KeyboardInterrupt. One
-        process trains a run folder at a time (a second gets one line naming the first's PID);
-        a new folder that a failed start left empty is removed."""
+        process trains a run folder at a time (a second gets one line naming the first's PID;
+        under torchrun rank 0 holds it)."""
         lock = _hold_run(self.run_dir) if self.dist.main and self._log_file else None
         try:
             return self._run(resume=resume, until=until)
         finally:
             if lock is not None:
                 lock.close()
-                with contextlib.suppress(OSError):  # a folder gone or shared meanwhile: kept
-                    if self._made and {p.name for p in self.run_dir.iterdir()} <= {_LOCK}:
-                        (self.run_dir / _LOCK).unlink(missing_ok=True)
-                        self.run_dir.rmdir()
 
     def _run(self, *, resume: bool, until: int | None) -> Path:
         """:meth:`run`, in the run folder this process holds."""
