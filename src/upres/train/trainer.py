@@ -581,6 +581,12 @@ class Trainer:
         lock = _hold_run(self.run_dir) if self.dist.main and self._log_file else None
         try:
             return self._run(resume=resume, until=until)
+        except BaseException:
+            if lock is not None:  # a run that stopped before writing anything leaves nothing
+                with contextlib.suppress(OSError):
+                    if {p.name for p in self.run_dir.iterdir()} == {_LOCK}:
+                        (self.run_dir / _LOCK).unlink()
+            raise
         finally:
             if lock is not None:
                 lock.close()
