@@ -187,8 +187,8 @@ def test_multi_frame_documents_are_checked_as_a_whole(tmp_path, monkeypatch):
     doc = formats.read(tmp_path / "stack.tif")
     up = upres.load("tiny-x2", device="cpu", precision="fp32")
     monkeypatch.setattr(upscaler, "_available_memory", lambda: 40 * 2**10)
-    with pytest.raises(UpresError, match="64x64 output needs about 48 KiB .* its 3 frames "
-                                         "together do not fit"):
+    with pytest.raises(UpresError, match=r"64x64 output needs about 48 KiB .* its 3 frames "
+                                         r"together do not fit"):
         upscale_document(up, doc)
     monkeypatch.undo()
     assert [f.shape for f in upscale_document(up, doc).frames] == [(64, 64)] * 3
