@@ -149,25 +149,26 @@ def test_cgroup_room_counts_the_inactive_file_cache_as_free(tmp_path):
     process's own cgroup or the mount root (inside a container), and no limit."""
     from upres.inference.upscaler import _cgroup_room
 
+    def files(d, **text):  # a cgroup's memory files, their dots written as underscores
+        d.mkdir(parents=True, exist_ok=True)
+        for name, value in text.items():
+            (d / name.replace("_", ".", 1)).write_text(value)
+
     proc = tmp_path / "cgroup"
     v2 = tmp_path / "v2"
-    (v2 / "job").mkdir(parents=True)
-    (v2 / "job" / "memory.max").write_text("1000000\n")
-    (v2 / "job" / "memory.current").write_text("990000\n")
-    (v2 / "job" / "memory.stat").write_text("anon 200000\nfile 790000\ninactive_file 700000\n")
+    files(v2 / "job", memory_max="1000000\n", memory_current="990000\n",
+          memory_stat="anon 200000\nfile 790000\ninactive_file 700000\n")
     proc.write_text("0::/job\n")
     assert _cgroup_room(proc, v2) == 1000000 - 990000 + 700000
     proc.write_text("0::/elsewhere\n")  # not mounted there: the root's own files
-    (v2 / "memory.max").write_text("max\n")
+    files(v2, memory_max="max\n")
     assert _cgroup_room(proc, v2) is None
     v1 = tmp_path / "v1"
-    (v1 / "memory").mkdir(parents=True)
-    (v1 / "memory" / "memory.limit_in_bytes").write_text("2000000\n")
-    (v1 / "memory" / "memory.usage_in_bytes").write_text("1500000\n")
-    (v1 / "memory" / "memory.stat").write_text("cache 900000\ntotal_inactive_file 400000\n")
+    files(v1 / "memory", memory_limit_in_bytes="2000000\n", memory_usage_in_bytes="1500000\n",
+          memory_stat="cache 900000\ntotal_inactive_file 400000\n")
     proc.write_text("4:memory:/process_api/abc\n1:cpu:/\n")
     assert _cgroup_room(proc, v1) == 2000000 - 1500000 + 400000
-    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))
+    files(v1 / "memory", memory_limit_in_bytes=str(2**63 - 4096))
     assert _cgroup_room(proc, v1) is None
     assert _cgroup_room(tmp_path / "missing", v1) is None
 

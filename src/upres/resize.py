@@ -19,7 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["KERNELS", "cubic", "imresize", "lanczos", "resize_weights"]
+__all__ = ["KERNELS", "cubic", "imresize", "imresize_peak_bytes", "lanczos",
+           "resize_weights"]
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -95,6 +96,15 @@ def _resize_axis(x: np.ndarray, axis: int, out_len: int, scale: float, antialias
     if int_max is not None:
         out = np.floor(np.clip(out, 0.0, int_max) + 0.5)
     return np.moveaxis(out, 0, axis)
+
+
+def imresize_peak_bytes(h: int, w: int, out_h: int, out_w: int, channels: int) -> float:
+    """About the most memory :func:`imresize` holds resizing an ``h x w`` image of ``channels``
+    to ``out_h x out_w``: the float64 copy of its input, then its two 1-D passes (the smaller
+    scale first), about 3.5 float64 copies of the larger of their outputs at the peak
+    (measured with tracemalloc: within 20 % above)."""
+    mid = out_h * w if out_h / h <= out_w / w else h * out_w
+    return (h * w + 3.5 * max(mid, out_h * out_w)) * channels * 8
 
 
 def imresize(

@@ -164,7 +164,7 @@ def upscale_to(img: np.ndarray, target: tuple[int, int],
     to ``target`` ``(w, h)`` by MATLAB bicubic (antialiased when shrinking). Same dtype and
     channels as ``img``."""
     from upres.inference.upscaler import check_memory
-    from upres.resize import imresize
+    from upres.resize import imresize, imresize_peak_bytes
 
     tw, th = target
     h, w = img.shape[:2]
@@ -172,11 +172,8 @@ def upscale_to(img: np.ndarray, target: tuple[int, int],
     grow = math.prod(passes)
     ph, pw = h * grow, w * grow  # out of the last pass
     need = ph * pw * c * img.dtype.itemsize
-    if (ph, pw) != (th, tw):  # the resize: a float64 copy of its input, then its two 1-D
-        # passes (the smaller scale first, as MATLAB does), about 3.5 float64 copies of the
-        # larger of their outputs at the peak
-        mid = th * pw if th / ph <= tw / pw else ph * tw
-        need += (ph * pw + 3.5 * max(mid, tw * th)) * c * 8
+    if (ph, pw) != (th, tw):
+        need += imresize_peak_bytes(ph, pw, th, tw, c)
     check_memory(need, tw, th, "ask for a smaller size, or use a smaller input")
     out = img
     for s in passes:

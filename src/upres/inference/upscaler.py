@@ -28,7 +28,7 @@ from upres.formats.image import read_image
 from upres.inference.tiling import tile_grid
 from upres.models.descriptor import ModelCard
 from upres.models.registry import REGISTRY
-from upres.resize import imresize
+from upres.resize import imresize, imresize_peak_bytes
 
 # what Upscaler(precision=...) accepts; "default": the card's default_precision on a CPU, else fp32
 PRECISIONS = ("default", "fp32", "bf16", "fp16", "int8", "auto")
@@ -231,10 +231,9 @@ class Interpolator:
         arr, kind = _as_array(img)
         _check(arr)
         h, w = arr.shape[:2]
-        c = 1 if arr.ndim == 2 else arr.shape[2]
-        s = self.scale  # imresize works in float64: about 3.5 output-sized copies at its peak
-        check_memory((h * w + 3.5 * h * w * s * s) * c * 8, w * s, h * s,
-                     "use a smaller input or scale")
+        s = self.scale
+        check_memory(imresize_peak_bytes(h, w, h * s, w * s, 1 if arr.ndim == 2 else arr.shape[2]),
+                     w * s, h * s, "use a smaller input or scale")
         return _back(imresize(arr, float(s), kernel=self._kernel), kind)
 
 

@@ -106,12 +106,21 @@ def check_run_free(run_dir: Path) -> None:
             held.close()
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove ``run_dir`` if it holds nothing but its lock file (a new run that failed before
-    writing anything); anything else, or any error, leaves it as it is."""
+def _drop_lone_lock(run_dir: Path) -> bool:
+    """Remove ``RUN/.lock`` if it is all ``run_dir`` holds (a run that stopped before writing
+    anything); True if the folder is then empty. Any error leaves things as they are."""
     with contextlib.suppress(OSError):
         if {p.name for p in run_dir.iterdir()} <= {_LOCK}:
             (run_dir / _LOCK).unlink(missing_ok=True)
+            return True
+    return False
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove ``run_dir`` if it holds nothing but its lock file (a new run that failed before
+    writing anything); anything else, or any error, leaves it as it is."""
+    if _drop_lone_lock(run_dir):
+        with contextlib.suppress(OSError):
             run_dir.rmdir()
 
 
@@ -583,9 +592,7 @@ class Trainer:
             return self._run(resume=resume, until=until)
         except BaseException:
             if lock is not None:  # a run that stopped before writing anything leaves nothing
-                with contextlib.suppress(OSError):
-                    if {p.name for p in self.run_dir.iterdir()} == {_LOCK}:
-                        (self.run_dir / _LOCK).unlink()
+                _drop_lone_lock(self.run_dir)
             raise
         finally:
             if lock is not None:
