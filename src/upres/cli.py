@@ -450,19 +450,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               "tables and reports name a dataset by its folder); rename one")
         named[name] = d
     for opt, path in (("--json", args.json), ("--markdown", args.markdown)):
-        if path:  # a results file that cannot be written is said before the work, not after
-            out = Path(path)
-            if out.is_dir():
-                raise _UsageError(f"{opt} {path}: is a folder; name a file")
-            if out.is_file() and not args.overwrite:  # /dev/stdout and the like: written
-                raise _UsageError(f"{opt} {path}: exists; use --overwrite to replace it")
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise _UsageError(f"{opt} {path}: cannot create its folder "
-                                  f"({exc.strerror or exc})") from None
-            if not os.access(out.parent, os.W_OK):
-                raise _UsageError(f"{opt} {path}: its folder is not writable")
+        _check_results_file(opt, path, args.overwrite)
     if args.report:  # a report that cannot be written is said before the work, not after
         rep = Path(args.report)
         if rep.exists() and not rep.is_dir():
@@ -514,22 +502,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for path, text in ((args.json, lambda: json.dumps([r.to_json() for r in results], indent=2)),
                        (args.markdown, lambda: to_markdown(results))):
         if path:
-            out = Path(path)
-            special = out.is_symlink() or (out.exists() and not out.is_file())
-            if special:  # /dev/stdout, a link: written through, not replaced
-                with open(out, "w") as f:
-                    f.write(text())
-            else:
-                from upres.formats.files import atomic_write
-
-                atomic_write(out, text().encode(), overwrite=True)
-            print(f"wrote {out}", file=sys.stderr if special else sys.stdout)
+            _write_results_file(path, text())
     if args.report:
         from upres.report import write_report
 
         index = write_report(args.report, results, outputs, reference=not args.no_reference)
         print(f"wrote {index}")
     return 0
+
+
+def _check_results_file(opt: str, path: str | None, overwrite: bool) -> None:
+    """Refuse, before any work, a results file (``--json``, ``--markdown``) that could not be
+    written or would replace an existing file without ``--overwrite``."""
+    if not path:
+        return
+    out = Path(path)
+    if out.is_dir():
+        raise _UsageError(f"{opt} {path}: is a folder; name a file")
+    if out.is_file() and not overwrite:  # /dev/stdout and the like: written through
+        raise _UsageError(f"{opt} {path}: exists; use --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"{opt} {path}: cannot create its folder "
+                          f"({exc.strerror or exc})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise _UsageError(f"{opt} {path}: its folder is not writable")
+
+
+def _write_results_file(path: str, text: str) -> None:
+    """Write a results file checked by :func:`_check_results_file`: whole or not at all, or
+    through a link or device (``/dev/stdout``) as it is; say where (on stderr for those, so
+    stdout holds only the results)."""
+    out = Path(path)
+    special = out.is_symlink() or (out.exists() and not out.is_file())
+    if special:
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        from upres.formats.files import atomic_write
+
+        atomic_write(out, text.encode(), overwrite=True)
+    print(f"wrote {out}", file=sys.stderr if special else sys.stdout)
 
 
 # -- bench -----------------------------------------------------------------------------------
@@ -542,6 +556,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise _UsageError(f"--size must look like 320x180, got {args.size!r}") from None
     if w < 1 or h < 1:
         raise _UsageError(f"--size must be positive, got {args.size!r}")
+    _check_results_file("--json", args.json, args.overwrite)
     print(f"# {machine()}")
     results = []
     for m in args.model:
@@ -560,8 +575,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{r.latency_ms:9.1f} ms  {r.mpix_per_s:7.2f} MP/s  peak RSS {r.peak_rss_mb:.0f} MB",
               flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps([r.to_json() for r in results], indent=2))
-        print(f"wrote {args.json}")
+        _write_results_file(args.json, json.dumps([r.to_json() for r in results], indent=2))
     return 0
 
 
@@ -901,6 +915,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-s", "--scale", type=int, required=True, choices=(2, 3, 4, 8))
     b.add_argument("--size", default="320x180", help="input size WxH (default 320x180)")
     b.add_argument("--json", metavar="PATH", help="write results as JSON")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     b.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
     b.add_argument("--precision", default="default", choices=_PRECISIONS)
     _add_int8_runtime(b)
