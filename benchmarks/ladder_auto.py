@@ -2,13 +2,15 @@
 automatic strength per rung, with the mean strength chosen and the share left at 0, for the
 shipped level estimator or one given with ``--level``, and the shipped clean-up endpoint or one
 given with ``--photo`` (a training run's weights: A/Bs in a few minutes, where
-``benchmarks/photo_ladder.py`` runs every model); ``--niqe`` adds NIQE on L3. ``--full-size``
+``benchmarks/photo_ladder.py`` runs every model), blended with the shipped photo model's clean
+endpoint or with the shipped model named by ``--base`` (a candidate on another network, whose
+strength 0 is that model); ``--niqe`` adds NIQE on L3. ``--full-size``
 reads BSD100's HR images at their own size instead (clean photos at camera resolution) and
 prints the share that reads under the estimator's threshold. Prints; writes nothing but ladder
 images that are missing (``scripts/make_ladder.py``'s, under ``runs/ladder-x{s}``).
 
     .venv/bin/python benchmarks/ladder_auto.py -s 2 [--level FILE.safetensors]
-        [--photo FILE.safetensors] [--niqe] [--full-size]
+        [--photo FILE.safetensors [--base MODEL]] [--niqe] [--full-size]
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def main() -> None:
     ap.add_argument("--level", type=Path, default=None, help="estimator file (default: shipped)")
     ap.add_argument("--photo", type=Path, default=None,
                     help="clean-up endpoint weights (default: the shipped photo model's)")
+    ap.add_argument("--base", default=None,
+                    help="with --photo: the shipped model that is strength 0 (default: the "
+                         "photo model's own clean endpoint)")
     ap.add_argument("--niqe", action="store_true", help="NIQE of the outputs on L3")
     ap.add_argument("--ladder", default=str(ROOT / "runs" / "ladder"))
     ap.add_argument("--full-size", action="store_true",
@@ -75,11 +80,25 @@ def main() -> None:
     photo = zoo.photo_for(s)
     if photo is None:
         raise SystemExit(f"x{s}: no photo model shipped")
-    pu = upres.load(photo.name, device="cpu")
-    if args.photo is not None:
-        use_photo(pu, args.photo)
+    if args.base is not None:
+        if args.photo is None:
+            raise SystemExit("--base needs --photo (the clean-up endpoint on its network)")
+        from safetensors.torch import load_file
+
+        from upres.inference.denoise import PhotoUpscaler
+
+        up = upres.load(args.base, device="cpu")
+        up.card = up.card.with_(denoise_level=True)  # strengths read as the photo model's
+        try:
+            pu = PhotoUpscaler(up, up.model.state_dict(), load_file(str(args.photo)))
+        except ValueError:
+            raise SystemExit(f"{args.photo}: not the architecture of {args.base}") from None
+    else:
+        pu = upres.load(photo.name, device="cpu")
+        if args.photo is not None:
+            use_photo(pu, args.photo)
     print(f"estimator {level.level_path(s)}, off {level.level_off(s):.3f}, endpoint "
-          f"{args.photo or photo.name}")
+          f"{args.photo or photo.name}" + (f" on {args.base}" if args.base else ""))
     for rung in ("L0", "L1", "L2", "L3"):
         for name in ("Set14", "BSD100"):
             lr_dir = Path(f"{args.ladder}-x{s}") / rung / name
