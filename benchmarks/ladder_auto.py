@@ -87,8 +87,15 @@ def main() -> None:
 
         from upres.inference.denoise import PhotoUpscaler
 
-        up = upres.load(args.base, device="cpu")
-        up.card = up.card.with_(denoise_level=True)  # strengths read as the photo model's
+        try:
+            up = upres.load(args.base, device="cpu", precision="fp32", scale=s)  # float weights
+        except upres.UpresError as exc:
+            raise SystemExit(f"--base {args.base}: {exc}") from None
+        if up.card.denoise_base:
+            raise SystemExit(f"--base {args.base}: a photo model; name a network such as "
+                             f"{up.card.denoise_base}")
+        # strengths read as the shipped photo model reads them
+        up.card = up.card.with_(denoise_level=photo.denoise_level, denoise_fit=photo.denoise_fit)
         try:
             pu = PhotoUpscaler(up, up.model.state_dict(), load_file(str(args.photo)))
         except ValueError:

@@ -163,8 +163,9 @@ def test_ensemble_flag_in_eval_upscale_and_bench(tmp_path, capsys):
     # an existing results file is kept unless --overwrite says otherwise, refused before timing
     before = bj.read_text()
     assert main(["bench", "-m", "fast-x2", "-s", "2", "--size", "64x48", "--json", str(bj)]) == 2
-    err = capsys.readouterr().err
-    assert f"--json {bj}: exists; use --overwrite" in err and bj.read_text() == before
+    cap = capsys.readouterr()
+    assert f"--json {bj}: exists; use --overwrite" in cap.err and bj.read_text() == before
+    assert "MP/s" not in cap.out  # refused before any timing
     assert main(["bench", "-m", "fast-x2", "-s", "2", "--size", "64x48", "--repeat", "1",
                  "--json", str(bj), "--overwrite"]) == 0
     assert json.loads(bj.read_text())[0]["ensemble"] == 1

@@ -519,7 +519,7 @@ def _check_results_file(opt: str, path: str | None, overwrite: bool) -> None:
     out = Path(path)
     if out.is_dir():
         raise _UsageError(f"{opt} {path}: is a folder; name a file")
-    if out.is_file() and not overwrite:  # /dev/stdout and the like: written through
+    if out.is_file() and not overwrite and not _is_stream(out):
         raise _UsageError(f"{opt} {path}: exists; use --overwrite to replace it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -536,14 +536,32 @@ def _write_results_file(path: str, text: str) -> None:
     stdout holds only the results)."""
     out = Path(path)
     special = out.is_symlink() or (out.exists() and not out.is_file())
-    if special:
+    if _is_stream(out) and _same_file(out, sys.stdout):  # what was printed stays
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    elif special:
         with open(out, "w") as f:
-            f.write(text)
+            f.write(text + "\n")
     else:
         from upres.formats.files import atomic_write
 
-        atomic_write(out, text.encode(), overwrite=True)
+        atomic_write(out, (text + "\n").encode(), overwrite=True)
     print(f"wrote {out}", file=sys.stderr if special else sys.stdout)
+
+
+def _is_stream(out: Path) -> bool:
+    """Whether ``out`` names a stream of this process (``/dev/stdout``, ``/dev/fd/N``,
+    ``/proc/self/fd/N``), which is written through even when the shell sent it to a file."""
+    return str(out).startswith(("/dev/", "/proc/")) or \
+        os.path.realpath(out).startswith(("/dev/", "/proc/"))
+
+
+def _same_file(out: Path, stream: object) -> bool:
+    """Whether ``out`` is the file behind the open ``stream`` (False when it cannot be told)."""
+    try:
+        return os.path.samefile(out, f"/proc/self/fd/{stream.fileno()}")  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # -- bench -----------------------------------------------------------------------------------
