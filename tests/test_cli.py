@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from upres.cli import main
+from upres.cli import _is_stream, main
 from upres.io import read_image
 
 from conftest import BENCH, ROOT
@@ -166,6 +166,7 @@ def test_ensemble_flag_in_eval_upscale_and_bench(tmp_path, capsys):
     cap = capsys.readouterr()
     assert f"--json {bj}: exists; use --overwrite" in cap.err and bj.read_text() == before
     assert "MP/s" not in cap.out  # refused before any timing
+    assert not _is_stream(Path("/dev/shm/results.json")) and _is_stream(Path("/dev/stdout"))
     assert main(["bench", "-m", "fast-x2", "-s", "2", "--size", "64x48", "--repeat", "1",
                  "--json", str(bj), "--overwrite"]) == 0
     assert json.loads(bj.read_text())[0]["ensemble"] == 1

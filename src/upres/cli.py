@@ -552,8 +552,9 @@ def _write_results_file(path: str, text: str) -> None:
 def _is_stream(out: Path) -> bool:
     """Whether ``out`` names a stream of this process (``/dev/stdout``, ``/dev/fd/N``,
     ``/proc/self/fd/N``), which is written through even when the shell sent it to a file."""
-    return str(out).startswith(("/dev/", "/proc/")) or \
-        os.path.realpath(out).startswith(("/dev/", "/proc/"))
+    name = os.path.abspath(out)
+    return name in ("/dev/stdout", "/dev/stderr") or \
+        name.startswith(("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"))
 
 
 def _same_file(out: Path, stream: object) -> bool:
