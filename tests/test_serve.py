@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import upres
 from upres.cli import main
 from upres.errors import UpresError
 
@@ -325,6 +326,57 @@ def test_16bit_tiffs_with_alpha_are_read(server, tmp_path):
                        timeout=120)
         assert r.status_code == 200, (path.name, r.text[:300])
         assert _png_header(r.content) == (*size, 16, color), path.name
+
+
+def test_scientific_tiffs_come_back_as_upres_upscale_writes_them(server, tmp_path):
+    """A float32 ImageJ stack with NaN and a micrometre calibration, and a signed 16-bit page,
+    come back as TIFF (the default for them) equal to what `upres upscale` writes: every page,
+    dtype, NaN where it was, the pixel size halved. Other formats, output sizes and too many
+    pages are refused in one line."""
+    import tifffile
+
+    from upres.convert import upscale_file
+
+    url, _ = server
+    rng = np.random.default_rng(5)
+    stack = (rng.random((3, 30, 40)) * 4 - 1).astype(np.float32)
+    stack[1, 5, 7] = np.nan
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "s16.tif", rng.integers(-900, 900, (30, 40), dtype=np.int16))
+    bicubic = upres.load("bicubic", scale=2)
+    for name in ("ij.tif", "s16.tif"):
+        upscale_file(bicubic, tmp_path / name, tmp_path / f"cli_{name}")
+        for fmt in (None, "same", "tiff"):
+            params = {"model": "bicubic", "scale": 2} | ({"format": fmt} if fmt else {})
+            r = httpx.post(f"{url}/v1/upscale", params=params,
+                           content=(tmp_path / name).read_bytes(), timeout=120)
+            assert r.status_code == 200, (name, fmt, r.text[:300])
+            assert r.headers["content-type"] == "image/tiff"
+            with tifffile.TiffFile(io.BytesIO(r.content)) as got, \
+                    tifffile.TiffFile(tmp_path / f"cli_{name}") as want:
+                np.testing.assert_array_equal(got.asarray(), want.asarray())
+                assert got.asarray().dtype == want.asarray().dtype
+                assert got.pages[0].tags[282].value == want.pages[0].tags[282].value
+                assert got.imagej_metadata == want.imagej_metadata
+    with tifffile.TiffFile(io.BytesIO(r.content)) as t:
+        assert t.asarray().dtype == np.int16 and t.asarray().min() < 0
+    r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
+                   content=(tmp_path / "ij.tif").read_bytes(), timeout=120)
+    with tifffile.TiffFile(io.BytesIO(r.content)) as t:
+        out, xres = t.asarray(), t.pages[0].tags[282].value
+    assert out.shape == (3, 60, 80) and np.isnan(out[1, 10:12, 14:16]).all()
+    assert np.isnan(out).sum() == 4 and xres[0] / xres[1] == pytest.approx(8.0)
+    for params, status, words in [({"format": "png"}, 422, "comes back only as TIFF"),
+                                   ({"outscale": 3}, 422, "apply to ordinary images")]:
+        r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2} | params,
+                       content=(tmp_path / "ij.tif").read_bytes(), timeout=60)
+        assert r.status_code == status and words in r.json()["detail"], r.text
+    pages = np.zeros((MAX_PIXELS // (300 * 400) + 1, 300, 400), np.float32)
+    tifffile.imwrite(tmp_path / "many.tif", pages, compression="zlib")
+    r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
+                   content=(tmp_path / "many.tif").read_bytes(), timeout=60)
+    assert r.status_code == 413 and "11 pages of 400x300" in r.json()["detail"], r.text
 
 
 def test_opaque_alpha_is_dropped_for_jpeg(server):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from upres.errors import UnsupportedImageError, UpresError
+from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
 from upres.formats.files import encode_and_write
 
 __all__ = ["TiffMeta", "is_scientific", "read_tiff", "write_tiff"]
@@ -229,7 +229,7 @@ def read_tiff(path: str | os.PathLike[str], *,
             extra = tuple(int(v) for v in (getattr(first, "extrasamples", ()) or ()))
             limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
             if limit and len(pages) * first.imagelength * first.imagewidth > limit:
-                raise UpresError(f"{p}: image too large ({len(pages)} x {first.imagewidth}x"
+                raise ImageTooLargeError(f"{p}: image too large ({len(pages)} x {first.imagewidth}x"
                                  f"{first.imagelength} pixels, limit {limit}; raise it with "
                                  "--max-pixels)")
             arrays = [_page_array(pg) for pg in pages]

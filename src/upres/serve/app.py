@@ -8,8 +8,9 @@ Endpoints::
                         then the rows of ``upres models --json`` (no lanczos)
     POST /v1/upscale    image in (multipart field ``file`` alone, or the raw body), image
                         out; query only: model (default auto), scale, format (png | jpg |
-                        webp | tiff | same), denoise (photo models: 0..1 or auto), one of
-                        outscale, size, fit
+                        webp | tiff | same; default png, tiff for a scientific TIFF), denoise
+                        (photo models: 0..1 or auto), one of outscale, size, fit. A scientific
+                        TIFF (float, signed, stacks) comes back as ``upres upscale`` writes it
 
 Limits (:class:`ServeConfig`): bodies over ``max_upload_bytes`` get 413 (checked on
 Content-Length and while streaming); images over ``max_pixels`` get 413, refused from the header
@@ -56,6 +57,8 @@ _MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF"
           "BMP": "image/bmp"}
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
             "tif": "TIFF"}
+#: ``format`` not given: PNG, but TIFF for a scientific TIFF (no other format holds it).
+_DEFAULT = "DEFAULT"  # upper case: no lower-cased query value equals it
 _EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
 #: What each query parameter allows, for one-line validation errors.
 _ALLOWED = {"scale": "a whole number from 2 to 8 (the networks enlarge by 2, 3 or 4)",
@@ -296,15 +299,17 @@ async def _image_bytes(request: Request, limit: int, timeout: float = 30.0) -> b
         await form.close()
 
 
-def _tiff_size(data: bytes) -> tuple[int, int]:
-    """Width and height of a TIFF that PIL cannot open (16-bit gray+alpha, RGBA uint16)."""
+def _tiff_size(data: bytes) -> tuple[int, int, int]:
+    """Width and height of a TIFF's first page, and the pages of its first series (a stack
+    is upscaled page by page: every page counts against the pixel limit)."""
     import io
 
     import tifffile
 
     with tifffile.TiffFile(io.BytesIO(data)) as tf:
         page = tf.pages.first
-        return int(page.imagewidth), int(page.imagelength)
+        pages = len(tf.series[0].pages) if tf.series else 1
+        return int(page.imagewidth), int(page.imagelength), max(pages, 1)
 
 
 def _probe(data: bytes, max_pixels: int) -> None:
@@ -318,26 +323,30 @@ def _probe(data: bytes, max_pixels: int) -> None:
         raise _HTTPError(422, "empty upload")
     if data[128:132] == b"DICM":
         raise _HTTPError(415, "upload: DICOM is not served by the HTTP API; use upres upscale")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except UnidentifiedImageError:
-        if not is_tiff_bytes(data):
-            raise _HTTPError(415, "upload: not an image file (format not recognised)") \
-                from None
-        try:  # a TIFF PIL does not decode; upres reads it with tifffile
-            w, h = _tiff_size(data)
+    pages = 1
+    if is_tiff_bytes(data):  # tifffile reads every TIFF upres reads, stacks and float too
+        try:
+            w, h, pages = _tiff_size(data)
         except Exception as exc:  # tifffile raises many types for damaged headers
             raise _HTTPError(422, "upload: cannot read the TIFF header "
                                   f"({type(exc).__name__})") from None
-    except Image.DecompressionBombError:  # PIL's own ceiling, far above any sane max_pixels
-        raise _HTTPError(413, f"upload: image too large (over {max_pixels} pixels)") from None
-    except Exception as exc:  # PIL raises many types for damaged headers
-        raise _HTTPError(422, f"upload: cannot read the image header ({type(exc).__name__})") \
-            from None
-    if w * h > max_pixels:
-        raise _HTTPError(413, f"upload: image too large ({w}x{h} = {w * h} pixels, limit "
-                              f"{max_pixels})")
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+        except UnidentifiedImageError:
+            raise _HTTPError(415, "upload: not an image file (format not recognised)") \
+                from None
+        except Image.DecompressionBombError:  # PIL's own ceiling, far above any max_pixels
+            raise _HTTPError(413, f"upload: image too large (over {max_pixels} pixels)") \
+                from None
+        except Exception as exc:  # PIL raises many types for damaged headers
+            raise _HTTPError(422, "upload: cannot read the image header "
+                                  f"({type(exc).__name__})") from None
+    if w * h * pages > max_pixels:
+        many = f"{pages} pages of " if pages > 1 else ""
+        raise _HTTPError(413, f"upload: image too large ({many}{w}x{h} = {w * h * pages} "
+                              f"pixels, limit {max_pixels})")
 
 
 @dataclass
@@ -350,25 +359,76 @@ class _AtStrength:
     quality: int | None
     used: list[float]
 
-    def upscale(self, img: Any) -> Any:
+    @property
+    def scale(self) -> int:
+        return self.up.scale
+
+    def upscale(self, img: Any, **kw: Any) -> Any:
         out, t = self.up.run(img, denoise=self.denoise,
-                             quality=None if self.used else self.quality)
+                             quality=None if self.used else self.quality, **kw)
         self.used.append(t)
         return out
+
+
+def _upscale_tiff(up: Any, src: Path, fmt: str | None, max_pixels: int,
+                  denoise: float | str | None, sized: Any) -> tuple[bytes, str, float | None,
+                                                                     str | None]:
+    """A scientific TIFF (float, signed or 32-bit samples, page stacks, physical pixel sizes,
+    instrument metadata): every page upscaled, its dtype, value range and metadata kept as
+    ``upres upscale`` keeps them, and returned as TIFF. A photo model runs at strength 0
+    unless one is given (measured data: its noise is signal)."""
+    from upres.convert import upscale_document
+    from upres.formats import Document
+    from upres.formats.tiff import encode_tiff, read_tiff
+
+    if fmt not in (None, "TIFF"):
+        raise _HTTPError(422, "upload: a scientific TIFF (float, signed or 32-bit samples, a "
+                              "page stack or physical units) comes back only as TIFF; ask "
+                              "for format=tiff or same")
+    if sized is not None:
+        raise _HTTPError(422, "outscale, size and fit apply to ordinary images; a scientific "
+                              "TIFF is upscaled by the model's scale")
+    try:
+        pages, meta = read_tiff(src, max_pixels=max_pixels)
+    except ImageTooLargeError as exc:
+        raise _HTTPError(413, str(exc).replace(str(src), "upload")) from None
+    except UnsupportedImageError as exc:
+        raise _HTTPError(415, str(exc).replace(str(src), "upload")) from None
+    except UpresError as exc:
+        raise _HTTPError(422, str(exc).replace(str(src), "upload")) from None
+    used: list[float] = []
+    net = _AtStrength(up, 0.0 if denoise in (None, "auto") else denoise, None, used) \
+        if hasattr(up, "run") else up
+    try:
+        out = upscale_document(net, Document("tiff", tuple(pages), meta))
+        body = encode_tiff(list(out.frames), out.meta)
+    except NotEnoughMemoryError as exc:
+        raise _HTTPError(503, str(exc)) from None
+    except UpresError as exc:
+        raise _HTTPError(422, str(exc).replace(str(src), "upload")) from None
+    return body, "TIFF", used[0] if used else None, getattr(up, "last_precision", None)
 
 
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
              denoise: float | str | None = None, sized: Any = None
              ) -> tuple[bytes, str, float | None, str | None]:
     """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread).
+    ``fmt``: the output format, None for the input's, ``_DEFAULT`` when none was asked for.
     The output's size is checked against its format before the upscale runs. Returns the
     encoded output, its format, the clean-up strength used (photo models) and the precision
     the network ran (None for the bicubic baseline)."""
     from upres.formats.image import check_size, encode_image, is_opaque, read_image_info
+    from upres.formats.tiff import is_scientific
 
     with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
-        src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk
+        # a server-made name: nothing from the client touches the disk
+        src = Path(d) / ("upload.tif" if is_tiff_bytes(data) else "upload")
         src.write_bytes(data)
+        if is_scientific(src):
+            return _upscale_tiff(up, src, None if fmt == _DEFAULT else fmt, max_pixels,
+                                 denoise, sized)
+        if fmt == _DEFAULT:
+            fmt = "PNG"
         try:
             img, info = read_image_info(src, max_pixels=max_pixels)
         except ImageTooLargeError as exc:
@@ -518,7 +578,9 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
                                                     "where none exists"),
         scale: int | None = Query(None, ge=2, le=8, description="2, 3 or 4 (default: the "
                                                                 "model's, or 4)"),
-        format: str = Query("png", description="png, jpg, webp, tiff, or same (as the input)"),
+        format: str | None = Query(None, description="png, jpg, webp, tiff, or same (as the "
+                                                     "input); default png, but tiff for a "
+                                                     "scientific TIFF (float, signed, stacks)"),
         denoise: str = Query("auto", description="photo models: clean-up strength 0..1, or "
                                                  "auto (measured from the image)"),
         outscale: float | None = Query(None, gt=0, le=16, description="any output factor "
@@ -529,8 +591,8 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
     ) -> Response:
         """Upscale one image: multipart form field ``file`` (the only field), or the image as
         the raw body; every parameter goes in the query string."""
-        fmt_key = format.lower()
-        if fmt_key != "same" and fmt_key not in _FORMATS:
+        fmt_key = format.lower() if format is not None else _DEFAULT
+        if fmt_key not in ("same", _DEFAULT) and fmt_key not in _FORMATS:
             raise _HTTPError(422, f"format must be png, jpg, webp, tiff or same, not {format!r}")
         from upres.inference.denoise import check_denoise
 
@@ -570,7 +632,7 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
             body, out_fmt, used, ran = await run_in_threadpool(
-                _upscale, up, data, None if fmt_key == "same" else _FORMATS[fmt_key],
+                _upscale, up, data, None if fmt_key == "same" else _FORMATS.get(fmt_key, fmt_key),
                 cfg.max_pixels, strength, sized)
         headers = {
             "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
