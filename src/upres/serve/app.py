@@ -383,8 +383,8 @@ def _upscale_tiff(up: Any, src: Path, fmt: str | None, max_pixels: int,
 
     if fmt not in (None, "TIFF"):
         raise _HTTPError(422, "upload: a scientific TIFF (float, signed or 32-bit samples, a "
-                              "page stack or physical units) comes back only as TIFF; ask "
-                              "for format=tiff or same")
+                              "page stack or physical units) comes back only as TIFF: ask "
+                              "for format=tiff (on the page: Output TIFF)")
     if sized is not None:
         raise _HTTPError(422, "outscale, size and fit apply to ordinary images; a scientific "
                               "TIFF is upscaled by the model's scale")
