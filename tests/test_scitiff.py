@@ -260,3 +260,53 @@ def test_four_samples_min_is_black_written(tmp_path):
     tifffile.imwrite(tmp_path / "four.tif", a, photometric="minisblack", planarconfig="contig")
     upscale_file(up, tmp_path / "four.tif", tmp_path / "four_x2.tif")
     assert tifffile.imread(tmp_path / "four_x2.tif").shape == (24, 32, 4)
+
+
+def test_pictures_are_not_taken_for_scientific_tiff(tmp_path):
+    """1-bit pages, palette pages, photos with a metric DPI and an ICC profile or a display
+    orientation are pictures (Pillow reads them; a 1-bit TIFF was refused as "bool"); a plain
+    8-bit page with a metric unit is a calibrated measurement; a second page of the same size
+    makes a stack."""
+    from upres.formats.image import _srgb_profile
+    from upres.formats.tiff import scientific_reason
+
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    cases = {"bilevel": (rgb.convert("1"), {"compression": "group4"}, None),
+             "palette_cm": (rgb.convert("P"), {"resolution": 50, "resolution_unit": "cm"},
+                            None),
+             "icc_cm": (rgb, {"resolution": 50, "resolution_unit": "cm",
+                              "icc_profile": _srgb_profile()}, None),
+             "turned_cm": (rgb, {"resolution": 50, "resolution_unit": "cm",
+                                 "exif": exif.tobytes()}, None),
+             "plain_cm": (rgb, {"resolution": 50, "resolution_unit": "cm"}, "metadata"),
+             "two_pages": (rgb, {"save_all": True, "append_images": [rgb]}, "pages")}
+    for name, (im, kw, want) in cases.items():
+        im.save(tmp_path / f"{name}.tif", format="TIFF", **kw)
+        assert scientific_reason(tmp_path / f"{name}.tif") == want, name
+        assert scientific_reason((tmp_path / f"{name}.tif").read_bytes()) == want, name
+    doc = formats.read(tmp_path / "bilevel.tif")
+    assert doc.kind == "image" and doc.frames[0].shape[:2] == (20, 30)
+    doc = formats.read(tmp_path / "turned_cm.tif")
+    assert doc.kind == "image" and doc.frames[0].shape[:2] == (30, 20)  # turned upright
+
+
+def test_ome_upload_without_its_name_is_still_a_new_dataset():
+    """On the server the source's name is unknown: a single-file OME-TIFF is then told by its
+    references, every one of which carries the document's own UUID (a Bio-Formats file
+    names itself in them); a reference to another file's UUID keeps the XML's identity."""
+    from upres.formats.tiff import _scale_ome
+
+    own = "urn:uuid:0f1e2d3c-0000-4000-8000-000000000001"
+    xml = (f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{own}">'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" SizeX="24" SizeY="20" SizeZ="1" '
+           'PhysicalSizeX="0.5" PhysicalSizeY="0.5"><TiffData IFD="0" PlaneCount="1">'
+           f'<UUID FileName="sample.ome.tif">{own}</UUID></TiffData></Pixels></Image></OME>')
+    out = _scale_ome(xml, 2)
+    assert 'SizeX="48"' in out and 'PhysicalSizeX="0.25"' in out
+    assert own not in out and "sample.ome.tif" not in out
+    other = xml.replace(f'">{own}</UUID>', '">urn:uuid:99999999-0000-4000-8000-000000000002'
+                                           '</UUID>')
+    kept = _scale_ome(other, 2)
+    assert own in kept and "sample.ome.tif" in kept

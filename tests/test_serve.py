@@ -367,16 +367,68 @@ def test_scientific_tiffs_come_back_as_upres_upscale_writes_them(server, tmp_pat
         out, xres = t.asarray(), t.pages[0].tags[282].value
     assert out.shape == (3, 60, 80) and np.isnan(out[1, 10:12, 14:16]).all()
     assert np.isnan(out).sum() == 4 and xres[0] / xres[1] == pytest.approx(8.0)
-    for params, status, words in [({"format": "png"}, 422, "comes back only as TIFF"),
-                                   ({"outscale": 3}, 422, "apply to ordinary images")]:
+    geo = [(33550, 12, 3, (1.0, 1.0, 0.0), True), (33922, 12, 6, (0, 0, 0, 5e5, 4e6, 0), True)]
+    tifffile.imwrite(tmp_path / "geo.tif", stack[0], extratags=geo)
+    tifffile.imwrite(tmp_path / "tiny.tif", np.zeros((MAX_PIXELS // 16384 + 1, 2, 2), np.uint8))
+    for name, params, status, words in [
+            ("ij.tif", {"format": "png"}, 422, "comes back only as TIFF"),
+            ("ij.tif", {"outscale": 3}, 422, "apply to ordinary images"),
+            ("geo.tif", {}, 415, "georeferencing would be lost"),  # upres upscale keeps it
+            ("tiny.tif", {}, 413, "each page at least 16384")]:  # one network pass a page
         r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2} | params,
-                       content=(tmp_path / "ij.tif").read_bytes(), timeout=60)
+                       content=(tmp_path / name).read_bytes(), timeout=60)
         assert r.status_code == status and words in r.json()["detail"], r.text
     pages = np.zeros((MAX_PIXELS // (300 * 400) + 1, 300, 400), np.float32)
     tifffile.imwrite(tmp_path / "many.tif", pages, compression="zlib")
     r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
                    content=(tmp_path / "many.tif").read_bytes(), timeout=60)
     assert r.status_code == 413 and "11 pages of 400x300" in r.json()["detail"], r.text
+
+
+def test_picture_tiffs_stay_pictures(server):
+    """TIFFs that are pictures keep the picture path: 1-bit (group 4) and a picture with a
+    centimetre resolution unit come back as the PNG asked for, and a photo with a display
+    orientation as PNG by default, turned upright; without a format a calibrated image comes
+    back as a TIFF with its pixel size halved (as `upres upscale` writes it); a two-page
+    picture is never cut to its first page."""
+    import tifffile
+
+    url, _ = server
+    rgb = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 50, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees for display
+    files = {}
+    cm = {"resolution": 100, "resolution_unit": "cm"}
+    for name, im, kw in [("bilevel", rgb.convert("1"), {"compression": "group4"}),
+                         ("cm", rgb, cm), ("cm_turned", rgb, cm | {"exif": exif.tobytes()})]:
+        buf = io.BytesIO()
+        im.save(buf, format="TIFF", **kw)
+        files[name] = buf.getvalue()
+    for name, size, fmt in [("bilevel", (100, 80), "png"), ("cm", (100, 80), "png"),
+                            ("cm_turned", (80, 100), "png"), ("cm_turned", (80, 100), None)]:
+        # cm_turned: a photo (it has a display orientation), turned upright, PNG by default
+        r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2} | (
+            {"format": fmt} if fmt else {}), content=files[name], timeout=60)
+        assert r.status_code == 200, (name, r.text)
+        assert r.headers["content-type"] == "image/png", name
+        assert Image.open(io.BytesIO(r.content)).size == size, name
+    r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
+                   content=files["cm"], timeout=60)
+    assert r.headers["content-type"] == "image/tiff", r.text
+    with tifffile.TiffFile(io.BytesIO(r.content)) as t:
+        xres = t.pages[0].tags[282].value
+        assert t.asarray().shape == (80, 100, 3) and xres[0] / xres[1] == pytest.approx(200)
+    buf = io.BytesIO()
+    rgb.save(buf, format="TIFF", save_all=True,
+             append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2,
+                                                "format": "png"},
+                   content=buf.getvalue(), timeout=60)
+    assert r.status_code == 422 and "only as TIFF" in r.json()["detail"], r.text
+    r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
+                   content=buf.getvalue(), timeout=60)
+    assert r.status_code == 200 and tifffile.imread(io.BytesIO(r.content)).shape == \
+        (2, 80, 100, 3)
 
 
 def test_opaque_alpha_is_dropped_for_jpeg(server):
@@ -777,6 +829,24 @@ def test_page_tiff_output_offers_the_download_and_no_false_comparison(server, br
                            ".startsWith('Done')", timeout=120_000)
     assert page.is_visible("#viewer") and "cannot display" not in page.text_content(
         "#status-text")
+    # Automatic (the first choice): a float32 TIFF comes back as float32 TIFF, named so.
+    import tifffile
+
+    data = np.linspace(-1, 3, 40 * 50, dtype=np.float32).reshape(40, 50)
+    tifffile.imwrite(tmp_path / "field.tif", data)
+    page.select_option("#format", "")
+    page.set_input_files("#file", str(tmp_path / "field.tif"))
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status-text').textContent"
+                           ".match(/^(Done|Failed)/)", timeout=120_000)
+    status = page.text_content("#status-text")
+    assert status.startswith("Done") and "cannot display TIFF" in status, status
+    with page.expect_download() as dl:
+        page.click("#download")
+    saved = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    out = tifffile.imread(saved)
+    assert saved.name == "field_x2.tiff" and out.dtype == np.float32 and out.shape == (80, 100)
     assert errors == []
 
 

@@ -3,7 +3,8 @@
 An ordinary 8/16-bit photo TIFF goes through :mod:`upres.formats.image` (ICC, EXIF, print DPI
 kept). This module takes the TIFFs that :func:`is_scientific` picks: floating-point or signed
 samples, 32-bit samples, 16-bit min-is-white, more than one page (stacks, ImageJ and OME
-hyperstacks), a metric resolution unit, or an instrument's metadata (ImageJ, OME, FEI/SEM, ...).
+hyperstacks), a metric resolution unit (unless an ICC profile or a display orientation shows a
+photo), or an instrument's metadata (ImageJ, OME, FEI/SEM, ...): :func:`scientific_reason`.
 
 Reading gives every page ``(H, W)`` or ``(H, W, S)`` in the file's dtype and a :class:`TiffMeta`.
 Values are mapped to the network's [0, 1] by the finite range of the whole stack
@@ -35,7 +36,7 @@ import numpy as np
 from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
 from upres.formats.files import encode_and_write
 
-__all__ = ["TiffMeta", "is_scientific", "read_tiff", "write_tiff"]
+__all__ = ["TiffMeta", "is_scientific", "read_tiff", "scientific_reason", "write_tiff"]
 
 _INSTRUMENT_FLAGS = ("is_imagej", "is_ome", "is_fei", "is_sem", "is_lsm", "is_stk", "is_fluoview",
                      "is_metaseries", "is_micromanager", "is_nih", "is_andor", "is_sis")
@@ -63,28 +64,55 @@ def _quiet_tifffile() -> Iterator[None]:
         log.setLevel(level)
 
 
-def is_scientific(path: str | os.PathLike[str]) -> bool:
-    """True for a TIFF this module should read (see the module docstring); False for an
-    ordinary photo TIFF, a damaged file or anything that is not TIFF."""
+def scientific_reason(source: str | os.PathLike[str] | bytes) -> str | None:
+    """Why a TIFF (a path with a .tif/.tiff suffix, or a file's bytes) is for this module:
+    ``"values"`` (samples no picture format holds: float, signed, more than 16 bits, 16-bit
+    min-is-white), ``"pages"`` (more than one image page: a stack, or several series),
+    ``"metadata"`` (one 8/16-bit page with an instrument's metadata, or a metric resolution
+    unit and neither an ICC profile nor a display orientation); None for an ordinary picture
+    TIFF (1-bit, palette, CMYK and YCbCr pages included: Pillow reads them), a damaged file or
+    anything not TIFF. A reduced-resolution thumbnail page does not make a stack."""
     import tifffile
 
-    p = Path(path)
-    if p.suffix.lower() not in (".tif", ".tiff"):
-        return False
+    if isinstance(source, bytes):
+        src: object = _io.BytesIO(source)
+    else:
+        src = Path(source)
+        if src.suffix.lower() not in (".tif", ".tiff"):
+            return None
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
+        with _quiet_tifffile(), tifffile.TiffFile(src) as tf:
             page = tf.pages[0]
-            if len(tf.pages) > 1 or page.dtype is None or page.dtype.kind not in "u" \
-                    or page.dtype.itemsize > 2:
-                return True
-            if int(getattr(page, "photometric", 1)) == 0 and page.dtype.itemsize > 1:
-                return True  # 16-bit min-is-white: Pillow would read it as min-is-black
+            images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
+            if len(images) > 1 or (images and len(images[0].pages) > 1):
+                return "pages"
+            dt = page.dtype
+            pm = int(getattr(page, "photometric", 1))
+            if dt is None:
+                return "values"
+            if dt.kind == "b" or pm not in (0, 1, 2):
+                return None
+            if dt.kind != "u" or dt.itemsize > 2 or (pm == 0 and dt.itemsize > 1):
+                return "values"  # 16-bit min-is-white: Pillow would read it as min-is-black
+            if any(_flag(tf, f) for f in _INSTRUMENT_FLAGS):
+                return "metadata"
             unit = int(getattr(page, "resolutionunit", 1) or 1)
             if unit in _METRIC_UNITS:
-                return True
-            return any(_flag(tf, f) for f in _INSTRUMENT_FLAGS)
+                # a photo saved with a metric DPI (an ICC profile, a display orientation) is a
+                # picture; a calibrated plain image is a measurement
+                orientation = page.tags.get(274)
+                photo = 34675 in page.tags or (orientation is not None
+                                               and int(orientation.value) != 1)
+                return None if photo else "metadata"
+            return None
     except Exception:
-        return False
+        return None
+
+
+def is_scientific(path: str | os.PathLike[str]) -> bool:
+    """True for a TIFF this module should read (:func:`scientific_reason` gives one); False
+    for an ordinary photo TIFF, a damaged file or anything that is not TIFF."""
+    return scientific_reason(path) is not None
 
 
 @dataclass(frozen=True)
@@ -149,7 +177,12 @@ def _scale_ome(xml: str, s: int, name: str = "") -> str:
         return tag
     xml = re.sub(r"<(?:\w+:)?Pixels\b[^>]*>", pixels, xml)
     refs = re.findall(r'<(?:\w+:)?UUID\b[^>]*\bFileName="([^"]*)"', xml)
-    if name and all(Path(r).name == name for r in refs):
+    root = re.search(r'<(?:\w+:)?OME\b[^>]*\sUUID="([^"]*)"', xml)
+    ids = re.findall(r"<((?:\w+:)?)UUID\b[^>]*>([^<]*)</\1UUID>", xml)
+    # single-file: every reference names this file, or (its name unknown: an upload) every
+    # referenced UUID is the document's own
+    own = bool(root) and all(u.strip() == root.group(1) for _, u in ids)
+    if (name and all(Path(r).name == name for r in refs)) or own:
         import uuid
 
         xml = re.sub(r"<((?:\w+:)?)UUID\b[^>]*>[^<]*</\1UUID>", "", xml)

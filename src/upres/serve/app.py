@@ -47,6 +47,7 @@ from upres.errors import (
     NotEnoughMemoryError,
     UnsupportedImageError,
     UpresError,
+    one_line,
 )
 from upres.formats.image import is_tiff_bytes
 
@@ -299,22 +300,37 @@ async def _image_bytes(request: Request, limit: int, timeout: float = 30.0) -> b
         await form.close()
 
 
-def _tiff_size(data: bytes) -> tuple[int, int, int]:
-    """Width and height of a TIFF's first page, and the pages of its first series (a stack
-    is upscaled page by page: every page counts against the pixel limit)."""
+#: Every page of a TIFF stack counts as at least this many pixels against ``max_pixels``:
+#: each page is one pass of the network, so thousands of tiny pages cost far more than
+#: their pixels.
+_PAGE_FLOOR = 128 * 128
+
+
+def _tiff_header(data: bytes) -> tuple[int, int, int, bool]:
+    """Width and height of a TIFF's first image page, the pages of its first image series,
+    and whether the file is georeferenced (GeoTIFF tags or RPCs on its first page)."""
     import io
 
     import tifffile
 
-    with tifffile.TiffFile(io.BytesIO(data)) as tf:
-        page = tf.pages.first
-        pages = len(tf.series[0].pages) if tf.series else 1
-        return int(page.imagewidth), int(page.imagelength), max(pages, 1)
+    from upres.formats.geotiff import _GEO_TAGS, _RPC_TAG
+    from upres.formats.tiff import _quiet_tifffile
+
+    with _quiet_tifffile(), tifffile.TiffFile(io.BytesIO(data)) as tf:
+        series = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
+        page = series[0].keyframe if series else tf.pages.first
+        n = len(series[0].pages) if series else 1
+        geo = any(code in tf.pages.first.tags for code in (*_GEO_TAGS, _RPC_TAG))
+        return int(page.imagewidth), int(page.imagelength), max(n, 1), geo
 
 
-def _probe(data: bytes, max_pixels: int) -> None:
-    """Refuse what the header already shows (not an image, DICOM, too many pixels) before
-    queueing: bad uploads never wait for, nor take, a worker."""
+def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
+           sized: bool = False) -> bool:
+    """Refuse what the header already shows (not an image, DICOM, a GeoTIFF that needs its
+    georeferencing, too many pixels, a format or size a scientific TIFF cannot take) before
+    queueing: bad uploads never wait for, nor take, a worker. True when the upload is a
+    scientific TIFF to upscale as one (:func:`_upscale_tiff`); ``fmt`` as :func:`_upscale`'s,
+    ``sized``: an output size was asked for."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -323,10 +339,10 @@ def _probe(data: bytes, max_pixels: int) -> None:
         raise _HTTPError(422, "empty upload")
     if data[128:132] == b"DICM":
         raise _HTTPError(415, "upload: DICOM is not served by the HTTP API; use upres upscale")
-    pages = 1
+    pages, geo = 1, False
     if is_tiff_bytes(data):  # tifffile reads every TIFF upres reads, stacks and float too
         try:
-            w, h, pages = _tiff_size(data)
+            w, h, pages, geo = _tiff_header(data)
         except Exception as exc:  # tifffile raises many types for damaged headers
             raise _HTTPError(422, "upload: cannot read the TIFF header "
                                   f"({type(exc).__name__})") from None
@@ -343,10 +359,32 @@ def _probe(data: bytes, max_pixels: int) -> None:
         except Exception as exc:  # PIL raises many types for damaged headers
             raise _HTTPError(422, "upload: cannot read the image header "
                                   f"({type(exc).__name__})") from None
-    if w * h * pages > max_pixels:
-        many = f"{pages} pages of " if pages > 1 else ""
-        raise _HTTPError(413, f"upload: image too large ({many}{w}x{h} = {w * h * pages} "
-                              f"pixels, limit {max_pixels})")
+    counted = w * h if pages == 1 else pages * max(w * h, _PAGE_FLOOR)
+    if counted > max_pixels:
+        what = f"{w}x{h} = {counted} pixels" if pages == 1 else \
+            f"{pages} pages of {w}x{h}, counted as {counted} pixels: each page at least " \
+            f"{_PAGE_FLOOR}"
+        raise _HTTPError(413, f"upload: image too large ({what}; limit {max_pixels})")
+    if not is_tiff_bytes(data):
+        return False
+    from upres.formats.tiff import scientific_reason
+
+    why = scientific_reason(data)
+    picture = fmt not in (_DEFAULT, None, "TIFF")
+    if why is None or (why == "metadata" and (picture or sized or geo)):
+        return False  # a picture: read as `upres upscale` reads pictures (calibration unused)
+    if geo:
+        raise _HTTPError(415, "upload: a GeoTIFF of float, signed or 32-bit samples or of "
+                              "several pages is not served by the HTTP API (its "
+                              "georeferencing would be lost); use upres upscale")
+    if picture:
+        raise _HTTPError(422, "upload: a scientific TIFF (float, signed or 32-bit samples, a "
+                              "page stack) comes back only as TIFF: ask for format=tiff (on "
+                              "the page: Output TIFF or Automatic)")
+    if sized:
+        raise _HTTPError(422, "outscale, size and fit apply to ordinary images; a scientific "
+                              "TIFF is upscaled by the model's scale")
+    return True
 
 
 @dataclass
@@ -370,65 +408,61 @@ class _AtStrength:
         return out
 
 
-def _upscale_tiff(up: Any, src: Path, fmt: str | None, max_pixels: int,
-                  denoise: float | str | None, sized: Any) -> tuple[bytes, str, float | None,
-                                                                     str | None]:
-    """A scientific TIFF (float, signed or 32-bit samples, page stacks, physical pixel sizes,
-    instrument metadata): every page upscaled, its dtype, value range and metadata kept as
-    ``upres upscale`` keeps them, and returned as TIFF. A photo model runs at strength 0
-    unless one is given (measured data: its noise is signal)."""
+def _upscale_tiff(up: Any, data: bytes, max_pixels: int, denoise: float | str | None
+                  ) -> tuple[bytes, str, float | None, str | None]:
+    """A scientific TIFF that passed :func:`_probe` (float, signed or 32-bit samples, page
+    stacks, physical pixel sizes, instrument metadata): every page upscaled, its dtype, value
+    range and metadata kept as ``upres upscale`` keeps them, and returned as TIFF. A photo
+    model runs at strength 0 unless one is given (measured data: its noise is signal)."""
     from upres.convert import upscale_document
     from upres.formats import Document
     from upres.formats.tiff import encode_tiff, read_tiff
 
-    if fmt not in (None, "TIFF"):
-        raise _HTTPError(422, "upload: a scientific TIFF (float, signed or 32-bit samples, a "
-                              "page stack or physical units) comes back only as TIFF: ask "
-                              "for format=tiff (on the page: Output TIFF)")
-    if sized is not None:
-        raise _HTTPError(422, "outscale, size and fit apply to ordinary images; a scientific "
-                              "TIFF is upscaled by the model's scale")
-    try:
-        pages, meta = read_tiff(src, max_pixels=max_pixels)
-    except ImageTooLargeError as exc:
-        raise _HTTPError(413, str(exc).replace(str(src), "upload")) from None
-    except UnsupportedImageError as exc:
-        raise _HTTPError(415, str(exc).replace(str(src), "upload")) from None
-    except UpresError as exc:
-        raise _HTTPError(422, str(exc).replace(str(src), "upload")) from None
+    with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
+        src = Path(d) / "upload.tif"  # server-made name: nothing from the client
+        src.write_bytes(data)
+        try:
+            pages, meta = read_tiff(src, max_pixels=max_pixels)
+        except ImageTooLargeError:
+            raise _HTTPError(413, f"upload: image too large (limit {max_pixels} pixels)") \
+                from None
+        except UnsupportedImageError as exc:
+            raise _HTTPError(415, str(exc).replace(str(src), "upload")) from None
+        except UpresError as exc:
+            raise _HTTPError(422, str(exc).replace(str(src), "upload")) from None
     used: list[float] = []
     net = _AtStrength(up, 0.0 if denoise in (None, "auto") else denoise, None, used) \
         if hasattr(up, "run") else up
     try:
         out = upscale_document(net, Document("tiff", tuple(pages), meta))
-        body = encode_tiff(list(out.frames), out.meta)
     except NotEnoughMemoryError as exc:
         raise _HTTPError(503, str(exc)) from None
-    except UpresError as exc:
-        raise _HTTPError(422, str(exc).replace(str(src), "upload")) from None
+    try:
+        body = encode_tiff(list(out.frames), out.meta)
+    except Exception as exc:  # tifffile's refusals (metadata it cannot write for the type)
+        raise _HTTPError(422, f"cannot write the output TIFF ({one_line(exc, 200)})") \
+            from None
     return body, "TIFF", used[0] if used else None, getattr(up, "last_precision", None)
 
 
 def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
-             denoise: float | str | None = None, sized: Any = None
+             denoise: float | str | None = None, sized: Any = None, scientific: bool = False
              ) -> tuple[bytes, str, float | None, str | None]:
     """Decode, upscale and encode one upload that passed :func:`_probe` (in a worker thread).
-    ``fmt``: the output format, None for the input's, ``_DEFAULT`` when none was asked for.
+    ``fmt``: the output format, None for the input's, ``_DEFAULT`` when none was asked for;
+    ``scientific``: :func:`_probe` found a scientific TIFF (:func:`_upscale_tiff`).
     The output's size is checked against its format before the upscale runs. Returns the
     encoded output, its format, the clean-up strength used (photo models) and the precision
     the network ran (None for the bicubic baseline)."""
     from upres.formats.image import check_size, encode_image, is_opaque, read_image_info
-    from upres.formats.tiff import is_scientific
 
+    if scientific:
+        return _upscale_tiff(up, data, max_pixels, denoise)
+    if fmt == _DEFAULT:
+        fmt = "PNG"
     with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
-        # a server-made name: nothing from the client touches the disk
-        src = Path(d) / ("upload.tif" if is_tiff_bytes(data) else "upload")
+        src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk
         src.write_bytes(data)
-        if is_scientific(src):
-            return _upscale_tiff(up, src, None if fmt == _DEFAULT else fmt, max_pixels,
-                                 denoise, sized)
-        if fmt == _DEFAULT:
-            fmt = "PNG"
         try:
             img, info = read_image_info(src, max_pixels=max_pixels)
         except ImageTooLargeError as exc:
@@ -628,12 +662,13 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
             else:
                 sized = (req, None, {"fixed": s})
         data = await _image_bytes(request, cfg.max_upload_bytes, cfg.read_timeout)
-        await run_in_threadpool(_probe, data, cfg.max_pixels)
+        fmt = None if fmt_key == "same" else _FORMATS.get(fmt_key, fmt_key)
+        scientific = await run_in_threadpool(_probe, data, cfg.max_pixels, fmt,
+                                             sized is not None)
         async with _gate():
             up = await run_in_threadpool(models.get, name, s)
             body, out_fmt, used, ran = await run_in_threadpool(
-                _upscale, up, data, None if fmt_key == "same" else _FORMATS.get(fmt_key, fmt_key),
-                cfg.max_pixels, strength, sized)
+                _upscale, up, data, fmt, cfg.max_pixels, strength, sized, scientific)
         headers = {
             "Content-Disposition": f'attachment; filename="upscaled_{name}.{_EXT[out_fmt]}"',
             "X-Upres-Model": name, "X-Upres-Scale": str(s)}

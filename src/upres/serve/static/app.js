@@ -93,7 +93,8 @@ function pick(file) {
 function upscaleRequest(file, model, scale, format, onUpload, denoise) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    const q = new URLSearchParams({ model, scale: String(scale), format, denoise });
+    const q = new URLSearchParams({ model, scale: String(scale), denoise });
+    if (format) q.set("format", format); // "": the server's default (PNG; TIFF for scientific TIFF)
     xhr.open("POST", `/v1/upscale?${q}`);
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
     xhr.responseType = "blob";
@@ -170,11 +171,15 @@ function clearResult() {
   $("result-info").textContent = "";
 }
 
+const MEDIA_EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp",
+  "image/tiff": "tiff", "image/bmp": "bmp" };
+
 // Show the model's output beside bicubic; an output the browser cannot display (TIFF) gets
 // the Download link alone, never a comparison with something else. Resolves to a note for
 // the status line ("" when the comparison is shown).
-async function show(afterBlob, model, scale, format) {
+async function show(afterBlob, model, scale, asked) {
   clearResult();
+  const format = asked || MEDIA_EXT[afterBlob.type] || "png"; // Automatic: what came back
   const a = URL.createObjectURL(afterBlob);
   state.urls = [a];
   const stem = state.file.name.replace(/\.[^.]*$/, "") || "image";
@@ -186,7 +191,7 @@ async function show(afterBlob, model, scale, format) {
   try { await loadImg($("img-after"), a); } catch (_) { shown = false; }
   if (shown) {
     setStatus("Preparing the bicubic comparison…");
-    const before = await upscale(state.file, "bicubic", scale, "png", null);
+    const before = await upscale(state.file, "bicubic", scale, asked ? "png" : "", null);
     const b = URL.createObjectURL(before.blob);
     state.urls.push(b);
     await loadImg($("img-before"), b);
@@ -201,8 +206,11 @@ async function show(afterBlob, model, scale, format) {
   $("result").hidden = false;
   if (shown) fit();
   $("result").scrollIntoView({ behavior: "smooth", block: "start" });
-  return shown ? "" : ` The browser cannot display ${format.toUpperCase()}, so there is no ` +
-    "comparison: use Download (choose PNG, JPEG or WebP to compare).";
+  if (shown) return "";
+  const note = ` The browser cannot display ${format.toUpperCase()}, so there is no comparison: ` +
+    "use Download";
+  // Automatic gives TIFF only for a scientific TIFF, which no other format can hold
+  return asked ? `${note} (choose PNG, JPEG or WebP to compare).` : `${note}.`;
 }
 
 // -- comparison viewer: both images share one transform, the after-layer is clipped ----------
