@@ -310,3 +310,32 @@ def test_ome_upload_without_its_name_is_still_a_new_dataset():
                                            '</UUID>')
     kept = _scale_ome(other, 2)
     assert own in kept and "sample.ome.tif" in kept
+
+
+def test_quieting_tifffile_is_per_thread_and_leaves_it_as_it_was(caplog):
+    """Threads of a server read TIFFs at once: one thread's quiet reading must neither
+    silence another's tifffile records nor leave the logger silenced afterwards."""
+    import logging
+    import threading
+
+    from upres.formats.tiff import _quiet_tifffile
+
+    log = logging.getLogger("tifffile")
+    inside, release = threading.Event(), threading.Event()
+
+    def quiet_reader():
+        with _quiet_tifffile():
+            log.warning("dropped")
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=quiet_reader)
+    with caplog.at_level(logging.WARNING, logger="tifffile"):
+        t.start()
+        assert inside.wait(10)
+        log.warning("from another thread")
+        release.set()
+        t.join(10)
+        log.warning("after")
+    seen = [r.getMessage() for r in caplog.records if r.name == "tifffile"]
+    assert seen == ["from another thread", "after"]

@@ -26,6 +26,7 @@ import io as _io
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -51,17 +52,29 @@ def _flag(tf: object, name: str) -> bool:
         return False
 
 
+_QUIET = threading.local()  # how deep this thread is in _quiet_tifffile
+
+
+class _QuietFilter(logging.Filter):
+    """Drops tifffile's records logged by a thread inside :func:`_quiet_tifffile`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_QUIET, "depth", 0)
+
+
 @contextmanager
 def _quiet_tifffile() -> Iterator[None]:
     """Silence tifffile's logger while a file is probed: a damaged file then gives the reader's
-    one-line error only, not tifffile's log lines as well."""
+    one-line error only, not tifffile's log lines as well. Per thread (a filter, not the
+    logger's level, which threads of a server would race on and could leave silenced)."""
     log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    if not any(isinstance(f, _QuietFilter) for f in log.filters):
+        log.addFilter(_QuietFilter())
+    _QUIET.depth = getattr(_QUIET, "depth", 0) + 1
     try:
         yield
     finally:
-        log.setLevel(level)
+        _QUIET.depth -= 1
 
 
 def scientific_reason(source: str | os.PathLike[str] | bytes) -> str | None:
