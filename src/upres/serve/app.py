@@ -339,13 +339,18 @@ def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
         raise _HTTPError(422, "empty upload")
     if data[128:132] == b"DICM":
         raise _HTTPError(415, "upload: DICOM is not served by the HTTP API; use upres upscale")
-    pages, geo = 1, False
-    if is_tiff_bytes(data):  # tifffile reads every TIFF upres reads, stacks and float too
+    pages, geo, tiff = 1, False, is_tiff_bytes(data)
+    if tiff:  # tifffile reads every TIFF upres reads, stacks and float too
         try:
             w, h, pages, geo = _tiff_header(data)
         except Exception as exc:  # tifffile raises many types for damaged headers
-            raise _HTTPError(422, "upload: cannot read the TIFF header "
-                                  f"({type(exc).__name__})") from None
+            try:  # one tifffile cannot parse may still be a picture Pillow reads
+                with Image.open(io.BytesIO(data)) as im:
+                    w, h = im.size
+                tiff = False  # the picture path, as before
+            except Exception:
+                raise _HTTPError(422, "upload: cannot read the TIFF header "
+                                      f"({type(exc).__name__})") from None
     else:
         try:
             with Image.open(io.BytesIO(data)) as im:
@@ -365,7 +370,7 @@ def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
             f"{pages} pages of {w}x{h}, counted as {counted} pixels: each page at least " \
             f"{_PAGE_FLOOR}"
         raise _HTTPError(413, f"upload: image too large ({what}; limit {max_pixels})")
-    if not is_tiff_bytes(data):
+    if not tiff:
         return False
     from upres.formats.tiff import scientific_reason
 
