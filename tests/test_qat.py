@@ -4,6 +4,8 @@ get an int8 graph that quantises it."""
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import onnx
 import pytest
@@ -13,6 +15,7 @@ from onnx import numpy_helper
 import upres
 from upres.errors import UpresError
 from upres.export import OnnxNet
+from upres.inference.paths import cpu_info
 from upres.models.archs.upnet import UpNet
 from upres.models.descriptor import ModelCard
 from upres.quantize import calibration_inputs, int8_tail, load_calibration, quantize_int8
@@ -29,6 +32,14 @@ def _net() -> tuple[UpNet, ModelCard]:
     card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
                      params=sum(p.numel() for p in net.parameters()))
     return net, card
+
+
+# onnxruntime's u8s8 convolution kernels on x86 CPUs without VNNI (AVX2 only) add pairs of
+# products in saturating 16-bit lanes (vpmaddubsw), which the simulation does not model: there
+# the int8 graph sits further from exact int8 arithmetic, and the simulation is held to a
+# looser (still far from the float network's) bound. VNNI and AMX add in 32 bits.
+_EXACT_INT8 = platform.machine().lower() not in ("x86_64", "amd64") or bool(
+    {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_info()[1]))
 
 
 def _graph_ranges(graph: bytes) -> list[tuple[float, float]]:
@@ -71,7 +82,7 @@ def test_simulated_rounding_is_the_int8_graphs(tail):
         return float(np.mean([np.mean((x - y) ** 2) for x, y in zip(a, b, strict=True)]))
 
     assert mse(simmed, ref) > 0  # it does round
-    assert mse(simmed, ort) < 0.1 * mse(ort, ref)
+    assert mse(simmed, ort) < (0.1 if _EXACT_INT8 else 0.5) * mse(ort, ref), _EXACT_INT8
     sim.remove()
     with torch.no_grad():
         back = [net(torch.from_numpy(x)).numpy() for x in inputs]
