@@ -3,6 +3,7 @@ stacks page by page, physical pixel size scaled, print DPI kept, GIF listed like
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -310,6 +311,45 @@ def test_ome_upload_without_its_name_is_still_a_new_dataset():
                                            '</UUID>')
     kept = _scale_ome(other, 2)
     assert own in kept and "sample.ome.tif" in kept
+
+
+def _linked_ome(other_name: str) -> bytes:
+    """A one-plane OME-TIFF whose XML puts a second plane in the file ``other_name``."""
+    own = "urn:uuid:0f1e2d3c-0000-4000-8000-000000000003"
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/'
+           f'Schemas/OME/2016-06" UUID="{own}"><Image ID="Image:0"><Pixels ID="Pixels:0" '
+           'DimensionOrder="XYZCT" Type="uint16" SizeX="32" SizeY="24" SizeZ="2" SizeC="1" '
+           'SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+           f'<TiffData FirstZ="0" IFD="0" PlaneCount="1"><UUID FileName="a.ome.tif">{own}'
+           '</UUID></TiffData><TiffData FirstZ="1" IFD="0" PlaneCount="1"><UUID FileName='
+           f'"{other_name}">urn:uuid:0f1e2d3c-0000-4000-8000-000000000004</UUID></TiffData>'
+           '</Pixels></Image></OME>')
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.full((24, 32), 7, np.uint16), description=xml, metadata=None)
+    return buf.getvalue()
+
+
+def test_multi_file_ome_links_are_told_and_need_not_be_followed(tmp_path):
+    """A multi-file OME-TIFF is told by its references to another UUID (or, without a
+    document UUID, to more than one); single-file documents are not. With ``linked=False``
+    read_tiff reads the file's own pages only and opens no file its XML names."""
+    from upres.formats.tiff import ome_links_other_files, read_tiff
+
+    tifffile.imwrite(tmp_path / "b.tif", np.full((24, 32), 4242, np.uint16))
+    data = _linked_ome("b.tif")
+    (tmp_path / "a.ome.tif").write_bytes(data)
+    with tifffile.TiffFile(tmp_path / "a.ome.tif") as tf:
+        xml = tf.pages.first.description
+    assert ome_links_other_files(xml)
+    single = re.sub(r'<TiffData FirstZ="1".*?</TiffData>', "", xml)
+    assert not ome_links_other_files(single)
+    no_root = re.sub(r'(<OME\b[^>]*?)\sUUID="[^"]*"', r"\1", xml)
+    assert ome_links_other_files(no_root) and not ome_links_other_files(
+        re.sub(r'(<OME\b[^>]*?)\sUUID="[^"]*"', r"\1", single))
+    pages, _ = read_tiff(tmp_path / "a.ome.tif")  # the CLI follows the set (as tifffile does)
+    assert [int(p.max()) for p in pages] == [7, 4242]
+    pages, _ = read_tiff(tmp_path / "a.ome.tif", linked=False)
+    assert [int(p.max()) for p in pages] == [7]
 
 
 def test_quieting_tifffile_is_per_thread_and_leaves_it_as_it_was(caplog):

@@ -385,6 +385,39 @@ def test_scientific_tiffs_come_back_as_upres_upscale_writes_them(server, tmp_pat
     assert r.status_code == 413 and "11 pages of 400x300" in r.json()["detail"], r.text
 
 
+def test_upload_naming_other_files_opens_none(server, tmp_path):
+    """A multi-file OME-TIFF upload names other files for its planes: an absolute path on the
+    server, or a bare number (which beside a memory file would be one of the server's open
+    files). Each is refused in one line, and nothing of the named file comes back."""
+    import tifffile
+
+    from test_scitiff import _linked_ome
+
+    url, _ = server
+    secret = tmp_path / "secret.tif"
+    tifffile.imwrite(secret, np.full((24, 32), 4242, np.uint16))
+    for name in (str(secret), "3", "secret.tif"):
+        r = httpx.post(f"{url}/v1/upscale", params={"model": "bicubic", "scale": 2},
+                       content=_linked_ome(name), timeout=60)
+        assert r.status_code == 422 and "multi-file OME" in r.json()["detail"], (name, r.text)
+
+
+def test_uploads_are_decoded_from_memory_not_the_disk(tmp_path, monkeypatch):
+    """The server reads an upload through a memory file: none appears in the temporary
+    folder (a SIGKILL would leave it), the readers open it by path, and it is gone after."""
+    from upres.formats.image import read_image_info
+    from upres.serve.app import _upload_file
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    data = BIRD.read_bytes()
+    with _upload_file(data, "upload") as src:
+        assert list(tmp_path.iterdir()) == []
+        img, info = read_image_info(src)
+        assert img.shape == (288, 288, 3) and info.format == "PNG"
+    assert not src.exists() or src.read_bytes() != data
+
+
 def test_picture_tiffs_stay_pictures(server):
     """TIFFs that are pictures keep the picture path: 1-bit (group 4) and a picture with a
     centimetre resolution unit come back as the PNG asked for, and a photo with a display

@@ -33,8 +33,8 @@ import numpy as np
 from upres.errors import UnsupportedImageError, UpresError, one_line
 from upres.formats.files import check_writable, commit, default_mode, sweep_stale, temp_path
 
-__all__ = ["GDAL_EXTS", "GEO_FORMATS", "GeoMeta", "GeoSink", "GeoSource", "is_geotiff",
-           "output_block"]
+__all__ = ["GDAL_EXTS", "GEO_FORMATS", "GeoMeta", "GeoSink", "GeoSource", "has_geo_tags",
+           "is_geotiff", "output_block"]
 
 #: ``--format`` values that write this kind.
 GEO_FORMATS = ("gtiff", "cog")
@@ -47,6 +47,12 @@ _RPC_TAG = 50844  # RPCCoefficientTag
 _DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 #: Input pixels (width x height) beyond which a raster is refused unless --max-pixels says more.
 DEFAULT_MAX_GEO_PIXELS = 2_000_000_000
+
+
+def has_geo_tags(tags: Any) -> bool:
+    """True when a TIFF page's tags (a ``tifffile.TiffTags``, or any container of tag codes)
+    georeference it: tie points, pixel scale, a model transformation, GeoKeys or RPCs."""
+    return any(code in tags for code in (*_GEO_TAGS, _RPC_TAG))
 
 
 def is_geotiff(path: str | os.PathLike[str]) -> bool:
@@ -64,8 +70,7 @@ def is_geotiff(path: str | os.PathLike[str]) -> bool:
         return False
     try:
         with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
-            tags = tf.pages[0].tags
-            if any(code in tags for code in (*_GEO_TAGS, _RPC_TAG)):
+            if has_geo_tags(tf.pages[0].tags):
                 return True
     except Exception:
         return False

@@ -196,7 +196,9 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
     from upres.formats.tiff import _page_array, _quiet_tifffile, page_resolution
 
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(path) as tf:
+        # opened here, not by tifffile, which resolves links (a server's upload is a memory
+        # file at /proc/self/fd/N, whose link target is no path)
+        with _quiet_tifffile(), open(path, "rb") as fh, tifffile.TiffFile(fh) as tf:
             page = tf.pages[0]
             limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
             if limit and page.imagewidth * page.imagelength > limit:

@@ -31,13 +31,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from upres.errors import ImageTooLargeError, UnsupportedImageError, UpresError
 from upres.formats.files import encode_and_write
 
-__all__ = ["TiffMeta", "is_scientific", "read_tiff", "scientific_reason", "write_tiff"]
+__all__ = ["TiffMeta", "is_scientific", "ome_links_other_files", "read_tiff", "scientific_reason",
+           "scientific_reason_of", "write_tiff"]
 
 _INSTRUMENT_FLAGS = ("is_imagej", "is_ome", "is_fei", "is_sem", "is_lsm", "is_stk", "is_fluoview",
                      "is_metaseries", "is_micromanager", "is_nih", "is_andor", "is_sis")
@@ -79,12 +81,8 @@ def _quiet_tifffile() -> Iterator[None]:
 
 def scientific_reason(source: str | os.PathLike[str] | bytes) -> str | None:
     """Why a TIFF (a path with a .tif/.tiff suffix, or a file's bytes) is for this module:
-    ``"values"`` (samples no picture format holds: float, signed, more than 16 bits, 16-bit
-    min-is-white), ``"pages"`` (more than one image page: a stack, or several series),
-    ``"metadata"`` (one 8/16-bit page with an instrument's metadata, or a metric resolution
-    unit and neither an ICC profile nor a display orientation); None for an ordinary picture
-    TIFF (1-bit, palette, CMYK and YCbCr pages included: Pillow reads them), a damaged file or
-    anything not TIFF. A reduced-resolution thumbnail page does not make a stack."""
+    :func:`scientific_reason_of` of the opened file; None for a damaged file or anything not
+    TIFF."""
     import tifffile
 
     if isinstance(source, bytes):
@@ -94,32 +92,52 @@ def scientific_reason(source: str | os.PathLike[str] | bytes) -> str | None:
         if src.suffix.lower() not in (".tif", ".tiff"):
             return None
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(src) as tf:
-            page = tf.pages[0]
-            images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
-            if len(images) > 1 or (images and len(images[0].pages) > 1):
-                return "pages"
-            dt = page.dtype
-            pm = int(getattr(page, "photometric", 1))
-            if dt is None:
-                return "values"
-            if dt.kind == "b" or pm not in (0, 1, 2):
-                return None
-            if dt.kind != "u" or dt.itemsize > 2 or (pm == 0 and dt.itemsize > 1):
-                return "values"  # 16-bit min-is-white: Pillow would read it as min-is-black
-            if any(_flag(tf, f) for f in _INSTRUMENT_FLAGS):
-                return "metadata"
-            unit = int(getattr(page, "resolutionunit", 1) or 1)
-            if unit in _METRIC_UNITS:
-                # a photo saved with a metric DPI (an ICC profile, a display orientation) is a
-                # picture; a calibrated plain image is a measurement
-                orientation = page.tags.get(274)
-                photo = 34675 in page.tags or (orientation is not None
-                                               and int(orientation.value) != 1)
-                return None if photo else "metadata"
-            return None
+        with _quiet_tifffile(), tifffile.TiffFile(src, _multifile=False) as tf:
+            return scientific_reason_of(tf)
     except Exception:
         return None
+
+
+def scientific_reason_of(tf: Any) -> str | None:
+    """Why an open ``tifffile.TiffFile`` is for this module: ``"values"`` (samples no picture
+    format holds: float, signed, more than 16 bits, 16-bit min-is-white), ``"pages"`` (more
+    than one image page: a stack, or several series), ``"metadata"`` (one 8/16-bit page with
+    an instrument's metadata, or a metric resolution unit and neither an ICC profile nor a
+    display orientation); None for an ordinary picture TIFF (1-bit, palette, CMYK and YCbCr
+    pages included: Pillow reads them). A reduced-resolution thumbnail page does not make a
+    stack. Raises what tifffile raises for a damaged file."""
+    page = tf.pages[0]
+    images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
+    if len(images) > 1 or (images and len(images[0].pages) > 1):
+        return "pages"
+    dt = page.dtype
+    pm = int(getattr(page, "photometric", 1))
+    if dt is None:
+        return "values"
+    if dt.kind == "b" or pm not in (0, 1, 2):
+        return None
+    if dt.kind != "u" or dt.itemsize > 2 or (pm == 0 and dt.itemsize > 1):
+        return "values"  # 16-bit min-is-white: Pillow would read it as min-is-black
+    if any(_flag(tf, f) for f in _INSTRUMENT_FLAGS):
+        return "metadata"
+    unit = int(getattr(page, "resolutionunit", 1) or 1)
+    if unit in _METRIC_UNITS:
+        # a photo saved with a metric DPI (an ICC profile, a display orientation) is a
+        # picture; a calibrated plain image is a measurement
+        orientation = page.tags.get(274)
+        photo = 34675 in page.tags or (orientation is not None
+                                       and int(orientation.value) != 1)
+        return None if photo else "metadata"
+    return None
+
+
+def ome_links_other_files(xml: str) -> bool:
+    """True when an OME-XML document puts planes in other files (a multi-file OME dataset):
+    a <UUID> element that is not the document's own UUID, or, where the document has none,
+    <UUID> elements naming more than one file."""
+    root = re.search(r'<(?:\w+:)?OME\b[^>]*\sUUID="([^"]*)"', xml)
+    ids = {u.strip() for _, u in re.findall(r"<((?:\w+:)?)UUID\b[^>]*>([^<]*)</\1UUID>", xml)}
+    return bool(ids - {root.group(1).strip()}) if root else len(ids) > 1
 
 
 def is_scientific(path: str | os.PathLike[str]) -> bool:
@@ -240,9 +258,11 @@ def _page_array(page: object) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def read_tiff(path: str | os.PathLike[str], *,
-              max_pixels: int | None = None) -> tuple[list[np.ndarray], TiffMeta]:
-    """Read every page of a scientific TIFF.
+def read_tiff(path: str | os.PathLike[str], *, max_pixels: int | None = None,
+              linked: bool = True) -> tuple[list[np.ndarray], TiffMeta]:
+    """Read every page of a scientific TIFF. ``linked``: follow a multi-file OME-TIFF's
+    references to the other files of its set (False for a server's upload: a name in a file
+    from a client must not open a file on the server; only the file's own pages are read).
 
     Returns ``(pages, meta)``: pages ``(H, W)`` or ``(H, W, 3|4)`` in the file's dtype (float32,
     float64, int8/16/32, uint8/16/32), all one shape.
@@ -256,7 +276,10 @@ def read_tiff(path: str | os.PathLike[str], *,
 
     p = Path(path)
     try:
-        with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
+        # opened here, not by tifffile, which resolves links: a server's upload is a memory
+        # file at /proc/self/fd/N, whose link target is no path
+        with _quiet_tifffile(), open(p, "rb") as fh, \
+                tifffile.TiffFile(fh, _multifile=linked) as tf:
             images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
             if len(images) > 1:
                 raise UnsupportedImageError(f"{p}: TIFF holds {len(images)} image series; only "

@@ -19,16 +19,19 @@ parameters get 422 (what the header shows is refused before the request queues; 
 larger than its format holds is refused after decoding, before the upscale); all errors are
 JSON ``{"detail": "one line"}``, unexpected ones too (500). At most ``workers`` upscales
 run at once; up to ``max_queue`` more wait for at most ``queue_timeout`` seconds, and beyond
-that the answer is 503 with ``Retry-After``. Uploads are decoded from a server-made temporary
-file name: no name from the client reaches the file system.
+that the answer is 503 with ``Retry-After``. Uploads are decoded from an anonymous memory file
+(Linux; a temporary folder elsewhere) under a server-made name: no name from the client reaches
+the file system, none in an upload opens another file, and a killed server leaves nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,22 +309,43 @@ async def _image_bytes(request: Request, limit: int, timeout: float = 30.0) -> b
 _PAGE_FLOOR = 128 * 128
 
 
-def _tiff_header(data: bytes) -> tuple[int, int, int, bool]:
-    """Width and height of a TIFF's first image page, the pages of its first image series,
-    and whether the file is georeferenced (GeoTIFF tags or RPCs on its first page)."""
+@dataclass(frozen=True)
+class _TiffHeader:
+    """What :func:`_probe` needs of a TIFF upload, from one parse: its first image page's
+    ``width`` and ``height``, the ``pages`` of its first image series, whether it is
+    georeferenced (``geo``: GeoTIFF tags or RPCs on its first page), why it is scientific
+    (``reason``: :func:`upres.formats.tiff.scientific_reason_of`) and whether it is part of a
+    multi-file OME dataset (``linked``)."""
+
+    width: int
+    height: int
+    pages: int
+    geo: bool
+    reason: str | None
+    linked: bool
+
+
+def _tiff_header(data: bytes) -> _TiffHeader:
+    """The upload's :class:`_TiffHeader`. References to other files are never followed."""
     import io
 
     import tifffile
 
-    from upres.formats.geotiff import _GEO_TAGS, _RPC_TAG
-    from upres.formats.tiff import _quiet_tifffile
+    from upres.formats.geotiff import has_geo_tags
+    from upres.formats.tiff import _quiet_tifffile, ome_links_other_files, scientific_reason_of
 
-    with _quiet_tifffile(), tifffile.TiffFile(io.BytesIO(data)) as tf:
+    with _quiet_tifffile(), tifffile.TiffFile(io.BytesIO(data), _multifile=False) as tf:
         series = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
         page = series[0].keyframe if series else tf.pages.first
         n = len(series[0].pages) if series else 1
-        geo = any(code in tf.pages.first.tags for code in (*_GEO_TAGS, _RPC_TAG))
-        return int(page.imagewidth), int(page.imagelength), max(n, 1), geo
+        geo = has_geo_tags(tf.pages.first.tags)
+        try:
+            reason = scientific_reason_of(tf)
+        except Exception:  # as scientific_reason: a damaged page is not scientific
+            reason = None
+        xml = tf.pages.first.description if tf.is_ome else ""
+        return _TiffHeader(int(page.imagewidth), int(page.imagelength), max(n, 1), geo, reason,
+                           bool(xml) and ome_links_other_files(xml))
 
 
 def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
@@ -339,10 +363,11 @@ def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
         raise _HTTPError(422, "empty upload")
     if data[128:132] == b"DICM":
         raise _HTTPError(415, "upload: DICOM is not served by the HTTP API; use upres upscale")
-    pages, geo, tiff = 1, False, is_tiff_bytes(data)
+    pages, head, tiff = 1, None, is_tiff_bytes(data)
     if tiff:  # tifffile reads every TIFF upres reads, stacks and float too
         try:
-            w, h, pages, geo = _tiff_header(data)
+            head = _tiff_header(data)
+            w, h, pages = head.width, head.height, head.pages
         except Exception as exc:  # tifffile raises many types for damaged headers
             try:  # one tifffile cannot parse may still be a picture Pillow reads
                 with Image.open(io.BytesIO(data)) as im:
@@ -370,11 +395,13 @@ def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
             f"{pages} pages of {w}x{h}, counted as {counted} pixels: each page at least " \
             f"{_PAGE_FLOOR}"
         raise _HTTPError(413, f"upload: image too large ({what}; limit {max_pixels})")
-    if not tiff:
+    if not tiff or head is None:
         return False
-    from upres.formats.tiff import scientific_reason
-
-    why = scientific_reason(data)
+    if head.linked:
+        raise _HTTPError(422, "upload: an OME-TIFF whose planes are in other files (a "
+                              "multi-file OME dataset) cannot be upscaled from one "
+                              "uploaded file")
+    why, geo = head.reason, head.geo
     picture = fmt not in (_DEFAULT, None, "TIFF")
     if why is None or (why == "metadata" and (picture or sized or geo)):
         return False  # a picture: read as `upres upscale` reads pictures (calibration unused)
@@ -413,6 +440,28 @@ class _AtStrength:
         return out
 
 
+@contextlib.contextmanager
+def _upload_file(data: bytes, name: str) -> Iterator[Path]:
+    """The upload as a file the format readers open by path, under a server-made ``name``
+    (nothing from the client names it). On Linux an anonymous memory file
+    (``memfd_create``), which nothing outlives: not even a SIGKILL leaves it behind. Elsewhere
+    a temporary folder, removed on exit."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create(f"upres-{name}", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            yield Path(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
+        src = Path(d) / name
+        src.write_bytes(data)
+        yield src
+
+
 def _upscale_tiff(up: Any, data: bytes, max_pixels: int, denoise: float | str | None
                   ) -> tuple[bytes, str, float | None, str | None]:
     """A scientific TIFF that passed :func:`_probe` (float, signed or 32-bit samples, page
@@ -423,11 +472,9 @@ def _upscale_tiff(up: Any, data: bytes, max_pixels: int, denoise: float | str | 
     from upres.formats import Document
     from upres.formats.tiff import encode_tiff, read_tiff
 
-    with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
-        src = Path(d) / "upload.tif"  # server-made name: nothing from the client
-        src.write_bytes(data)
-        try:
-            pages, meta = read_tiff(src, max_pixels=max_pixels)
+    with _upload_file(data, "upload.tif") as src:
+        try:  # an upload's references to other files are not followed
+            pages, meta = read_tiff(src, max_pixels=max_pixels, linked=False)
         except ImageTooLargeError:
             raise _HTTPError(413, f"upload: image too large (limit {max_pixels} pixels)") \
                 from None
@@ -465,9 +512,7 @@ def _upscale(up: Any, data: bytes, fmt: str | None, max_pixels: int,
         return _upscale_tiff(up, data, max_pixels, denoise)
     if fmt == _DEFAULT:
         fmt = "PNG"
-    with tempfile.TemporaryDirectory(prefix="upres-serve-") as d:
-        src = Path(d) / "upload"  # server-made name: nothing from the client touches the disk
-        src.write_bytes(data)
+    with _upload_file(data, "upload") as src:
         try:
             img, info = read_image_info(src, max_pixels=max_pixels)
         except ImageTooLargeError as exc:
