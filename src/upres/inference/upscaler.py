@@ -190,11 +190,16 @@ def _int8_runner(runtime: str, graph: bytes, name: str) -> nn.Module:
                          f"({one_line(exc, 200)})") from None
 
 
-def _best_time(call: Any, *, warm: int, repeat: int) -> float:
+def _best_time(call: Any, *, warm: int, repeat: int, give_up: float = float("inf")) -> float:
     """Best of ``repeat`` timed ``call()`` after ``warm`` untimed ones, in seconds (inf for
-    no timed call)."""
-    for _ in range(warm):
+    no timed call). A last warm-up that already took over ``give_up`` seconds is the answer:
+    a path that slow is not repeated."""
+    for i in range(warm):
+        t0 = time.perf_counter()
         call()
+        took = time.perf_counter() - t0
+        if i == warm - 1 and took > give_up:
+            return took
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -440,14 +445,14 @@ class Upscaler:
         self.backend, self.precision, self.channels_last = "onnxruntime", "int8", False
         self.device = torch.device("cpu")
 
-    def _time(self, x: torch.Tensor) -> float:
+    def _time(self, x: torch.Tensor, give_up: float = float("inf")) -> float:
         """Best of two timed runs of ``x`` after a warm-up (oneDNN and onnxruntime build their
         kernels on the first call; OpenVINO compiles a shape at its second sighting: two
-        warm-ups), in seconds."""
+        warm-ups), in seconds; the last warm-up's time when it took over ``give_up``."""
         from upres.export import GraphNet
 
         return _best_time(lambda: self._run(x), warm=2 if isinstance(self.model, GraphNet) else 1,
-                          repeat=2)
+                          repeat=2, give_up=give_up)
 
     def _set_format(self, channels_last: bool) -> None:
         """Put the torch network (and so its inputs) in channels_last or contiguous format."""
@@ -466,7 +471,9 @@ class Upscaler:
         :data:`FORMAT_MARGIN` times faster (which format is faster differs between CPUs).
         The choice is cached per model, weights and machine (:mod:`upres.inference.paths`),
         so later loads skip the measurement. bf16 costs at most a few 8-bit levels and ~0.002 dB
-        on the benchmarks, but is several times slower than fp32 on CPUs without native bf16."""
+        on the benchmarks, but is 10x to 300x slower than fp32 on x86 CPUs without bf16
+        instructions, where it is not timed (:func:`~upres.inference.paths.has_native_bf16`);
+        a path that takes over 4x fp32's time (and over 1 s) is timed once, not three times."""
         from upres.inference import paths
         from upres.quantize import INT8_RULE_DB
 
@@ -479,8 +486,10 @@ class Upscaler:
                 self.precision = "fp16"
             self.precision_note = f"auto precision: {self.precision} ({self.device.type})"
             return
-        candidates = ["fp32"] + (["bf16"] if self.card.supports_half else []) + \
-            (["int8"] if self._int8_ok else [])
+        no_bf16 = self.card.supports_half and not paths.has_native_bf16()
+        candidates = ["fp32"] + (["bf16"] if self.card.supports_half and not no_bf16 else []) \
+            + (["int8"] if self._int8_ok else [])
+        skipped = "; bf16 not timed: this CPU has no bf16 instructions" if no_bf16 else ""
         asked = self._int8_runtime_asked  # a named int8 runtime is measured on its own
         formats = self._format_open  # the memory format is measured too
         key = paths.cache_key(self.model, self.card,
@@ -504,7 +513,7 @@ class Upscaler:
                 self.precision = choice
             if cached:
                 self.precision_note = (f"auto precision: {choice} "
-                                       f"({paths.describe(hit, cached=True)})"
+                                       f"({paths.describe(hit, cached=True)}{skipped})"
                                        + self._runtime_words())
                 return
         x = torch.rand(1, 1 if self.card.color == "y" else 3, 128, 128,
@@ -515,15 +524,19 @@ class Upscaler:
         other = "contiguous" if home else "channels_last"
         best_format: dict[str, bool] = {}
         by_path: dict[str, float] = {}  # each path's time, a float path at its faster format
+        give_up = float("inf")  # a path 4x slower than fp32 (and over 1 s) is timed once: it
+        # cannot be chosen (choose_precision asks 1.25x faster, a format FORMAT_MARGIN)
         for prec in candidates:
             if prec == "int8":
                 continue
             self.precision = prec
-            times[prec] = by_path[prec] = self._time(x)
+            times[prec] = by_path[prec] = self._time(x, give_up)
+            if prec == "fp32":
+                give_up = max(4 * times["fp32"], 1.0)
             best_format[prec] = home
             if formats:
                 self._set_format(not home)
-                times[f"{prec} {other}"] = t = self._time(x)
+                times[f"{prec} {other}"] = t = self._time(x, give_up)
                 self._set_format(home)
                 if t * FORMAT_MARGIN <= times[prec]:
                     best_format[prec], by_path[prec] = not home, t
@@ -534,7 +547,7 @@ class Upscaler:
                 self._use_int8(auto=True)
                 loss = self.int8_loss
                 if loss is not None and loss <= INT8_RULE_DB:
-                    times["int8"] = by_path["int8"] = self._time(x)
+                    times["int8"] = by_path["int8"] = self._time(x, give_up)
                     int8_state = self.model, self.int8_loss, self.card
                     runtime = self.int8_runtime
             except UpresError:  # a graph that cannot be quantised or run: no int8 candidate
@@ -555,8 +568,8 @@ class Upscaler:
             self.backend, self.channels_last = "onnxruntime", False
             self.device = torch.device("cpu")
             self.int8_runtime = runtime
-        self.precision_note = (f"auto precision: {self.precision} ({paths.describe(entry)})"
-                               + self._runtime_words())
+        self.precision_note = (f"auto precision: {self.precision} ({paths.describe(entry)}"
+                               f"{skipped})" + self._runtime_words())
 
     def _runtime_words(self) -> str:
         """``"; int8 runs on openvino"`` where an int8 graph runs, else ``""``."""
