@@ -103,6 +103,33 @@ def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
     assert checked >= 2
 
 
+def test_range_memo_gives_the_same_graphs_without_probing_again(monkeypatch):
+    """make_int8's graphs share one float graph: the percentile ranges measured for one are
+    reused by the next (the same bytes as measuring again), and nothing is probed twice."""
+    from upres import quantize
+    from upres.models.archs.upnet import UpNet
+    from upres.models.descriptor import ModelCard
+
+    torch.manual_seed(4)
+    net = UpNet(scale=2, channels=8, depth=3).eval()
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)
+    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
+                     params=sum(p.numel() for p in net.parameters()))
+    crops = load_calibration()[:6]
+    plain = [quantize.quantize_int8(net, card, crops=crops, tail=t) for t in (False, True)]
+    probes = []
+    real = quantize._probe
+    monkeypatch.setattr(quantize, "_probe", lambda p, names: probes.append(names) or real(p, names))
+    memo: dict = {}
+    shared = [quantize.quantize_int8(net, card, crops=crops, tail=t, memo=memo)
+              for t in (False, True)]
+    assert shared == plain
+    # the second graph probes only what the first did not quantise: the tail's input and output
+    assert len(probes) == 2 and len(probes[1]) == 2 and not set(probes[0]) & set(probes[1])
+    assert set(memo) == set(probes[0]) | set(probes[1])
+
+
 def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
     """equalise_channels rescales Conv -> ReLU -> Conv chains only: the float graph computes the
     same output, and each rescaled activation's channels are closer in range."""

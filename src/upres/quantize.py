@@ -308,7 +308,8 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
                   percentile: float = PERCENTILE, equalise: bool = False,
                   tail: bool | None = None, skip: bool = False,
                   keep: Sequence[str] = (), why: str = "", fp32: bytes | None = None,
-                  ranges: str = "two-sided") -> bytes:
+                  ranges: str = "two-sided",
+                  memo: dict[str, tuple[float, float]] | None = None) -> bytes:
     """The serialized int8 (QDQ) ONNX graph of ``model``, calibrated on ``crops``
     (:func:`load_calibration`; default the bundled training-set crops), with channel ranges
     equalised first if ``equalise`` (:func:`equalise_channels`), and the last convolution in
@@ -316,7 +317,9 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     the long skip (:func:`skip_convs`) float32 if ``skip``, and the convolutions named in
     ``keep`` (ONNX node names) float32 too, ``why`` saying in the card's note why.
     ``ranges``: activation ranges by :func:`two_sided_ranges` (the default) or as onnxruntime's
-    calibration left them (``"onnxruntime"``, upres's rule before session 28). ``fp32``:
+    calibration left them (``"onnxruntime"``, upres's rule before session 28); ``memo``:
+    :func:`two_sided_ranges`' memo, for calls on the same ``fp32`` graph, ``crops``,
+    ``percentile`` and ``equalise``. ``fp32``:
     the float32 graph of ``model`` (:func:`upres.export.onnx_bytes`) where already exported.
     Input and output are as :func:`upres.export.onnx_bytes` (float32 ``(N, C, H, W)``); the card
     travels in the metadata with ``quantized`` set."""
@@ -369,7 +372,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
         qproto = onnx.load(str(dst))
     if ranges == "two-sided":
         try:
-            two_sided_ranges(qproto, proto, inputs, percentile)
+            two_sided_ranges(qproto, proto, inputs, percentile, memo)
         except Exception as exc:  # onnxruntime's own error types
             raise UpresError(f"{card.name}: int8 calibration failed "
                              f"({one_line(exc, 200)})") from None
@@ -414,7 +417,8 @@ def _probe(proto: Any, names: Sequence[str]) -> Any:
 
 
 def two_sided_ranges(qproto: Any, fproto: Any, inputs: list[np.ndarray],
-                     percentile: float = PERCENTILE) -> int:
+                     percentile: float = PERCENTILE,
+                     memo: dict[str, tuple[float, float]] | None = None) -> int:
     """Set the range of every activation quantised in the QDQ graph ``qproto`` (in place) to
     :func:`percentile_range` of that tensor's values in the float graph ``fproto`` (the one
     ``qproto`` was quantised from) over ``inputs``, and each integer convolution's bias to
@@ -424,7 +428,10 @@ def two_sided_ranges(qproto: Any, fproto: Any, inputs: list[np.ndarray],
     range: the skip sum into tiny-x3's last convolution was [-0.784, 1.195] where its values
     lie in [-0.671, 1.192] but for 0.002 %. A range onnxruntime starts at 0 (a ReLU's output:
     zero point at the type's minimum) stays at 0; tensors the float graph does not make, and
-    ranges of zero width, are left as they are. Returns how many ranges changed."""
+    ranges of zero width, are left as they are. Returns how many ranges changed. ``memo``:
+    tensor name -> its :func:`percentile_range`, filled and reused by calls with the same float
+    graph, inputs and percentile (:func:`make_int8`'s graphs differ only in what they
+    quantise)."""
     from onnx import numpy_helper
 
     consts = {i.name: i for i in qproto.graph.initializer}
@@ -435,20 +442,24 @@ def two_sided_ranges(qproto: Any, fproto: Any, inputs: list[np.ndarray],
           and numpy_helper.to_array(consts[n.input[1]]).size == 1]
     if not qs:
         return 0
-    names = sorted({n.input[0] for n in qs})
-    sess = _probe(fproto, names)
-    feed = sess.get_inputs()[0].name
-    seen: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
-    for x in inputs:
-        for nm, v in zip(names, sess.run(names, {feed: x}), strict=True):
-            seen[nm].append(np.asarray(v, dtype=np.float32).ravel())
+    memo = {} if memo is None else memo
+    names = sorted({n.input[0] for n in qs} - set(memo))
+    if names:
+        sess = _probe(fproto, names)
+        feed = sess.get_inputs()[0].name
+        seen: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
+        for x in inputs:
+            for nm, v in zip(names, sess.run(names, {feed: x}), strict=True):
+                seen[nm].append(np.asarray(v, dtype=np.float32).ravel())
+        for nm in names:
+            memo[nm] = percentile_range(np.concatenate(seen.pop(nm)), percentile)
     changed = 0
     for n in qs:
         scale, zero = consts[n.input[1]], consts[n.input[2]]
         z_arr = numpy_helper.to_array(zero)
         lim = np.iinfo(z_arr.dtype)
         z0, s0 = int(z_arr), float(numpy_helper.to_array(scale))
-        lo, hi = percentile_range(np.concatenate(seen[n.input[0]]), percentile)
+        lo, hi = memo[n.input[0]]
         if z0 == lim.min:
             lo = 0.0
         if hi - lo <= 0:
@@ -574,10 +585,11 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     tries += [(False, e, True) for e in equalise] if skip else []
     best: tuple[bytes, float] | None = None
     base: tuple[float, bool, bool] | None = None  # (loss, equalise, skip): best float-tail try
+    memos: dict[bool, dict[str, tuple[float, float]]] = {False: {}, True: {}}  # by equalise
     for tail, eq, sk in tries:
         try:
             graph = quantize_int8(model, card, crops=crops, percentile=percentile,
-                                  equalise=eq, tail=tail, skip=sk, fp32=fp32)
+                                  equalise=eq, tail=tail, skip=sk, fp32=fp32, memo=memos[eq])
         except UpresError:
             if tail:  # a graph the quantiser refuses with the last convolution int8: go on
                 continue  # to the float-tail graphs
@@ -599,7 +611,7 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
         def graph_with(keep: Sequence[str]) -> tuple[bytes, float]:
             g = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=eq,
                               tail=False, skip=sk, keep=keep, why="the most sensitive",
-                              fp32=fp32)
+                              fp32=fp32, memo=memos[eq])
             return g, calibration_loss(model, card, g, crops, reference=ref)
 
         print(f"upres: {card.name}: int8 still loses {best[1]:.3f} dB on the calibration crops; "
