@@ -476,7 +476,8 @@ def test_auto_leaves_bf16_untimed_without_bf16_instructions(tmp_path, monkeypatc
 
 
 def test_a_path_far_slower_than_fp32_is_timed_once():
-    """_best_time stops at a warm-up that took over ``give_up`` seconds and answers with it."""
+    """_best_time stops at a first timed call over ``give_up`` seconds and answers with it;
+    the warm-ups (kernel builds, OpenVINO's compile) never decide."""
     import time
 
     from upres.inference.upscaler import _best_time
@@ -487,7 +488,7 @@ def test_a_path_far_slower_than_fp32_is_timed_once():
         calls.append(1)
         time.sleep(0.05)
 
-    assert _best_time(slow, warm=1, repeat=2, give_up=0.01) >= 0.05 and len(calls) == 1
+    assert _best_time(slow, warm=1, repeat=2, give_up=0.01) >= 0.05 and len(calls) == 2
     calls.clear()
     assert 0.05 <= _best_time(slow, warm=2, repeat=2, give_up=1.0) < 1.0 and len(calls) == 4
 

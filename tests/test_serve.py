@@ -402,6 +402,24 @@ def test_upload_naming_other_files_opens_none(server, tmp_path):
         assert r.status_code == 422 and "multi-file OME" in r.json()["detail"], (name, r.text)
 
 
+def test_an_upload_read_past_the_probe_follows_no_reference(tmp_path):
+    """Behind the probe too: the scientific path reads an upload's own pages only, even when
+    its OME-XML names a readable file on the server for a second plane."""
+    import tifffile
+
+    from test_scitiff import _linked_ome
+    from upres.serve.app import _upscale_tiff
+
+    secret = tmp_path / "secret.tif"
+    tifffile.imwrite(secret, np.full((24, 32), 4242, np.uint16))
+    body, fmt, _, _ = _upscale_tiff(upres.load("bicubic", scale=2), _linked_ome(str(secret)),
+                                    MAX_PIXELS, None)
+    with tifffile.TiffFile(io.BytesIO(body), _multifile=False) as t:
+        pages = [pg.asarray() for pg in t.pages]
+    assert fmt == "TIFF" and [(p.shape, int(p.max())) for p in pages] == [((48, 64), 7)]
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
 def test_uploads_are_decoded_from_memory_not_the_disk(tmp_path, monkeypatch):
     """The server reads an upload through a memory file: none appears in the temporary
     folder (a SIGKILL would leave it), the readers open it by path, and it is gone after."""
@@ -416,6 +434,23 @@ def test_uploads_are_decoded_from_memory_not_the_disk(tmp_path, monkeypatch):
         img, info = read_image_info(src)
         assert img.shape == (288, 288, 3) and info.format == "PNG"
     assert not src.exists() or src.read_bytes() != data
+
+
+def test_uploads_fall_back_to_a_temporary_folder_removed_after(tmp_path, monkeypatch):
+    """Where the kernel refuses a memory file (or off Linux) the upload goes to a temporary
+    folder under a server-made name, removed when the upload has been read."""
+    from upres.serve.app import _upload_file
+
+    def refused(*_a, **_k):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", refused, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with _upload_file(b"abc", "upload") as src:
+        assert src.parent.parent == tmp_path and src.name == "upload"
+        assert src.read_bytes() == b"abc"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_picture_tiffs_stay_pictures(server):

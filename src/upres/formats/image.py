@@ -198,7 +198,8 @@ def _decode_tiff(path: Path, max_pixels: int | None) -> tuple[np.ndarray, dict]:
     try:
         # opened here, not by tifffile, which resolves links (a server's upload is a memory
         # file at /proc/self/fd/N, whose link target is no path)
-        with _quiet_tifffile(), open(path, "rb") as fh, tifffile.TiffFile(fh) as tf:
+        with _quiet_tifffile(), open(path, "rb") as fh, \
+                tifffile.TiffFile(fh, _multifile=False) as tf:
             page = tf.pages[0]
             limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
             if limit and page.imagewidth * page.imagelength > limit:

@@ -22,6 +22,7 @@ upscaled in X and Y only).
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import logging
 import os
@@ -81,8 +82,8 @@ def _quiet_tifffile() -> Iterator[None]:
 
 def scientific_reason(source: str | os.PathLike[str] | bytes) -> str | None:
     """Why a TIFF (a path with a .tif/.tiff suffix, or a file's bytes) is for this module:
-    :func:`scientific_reason_of` of the opened file; None for a damaged file or anything not
-    TIFF."""
+    :func:`scientific_reason_of` of the file on its own (a multi-file OME-TIFF's other files
+    are not opened); None for a damaged file or anything not TIFF."""
     import tifffile
 
     if isinstance(source, bytes):
@@ -276,10 +277,12 @@ def read_tiff(path: str | os.PathLike[str], *, max_pixels: int | None = None,
 
     p = Path(path)
     try:
-        # opened here, not by tifffile, which resolves links: a server's upload is a memory
-        # file at /proc/self/fd/N, whose link target is no path
-        with _quiet_tifffile(), open(p, "rb") as fh, \
-                tifffile.TiffFile(fh, _multifile=linked) as tf:
+        # a linked set is opened by tifffile, which finds the other files beside the real path
+        # (a link's target); an upload (a memory file at /proc/self/fd/N, whose link target is
+        # no path) is opened here
+        with _quiet_tifffile(), contextlib.ExitStack() as stack:
+            tf = stack.enter_context(tifffile.TiffFile(p) if linked else tifffile.TiffFile(
+                stack.enter_context(open(p, "rb")), _multifile=False))
             images = [sr for sr in tf.series if getattr(sr, "kind", "") != "thumbnail"]
             if len(images) > 1:
                 raise UnsupportedImageError(f"{p}: TIFF holds {len(images)} image series; only "

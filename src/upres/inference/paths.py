@@ -35,10 +35,10 @@ _FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "a
           "amx_bf16", "amx_int8", "avx512_fp16")
 
 
-def cpu_info() -> tuple[str, list[str]]:
-    """``(CPU model name, the instruction sets of :data:`_FLAGS` it has)``, from /proc/cpuinfo
-    (the platform's processor name and no sets where that cannot be read)."""
-    model, flags = platform.processor() or platform.machine(), set()
+def _cpuinfo() -> tuple[str, set[str] | None]:
+    """``(CPU model name, every flag of /proc/cpuinfo's first processor)``; the platform's
+    processor name and None where no flags line can be read."""
+    model, flags = platform.processor() or platform.machine(), None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and ":" in line:
@@ -48,7 +48,14 @@ def cpu_info() -> tuple[str, list[str]]:
                 break
     except OSError:
         pass
-    return model, [f for f in _FLAGS if f in flags]
+    return model, flags
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """``(CPU model name, the instruction sets of :data:`_FLAGS` it has)``, from /proc/cpuinfo
+    (the platform's processor name and no sets where that cannot be read)."""
+    model, flags = _cpuinfo()
+    return model, [f for f in _FLAGS if f in (flags or ())]
 
 
 def has_native_bf16() -> bool:
@@ -58,8 +65,8 @@ def has_native_bf16() -> bool:
     cannot be read or the CPU is not x86 (there it is measured)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return True
-    sets = cpu_info()[1]
-    return not sets or "avx512_bf16" in sets or "amx_bf16" in sets
+    flags = _cpuinfo()[1]
+    return flags is None or "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def machine_signature() -> str:

@@ -192,19 +192,17 @@ def _int8_runner(runtime: str, graph: bytes, name: str) -> nn.Module:
 
 def _best_time(call: Any, *, warm: int, repeat: int, give_up: float = float("inf")) -> float:
     """Best of ``repeat`` timed ``call()`` after ``warm`` untimed ones, in seconds (inf for
-    no timed call). A last warm-up that already took over ``give_up`` seconds is the answer:
-    a path that slow is not repeated."""
-    for i in range(warm):
-        t0 = time.perf_counter()
+    no timed call). A first timed call over ``give_up`` seconds is the answer: a path that
+    slow is not repeated (the warm-ups, which build kernels, never decide)."""
+    for _ in range(warm):
         call()
-        took = time.perf_counter() - t0
-        if i == warm - 1 and took > give_up:
-            return took
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         call()
         best = min(best, time.perf_counter() - t0)
+        if best > give_up:
+            break
     return best
 
 
@@ -448,7 +446,7 @@ class Upscaler:
     def _time(self, x: torch.Tensor, give_up: float = float("inf")) -> float:
         """Best of two timed runs of ``x`` after a warm-up (oneDNN and onnxruntime build their
         kernels on the first call; OpenVINO compiles a shape at its second sighting: two
-        warm-ups), in seconds; the last warm-up's time when it took over ``give_up``."""
+        warm-ups), in seconds; the first timed run's when it took over ``give_up``."""
         from upres.export import GraphNet
 
         return _best_time(lambda: self._run(x), warm=2 if isinstance(self.model, GraphNet) else 1,
@@ -473,7 +471,8 @@ class Upscaler:
         so later loads skip the measurement. bf16 costs at most a few 8-bit levels and ~0.002 dB
         on the benchmarks, but is 10x to 300x slower than fp32 on x86 CPUs without bf16
         instructions, where it is not timed (:func:`~upres.inference.paths.has_native_bf16`);
-        a path that takes over 4x fp32's time (and over 1 s) is timed once, not three times."""
+        a float path whose first timed run takes over 4x fp32's time (and over 1 s) is not
+        timed again."""
         from upres.inference import paths
         from upres.quantize import INT8_RULE_DB
 
@@ -524,8 +523,9 @@ class Upscaler:
         other = "contiguous" if home else "channels_last"
         best_format: dict[str, bool] = {}
         by_path: dict[str, float] = {}  # each path's time, a float path at its faster format
-        give_up = float("inf")  # a path 4x slower than fp32 (and over 1 s) is timed once: it
-        # cannot be chosen (choose_precision asks 1.25x faster, a format FORMAT_MARGIN)
+        give_up = float("inf")  # a float path 4x slower than fp32 (and over 1 s) is timed
+        # once after its warm-up: it cannot be chosen (choose_precision asks 1.25x faster, a
+        # format FORMAT_MARGIN)
         for prec in candidates:
             if prec == "int8":
                 continue
@@ -547,7 +547,7 @@ class Upscaler:
                 self._use_int8(auto=True)
                 loss = self.int8_loss
                 if loss is not None and loss <= INT8_RULE_DB:
-                    times["int8"] = by_path["int8"] = self._time(x, give_up)
+                    times["int8"] = by_path["int8"] = self._time(x)
                     int8_state = self.model, self.int8_loss, self.card
                     runtime = self.int8_runtime
             except UpresError:  # a graph that cannot be quantised or run: no int8 candidate

@@ -351,7 +351,8 @@ def _tiff_header(data: bytes) -> _TiffHeader:
 def _probe(data: bytes, max_pixels: int, fmt: str | None = _DEFAULT,
            sized: bool = False) -> bool:
     """Refuse what the header already shows (not an image, DICOM, a GeoTIFF that needs its
-    georeferencing, too many pixels, a format or size a scientific TIFF cannot take) before
+    georeferencing, too many pixels, a format or size a scientific TIFF cannot take, a
+    multi-file OME-TIFF) before
     queueing: bad uploads never wait for, nor take, a worker. True when the upload is a
     scientific TIFF to upscale as one (:func:`_upscale_tiff`); ``fmt`` as :func:`_upscale`'s,
     ``sized``: an output size was asked for."""
@@ -444,10 +445,14 @@ class _AtStrength:
 def _upload_file(data: bytes, name: str) -> Iterator[Path]:
     """The upload as a file the format readers open by path, under a server-made ``name``
     (nothing from the client names it). On Linux an anonymous memory file
-    (``memfd_create``), which nothing outlives: not even a SIGKILL leaves it behind. Elsewhere
-    a temporary folder, removed on exit."""
+    (``memfd_create``), which nothing outlives: not even a SIGKILL leaves it behind (it holds
+    a second copy of the upload in memory while the upload is decoded). Elsewhere, or where
+    the kernel refuses one, a temporary folder, removed on exit."""
+    fd = -1
     if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        fd = os.memfd_create(f"upres-{name}", os.MFD_CLOEXEC)
+        with contextlib.suppress(OSError):  # refused (seccomp, an old kernel, no fds left)
+            fd = os.memfd_create(f"upres-{name}", os.MFD_CLOEXEC)
+    if fd >= 0:
         try:
             view = memoryview(data)
             while view:
