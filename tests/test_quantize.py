@@ -25,6 +25,20 @@ from conftest import BENCH, DATA
 NETWORKS = [c.name for c in zoo.shipped()]
 
 
+def _upnet(seed: int, depth: int):
+    """A small random UpNet x2 (8 channels) with a non-zero last convolution (it starts at
+    zero: nothing to quantise), and its card."""
+    from upres.models.archs.upnet import UpNet
+    from upres.models.descriptor import ModelCard
+
+    torch.manual_seed(seed)
+    net = UpNet(scale=2, channels=8, depth=depth).eval()
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)
+    return net, ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
+                          params=sum(p.numel() for p in net.parameters()))
+
+
 def _set5(up, scale: int, **kw) -> float:
     return evaluate(lambda im, **_: up.upscale(im, **kw), model_name="m",
                     dataset=BENCH / "Set5", scale=scale, with_ssim=False).psnr_y
@@ -57,16 +71,9 @@ def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
     import onnx
     from onnx import numpy_helper
 
-    from upres.models.archs.upnet import UpNet
-    from upres.models.descriptor import ModelCard
     from upres.quantize import PERCENTILE, quantize_int8
 
-    torch.manual_seed(3)
-    net = UpNet(scale=2, channels=8, depth=2).eval()
-    with torch.no_grad():
-        net.tail.weight.normal_(0, 0.05)
-    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
-                     params=sum(p.numel() for p in net.parameters()))
+    net, card = _upnet(3, depth=2)
     crops = load_calibration()[:8]
     inputs = calibration_inputs(crops, card)
     seen = []
@@ -107,15 +114,8 @@ def test_range_memo_gives_the_same_graphs_without_probing_again(monkeypatch):
     """make_int8's graphs share one float graph: the percentile ranges measured for one are
     reused by the next (the same bytes as measuring again), and nothing is probed twice."""
     from upres import quantize
-    from upres.models.archs.upnet import UpNet
-    from upres.models.descriptor import ModelCard
 
-    torch.manual_seed(4)
-    net = UpNet(scale=2, channels=8, depth=3).eval()
-    with torch.no_grad():
-        net.tail.weight.normal_(0, 0.05)
-    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
-                     params=sum(p.numel() for p in net.parameters()))
+    net, card = _upnet(4, depth=3)
     crops = load_calibration()[:6]
     plain = [quantize.quantize_int8(net, card, crops=crops, tail=t) for t in (False, True)]
     probes = []
@@ -138,18 +138,12 @@ def test_equalising_channels_keeps_the_float_function_and_evens_the_ranges():
     import torch
 
     from upres.export import onnx_bytes
-    from upres.models.archs.upnet import UpNet
-    from upres.models.descriptor import ModelCard
     from upres.quantize import equalise_channels
 
-    torch.manual_seed(0)
-    net = UpNet(scale=2, channels=8, depth=3).eval()
+    net, card = _upnet(0, depth=3)
     with torch.no_grad():
         for conv in (m for m in net.body if isinstance(m, torch.nn.Conv2d)):
             conv.weight[:4] *= 20.0  # four channels far larger than the other four
-        net.tail.weight.normal_(0, 0.05)
-    card = ModelCard(name="t", arch="upnet", scale=2, hparams=net.hparams,
-                     params=sum(p.numel() for p in net.parameters()))
     proto = onnx.load_from_string(onnx_bytes(net, card))
     rng = np.random.default_rng(0)
     xs = [rng.random((1, 3, 24, 24), dtype=np.float32) for _ in range(4)]

@@ -138,7 +138,7 @@ def ome_links_other_files(xml: str) -> bool:
     <UUID> elements naming more than one file."""
     root = re.search(r'<(?:\w+:)?OME\b[^>]*\sUUID="([^"]*)"', xml)
     ids = {u.strip() for _, u in re.findall(r"<((?:\w+:)?)UUID\b[^>]*>([^<]*)</\1UUID>", xml)}
-    return bool(ids - {root.group(1).strip()}) if root else len(ids) > 1
+    return bool(ids - {root.group(1)}) if root else len(ids) > 1
 
 
 def is_scientific(path: str | os.PathLike[str]) -> bool:
@@ -209,11 +209,10 @@ def _scale_ome(xml: str, s: int, name: str = "") -> str:
         return tag
     xml = re.sub(r"<(?:\w+:)?Pixels\b[^>]*>", pixels, xml)
     refs = re.findall(r'<(?:\w+:)?UUID\b[^>]*\bFileName="([^"]*)"', xml)
-    root = re.search(r'<(?:\w+:)?OME\b[^>]*\sUUID="([^"]*)"', xml)
-    ids = re.findall(r"<((?:\w+:)?)UUID\b[^>]*>([^<]*)</\1UUID>", xml)
     # single-file: every reference names this file, or (its name unknown: an upload) every
     # referenced UUID is the document's own
-    own = bool(root) and all(u.strip() == root.group(1) for _, u in ids)
+    own = re.search(r'<(?:\w+:)?OME\b[^>]*\sUUID="', xml) is not None \
+        and not ome_links_other_files(xml)
     if (name and all(Path(r).name == name for r in refs)) or own:
         import uuid
 
