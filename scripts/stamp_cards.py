@@ -129,6 +129,42 @@ def summarise(path: Path) -> str:
     return f"{card.name}: summary {'set' if text else 'kept'}"
 
 
+def record_int8_scan(path: Path) -> str:
+    """Write what ``upres.quantize.make_int8``'s sensitivity scan measured for the shipped
+    weights into the card's ``int8_scan`` (tensors unchanged), so that a user's first int8 use
+    makes the same graph without the scan. The graph is the one ``precision="int8"`` makes
+    (photo models at clean-up strength 1, their own weights), from the int8 cache where it
+    holds one stamped with the scan, else made here (minutes where the scan runs). Models
+    whose int8 graph needs no scan get an empty field. ``path``: a file of the zoo."""
+    import copy
+    import json
+
+    import onnx
+    import torch
+
+    import upres
+    from upres.quantize import int8_graph
+
+    before = load_file(path)
+    model, card = load_model(path)
+    kw = {"denoise": 1.0} if card.denoise_base else {}
+    up = upres.load(card.name, device="cpu", precision="fp32", **kw)
+    net = copy.deepcopy(up.float_model).float().cpu().to(memory_format=torch.contiguous_format)
+    scan = None
+    for cache in (True, False):  # a cached graph made before graphs carried the scan: again
+        graph, _ = int8_graph(net, up.card, cache=cache)
+        meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
+        scan = json.loads(meta["upres_int8"]).get("scan")
+        if scan:
+            break
+    if (scan or {}) != card.int8_scan:
+        save_model(path, model, card.with_(int8_scan=scan or {}))
+    after = load_file(path)
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    return (f"{card.name}: int8 sensitivity order of {len(scan['order'])} convolutions recorded"
+            if scan else f"{card.name}: its int8 graph needs no sensitivity scan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="shipped model names (default: all)")
@@ -137,11 +173,16 @@ def main() -> None:
                     help="only add the photographs-only note to trained_on (no timing)")
     ap.add_argument("--summaries", action="store_true",
                     help="only write each model's user-facing summary (no timing)")
+    ap.add_argument("--int8-scan", action="store_true",
+                    help="only record the int8 sensitivity scan's order in the card (no timing)")
     args = ap.parse_args()
     names = args.names or [c.name for c in zoo.shipped()]
     for n in names:
         if args.summaries:
             print(summarise(zoo.ZOO_DIR / f"{n}.safetensors"), flush=True)
+            continue
+        if args.int8_scan:
+            print(record_int8_scan(zoo.ZOO_DIR / f"{n}.safetensors"), flush=True)
             continue
         if args.photo_note:
             print(note_photos(zoo.ZOO_DIR / f"{n}.safetensors"), flush=True)

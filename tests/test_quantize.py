@@ -259,6 +259,61 @@ def test_make_int8_keeps_the_most_sensitive_convolution_float_when_nothing_else_
     assert np.abs(out - ref).max() < 0.08
 
 
+def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monkeypatch,
+                                                                           capsys):
+    """The scan's order travels in the graph's metadata; a card that carries it (``int8_scan``,
+    as ``scripts/stamp_cards.py --int8-scan`` records it for shipped models) gets the very same
+    graph from make_int8 with one quantisation per convolution fewer, and only for the weights
+    and crops it was measured on: other weights or crops are measured again."""
+    import onnx
+
+    from upres import quantize
+    from upres.models.weights import load_model, state_sha256
+
+    model, card = load_model(zoo.ZOO_DIR / "fast-x2.safetensors")
+    model.eval()
+    card = card.with_(default_precision="")
+    with torch.no_grad():  # as in the test above: body.4 cannot be int8
+        model.body[2].bias[5] = -100.0
+        model.body[4].weight[:, 5] = 1000.0
+    crops = load_calibration()[:12]
+    calls = []
+    real = quantize.quantize_int8
+    monkeypatch.setattr(quantize, "quantize_int8", lambda *a, **k: calls.append(1) or real(*a,
+                                                                                        **k))
+    graph, loss = quantize.make_int8(model, card, crops=crops)
+    measured = len(calls)
+    assert "measuring each of" in capsys.readouterr().err
+    meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
+    scan = json.loads(meta["upres_int8"])["scan"]
+    assert scan["weights"] == state_sha256(model)
+    assert {f"/body/body.{i}/Conv" for i in (2, 4, 6, 8)} <= set(scan["order"])
+    assert scan["order"][0] == "/body/body.4/Conv"  # the one int8 ruins ranks first
+
+    calls.clear()
+    again, loss2 = quantize.make_int8(model, card.with_(int8_scan=scan), crops=crops)
+
+    def nodes(g: bytes) -> str:  # the graph without its metadata (the card in it differs)
+        return quantize._graph_hash(onnx.load_from_string(g))
+
+    assert nodes(again) == nodes(graph) and loss2 == loss
+    assert len(calls) == measured - len(scan["order"])  # each one's measurement skipped
+    assert "measuring" not in capsys.readouterr().err
+    rest, pct = scan["order"], quantize.PERCENTILE
+    assert quantize._recorded_order(card.with_(int8_scan=scan), scan["weights"], rest, crops,
+                                    pct) == rest
+    for other, c, p in (({**scan, "weights": "0" * 64}, crops, pct),  # other weights
+                        (scan, crops[:11], pct),  # other crops
+                        (scan, crops, 99.0),  # another percentile
+                        ({**scan, "quantiser": -1}, crops, pct),  # another quantiser
+                        ({**scan, "order": rest[:-1]}, crops, pct),  # not what is measured
+                        ({**scan, "order": "nonsense"}, crops, pct),  # malformed
+                        ({**scan, "order": [1] * len(rest)}, crops, pct),
+                        ({"weights": scan["weights"]}, crops, pct), ([], crops, pct)):
+        got = quantize._recorded_order(card.with_(int8_scan=other), scan["weights"], rest, c, p)
+        assert got is None, (other, len(c), p)
+
+
 def test_make_int8_keeps_the_first_graph_within_the_rule_tail_int8_included(monkeypatch):
     """Weights trained for an int8 last convolution whose first graph (tail int8) keeps the
     rule get that graph, and nothing after it is tried (tiny-x3 with the rule loosened: its real

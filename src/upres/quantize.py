@@ -584,6 +584,7 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     tries += [(False, e, False) for e in equalise]
     tries += [(False, e, True) for e in equalise] if skip else []
     best: tuple[bytes, float] | None = None
+    scan: dict[str, Any] | None = None  # what the sensitivity scan measured, where it ran
     base: tuple[float, bool, bool] | None = None  # (loss, equalise, skip): best float-tail try
     memos: dict[bool, dict[str, tuple[float, float]]] = {False: {}, True: {}}  # by equalise
     for tail, eq, sk in tries:
@@ -614,24 +615,57 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
                               fp32=fp32, memo=memos[eq])
             return g, calibration_loss(model, card, g, crops, reference=ref)
 
-        print(f"upres: {card.name}: int8 still loses {best[1]:.3f} dB on the calibration crops; "
-              f"measuring each of {len(rest)} convolutions' sensitivity (once: the graph is "
-              "cached)", file=sys.stderr)
-        alone = {n: graph_with([m for m in rest if m != n])[1] for n in rest}
-        order = sorted(rest, key=lambda n: -alone[n])
+        from upres.models.weights import state_sha256
+
+        weights = state_sha256(model)
+        order = _recorded_order(card, weights, rest, crops, percentile)
+        if order is None:
+            print(f"upres: {card.name}: int8 still loses {best[1]:.3f} dB on the calibration "
+                  f"crops; measuring each of {len(rest)} convolutions' sensitivity (once: the "
+                  "graph is cached)", file=sys.stderr)
+            alone = {n: graph_with([m for m in rest if m != n])[1] for n in rest}
+            order = sorted(rest, key=lambda n: -alone[n])
+        scan = {"weights": weights, "order": order, "percentile": percentile,
+                "quantiser": _QUANTISER, "crops": _crops_sha256(crops)}
         for k in range(1, cap + 1):
             graph, loss = graph_with(order[:k])
             if loss < best[1]:
                 best = graph, loss
             if loss <= INT8_RULE_DB:
                 break
-    return _stamp(best[0], best[1], len(crops)), best[1]
+    return _stamp(best[0], best[1], len(crops), scan), best[1]
 
 
-def _stamp(graph: bytes, loss: float, crops: int) -> bytes:
+def _recorded_order(card: ModelCard, weights: str, rest: Sequence[str], crops: np.ndarray,
+                    percentile: float) -> list[str] | None:
+    """The sensitivity order the card's ``int8_scan`` recorded, where it was measured on these
+    very ``weights`` (their :func:`~upres.models.weights.state_sha256`) by this quantiser at
+    this ``percentile`` on these calibration ``crops``, and ranks exactly the convolutions
+    ``rest`` the scan would measure; else None (measure). A card's field is data from a file:
+    anything malformed is None."""
+    scan = card.int8_scan if isinstance(card.int8_scan, dict) else {}
+    order = scan.get("order")
+    if (scan.get("weights") != weights or scan.get("quantiser") != _QUANTISER
+            or scan.get("percentile") != percentile or not isinstance(order, list)
+            or not all(isinstance(n, str) for n in order) or sorted(order) != sorted(rest)
+            or scan.get("crops") != _crops_sha256(crops)):
+        return None
+    return list(order)
+
+
+def _crops_sha256(crops: np.ndarray) -> str:
+    """SHA-256 of calibration crops: their shape, dtype and bytes."""
+    import hashlib
+
+    a = np.ascontiguousarray(crops)
+    return hashlib.sha256(f"{a.shape}|{a.dtype}|".encode() + a.tobytes()).hexdigest()
+
+
+def _stamp(graph: bytes, loss: float, crops: int, scan: dict[str, Any] | None = None) -> bytes:
     """``graph`` with its measured loss in the metadata (``upres_int8``: ``loss_db``, the
     ``rule_db`` a graph must meet to be chosen automatically, ``crops`` and the ``sha256`` of
-    the graph, :func:`_graph_hash`), so that an exported int8 file says what it loses against
+    the graph, :func:`_graph_hash`; and ``scan``, what a sensitivity scan measured, where one
+    ran: the card's ``int8_scan``), so that an exported int8 file says what it loses against
     fp32 (the card's ``psnr`` is that of the path its ``default_precision`` names, fp32 for
     most models) and :func:`int8_graph` can trust a cached copy."""
     import onnx
@@ -639,9 +673,11 @@ def _stamp(graph: bytes, loss: float, crops: int) -> bytes:
     from upres.export import set_metadata
 
     proto = onnx.load_from_string(graph)
-    set_metadata(proto, {"upres_int8": json.dumps(
-        {"loss_db": round(loss, 4), "rule_db": INT8_RULE_DB, "crops": crops,
-         "sha256": _graph_hash(proto)}, sort_keys=True)})
+    entry: dict[str, Any] = {"loss_db": round(loss, 4), "rule_db": INT8_RULE_DB,
+                             "crops": crops, "sha256": _graph_hash(proto)}
+    if scan:
+        entry["scan"] = scan
+    set_metadata(proto, {"upres_int8": json.dumps(entry, sort_keys=True)})
     return proto.SerializeToString()
 
 

@@ -36,7 +36,12 @@ class ModelCard:
     sentences for users: what the model is for. ``quantized``: set on int8 ONNX graphs
     (:mod:`upres.quantize`), saying how they were quantised; empty for float weights.
     ``default_precision``: what ``precision="default"`` runs on a CPU (``"int8"`` for models
-    made to run quantised; empty = fp32); other devices run fp32.
+    made to run quantised; empty = fp32); other devices run fp32. ``int8_scan``: for weights
+    whose int8 graph needs :func:`upres.quantize.make_int8`'s sensitivity scan, what the scan
+    measured: ``{"weights": state_sha256 of the float network, "order": its convolutions (ONNX
+    node names), most sensitive first}``, recorded at shipping (``scripts/stamp_cards.py
+    --int8-scan``) so that the first int8 use of those very weights makes the same graph
+    without minutes of measuring; ignored for any other weights.
     """
 
     name: str
@@ -69,6 +74,7 @@ class ModelCard:
     summary: str = ""  # what the model is for, in a user's words (listings, web page)
     quantized: str = ""  # int8 graphs (upres.quantize): how they were quantised; "" = float
     default_precision: str = ""  # the path it runs on a CPU unless told ("" = fp32)
+    int8_scan: dict[str, Any] = field(default_factory=dict)  # make_int8's measured order
 
     def to_metadata(self) -> dict[str, str]:
         """Flat ``str -> str`` mapping for safetensors metadata (one JSON entry, ``upres``)."""
