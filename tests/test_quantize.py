@@ -64,6 +64,29 @@ def test_int8_set5_within_005_db_of_fp32(name):
         assert "long skip" in int8.card.quantized and "most sensitive" in int8.card.quantized
 
 
+def test_recorded_int8_scans_of_shipped_models_are_current():
+    """A shipped card's ``int8_scan`` (``scripts/stamp_cards.py --int8-scan``) is used only for
+    the weights, quantiser and crops it was measured with: one gone stale (new weights, a bumped
+    ``_QUANTISER``, new calibration crops) would silently cost its scan again on every first
+    int8 use. photo-x2 (its own weights at strength 1) needs the scan and carries it."""
+    from upres import quantize
+    from upres.models.weights import state_sha256
+
+    carried = []
+    for card in zoo.shipped():
+        scan = card.int8_scan
+        if not scan:
+            continue
+        carried.append(card.name)
+        kw = {"denoise": 1.0} if card.denoise_base else {}
+        up = upres.load(card.name, device="cpu", precision="fp32", **kw)
+        assert scan["weights"] == state_sha256(up.float_model.float()), card.name
+        assert scan["quantiser"] == quantize._QUANTISER, card.name
+        assert scan["percentile"] == quantize.PERCENTILE, card.name
+        assert scan["crops"] == quantize._crops_sha256(load_calibration()), card.name
+    assert "photo-x2" in carried
+
+
 def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
     """Each quantised activation spans its values' 0.001th to 99.999th percentiles (0 kept in
     the range), not onnxruntime's |x| percentile clipped to the extremes; every int8
