@@ -286,9 +286,11 @@ def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monk
                                                                            capsys):
     """The scan's order travels in the graph's metadata; a card that carries it (``int8_scan``,
     as ``scripts/stamp_cards.py --int8-scan`` records it for shipped models) gets the very same
-    graph from make_int8 with one quantisation per convolution fewer, and only for the weights
-    and crops it was measured on: other weights or crops are measured again."""
+    graph from make_int8: the one the scan chose, made first (one quantisation), or, from
+    another onnxruntime, every try but the scan's measurements; and only for the weights,
+    crops, percentile and quantiser it was measured with: anything else is measured again."""
     import onnx
+    import onnxruntime
 
     from upres import quantize
     from upres.models.weights import load_model, state_sha256
@@ -312,19 +314,33 @@ def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monk
     assert scan["weights"] == state_sha256(model)
     assert {f"/body/body.{i}/Conv" for i in (2, 4, 6, 8)} <= set(scan["order"])
     assert scan["order"][0] == "/body/body.4/Conv"  # the one int8 ruins ranks first
-
-    calls.clear()
-    again, loss2 = quantize.make_int8(model, card.with_(int8_scan=scan), crops=crops)
+    assert scan["choice"]["onnxruntime"] == onnxruntime.__version__
+    assert scan["choice"]["keep"] >= 1 and scan["order"][:scan["choice"]["keep"]] == \
+        sorted(_float_convs(onnx.load_from_string(graph)) & set(scan["order"]),
+               key=scan["order"].index)
 
     def nodes(g: bytes) -> str:  # the graph without its metadata (the card in it differs)
         return quantize._graph_hash(onnx.load_from_string(g))
 
+    calls.clear()  # the graph the scan chose, made first and kept: one quantisation
+    again, loss2 = quantize.make_int8(model, card.with_(int8_scan=scan), crops=crops)
+    assert nodes(again) == nodes(graph) and loss2 == loss and len(calls) == 1
+    assert "measuring" not in capsys.readouterr().err
+    calls.clear()  # another onnxruntime's choice: every try again, but the order not measured
+    other = {**scan, "choice": {**scan["choice"], "onnxruntime": "0.0"}}
+    again, loss2 = quantize.make_int8(model, card.with_(int8_scan=other), crops=crops)
     assert nodes(again) == nodes(graph) and loss2 == loss
     assert len(calls) == measured - len(scan["order"])  # each one's measurement skipped
     assert "measuring" not in capsys.readouterr().err
+    ort, n = onnxruntime.__version__, 8  # fast-x2's convolutions
+    assert quantize._choice(scan, n, ort) == (scan["choice"]["equalise"],
+                                              scan["choice"]["skip"], scan["choice"]["keep"])
+    for bad in ({**scan["choice"], "keep": 0}, {**scan["choice"], "keep": 3},  # over n // 4
+                {**scan["choice"], "keep": True}, {**scan["choice"], "skip": "no"}, "x", None):
+        assert quantize._choice({**scan, "choice": bad}, n, ort) is None, bad
     rest, pct = scan["order"], quantize.PERCENTILE
-    assert quantize._recorded_order(card.with_(int8_scan=scan), scan["weights"], rest, crops,
-                                    pct) == rest
+    assert quantize._order(quantize._record(card.with_(int8_scan=scan), scan["weights"], crops,
+                                            pct), rest) == rest
     for other, c, p in (({**scan, "weights": "0" * 64}, crops, pct),  # other weights
                         (scan, crops[:11], pct),  # other crops
                         (scan, crops, 99.0),  # another percentile
@@ -333,8 +349,8 @@ def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monk
                         ({**scan, "order": "nonsense"}, crops, pct),  # malformed
                         ({**scan, "order": [1] * len(rest)}, crops, pct),
                         ({"weights": scan["weights"]}, crops, pct), ([], crops, pct)):
-        got = quantize._recorded_order(card.with_(int8_scan=other), scan["weights"], rest, c, p)
-        assert got is None, (other, len(c), p)
+        rec = quantize._record(card.with_(int8_scan=other), scan["weights"], c, p)
+        assert rec is None or quantize._order(rec, rest) is None, (other, len(c), p)
 
 
 def test_make_int8_keeps_the_first_graph_within_the_rule_tail_int8_included(monkeypatch):

@@ -43,7 +43,8 @@ tensor with ranges from calibration, so onnxruntime runs the convolutions with i
   of all convolutions, and at least one stays int8): a model trained by a user gets a graph
   within the rule where one exists at that cost, for one quantisation and one loss measurement
   per remaining convolution, and one more of each per convolution kept, on its first int8 use
-  (photo-x2's endpoint: 96 s on one core; cached after).
+  (photo-x2's endpoint: 96 s on one core; cached after). A shipped card carries what the scan
+  measured for its weights (``int8_scan``), so that users of the shipped models skip it.
 - Calibration patches are HR crops of the 291 training images (never benchmark images), shrunk
   by MATLAB bicubic at the model's scale: :data:`CALIB_FILE`, made by
   ``scripts/make_calibration.py``; any other folder of images can be given instead.
@@ -568,17 +569,46 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     most sensitive ones are kept float32 as well, one more at a time, up to a quarter of all
     convolutions and never all of them. The first graph within the rule is kept, else
     the one that loses least. Only the calibration crops decide, so where several were tried the
-    loss returned is the lowest measured on the crops that chose it (slightly optimistic)."""
+    loss returned is the lowest measured on the crops that chose it (slightly optimistic).
+
+    What the scan measured travels in the graph's metadata (:func:`_stamp`) and, for shipped
+    weights, in their card (``int8_scan``, ``scripts/stamp_cards.py --int8-scan``): for those
+    very weights, crops, percentile and quantiser the order is taken from there instead of
+    measured, and where the same onnxruntime version chose a graph, that graph is made
+    first and kept if it still keeps the rule (one graph instead of every try above)."""
     import onnx
+    import onnxruntime
 
     from upres.export import onnx_bytes
+    from upres.models.weights import state_sha256
 
     crops = load_calibration() if crops is None else crops
     fp32 = onnx_bytes(model, card)  # exported once: each quantize_int8 below starts from it
     proto = onnx.load_from_string(fp32)
     ref = _psnrs(model, card, crops)
-    equalise = [False, True] if _chains(proto) else [False]
+    memos: dict[bool, dict[str, tuple[float, float]]] = {False: {}, True: {}}  # by equalise
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     skipped = skip_convs(proto)
+
+    def graph_with(eq: bool, sk: bool, keep: Sequence[str]) -> tuple[bytes, float]:
+        g = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=eq,
+                          tail=False, skip=sk, keep=keep, why="the most sensitive",
+                          fp32=fp32, memo=memos[eq])
+        return g, calibration_loss(model, card, g, crops, reference=ref)
+
+    def rest_of(sk: bool) -> list[str]:  # what the sensitivity scan measures
+        return [n for n in convs[1:-1] if not (sk and n in skipped)]
+
+    weights = state_sha256(model)
+    record = _record(card, weights, crops, percentile)
+    choice = _choice(record, len(convs), onnxruntime.__version__)
+    order = _order(record, rest_of(choice[1])) if choice else None
+    if choice and order:
+        graph, loss = graph_with(choice[0], choice[1], order[:choice[2]])
+        if loss <= INT8_RULE_DB:  # the graph the steps below chose for these weights
+            assert record is not None
+            return _stamp(graph, loss, len(crops), record), loss
+    equalise = [False, True] if _chains(proto) else [False]
     skip = bool(skipped)
     tries = [(True, e, False) for e in (equalise if int8_tail(card) else [False])]
     tries += [(False, e, False) for e in equalise]
@@ -586,7 +616,6 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     best: tuple[bytes, float] | None = None
     scan: dict[str, Any] | None = None  # what the sensitivity scan measured, where it ran
     base: tuple[float, bool, bool] | None = None  # (loss, equalise, skip): best float-tail try
-    memos: dict[bool, dict[str, tuple[float, float]]] = {False: {}, True: {}}  # by equalise
     for tail, eq, sk in tries:
         try:
             graph = quantize_int8(model, card, crops=crops, percentile=percentile,
@@ -604,51 +633,63 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
             break
     assert best is not None
     _, eq, sk = base if base is not None else (0.0, False, False)  # None: a tail graph passed
-    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
-    rest = [n for n in convs[1:-1] if not (sk and n in skipped)]
+    rest = rest_of(sk)
     cap = min(len(convs) // 4, len(rest) - 1)  # some convolution stays int8
     if best[1] > INT8_RULE_DB and cap >= 1:  # last: the most sensitive ones float32 as well
-
-        def graph_with(keep: Sequence[str]) -> tuple[bytes, float]:
-            g = quantize_int8(model, card, crops=crops, percentile=percentile, equalise=eq,
-                              tail=False, skip=sk, keep=keep, why="the most sensitive",
-                              fp32=fp32, memo=memos[eq])
-            return g, calibration_loss(model, card, g, crops, reference=ref)
-
-        from upres.models.weights import state_sha256
-
-        weights = state_sha256(model)
-        order = _recorded_order(card, weights, rest, crops, percentile)
+        order = _order(record, rest) if record else None
         if order is None:
             print(f"upres: {card.name}: int8 still loses {best[1]:.3f} dB on the calibration "
                   f"crops; measuring each of {len(rest)} convolutions' sensitivity (once: the "
                   "graph is cached)", file=sys.stderr)
-            alone = {n: graph_with([m for m in rest if m != n])[1] for n in rest}
+            alone = {n: graph_with(eq, sk, [m for m in rest if m != n])[1] for n in rest}
             order = sorted(rest, key=lambda n: -alone[n])
         scan = {"weights": weights, "order": order, "percentile": percentile,
                 "quantiser": _QUANTISER, "crops": _crops_sha256(crops)}
         for k in range(1, cap + 1):
-            graph, loss = graph_with(order[:k])
+            graph, loss = graph_with(eq, sk, order[:k])
             if loss < best[1]:
                 best = graph, loss
             if loss <= INT8_RULE_DB:
+                scan["choice"] = {"equalise": eq, "skip": sk, "keep": k,
+                                  "onnxruntime": onnxruntime.__version__}
                 break
     return _stamp(best[0], best[1], len(crops), scan), best[1]
 
 
-def _recorded_order(card: ModelCard, weights: str, rest: Sequence[str], crops: np.ndarray,
-                    percentile: float) -> list[str] | None:
-    """The sensitivity order the card's ``int8_scan`` recorded, where it was measured on these
-    very ``weights`` (their :func:`~upres.models.weights.state_sha256`) by this quantiser at
-    this ``percentile`` on these calibration ``crops``, and ranks exactly the convolutions
-    ``rest`` the scan would measure; else None (measure). A card's field is data from a file:
-    anything malformed is None."""
+def _record(card: ModelCard, weights: str, crops: np.ndarray,
+            percentile: float) -> dict[str, Any] | None:
+    """The card's ``int8_scan`` where it was measured on these very ``weights`` (their
+    :func:`~upres.models.weights.state_sha256`) by this quantiser at this ``percentile`` on
+    these calibration ``crops``; else None. A card's field is data from a file: it is
+    checked before any of it is used."""
     scan = card.int8_scan if isinstance(card.int8_scan, dict) else {}
-    order = scan.get("order")
     if (scan.get("weights") != weights or scan.get("quantiser") != _QUANTISER
-            or scan.get("percentile") != percentile or not isinstance(order, list)
-            or not all(isinstance(n, str) for n in order) or sorted(order) != sorted(rest)
-            or scan.get("crops") != _crops_sha256(crops)):
+            or scan.get("percentile") != percentile or scan.get("crops") != _crops_sha256(crops)):
+        return None
+    return scan
+
+
+def _choice(record: dict[str, Any] | None, convs: int,
+            runtime: str) -> tuple[bool, bool, int] | None:
+    """``(equalise, skip, keep)`` of the graph a valid :func:`_record` says the sensitivity
+    scan chose (the ``keep`` most sensitive convolutions float32, of ``convs`` in all), where
+    the same onnxruntime version (``runtime``) chose it; else None."""
+    c = (record or {}).get("choice")
+    if not isinstance(c, dict) or c.get("onnxruntime") != runtime:
+        return None
+    eq, sk, keep = c.get("equalise"), c.get("skip"), c.get("keep")
+    if (not isinstance(eq, bool) or not isinstance(sk, bool) or not isinstance(keep, int)
+            or isinstance(keep, bool) or not 1 <= keep <= convs // 4):
+        return None
+    return eq, sk, keep
+
+
+def _order(record: dict[str, Any] | None, rest: Sequence[str]) -> list[str] | None:
+    """The sensitivity order a valid :func:`_record` holds, where it ranks exactly the
+    convolutions ``rest`` the scan would measure; else None (measure)."""
+    order = (record or {}).get("order")
+    if (not isinstance(order, list) or not all(isinstance(n, str) for n in order)
+            or sorted(order) != sorted(rest)):
         return None
     return list(order)
 
