@@ -7,7 +7,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from upres.bench import machine
@@ -58,3 +58,19 @@ def timeit(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def timeit_rounds(fns: Sequence[Callable[[], object]], repeat: int, rounds: int = 3,
+                  warmup: int = 1) -> list[float]:
+    """Median wall seconds of each of ``fns``, timed in turn: ``rounds`` rounds, each
+    :func:`timeit` of every function (``repeat`` calls after ``warmup``), the order reversed
+    every other round; each function's figure is the median of its rounds. The machines here
+    change speed over minutes (one function timed twice a few minutes apart differed by 30 %),
+    so functions timed once each, minutes apart, are not comparable; in rounds, every function
+    meets every phase of the drift."""
+    per: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            per[i].append(timeit(fns[i], repeat, warmup))
+    return [statistics.median(t) for t in per]

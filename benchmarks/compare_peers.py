@@ -2,7 +2,7 @@
 architectures) and OpenCV dnn_superres, on Set5, Set14 and BSD100 at x2/x3/x4: PSNR-Y/SSIM-Y by
 the standard protocol and CPU latency for a 1280x720 output, in one run on one machine.
 
-    .venv/bin/python benchmarks/compare_peers.py [--scales 2 3 4] [--repeat 5]
+    .venv/bin/python benchmarks/compare_peers.py [--scales 2 3 4] [--repeat 5] [--rounds 3]
 
 Writes one section per scale of docs/benchmarks.md ("peers-x2" ...) and docs/peers-x{s}.png
 (BSD100 PSNR against latency), each as soon as that scale is done, and the model ladder at that
@@ -25,7 +25,7 @@ from upres.bench import _frame
 from upres.evaluate import evaluate, load_benchmark
 from upres.models import zoo
 
-from _report import DOC, MODELS_DOC, MODELS_HEADER, timeit, update_section
+from _report import DOC, MODELS_DOC, MODELS_HEADER, timeit_rounds, update_section
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BENCH = SHARED / "data" / "benchmark"
@@ -163,7 +163,7 @@ def plot(rows: list[dict], path: Path) -> None:
     print(f"wrote {path}")
 
 
-def write_scale(rows: list[dict], s: int, repeat: int) -> None:
+def write_scale(rows: list[dict], s: int, repeat: int, rounds: int = 1) -> None:
     """The section ``peers-x{s}`` of docs/benchmarks.md and docs/peers-x{s}.png."""
     lines = ["| model | kind | Set5 PSNR / SSIM | Set14 PSNR / SSIM | BSD100 PSNR | "
              "CPU ms (1280x720 out) |", "|---|---|---|---|---|---|"]
@@ -175,8 +175,11 @@ def write_scale(rows: list[dict], s: int, repeat: int) -> None:
     png = DOC.parent / f"peers-x{s}.png"
     plot(rows, png)
     body = ("Standard protocol (MATLAB-bicubic LR from the modcropped HR, Y channel, border "
-            "shaved by the scale; SSIM on Set5/Set14). Latency: median of "
-            f"{repeat} runs after one warm-up, whole frame, uint8 RGB in and out, in this "
+            "shaved by the scale; SSIM on Set5/Set14). Latency: the median of "
+            f"{rounds} rounds, each timing every model in turn (the order reversed every other "
+            f"round) after all were evaluated, of the median of {repeat} runs after one "
+            "warm-up (the machine's speed drifts over minutes), whole frame, uint8 RGB in "
+            "and out, in this "
             "one process, every model at its CPU default (fp32 for all but upres models made "
             "to run int8, labelled in the ladder) and memory format; OpenCV graphs get "
             "BGR. Peers: the authors' weights from `../shared/peers`, run by upres's own "
@@ -200,23 +203,31 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timing rounds, every model timed in each (median of rounds)")
     args = ap.parse_args()
     for s in args.scales:
         rows = []
         data = {d: load_benchmark(BENCH / d, s) for d in SETS}
         frame = _frame(OUT_SIZE[0] // s, OUT_SIZE[1] // s)
-        for label, group, fn in candidates(s):
+        cands = candidates(s)
+        for label, group, fn in cands:
             psnr, ssim = {}, {}
             for d in SETS:
                 r = evaluate(fn, model_name=label, dataset=BENCH / d, scale=s, images=data[d],
                              with_ssim=d != "BSD100")
                 psnr[d], ssim[d] = r.psnr_y, r.ssim_y
-            lat = timeit(lambda fn=fn, frame=frame: fn(frame), args.repeat) * 1000
             rows.append({"label": label, "group": group, "scale": s, "psnr": psnr,
-                         "ssim": ssim, "latency_ms": lat})
-            print(f"x{s} {label:<24} " + " ".join(f"{d} {psnr[d]:.2f}" for d in SETS)
-                  + f"  {lat:.1f} ms", flush=True)
-        write_scale(rows, s, args.repeat)
+                         "ssim": ssim})
+            print(f"x{s} {label:<24} " + " ".join(f"{d} {psnr[d]:.2f}" for d in SETS),
+                  flush=True)
+        # every model timed in each of args.rounds rounds, after all the evaluations
+        lats = timeit_rounds([lambda fn=fn, frame=frame: fn(frame) for _, _, fn in cands],
+                             args.repeat, args.rounds)
+        for row, lat in zip(rows, lats, strict=True):
+            row["latency_ms"] = lat * 1000
+            print(f"x{s} {row['label']:<24} {lat * 1000:.1f} ms", flush=True)
+        write_scale(rows, s, args.repeat, args.rounds)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,25 @@ def test_ladder_missing_tier_and_missing_peer():
     tiny, fast, mid, best = ladder_rows(rows, 2)
     assert "not met: too slow" in fast  # no budget without the peer: never "met"
     assert "not shipped" in tiny and "not shipped" in mid and "not shipped" in best
+
+
+def test_latency_rounds_time_every_model_in_each_round_order_alternating(monkeypatch):
+    """compare_peers times all models in rounds (median of rounds), the order reversed every
+    other round, so a machine slowing down over minutes hits every model alike. A fake clock:
+    model i costs (i + 1) * the round's speed factor (1, 3, 1: the machine drifts)."""
+    import _report
+
+    now = [0.0]
+    monkeypatch.setattr(_report.time, "perf_counter", lambda: now[0])
+    calls: list[int] = []
+    factor = {0: 1.0, 1: 3.0, 2: 1.0}
+
+    def model(i):
+        def run():
+            calls.append(i)
+            now[0] += (i + 1) * factor[(calls.count(i) - 1) // 3]
+        return run
+
+    got = _report.timeit_rounds([model(0), model(1)], repeat=2, rounds=3, warmup=1)
+    assert calls == [0] * 3 + [1] * 3 + [1] * 3 + [0] * 3 + [0] * 3 + [1] * 3
+    assert got == [1.0, 2.0]  # the slow round is outvoted for both
