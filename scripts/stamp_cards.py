@@ -140,26 +140,24 @@ def record_int8_scan(path: Path) -> str:
     (photo models at clean-up strength 1, their own weights), from the int8 cache where it
     holds one stamped with the scan, else made here (minutes where the scan runs). Models
     whose int8 graph needs no scan get an empty field. ``path``: a file of the zoo."""
-    import copy
     import json
 
     import onnx
-    import torch
 
     import upres
-    from upres.quantize import int8_graph
+    from upres.quantize import graph_note, int8_graph
 
     before = load_file(path)
     model, card = load_model(path)
     kw = {"denoise": 1.0} if card.denoise_base else {}
     up = upres.load(card.name, device="cpu", precision="fp32", **kw)
-    net = copy.deepcopy(up.float_model).float().cpu().to(memory_format=torch.contiguous_format)
+    net = up.int8_source()
     scan = None
     for cache in (True, False):  # a cached graph made before graphs carried the scan: again
         graph, _ = int8_graph(net, up.card, cache=cache)
         meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
         scan = json.loads(meta["upres_int8"]).get("scan")
-        if scan:
+        if scan or "the most sensitive" not in graph_note(graph):  # no scan was needed
             break
     if (scan or {}) != card.int8_scan:
         save_model(path, model, card.with_(int8_scan=scan or {}))
@@ -178,7 +176,8 @@ def main() -> None:
     ap.add_argument("--summaries", action="store_true",
                     help="only write each model's user-facing summary (no timing)")
     ap.add_argument("--int8-scan", action="store_true",
-                    help="only record the int8 sensitivity scan's order in the card (no timing)")
+                    help="only record what the int8 sensitivity scan measured (its order and the "
+                         "graph it chose) in the card (no timing)")
     args = ap.parse_args()
     names = args.names or [c.name for c in zoo.shipped()]
     for n in names:

@@ -66,25 +66,37 @@ def test_int8_set5_within_005_db_of_fp32(name):
 
 def test_recorded_int8_scans_of_shipped_models_are_current():
     """A shipped card's ``int8_scan`` (``scripts/stamp_cards.py --int8-scan``) is used only for
-    the weights, quantiser and crops it was measured with: one gone stale (new weights, a bumped
-    ``_QUANTISER``, new calibration crops) would silently cost its scan again on every first
-    int8 use. photo-x2 (its own weights at strength 1) needs the scan and carries it."""
+    the weights and setting it was measured with: one gone stale (new weights, a bumped
+    ``_QUANTISER``, new calibration crops, another loss rule) would silently cost its scan
+    again on every first int8 use. Its order names the network's own convolutions, and on a
+    CPU with the int8 kernels that chose its graph, that choice is taken. photo-x2 and
+    best-x2 (their own weights; photo-x2 at strength 1) need the scan and carry it."""
+    import onnx
+
     from upres import quantize
+    from upres.export import onnx_bytes
     from upres.models.weights import state_sha256
 
     carried = []
     for card in zoo.shipped():
-        scan = card.int8_scan
-        if not scan:
+        if not card.int8_scan:
             continue
         carried.append(card.name)
         kw = {"denoise": 1.0} if card.denoise_base else {}
         up = upres.load(card.name, device="cpu", precision="fp32", **kw)
-        assert scan["weights"] == state_sha256(up.float_model.float()), card.name
-        assert scan["quantiser"] == quantize._QUANTISER, card.name
-        assert scan["percentile"] == quantize.PERCENTILE, card.name
-        assert scan["crops"] == quantize._crops_sha256(load_calibration()), card.name
-    assert "photo-x2" in carried
+        net = up.int8_source()
+        weights = state_sha256(net)
+        setting = quantize._setting(up.card, load_calibration(), quantize.PERCENTILE)
+        proto = onnx.load_from_string(onnx_bytes(net, up.card))
+        convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+        rec = quantize._record(up.card, weights, setting, convs)
+        assert rec is not None, card.name
+        skipped = quantize.skip_convs(proto) if rec["skip"] else []
+        rest = [n for n in convs[1:-1] if n not in skipped]
+        assert quantize._order(rec, rest, (rec["equalise"], rec["skip"])) is not None
+        if rec["choice"]["kernels"] == quantize._kernels():
+            assert quantize._choice(rec, quantize._kernels()) == rec["choice"]["keep"]
+    assert {"photo-x2", "best-x2"} <= set(carried)
 
 
 def test_activation_ranges_are_two_sided_percentiles_and_biases_follow():
@@ -284,13 +296,13 @@ def test_make_int8_keeps_the_most_sensitive_convolution_float_when_nothing_else_
 
 def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monkeypatch,
                                                                            capsys):
-    """The scan's order travels in the graph's metadata; a card that carries it (``int8_scan``,
+    """The scan's result travels in the graph's metadata; a card that carries it (``int8_scan``,
     as ``scripts/stamp_cards.py --int8-scan`` records it for shipped models) gets the very same
-    graph from make_int8: the one the scan chose, made first (one quantisation), or, from
-    another onnxruntime, every try but the scan's measurements; and only for the weights,
-    crops, percentile and quantiser it was measured with: anything else is measured again."""
+    graph from make_int8: the one the scan chose, made first (one quantisation), or, with
+    other int8 kernels, every try but the scan's measurements; and only for the weights and
+    setting it was measured with and the graph the scan starts from: anything else is
+    measured again, and malformed fields are ignored."""
     import onnx
-    import onnxruntime
 
     from upres import quantize
     from upres.models.weights import load_model, state_sha256
@@ -312,45 +324,57 @@ def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monk
     meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
     scan = json.loads(meta["upres_int8"])["scan"]
     assert scan["weights"] == state_sha256(model)
+    assert scan["setting"] == quantize._setting(card, crops, quantize.PERCENTILE)
     assert {f"/body/body.{i}/Conv" for i in (2, 4, 6, 8)} <= set(scan["order"])
     assert scan["order"][0] == "/body/body.4/Conv"  # the one int8 ruins ranks first
-    assert scan["choice"]["onnxruntime"] == onnxruntime.__version__
-    assert scan["choice"]["keep"] >= 1 and scan["order"][:scan["choice"]["keep"]] == \
-        sorted(_float_convs(onnx.load_from_string(graph)) & set(scan["order"]),
-               key=scan["order"].index)
+    keep = scan["choice"]["keep"]
+    assert scan["choice"]["kernels"] == quantize._kernels() and keep >= 1
+    assert scan["order"][:keep] == sorted(_float_convs(onnx.load_from_string(graph))
+                                          & set(scan["order"]), key=scan["order"].index)
+    assert "int8_scan" not in json.loads(meta["upres"]) or \
+        not json.loads(meta["upres"])["int8_scan"]  # once, in upres_int8
 
-    def nodes(g: bytes) -> str:  # the graph without its metadata (the card in it differs)
+    def nodes(g: bytes) -> str:  # the graph without its metadata
         return quantize._graph_hash(onnx.load_from_string(g))
 
-    calls.clear()  # the graph the scan chose, made first and kept: one quantisation
-    again, loss2 = quantize.make_int8(model, card.with_(int8_scan=scan), crops=crops)
-    assert nodes(again) == nodes(graph) and loss2 == loss and len(calls) == 1
-    assert "measuring" not in capsys.readouterr().err
-    calls.clear()  # another onnxruntime's choice: every try again, but the order not measured
-    other = {**scan, "choice": {**scan["choice"], "onnxruntime": "0.0"}}
-    again, loss2 = quantize.make_int8(model, card.with_(int8_scan=other), crops=crops)
-    assert nodes(again) == nodes(graph) and loss2 == loss
-    assert len(calls) == measured - len(scan["order"])  # each one's measurement skipped
-    assert "measuring" not in capsys.readouterr().err
-    ort, n = onnxruntime.__version__, 8  # fast-x2's convolutions
-    assert quantize._choice(scan, n, ort) == (scan["choice"]["equalise"],
-                                              scan["choice"]["skip"], scan["choice"]["keep"])
-    for bad in ({**scan["choice"], "keep": 0}, {**scan["choice"], "keep": 3},  # over n // 4
-                {**scan["choice"], "keep": True}, {**scan["choice"], "skip": "no"}, "x", None):
-        assert quantize._choice({**scan, "choice": bad}, n, ort) is None, bad
-    rest, pct = scan["order"], quantize.PERCENTILE
-    assert quantize._order(quantize._record(card.with_(int8_scan=scan), scan["weights"], crops,
-                                            pct), rest) == rest
-    for other, c, p in (({**scan, "weights": "0" * 64}, crops, pct),  # other weights
-                        (scan, crops[:11], pct),  # other crops
-                        (scan, crops, 99.0),  # another percentile
-                        ({**scan, "quantiser": -1}, crops, pct),  # another quantiser
-                        ({**scan, "order": rest[:-1]}, crops, pct),  # not what is measured
-                        ({**scan, "order": "nonsense"}, crops, pct),  # malformed
-                        ({**scan, "order": [1] * len(rest)}, crops, pct),
-                        ({"weights": scan["weights"]}, crops, pct), ([], crops, pct)):
-        rec = quantize._record(card.with_(int8_scan=other), scan["weights"], c, p)
-        assert rec is None or quantize._order(rec, rest) is None, (other, len(c), p)
+    def make(rec: object, c: np.ndarray = crops) -> tuple[bytes, float, int, str]:
+        calls.clear()
+        g, lo = quantize.make_int8(model, card.with_(int8_scan=rec), crops=c)
+        return g, lo, len(calls), capsys.readouterr().err
+
+    g, lo, n, err = make(scan)  # the graph the scan chose, made first and kept
+    assert nodes(g) == nodes(graph) and lo == loss and n == 1 and "measuring" not in err
+    every_try = measured - len(scan["order"])
+    for other in ({**scan, "choice": {**scan["choice"], "kernels": "other"}},  # other kernels
+                  {**scan, "choice": {**scan["choice"], "keep": 99}}):  # over the cap
+        g, lo, n, err = make(other)  # every try again, but the order not measured
+        assert nodes(g) == nodes(graph) and lo == loss, other
+        assert n == every_try and "measuring" not in err, other
+    convs = [*scan["order"], "a", "b"]
+    for bad in ({**scan["choice"], "keep": True}, {**scan["choice"], "keep": 0},
+                {**scan["choice"], "keep": "1"}, {"keep": 1}, "x", None):  # malformed choices
+        rec = quantize._record(card.with_(int8_scan={**scan, "choice": bad}), scan["weights"],
+                               scan["setting"], convs)
+        assert rec is not None and quantize._choice(rec, quantize._kernels()) is None, bad
+    for other in ({**scan, "weights": "0" * 64},  # other weights
+                  {**scan, "setting": "0" * 64},  # another setting
+                  {**scan, "equalise": not scan["equalise"]},  # not the scan's start
+                  {**scan, "order": scan["order"][:-1]},  # not what the scan measures
+                  {**scan, "order": [*scan["order"][:-1], "/nowhere/Conv"]},
+                  {**scan, "order": "nonsense"}, {**scan, "order": [1] * len(scan["order"])},
+                  {**scan, "skip": "no"}, [], None):
+        assert quantize._order(quantize._record(card.with_(int8_scan=other), scan["weights"],
+                                                scan["setting"], convs),
+                               scan["order"], (scan["equalise"], scan["skip"])) is None, other
+    g, lo, n, err = make({k: v for k, v in scan.items() if k != "choice"}  # an order measured
+                         | {"equalise": not scan["equalise"]})  # from the other start graph
+    assert nodes(g) == nodes(graph) and n == measured and "measuring each of" in err
+    _, _, n, err = make(scan, crops[:11])  # other crops: another setting, measured
+    assert "measuring each of" in err
+    rec = quantize._record(card.with_(int8_scan={**scan, "extra": "x" * 100}), scan["weights"],
+                           scan["setting"], convs)
+    assert rec is not None and set(rec) == {"weights", "setting", "equalise", "skip", "order",
+                                            "choice"}  # only checked fields go on
 
 
 def test_make_int8_keeps_the_first_graph_within_the_rule_tail_int8_included(monkeypatch):

@@ -382,7 +382,7 @@ def quantize_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None
     del qproto.metadata_props[:]
     entry = qproto.metadata_props.add()
     entry.key = "upres"
-    qcard = card.with_(quantized=note)
+    qcard = card.with_(quantized=note, int8_scan={})  # the graph's own metadata has the scan
     entry.value = json.dumps(asdict(qcard), sort_keys=True)
     qproto.producer_name = "upres"
     describe_io(qproto, qcard)  # the quantiser keeps neither metadata nor doc strings
@@ -573,11 +573,13 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
 
     What the scan measured travels in the graph's metadata (:func:`_stamp`) and, for shipped
     weights, in their card (``int8_scan``, ``scripts/stamp_cards.py --int8-scan``): for those
-    very weights, crops, percentile and quantiser the order is taken from there instead of
-    measured, and where the same onnxruntime version chose a graph, that graph is made
-    first and kept if it still keeps the rule (one graph instead of every try above)."""
+    very weights in the same setting (:func:`_setting`: convention, crops, percentile,
+    quantiser, rule), where the tries start the scan from the same graph (equalised or not,
+    long skip float32 or not), the order is taken from there instead of measured; and where
+    the same int8 kernels (:func:`_kernels`: onnxruntime's version, the CPU's int8 instruction
+    sets) chose a graph, that graph is made first and kept if it still keeps the rule (one
+    graph instead of every try above: the same graph those tries would end at)."""
     import onnx
-    import onnxruntime
 
     from upres.export import onnx_bytes
     from upres.models.weights import state_sha256
@@ -599,15 +601,15 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     def rest_of(sk: bool) -> list[str]:  # what the sensitivity scan measures
         return [n for n in convs[1:-1] if not (sk and n in skipped)]
 
-    weights = state_sha256(model)
-    record = _record(card, weights, crops, percentile)
-    choice = _choice(record, len(convs), onnxruntime.__version__)
-    order = _order(record, rest_of(choice[1])) if choice else None
-    if choice and order:
-        graph, loss = graph_with(choice[0], choice[1], order[:choice[2]])
-        if loss <= INT8_RULE_DB:  # the graph the steps below chose for these weights
-            assert record is not None
-            return _stamp(graph, loss, len(crops), record), loss
+    weights, setting, kernels = state_sha256(model), _setting(card, crops, percentile), _kernels()
+    record = _record(card, weights, setting, convs)
+    keep = _choice(record, kernels)
+    if record and keep and keep <= min(len(convs) // 4, len(rest_of(record["skip"])) - 1):
+        order = _order(record, rest_of(record["skip"]))
+        if order:
+            graph, loss = graph_with(record["equalise"], record["skip"], order[:keep])
+            if loss <= INT8_RULE_DB:  # the graph the steps below chose for these weights
+                return _stamp(graph, loss, len(crops), record), loss
     equalise = [False, True] if _chains(proto) else [False]
     skip = bool(skipped)
     tries = [(True, e, False) for e in (equalise if int8_tail(card) else [False])]
@@ -636,70 +638,101 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     rest = rest_of(sk)
     cap = min(len(convs) // 4, len(rest) - 1)  # some convolution stays int8
     if best[1] > INT8_RULE_DB and cap >= 1:  # last: the most sensitive ones float32 as well
-        order = _order(record, rest) if record else None
+        order = _order(record, rest, (eq, sk))
         if order is None:
             print(f"upres: {card.name}: int8 still loses {best[1]:.3f} dB on the calibration "
                   f"crops; measuring each of {len(rest)} convolutions' sensitivity (once: the "
                   "graph is cached)", file=sys.stderr)
             alone = {n: graph_with(eq, sk, [m for m in rest if m != n])[1] for n in rest}
             order = sorted(rest, key=lambda n: -alone[n])
-        scan = {"weights": weights, "order": order, "percentile": percentile,
-                "quantiser": _QUANTISER, "crops": _crops_sha256(crops)}
+        scan = {"weights": weights, "setting": setting, "equalise": eq, "skip": sk,
+                "order": order}
         for k in range(1, cap + 1):
             graph, loss = graph_with(eq, sk, order[:k])
             if loss < best[1]:
                 best = graph, loss
             if loss <= INT8_RULE_DB:
-                scan["choice"] = {"equalise": eq, "skip": sk, "keep": k,
-                                  "onnxruntime": onnxruntime.__version__}
+                scan["choice"] = {"keep": k, "kernels": kernels}
                 break
     return _stamp(best[0], best[1], len(crops), scan), best[1]
 
 
-def _record(card: ModelCard, weights: str, crops: np.ndarray,
-            percentile: float) -> dict[str, Any] | None:
-    """The card's ``int8_scan`` where it was measured on these very ``weights`` (their
-    :func:`~upres.models.weights.state_sha256`) by this quantiser at this ``percentile`` on
-    these calibration ``crops``; else None. A card's field is data from a file: it is
-    checked before any of it is used."""
-    scan = card.int8_scan if isinstance(card.int8_scan, dict) else {}
-    if (scan.get("weights") != weights or scan.get("quantiser") != _QUANTISER
-            or scan.get("percentile") != percentile or scan.get("crops") != _crops_sha256(crops)):
-        return None
-    return scan
-
-
-def _choice(record: dict[str, Any] | None, convs: int,
-            runtime: str) -> tuple[bool, bool, int] | None:
-    """``(equalise, skip, keep)`` of the graph a valid :func:`_record` says the sensitivity
-    scan chose (the ``keep`` most sensitive convolutions float32, of ``convs`` in all), where
-    the same onnxruntime version (``runtime``) chose it; else None."""
-    c = (record or {}).get("choice")
-    if not isinstance(c, dict) or c.get("onnxruntime") != runtime:
-        return None
-    eq, sk, keep = c.get("equalise"), c.get("skip"), c.get("keep")
-    if (not isinstance(eq, bool) or not isinstance(sk, bool) or not isinstance(keep, int)
-            or isinstance(keep, bool) or not 1 <= keep <= convs // 4):
-        return None
-    return eq, sk, keep
-
-
-def _order(record: dict[str, Any] | None, rest: Sequence[str]) -> list[str] | None:
-    """The sensitivity order a valid :func:`_record` holds, where it ranks exactly the
-    convolutions ``rest`` the scan would measure; else None (measure)."""
-    order = (record or {}).get("order")
-    if (not isinstance(order, list) or not all(isinstance(n, str) for n in order)
-            or sorted(order) != sorted(rest)):
-        return None
-    return list(order)
-
-
-def _crops_sha256(crops: np.ndarray) -> str:
-    """SHA-256 of calibration crops: their shape, dtype and bytes."""
+def _setting(card: ModelCard, crops: np.ndarray, percentile: float) -> str:
+    """SHA-256 of everything besides the weights that a sensitivity scan's result depends on
+    and upres controls: the card's input convention (as :func:`_weights_key` takes it), whether
+    the weights were trained with the last convolution int8, the percentile, the quantiser's
+    version, the loss rule, the equalisation's alpha and the calibration crops."""
     import hashlib
 
+    conv = {k: getattr(card, k) for k in ("arch", "scale", "hparams", "color", "value_range",
+                                            "pre_upsample", "min_size", "size_multiple")}
     a = np.ascontiguousarray(crops)
-    return hashlib.sha256(f"{a.shape}|{a.dtype}|".encode() + a.tobytes()).hexdigest()
+    h = hashlib.sha256(json.dumps(
+        {"convention": conv, "tail": int8_tail(card), "percentile": percentile,
+         "quantiser": _QUANTISER, "rule_db": INT8_RULE_DB, "alpha": EQUALISE_ALPHA,
+         "crops": f"{a.shape}|{a.dtype}"}, sort_keys=True, default=str).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _kernels() -> str:
+    """What decides the int8 kernels that measure the calibration losses: onnxruntime's
+    version, the machine and its int8-relevant instruction sets (without VNNI, onnxruntime's
+    u8s8 kernels round differently, so a graph can pass the loss rule on one CPU and not on
+    another)."""
+    import platform
+
+    import onnxruntime
+
+    from upres.inference.paths import cpu_info
+
+    sets = [f for f in cpu_info()[1] if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                             "amx_int8")]
+    return f"onnxruntime {onnxruntime.__version__} | {platform.machine()} {' '.join(sets)}"
+
+
+def _record(card: ModelCard, weights: str, setting: str,
+            convs: Sequence[str]) -> dict[str, Any] | None:
+    """The card's ``int8_scan`` where it was measured on these very ``weights`` (their
+    :func:`~upres.models.weights.state_sha256`) in this ``setting`` (:func:`_setting`), as a
+    new dict of its checked fields (``choice`` only where well formed); else None. A card's
+    field is data from a file: nothing of it is used unchecked, and nothing else is kept."""
+    scan = card.int8_scan if isinstance(card.int8_scan, dict) else {}
+    eq, sk, order = scan.get("equalise"), scan.get("skip"), scan.get("order")
+    if (scan.get("weights") != weights or scan.get("setting") != setting
+            or not isinstance(eq, bool) or not isinstance(sk, bool)
+            or not isinstance(order, list) or not all(isinstance(n, str) for n in order)
+            or not set(order) <= set(convs)):
+        return None
+    out: dict[str, Any] = {"weights": weights, "setting": setting, "equalise": eq, "skip": sk,
+                           "order": list(order)}
+    c = scan.get("choice")
+    if isinstance(c, dict) and isinstance(c.get("kernels"), str) and \
+            isinstance(c.get("keep"), int) and not isinstance(c.get("keep"), bool):
+        out["choice"] = {"keep": c["keep"], "kernels": c["kernels"]}
+    return out
+
+
+def _choice(record: dict[str, Any] | None, kernels: str) -> int | None:
+    """How many of the most sensitive convolutions the graph a checked :func:`_record` chose
+    keeps float32 (at least 1), where the same int8 kernels (:func:`_kernels`) chose it; else
+    None. Its ``equalise`` and ``skip`` are the record's."""
+    c = (record or {}).get("choice")
+    if not isinstance(c, dict) or c.get("kernels") != kernels or c.get("keep", 0) < 1:
+        return None
+    return int(c["keep"])
+
+
+def _order(record: dict[str, Any] | None, rest: Sequence[str],
+           base: tuple[bool, bool] | None = None) -> list[str] | None:
+    """The sensitivity order a checked :func:`_record` holds, where it ranks exactly the
+    convolutions ``rest`` the scan would measure and, given ``base`` (the ``(equalise,
+    skip)`` of the graph the scan starts from), was measured from that same graph; else
+    None (measure)."""
+    if not record or (base is not None and base != (record["equalise"], record["skip"])):
+        return None
+    order = record["order"]
+    return list(order) if sorted(order) == sorted(rest) else None
 
 
 def _stamp(graph: bytes, loss: float, crops: int, scan: dict[str, Any] | None = None) -> bytes:

@@ -359,6 +359,12 @@ class Upscaler:
         """The torch network: the one running, or the one behind an int8 path."""
         return self._float_model or self.model
 
+    def int8_source(self) -> nn.Module:
+        """A float32, contiguous CPU copy of :attr:`float_model`: what the int8 graph is made
+        from (and what a card's ``int8_scan`` is keyed to, :mod:`upres.quantize`)."""
+        net = copy.deepcopy(self.float_model).float().cpu()
+        return net.to(memory_format=torch.contiguous_format)
+
     def _int8_net(self, *, auto: bool = False) -> tuple[nn.Module, float, str]:
         """The int8 network of this model (graph made or taken from the cache) on its int8
         runtime (:meth:`_int8_runtime_for`), its calibration-crop loss in dB and how it was
@@ -366,8 +372,7 @@ class Upscaler:
         candidate, so no runtime is timed for it."""
         from upres.quantize import INT8_RULE_DB, graph_note, int8_graph
 
-        net = copy.deepcopy(self.float_model).float().cpu()
-        net = net.to(memory_format=torch.contiguous_format)
+        net = self.int8_source()
         graph, loss = int8_graph(net, self.card)
         note = graph_note(graph)
         if auto and loss > INT8_RULE_DB:

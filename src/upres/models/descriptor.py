@@ -38,10 +38,14 @@ class ModelCard:
     ``default_precision``: what ``precision="default"`` runs on a CPU (``"int8"`` for models
     made to run quantised; empty = fp32); other devices run fp32. ``int8_scan``: for weights
     whose int8 graph needs :func:`upres.quantize.make_int8`'s sensitivity scan, what the scan
-    measured: ``{"weights": state_sha256 of the float network, "order": its convolutions (ONNX
-    node names), most sensitive first}``, recorded at shipping (``scripts/stamp_cards.py
-    --int8-scan``) so that the first int8 use of those very weights makes the same graph
-    without minutes of measuring; ignored for any other weights.
+    measured: ``weights`` (state_sha256 of the float network), ``setting`` (a digest of the
+    convention, calibration crops, percentile, quantiser and loss rule), ``equalise`` and
+    ``skip`` (the graph it started from), ``order`` (the convolutions' ONNX node names, most
+    sensitive first) and ``choice`` (``keep``: how many of them the chosen graph keeps
+    float32; ``kernels``: the onnxruntime version and CPU int8 instruction sets that chose
+    it). Recorded at shipping (``scripts/stamp_cards.py --int8-scan``) so that the first int8
+    use of those very weights makes the same graph without minutes of measuring; ignored for
+    any other weights or setting.
     """
 
     name: str
