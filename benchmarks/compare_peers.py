@@ -163,7 +163,7 @@ def plot(rows: list[dict], path: Path) -> None:
     print(f"wrote {path}")
 
 
-def write_scale(rows: list[dict], s: int, repeat: int, rounds: int = 1) -> None:
+def write_scale(rows: list[dict], s: int, repeat: int, rounds: int) -> None:
     """The section ``peers-x{s}`` of docs/benchmarks.md and docs/peers-x{s}.png."""
     lines = ["| model | kind | Set5 PSNR / SSIM | Set14 PSNR / SSIM | BSD100 PSNR | "
              "CPU ms (1280x720 out) |", "|---|---|---|---|---|---|"]
