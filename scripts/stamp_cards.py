@@ -140,12 +140,10 @@ def record_int8_scan(path: Path) -> str:
     (photo models at clean-up strength 1, their own weights), from the int8 cache where it
     holds one stamped with the scan, else made here (minutes where the scan runs). Models
     whose int8 graph needs no scan get an empty field. ``path``: a file of the zoo."""
-    import json
 
-    import onnx
 
     import upres
-    from upres.quantize import graph_note, int8_graph
+    from upres.quantize import graph_note, int8_entry, int8_graph
 
     before = load_file(path)
     model, card = load_model(path)
@@ -155,8 +153,7 @@ def record_int8_scan(path: Path) -> str:
     scan = None
     for cache in (True, False):  # a cached graph made before graphs carried the scan: again
         graph, _ = int8_graph(net, up.card, cache=cache)
-        meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
-        scan = json.loads(meta["upres_int8"]).get("scan")
+        scan = int8_entry(graph).get("scan")
         if scan or "the most sensitive" not in graph_note(graph):  # no scan was needed
             break
     if (scan or {}) != card.int8_scan:

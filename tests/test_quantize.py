@@ -322,7 +322,7 @@ def test_a_recorded_sensitivity_scan_gives_the_same_graph_without_measuring(monk
     measured = len(calls)
     assert "measuring each of" in capsys.readouterr().err
     meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
-    scan = json.loads(meta["upres_int8"])["scan"]
+    scan = quantize.int8_entry(graph)["scan"]
     assert scan["weights"] == state_sha256(model)
     assert scan["setting"] == quantize._setting(card, crops, quantize.PERCENTILE)
     assert {f"/body/body.{i}/Conv" for i in (2, 4, 6, 8)} <= set(scan["order"])
@@ -941,11 +941,11 @@ def test_int8_cache_stays_in_its_folder_and_files_say_their_loss(tmp_path, monke
     """A card name from a weights file's own metadata never leads the cached graph out of the
     cache folder; an int8 graph (as `upres export --int8` writes it) carries its measured
     loss and its input convention in the file."""
-    import onnx
     import onnxruntime as ort
 
+    from upres.export import onnx_bytes
     from upres.models.weights import load_model
-    from upres.quantize import int8_graph, make_int8
+    from upres.quantize import int8_entry, int8_graph, make_int8
 
     cache = tmp_path / "a" / "cache"
     monkeypatch.setenv("UPRES_CACHE_DIR", str(cache))
@@ -957,10 +957,10 @@ def test_int8_cache_stays_in_its_folder_and_files_say_their_loss(tmp_path, monke
     again, same = int8_graph(net, card.with_(name="../../escaped"))  # from the cache
     assert again == graph and same == pytest.approx(loss, abs=1e-4)
     graph, loss = make_int8(net, card)
-    meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
-    entry = json.loads(meta["upres_int8"])
+    entry = int8_entry(graph)
     assert entry["loss_db"] == round(loss, 4) and entry["rule_db"] == INT8_RULE_DB
     assert entry["crops"] == len(load_calibration())
+    assert int8_entry(onnx_bytes(net, card)) == {}  # a float graph has none
     desc = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).get_modelmeta()
     assert "int8" in desc.description and "[0, 1]" in desc.description
 

@@ -755,6 +755,23 @@ def _stamp(graph: bytes, loss: float, crops: int, scan: dict[str, Any] | None = 
     return proto.SerializeToString()
 
 
+def int8_entry(graph: bytes | object) -> dict[str, Any]:
+    """The ``upres_int8`` metadata of an int8 graph (serialized bytes or an ONNX model proto)
+    as :func:`_stamp` wrote it (``loss_db``, ``rule_db``, ``crops``, ``sha256``, and ``scan``
+    where a sensitivity scan ran); ``{}`` for a graph without one. Raises ``ValueError`` where
+    the entry is not a JSON object."""
+    import onnx
+
+    proto = onnx.load_from_string(graph) if isinstance(graph, bytes) else graph
+    meta = {e.key: e.value for e in proto.metadata_props}  # type: ignore[attr-defined]
+    if "upres_int8" not in meta:
+        return {}
+    entry = json.loads(meta["upres_int8"])
+    if not isinstance(entry, dict):
+        raise ValueError("upres_int8 metadata is not a JSON object")
+    return entry
+
+
 def loss_words(loss: float) -> str:
     """``calibration_loss`` in words: ``"loses 0.016 dB"`` / ``"gains 0.002 dB"``."""
     return f"{'loses' if loss >= 0 else 'gains'} {abs(loss):.3f} dB"
@@ -828,8 +845,7 @@ def int8_graph(model: nn.Module, card: ModelCard, *, percentile: float = PERCENT
         try:
             data = path.read_bytes()
             proto = onnx.load_from_string(data)
-            meta = {e.key: e.value for e in proto.metadata_props}
-            entry = json.loads(meta["upres_int8"])
+            entry = int8_entry(proto)
             if entry.get("sha256") == _graph_hash(proto):  # written whole, by this code
                 return data, float(entry["loss_db"])
         except Exception:  # missing, unreadable or damaged: made again
