@@ -140,8 +140,6 @@ def record_int8_scan(path: Path) -> str:
     (photo models at clean-up strength 1, their own weights), from the int8 cache where it
     holds one stamped with the scan, else made here (minutes where the scan runs). Models
     whose int8 graph needs no scan get an empty field. ``path``: a file of the zoo."""
-
-
     import upres
     from upres.quantize import graph_note, int8_entry, int8_graph
 
