@@ -120,6 +120,16 @@ def io_convention(card: ModelCard) -> dict[str, str]:
             "upres_output": out, "upres_scale": str(card.scale), "upres_value_range": vr}
 
 
+def metadata(model: bytes | object) -> dict[str, str]:
+    """The plain ``metadata_props`` entries of an ONNX model (serialized bytes or a
+    ``ModelProto``) as ``{key: value}``: what :func:`set_metadata` and :func:`export_onnx`
+    write."""
+    import onnx
+
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else model
+    return {e.key: e.value for e in proto.metadata_props}  # type: ignore[attr-defined]
+
+
 def set_metadata(proto: object, entries: dict[str, str]) -> None:
     """Set plain ``metadata_props`` entries of the ONNX ``proto`` (changed in place): each key
     of ``entries`` once, with its value; other keys kept."""
@@ -340,8 +350,7 @@ def load_onnx(path: str | os.PathLike[str]) -> tuple[OnnxNet, ModelCard]:
     except Exception as exc:  # onnx raises DecodeError and others for damaged files
         raise UpresError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
     _load_external_data(proto, p)
-    meta = {e.key: e.value for e in proto.metadata_props}
-    card = ModelCard.from_file_metadata(meta, p)
+    card = ModelCard.from_file_metadata(metadata(proto), p)
     if card is None:
         raise UpresError(f"{p}: ONNX file without an upres model card (export it with "
                          "'upres export')")

@@ -178,10 +178,9 @@ def int8_note(percentile: float = PERCENTILE, crops: int = 48, *,
 
 def graph_note(graph: bytes) -> str:
     """The ``quantized`` text of the card in a graph made by :func:`quantize_int8`."""
-    import onnx
+    from upres.export import metadata
 
-    meta = {e.key: e.value for e in onnx.load_from_string(graph).metadata_props}
-    return str(json.loads(meta["upres"])["quantized"])
+    return str(json.loads(metadata(graph)["upres"])["quantized"])
 
 
 _HOMOGENEOUS = ("Relu", "LeakyRelu")  # f(s x) = s f(x) for s > 0
@@ -601,10 +600,13 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
     def rest_of(sk: bool) -> list[str]:  # what the sensitivity scan measures
         return [n for n in convs[1:-1] if not (sk and n in skipped)]
 
+    def cap_of(sk: bool) -> int:  # the most convolutions the scan may keep float32
+        return min(len(convs) // 4, len(rest_of(sk)) - 1)  # some convolution stays int8
+
     weights, setting, kernels = state_sha256(model), _setting(card, crops, percentile), _kernels()
     record = _record(card, weights, setting, convs)
     keep = _choice(record, kernels)
-    if record and keep and keep <= min(len(convs) // 4, len(rest_of(record["skip"])) - 1):
+    if record and keep and keep <= cap_of(record["skip"]):
         order = _order(record, rest_of(record["skip"]))
         if order:
             graph, loss = graph_with(record["equalise"], record["skip"], order[:keep])
@@ -635,8 +637,7 @@ def make_int8(model: nn.Module, card: ModelCard, *, crops: np.ndarray | None = N
             break
     assert best is not None
     _, eq, sk = base if base is not None else (0.0, False, False)  # None: a tail graph passed
-    rest = rest_of(sk)
-    cap = min(len(convs) // 4, len(rest) - 1)  # some convolution stays int8
+    rest, cap = rest_of(sk), cap_of(sk)
     if best[1] > INT8_RULE_DB and cap >= 1:  # last: the most sensitive ones float32 as well
         order = _order(record, rest, (eq, sk))
         if order is None:
@@ -760,10 +761,9 @@ def int8_entry(graph: bytes | object) -> dict[str, Any]:
     as :func:`_stamp` wrote it (``loss_db``, ``rule_db``, ``crops``, ``sha256``, and ``scan``
     where a sensitivity scan ran); ``{}`` for a graph without one. Raises ``ValueError`` where
     the entry is not a JSON object."""
-    import onnx
+    from upres.export import metadata
 
-    proto = onnx.load_from_string(graph) if isinstance(graph, bytes) else graph
-    meta = {e.key: e.value for e in proto.metadata_props}  # type: ignore[attr-defined]
+    meta = metadata(graph)
     if "upres_int8" not in meta:
         return {}
     entry = json.loads(meta["upres_int8"])
