@@ -29,6 +29,16 @@ to read the strength that maximises PSNR (loss: the dB it loses against the crop
 strength, the curve interpolated linearly between the measured strengths), from ``--init``
 (the level estimator) when given. The held-out figures then include that loss (``regret``) and
 the gain over strength 0 for the estimator written and for ``--init``, read the same way.
+
+``--single`` (session 35) draws the versions from ``Leveled(single=...)``: 0.5 is
+``leveled_single``, the mixture the shipped photo endpoints were fine-tuned on (half of the
+everyday passes one kind alone), where the default 0 is the earlier ``leveled``.
+
+``--kind`` (session 35) gives the estimator a second output, whether the damage is the blind
+kind (binary cross-entropy on every version), and fits the level on the everyday versions
+only; :func:`upres.inference.level.estimate_level` then reads a version as its everyday level
+moved towards 1 by the blind kind's probability. The held-out figures add the blind kind's
+accuracy (``kind_acc``) and the everyday versions' level error (``mae_everyday``).
 """
 
 from __future__ import annotations
@@ -67,12 +77,13 @@ def damage_scaled(pipe: Leveled, hr: np.ndarray, rng: np.random.Generator, t: fl
     return lr, 1.0 if blind else t
 
 
-def make_versions(s: int, versions: int, seed: int, threads: int, native: float = 0.0
+def make_versions(s: int, versions: int, seed: int, threads: int, native: float = 0.0,
+                  single: float = 0.0
                   ) -> list[tuple[int, np.ndarray, float, float, float, bool]]:
     """``(image index, LR uint8, level, noise, blocking, native)`` for every version of every
-    image that has a usable window."""
+    image that has a usable window (``single``: :class:`Leveled`'s share of one-kind passes)."""
     files = scan_images([TRAIN])
-    pipe, own = Leveled(s), Leveled(1)
+    pipe, own = Leveled(s, single=single), Leveled(1, single=single)
 
     def one(job: tuple[int, int]) -> tuple[int, np.ndarray, float, float, float, bool] | None:
         k, v = job
@@ -222,6 +233,15 @@ def main() -> None:
     ap.add_argument("--curves", default=None,
                     help="--objective psnr: keep the measured versions in this file (.pkl) "
                          "and reuse them when it exists")
+    ap.add_argument("--single", type=float, default=0.0,
+                    help="Leveled's share of one-kind everyday passes (0.5: leveled_single, "
+                         "what the shipped photo endpoints are trained on)")
+    ap.add_argument("--kind", action="store_true",
+                    help="a second output for the blind kind (the level fitted on everyday "
+                         "versions only)")
+    ap.add_argument("--kind-weight", type=float, default=1.0,
+                    help="--kind: the weight of the kind's cross-entropy beside the level's "
+                         "squared error")
     ap.add_argument("--init", default=None, help="start from this estimator's weights")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("-o", "--out", default=None)
@@ -239,12 +259,19 @@ def main() -> None:
         with safe_open(str(out), framework="pt") as fh:
             trained = json.loads(fh.metadata()["upres_level"])
         args = argparse.Namespace(**{**trained["args"], "calibrate": True, "out": args.out})
-    net = LevelNet(margin=getattr(args, "margin", 0.0))
+    kind = getattr(args, "kind", False)
+    if kind and getattr(args, "objective", "level") == "psnr":
+        raise SystemExit("--kind fits the level objective only")
+    net = LevelNet(margin=getattr(args, "margin", 0.0), kind=kind)
     init = getattr(args, "init", None)
     if state is None and init:
         from safetensors.torch import load_file
 
         state = load_file(init)
+        if kind and state["head.2.weight"].shape[0] == 1:  # a level estimator: its level, a
+            head = net.state_dict()                          # fresh kind output beside it
+            state["head.2.weight"] = torch.cat([state["head.2.weight"], head["head.2.weight"][1:]])
+            state["head.2.bias"] = torch.cat([state["head.2.bias"], head["head.2.bias"][1:]])
     if state is not None:
         net.load_state_dict(state)
     first = copy.deepcopy(net).eval()  # --init (or a fresh net) for the held-out comparison
@@ -276,7 +303,7 @@ def main() -> None:
                     pickle.dump({"made": made, "data": data}, fh)
     else:
         data = make_versions(args.scale, args.versions, args.seed, args.threads,
-                             getattr(args, "native", 0.0))
+                             getattr(args, "native", 0.0), getattr(args, "single", 0.0))
     images = sorted({d[0] for d in data})
     rng = np.random.default_rng(args.seed)
     held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
@@ -290,9 +317,16 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = 1e-5 + 0.5 * (peak - 1e-5) * (1 + math.cos(math.pi * step / args.steps))
         x, ex, y, curves = batch(data, rng.choice(train, size=args.batch), rng)
-        read = net(x, ex, group=2)
+        read, logit = net.both(x, ex, group=2)
         if curves is not None:  # the dB lost against each crop's best strength
             loss = (curves.max(1).values - curve_at(curves, read)).mean()
+        elif logit is not None:  # the kind on every version, the level on everyday ones
+            blind = (y == 1.0).float()  # (everyday levels are drawn from [0.02, 1))
+            loss = getattr(args, "kind_weight", 1.0) * \
+                torch.nn.functional.binary_cross_entropy_with_logits(logit, blind)
+            every = blind == 0
+            if every.any():
+                loss = loss + torch.nn.functional.mse_loss(read[every], y[every])
         else:
             loss = torch.nn.functional.mse_loss(read, y)
         opt.zero_grad()
@@ -315,6 +349,15 @@ def main() -> None:
                "clean_mean": round(float(pred[clean].mean()), 4),
                "top_mean": round(float(pred[true == 1].mean()), 4),  # the blind kind's reading
                "seconds": trained.get("seconds", round(time.time() - t0))}
+    if kind:  # the two outputs apart: the kind's accuracy, the everyday level's error
+        from upres.inference.level import read_damage
+
+        both = np.array([read_damage(data[i][1], net, noise=data[i][3], blocking=data[i][4])
+                         for i in val])
+        blind = true == 1.0
+        summary["kind_acc"] = round(float(((both[:, 1] >= 0.5) == blind).mean()), 4)
+        summary["kind_acc_blind"] = round(float((both[blind, 1] >= 0.5).mean()), 4)
+        summary["mae_everyday"] = round(float(np.abs(both[~blind, 0] - true[~blind]).mean()), 4)
     for lo, hi in ((0.0, 0.3), (0.3, 0.7), (0.7, 1.01)):
         m = (true > lo) & (true < hi)
         summary[f"mae_{lo:g}_{hi:g}"] = round(float(np.abs(pred[m] - true[m]).mean()), 4)

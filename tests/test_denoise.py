@@ -4,6 +4,7 @@ damage estimator on images degraded by known amounts, and the degradation ladder
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -405,3 +406,32 @@ def test_level_net_margin_reaches_the_ends_and_reads_clipped(tmp_path, monkeypat
     finally:
         level.level_net.cache_clear()
         level.level_off.cache_clear()
+
+
+def test_level_net_kind_output_moves_the_level_towards_1_by_its_probability(tmp_path):
+    """``LevelNet(kind=True)``: the level is the everyday one, the second output the blind
+    kind's logit; ``estimate_level`` gives ``level + p * (1 - level)``, and a written
+    estimator comes back with its second output (told by the head's shape)."""
+    from safetensors.torch import save_file
+
+    from upres.inference import level
+
+    img = read_rgb8(BENCH / "BSD100" / "3096.png")
+    net = level.LevelNet(kind=True).eval()
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.copy_(torch.tensor([0.0, -20.0]))  # level 0.5, surely everyday
+    assert level.read_damage(img, net) == pytest.approx((0.5, 0.0), abs=1e-6)
+    assert level.estimate_level(img, net) == pytest.approx(0.5, abs=1e-6)
+    with torch.no_grad():
+        net.head[-1].bias[1] = math.log(3.0)  # blind with probability 0.75
+    assert level.read_damage(img, net)[1] == pytest.approx(0.75, abs=1e-6)
+    assert level.estimate_level(img, net) == pytest.approx(0.5 + 0.75 * 0.5, abs=1e-6)
+    path = tmp_path / "level_kind.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    back = level.read_estimator(path)
+    assert back.kind and level.estimate_level(img, back) == pytest.approx(0.875, abs=1e-6)
+    plain = level.LevelNet().eval()  # no kind output: the level as read, blind 0
+    t, blind = level.read_damage(img, plain)
+    assert blind == 0.0 and level.estimate_level(img, plain) == t
+    assert level.read_damage(np.zeros((8, 8, 3), np.uint8), net) == (0.0, 0.0)

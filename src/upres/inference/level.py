@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 __all__ = ["FLAT", "WINDOW", "LevelNet", "estimate_level", "estimator_off", "level_net",
-           "level_off", "level_path", "read_estimator", "read_windows", "usable", "windows"]
+           "level_off", "level_path", "read_damage", "read_estimator", "read_windows", "usable",
+           "windows"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: side of the windows an image is read in (training crops are this size too)
@@ -47,12 +48,18 @@ class LevelNet(nn.Module):
     sigmoid stretched to ``[-margin, 1 + margin]``, so that the ends 0 and 1 are reached at
     finite logits (a bare sigmoid trained by squared error reads the top level, the blind kind,
     well under 1: session 23); training fits the stretched value, :func:`estimate_level` clips
-    it to [0, 1]."""
+    it to [0, 1].
 
-    def __init__(self, width: int = 32, margin: float = 0.0) -> None:
+    ``kind=True`` adds a second output, the logit that the damage is the blind (second-order)
+    kind rather than an everyday pass (:meth:`both`); the level is then the everyday level, and
+    :func:`estimate_level` reads a blind input as level 1 (issue 22, session 35: one level for
+    both confused the heaviest everyday damage with the blind kind)."""
+
+    def __init__(self, width: int = 32, margin: float = 0.0, kind: bool = False) -> None:
         super().__init__()
         w = width
         self.margin = float(margin)
+        self.kind = bool(kind)
         self.body = nn.Sequential(
             nn.Conv2d(3, w // 2, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -61,15 +68,23 @@ class LevelNet(nn.Module):
             nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(nn.Linear(2 * w + 2, 32), nn.ReLU(inplace=True),
-                                  nn.Linear(32, 1))
+                                  nn.Linear(32, 2 if kind else 1))
 
-    def forward(self, x: torch.Tensor, extra: torch.Tensor, group: int = 1) -> torch.Tensor:
+    def both(self, x: torch.Tensor, extra: torch.Tensor, group: int = 1
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The level ``(N / group,)`` (as :meth:`forward`) and, with ``kind``, the blind
+        kind's logit ``(N / group,)`` (else None)."""
         f = self.body(x - 0.5)
         feats = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
         feats = feats.view(-1, group, feats.shape[1]).mean(dim=1)
         extra = extra.view(-1, group, extra.shape[1]).mean(dim=1)
-        y = torch.sigmoid(self.head(torch.cat([feats, extra], dim=1))).squeeze(1)
-        return y * (1 + 2 * self.margin) - self.margin if self.margin else y
+        h = self.head(torch.cat([feats, extra], dim=1))
+        y = torch.sigmoid(h[:, 0])
+        y = y * (1 + 2 * self.margin) - self.margin if self.margin else y
+        return y, (h[:, 1] if self.kind else None)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor, group: int = 1) -> torch.Tensor:
+        return self.both(x, extra, group)[0]
 
 
 def level_path(scale: int) -> Path:
@@ -118,7 +133,8 @@ def read_estimator(p: Path) -> LevelNet:
 
     state = load_file(str(p))
     margin = float(_meta(p).get("args", {}).get("margin", 0.0))
-    net = LevelNet(width=2 * int(state["body.0.weight"].shape[0]), margin=margin)
+    net = LevelNet(width=2 * int(state["body.0.weight"].shape[0]), margin=margin,
+                   kind=int(state["head.2.weight"].shape[0]) == 2)
     net.load_state_dict(state)
     return net.eval()
 
@@ -184,20 +200,22 @@ def _rgb01(img: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
-                   blocking: float | None = None) -> float:
-    """The damage level in [0, 1] of ``img`` (``(H, W[, C])``, uint8, uint16 or float in
-    [0, 1]; a 2nd or 4th channel is alpha); ``noise``/``blocking``: the measured features when
-    already known (:func:`upres.inference.denoise.damage`). Images under 16 pixels a side, and
-    images with no :func:`usable` window, read as clean."""
+def read_damage(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
+                blocking: float | None = None) -> tuple[float, float]:
+    """``(level, blind)`` of ``img`` (``(H, W[, C])``, uint8, uint16 or float in [0, 1]; a 2nd
+    or 4th channel is alpha): the level in [0, 1] the estimator reads, and the probability in
+    [0, 1] that the damage is the blind kind (0 for an estimator without the ``kind`` output,
+    whose level already reads that kind as 1); ``noise``/``blocking``: the measured features
+    when already known (:func:`upres.inference.denoise.damage`). Images under 16 pixels a
+    side, and images with no :func:`usable` window, read as clean ``(0, 0)``."""
     from upres.inference.denoise import blockiness, noise_sigma
 
     a = np.asarray(img)
     if min(a.shape[:2]) < 16:
-        return 0.0
+        return 0.0, 0.0
     wins = read_windows(a)  # only the windows are converted, whatever the image's size
     if not wins:
-        return 0.0
+        return 0.0, 0.0
     noise = noise_sigma(a) if noise is None else noise
     blocking = blockiness(a) if blocking is None else blocking
     x = torch.from_numpy(np.stack([_rgb01(a[y:y + h, x:x + w]) for y, x, h, w in wins]))
@@ -205,4 +223,15 @@ def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None
     extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)
     extra = extra.expand(len(wins), 2).contiguous()
     with torch.autocast("cpu", enabled=False):
-        return min(1.0, max(0.0, float(net(x, extra, group=len(wins))[0])))
+        y, logit = net.both(x, extra, group=len(wins))
+    t = min(1.0, max(0.0, float(y[0])))
+    return t, 0.0 if logit is None else float(torch.sigmoid(logit[0]))
+
+
+def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
+                   blocking: float | None = None) -> float:
+    """The damage level in [0, 1] of ``img`` (as :func:`read_damage` reads it): the blind
+    kind, trained at level 1, weighs in by its probability (``level + blind * (1 - level)``),
+    so an estimator without the ``kind`` output gives its level as it is."""
+    t, blind = read_damage(img, net, noise=noise, blocking=blocking)
+    return t + blind * (1.0 - t)
