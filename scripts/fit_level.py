@@ -213,6 +213,19 @@ def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np
     return pred, np.array([data[i][2] for i in idx])
 
 
+def init_state(path: str, net: LevelNet) -> dict[str, torch.Tensor]:
+    """The weights in ``path`` as ``net`` takes them: an estimator without the kind output
+    given to one with it keeps its level, and the kind output starts as ``net``'s own."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    mine = net.state_dict()
+    if net.kind and state["head.2.weight"].shape[0] == 1:
+        for k in ("head.2.weight", "head.2.bias"):
+            state[k] = torch.cat([state[k], mine[k][1:]])
+    return state
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-s", "--scale", type=int, required=True)
@@ -265,20 +278,12 @@ def main() -> None:
     net = LevelNet(margin=getattr(args, "margin", 0.0), kind=kind)
     init = getattr(args, "init", None)
     if state is None and init:
-        from safetensors.torch import load_file
-
-        state = load_file(init)
-        if kind and state["head.2.weight"].shape[0] == 1:  # a level estimator: its level, a
-            head = net.state_dict()                          # fresh kind output beside it
-            state["head.2.weight"] = torch.cat([state["head.2.weight"], head["head.2.weight"][1:]])
-            state["head.2.bias"] = torch.cat([state["head.2.bias"], head["head.2.bias"][1:]])
+        state = init_state(init, net)
     if state is not None:
         net.load_state_dict(state)
     first = copy.deepcopy(net).eval()  # --init (or a fresh net) for the held-out comparison
     if args.calibrate and init:
-        from safetensors.torch import load_file
-
-        first.load_state_dict(load_file(init))
+        first.load_state_dict(init_state(init, first))
     psnr_objective = getattr(args, "objective", "level") == "psnr"
     if psnr_objective and not args.out:
         raise SystemExit("--objective psnr: give -o FILE (the shipped estimator stays)")

@@ -1,5 +1,6 @@
 """scripts/fit_level.py --objective psnr: the loss it trains the estimator with is the dB lost
-against each crop's best strength, read off the measured PSNR curve."""
+against each crop's best strength, read off the measured PSNR curve; ``--kind --init`` from an
+estimator without the kind output keeps its level."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from fit_level import STRENGTHS, curve_at, regret
+from fit_level import STRENGTHS, curve_at, init_state, regret
 
 
 def test_curve_at_interpolates_between_the_measured_strengths():
@@ -36,3 +37,24 @@ def test_regret_is_the_loss_against_the_best_strength_and_gain_over_zero():
     assert (lost, gain) == pytest.approx((0.0, 1.5))
     lost, gain = regret(np.array([0.0, 0.5]), curves)
     assert (lost, gain) == pytest.approx(((1.0 + 1.0) / 2, (0.0 + 1.0) / 2))
+
+
+def test_init_state_gives_a_kind_estimator_the_level_of_a_plain_one(tmp_path):
+    from safetensors.torch import save_file
+
+    from upres.inference.level import LevelNet
+
+    torch.manual_seed(0)
+    plain = LevelNet()
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(path))
+    kind = LevelNet(kind=True)
+    fresh = kind.state_dict()["head.2.weight"][1].clone()
+    kind.load_state_dict(init_state(str(path), kind))
+    x, extra = torch.rand(4, 3, 64, 64), torch.rand(4, 2)
+    with torch.no_grad():
+        level, logit = kind.both(x, extra, group=2)
+        assert torch.equal(level, plain(x, extra, group=2)) and logit.shape == (2,)
+    assert torch.equal(kind.state_dict()["head.2.weight"][1], fresh)
+    again = LevelNet()  # a plain estimator takes a plain one's weights as they are
+    again.load_state_dict(init_state(str(path), again))

@@ -52,8 +52,8 @@ class LevelNet(nn.Module):
 
     ``kind=True`` adds a second output, the logit that the damage is the blind (second-order)
     kind rather than an everyday pass (:meth:`both`); the level is then the everyday level, and
-    :func:`estimate_level` reads a blind input as level 1 (issue 22, session 35: one level for
-    both confused the heaviest everyday damage with the blind kind)."""
+    :func:`estimate_level` moves the level towards 1 by the blind kind's probability (tried
+    in session 35 and not shipped: docs/ladder.md)."""
 
     def __init__(self, width: int = 32, margin: float = 0.0, kind: bool = False) -> None:
         super().__init__()
