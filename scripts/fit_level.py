@@ -32,7 +32,8 @@ the gain over strength 0 for the estimator written and for ``--init``, read the 
 
 ``--single`` (session 35) draws the versions from ``Leveled(single=...)``: 0.5 is
 ``leveled_single``, the mixture the shipped photo endpoints were fine-tuned on (half of the
-everyday passes one kind alone), where the default 0 is the earlier ``leveled``.
+everyday passes one kind alone), where the default 0 is the earlier ``leveled`` (with
+``--objective psnr`` too, since session 36: the crops' damage).
 
 ``--kind`` (session 35) gives the estimator a second output, whether the damage is the blind
 kind (binary cross-entropy on every version), and fits the level on the everyday versions
@@ -115,17 +116,18 @@ def make_versions(s: int, versions: int, seed: int, threads: int, native: float 
 STRENGTHS = np.linspace(0.0, 1.0, 9)
 
 
-def make_curves(s: int, versions: int, seed: int, crop: int
+def make_curves(s: int, versions: int, seed: int, crop: int, single: float = 0.0
                 ) -> list[tuple[int, np.ndarray, float, float, float, bool, np.ndarray]]:
     """``(image index, LR uint8, level, noise, blocking, False, PSNR-Y per strength)`` for
     ``versions`` LR crops (``crop`` pixels a side, or the whole image when smaller) of every
     training image, damaged as :func:`make_versions` damages whole images; the curve is the
-    PSNR-Y (dB, standard protocol) of ``photo-x{s}`` at :data:`STRENGTHS` on the crop."""
+    PSNR-Y (dB, standard protocol) of ``photo-x{s}`` at :data:`STRENGTHS` on the crop
+    (``single``: :class:`Leveled`'s share of one-kind passes)."""
     import upres
     from upres.metrics import psnr_y
 
     files = scan_images([TRAIN])
-    pipe = Leveled(s)
+    pipe = Leveled(s, single=single)
     photo = upres.load(f"photo-x{s}", device="cpu", precision="fp32")
     out = []
     for k in range(len(files)):
@@ -294,6 +296,8 @@ def main() -> None:
         cache = Path(args.curves) if getattr(args, "curves", None) else None
         made = {"scale": args.scale, "versions": args.versions, "seed": args.seed,
                 "crop": args.crop, "strengths": STRENGTHS.tolist()}
+        if getattr(args, "single", 0.0):
+            made["single"] = args.single
         if cache is not None and cache.is_file():
             with cache.open("rb") as fh:
                 kept = pickle.load(fh)
@@ -302,7 +306,8 @@ def main() -> None:
                                  "another --curves file")
             data = kept["data"]
         else:
-            data = make_curves(args.scale, args.versions, args.seed, args.crop)
+            data = make_curves(args.scale, args.versions, args.seed, args.crop,
+                               getattr(args, "single", 0.0))
             if cache is not None:
                 with cache.open("wb") as fh:
                     pickle.dump({"made": made, "data": data}, fh)
