@@ -34,6 +34,7 @@ def use_estimator(path: Path, scale: int) -> None:
     """Make ``path`` the estimator ``auto`` reads with at ``scale`` (this process only)."""
     level.level_net.cache_clear()
     level.level_off.cache_clear()
+    level.level_map.cache_clear()
     shipped = level.level_path
     level.level_path = lambda s: path if s == scale else shipped(s)  # type: ignore[assignment]
 

@@ -35,6 +35,15 @@ the gain over strength 0 for the estimator written and for ``--init``, read the 
 everyday passes one kind alone), where the default 0 is the earlier ``leveled`` (with
 ``--objective psnr`` too, since session 36: the crops' damage).
 
+``--fit-map`` (session 37) keeps the written estimator and fits the map from its reading to
+the strength ``auto`` gives (:func:`upres.inference.level.strength_of`: ``clip(a * (level +
+blind ** power * (1 - level)) + b, 0, 1)``, ``power`` only for an estimator with the kind
+output) by a grid search for the largest mean gain in PSNR-Y over strength 0 on
+``--objective psnr``'s crops (``--versions``, ``--seed``, ``--crop``, ``--single``; kept in
+``--curves``), a tenth of their images held out and reported; crops read under ``off`` stay at
+0, as ``auto`` leaves them. The map is stored beside the weights (``map``, and its figures as
+``map_fit``); the threshold ``off`` is still a test on the reading itself.
+
 ``--kind`` (session 35) gives the estimator a second output, whether the damage is the blind
 kind (binary cross-entropy on every version), and fits the level on the everyday versions
 only; :func:`upres.inference.level.estimate_level` then reads a version as its everyday level
@@ -215,6 +224,94 @@ def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np
     return pred, np.array([data[i][2] for i in idx])
 
 
+def fit_map(net: LevelNet, off: float, data: list, fit: np.ndarray, val: np.ndarray) -> dict:
+    """The map from a reading to a strength (:func:`upres.inference.level.strength_of`: ``a``,
+    ``b`` and, for an estimator with the kind output, ``power``) that gains most over strength
+    0 on the crops ``fit`` of ``data`` (made by :func:`make_curves`), crops read under ``off``
+    left at 0 as ``auto`` leaves them; a grid search. Returns the map and the mean gains
+    (dB over strength 0) of it and of the identity on ``fit`` and on the held-out ``val``."""
+    from upres.inference.level import IDENTITY, read_damage
+
+    reads = np.array([read_damage(d[1], net, noise=d[3], blocking=d[4]) for d in data])
+    level, blind = reads[:, 0], reads[:, 1]
+    under = level + blind * (1 - level) < off
+    curves = np.stack([d[6] for d in data])
+
+    def gain(m: dict, idx: np.ndarray) -> float:
+        t = level + np.where(blind > 0, blind, 0.0) ** m["power"] * (1 - level)
+        t = np.where(under, 0.0, np.clip(m["a"] * t + m["b"], 0.0, 1.0))
+        return regret(t[idx], curves[idx])[1]
+
+    powers = (1.0, 0.75, 0.5, 0.4, 1 / 3, 0.25) if net.kind else (1.0,)
+    grid = [{"a": round(float(a), 3), "b": round(float(b), 3), "power": round(p, 3)}
+            for a in np.arange(0.8, 1.301, 0.05) for b in np.arange(-0.1, 0.201, 0.025)
+            for p in powers]
+    best = max(grid, key=lambda m: gain(m, fit))
+    return {"map": best,
+            "fit": {"crops": len(fit), "gain": round(gain(best, fit), 4),
+                    "identity_gain": round(gain(IDENTITY, fit), 4),
+                    "oracle_gain": round(float((curves[fit].max(1) - curves[fit, 0]).mean()), 4)},
+            "held_out": {"crops": len(val), "gain": round(gain(best, val), 4),
+                         "identity_gain": round(gain(IDENTITY, val), 4),
+                         "oracle_gain": round(float((curves[val].max(1) - curves[val, 0]).mean()),
+                                              4)}}
+
+
+def load_curves(args: argparse.Namespace) -> list:
+    """:func:`make_curves` for the arguments' scale, versions, seed, crop and ``single``,
+    read from (or kept in) ``--curves`` when given."""
+    cache = Path(args.curves) if getattr(args, "curves", None) else None
+    made = {"scale": args.scale, "versions": args.versions, "seed": args.seed,
+            "crop": args.crop, "strengths": STRENGTHS.tolist()}
+    if getattr(args, "single", 0.0):
+        made["single"] = args.single
+    if cache is not None and cache.is_file():
+        with cache.open("rb") as fh:
+            kept = pickle.load(fh)
+        if kept.get("made") != made:
+            raise SystemExit(f"{cache}: made with {kept.get('made')}, not {made}; give "
+                             "another --curves file")
+        return kept["data"]
+    data = make_curves(args.scale, args.versions, args.seed, args.crop,
+                       getattr(args, "single", 0.0))
+    if cache is not None:
+        with cache.open("wb") as fh:
+            pickle.dump({"made": made, "data": data}, fh)
+    return data
+
+
+def write_map(args: argparse.Namespace, out: Path) -> None:
+    """``--fit-map``: :func:`fit_map` for the estimator in ``out`` on the crops of
+    :func:`load_curves` (a tenth of their images held out, seeded by ``--seed``), stored in
+    its ``upres_level`` metadata as ``map`` (read by
+    :func:`upres.inference.level.estimator_map`) with the figures as ``map_fit``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from upres.inference.level import estimator_off, read_estimator
+
+    state = load_file(str(out))
+    with safe_open(str(out), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["upres_level"])
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    data = load_curves(args)
+    images = sorted({d[0] for d in data})
+    rng = np.random.default_rng(args.seed)
+    held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
+    fit = np.array([i for i, d in enumerate(data) if d[0] not in held])
+    val = np.array([i for i, d in enumerate(data) if d[0] in held])
+    found = fit_map(read_estimator(out), estimator_off(out), data, fit, val)
+    found["curves"] = {"versions": args.versions, "seed": args.seed, "crop": args.crop,
+                       "single": getattr(args, "single", 0.0), "images": len(images)}
+    found["seconds"] = round(time.time() - t0)
+    print(json.dumps(found))
+    meta["map"] = found.pop("map")
+    meta["map_fit"] = found
+    save_file(state, str(out), metadata={"upres_level": json.dumps(meta)})
+    print(f"wrote {out}")
+
+
 def init_state(path: str, net: LevelNet) -> dict[str, torch.Tensor]:
     """The weights in ``path`` as ``net`` takes them: an estimator without the kind output
     given to one with it keeps its level, and the kind output starts as ``net``'s own."""
@@ -262,8 +359,15 @@ def main() -> None:
     ap.add_argument("-o", "--out", default=None)
     ap.add_argument("--calibrate", action="store_true",
                     help="keep the written weights; re-measure the held-out figures and 'off'")
+    ap.add_argument("--fit-map", action="store_true",
+                    help="keep the written weights; fit their map from a reading to a strength "
+                         "on --objective psnr's crops (--versions, --seed, --crop, --single; "
+                         "kept in --curves) and store it with them")
     args = ap.parse_args()
     out = Path(args.out) if args.out else level_path(args.scale)
+    if args.fit_map:
+        write_map(args, out)
+        return
     trained: dict = {}
     state = None
     if args.calibrate:  # the written estimator; its arguments remade into data by this version
@@ -293,24 +397,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     t0 = time.time()
     if psnr_objective:
-        cache = Path(args.curves) if getattr(args, "curves", None) else None
-        made = {"scale": args.scale, "versions": args.versions, "seed": args.seed,
-                "crop": args.crop, "strengths": STRENGTHS.tolist()}
-        if getattr(args, "single", 0.0):
-            made["single"] = args.single
-        if cache is not None and cache.is_file():
-            with cache.open("rb") as fh:
-                kept = pickle.load(fh)
-            if kept.get("made") != made:
-                raise SystemExit(f"{cache}: made with {kept.get('made')}, not {made}; give "
-                                 "another --curves file")
-            data = kept["data"]
-        else:
-            data = make_curves(args.scale, args.versions, args.seed, args.crop,
-                               getattr(args, "single", 0.0))
-            if cache is not None:
-                with cache.open("wb") as fh:
-                    pickle.dump({"made": made, "data": data}, fh)
+        data = load_curves(args)
     else:
         data = make_versions(args.scale, args.versions, args.seed, args.threads,
                              getattr(args, "native", 0.0), getattr(args, "single", 0.0))
@@ -396,7 +483,9 @@ def main() -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out),
-              metadata={"upres_level": json.dumps({**summary, "args": vars(args)})})
+              metadata={"upres_level": json.dumps({
+                  **summary, "args": vars(args),
+                  **{k: trained[k] for k in ("map", "map_fit") if k in trained}})})
     print(f"wrote {out}")
 
 

@@ -30,11 +30,12 @@ BENCH = ROOT.parent / "shared" / "data" / "benchmark"
 STRENGTHS = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
 
 
-def reader(path: Path | None, scale: int) -> tuple[level.LevelNet, float]:
-    """The estimator in ``path`` (default: the shipped one) and its threshold ``off``."""
+def reader(path: Path | None, scale: int) -> tuple[level.LevelNet, float, dict[str, float]]:
+    """The estimator in ``path`` (default: the shipped one), its threshold ``off`` and its map
+    from a reading to a strength."""
     if path is None:
-        return level.level_net(scale), level.level_off(scale)
-    return level.read_estimator(path), level.estimator_off(path)
+        return level.level_net(scale), level.level_off(scale), level.level_map(scale)
+    return level.read_estimator(path), level.estimator_off(path), level.estimator_map(path)
 
 
 def main() -> None:
@@ -58,9 +59,8 @@ def main() -> None:
     print(f"x{s} {args.rung} {args.set}, {len(images)} images; gain over strength 0: {gains}; "
           f"best strength per image {curves.max(1).mean() - base:+.3f}")
     for path in [None, *args.level]:
-        net, off = reader(path, s)
-        reads = np.array([level.estimate_level(lr, net) for _, _, lr in images])
-        used = np.where(reads < off, 0.0, reads)
+        net, off, smap = reader(path, s)
+        used = np.array([level.read_strength(lr, net, off, smap)[1] for _, _, lr in images])
         got = np.array([np.interp(t, STRENGTHS, c) for t, c in zip(used, curves, strict=True)])
         print(f"  {path or 'shipped estimator'} (off {off:.3f}): mean strength "
               f"{used.mean():.3f}, gain {got.mean() - base:+.3f}")

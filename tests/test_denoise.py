@@ -226,17 +226,78 @@ def test_level_estimator_reads_known_damage(s):
 
 
 def test_photo_model_trained_on_levels_takes_the_estimated_level():
-    from upres.inference.level import estimate_level, level_net, level_off
+    """``auto`` leaves an image read under ``off`` at 0 and gives the others the strength
+    the shipped estimator's map gives their reading."""
+    from upres.inference.level import (
+        estimate_level,
+        level_map,
+        level_net,
+        level_off,
+        read_damage,
+        strength_of,
+    )
 
     pu = upres.load("photo-x4", device="cpu")
     assert pu.card.denoise_level
+    net, smap = level_net(4), level_map(4)
     lr = _lr_of("3096.png", 4)
-    level = estimate_level(lr, level_net(4))
-    assert pu.choose(lr) == (0.0 if level < level_off(4) else pytest.approx(level))
+    level = estimate_level(lr, net)
+    want = 0.0 if level < level_off(4) else strength_of(*read_damage(lr, net), smap)
+    assert pu.choose(lr) == pytest.approx(want)
     assert pu.last[1].level == pytest.approx(level)
     rough = (jpeg(lr.astype(np.float32) / 255, 35) * 255).round().astype(np.uint8)
     t = pu.choose(rough)
-    assert t > 0.4 and t == pytest.approx(estimate_level(rough, level_net(4)))
+    assert t > 0.4 and t == pytest.approx(strength_of(*read_damage(rough, net), smap))
+    assert pu.last[1].level == pytest.approx(estimate_level(rough, net))
+
+
+def test_strength_map_reads_the_estimators_metadata_and_leaves_off_to_the_reading(
+        tmp_path, monkeypatch):
+    """``strength_of``: the identity gives the reading (``level + p * (1 - level)``); ``a``,
+    ``b`` scale and shift it, clipped to [0, 1]; ``power`` under 1 lifts an unsure blind
+    probability. An estimator file without a map reads as the identity; one with a map (as
+    ``scripts/fit_level.py --fit-map`` stores it) gives it back, and ``auto`` uses it only
+    over ``off``, which stays a test on the reading."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from upres.inference import level
+    from upres.inference.denoise import Damage, strength_for
+
+    assert level.strength_of(0.4, 0.0) == pytest.approx(0.4)
+    assert level.strength_of(0.4, 0.5) == pytest.approx(0.7)
+    assert level.strength_of(0.4, 0.25, {"a": 1.0, "b": 0.0, "power": 0.5}) == pytest.approx(0.7)
+    assert level.strength_of(0.4, 0.0, {"a": 0.5, "b": 0.1, "power": 1.0}) == pytest.approx(0.3)
+    assert level.strength_of(0.9, 0.0, {"a": 1.0, "b": 0.2, "power": 1.0}) == 1.0
+    assert level.strength_of(0.0, 0.0, {"a": 1.0, "b": -0.1, "power": 1.0}) == 0.0
+    net = level.LevelNet(kind=True).eval()
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.copy_(torch.tensor([0.0, 0.0]))  # level 0.5, blind with p 0.5
+    img = read_rgb8(BENCH / "BSD100" / "3096.png")
+    smap = {"a": 0.8, "b": 0.1, "power": 0.5}
+    reading, t = level.read_strength(img, net, 0.7, smap)
+    assert reading == pytest.approx(0.75, abs=1e-6)
+    assert t == pytest.approx(0.8 * (0.5 + 0.5 ** 0.5 * 0.5) + 0.1, abs=1e-6)
+    assert level.read_strength(img, net, 0.8, smap) == (pytest.approx(0.75, abs=1e-6), 0.0)
+    plain, mapped = tmp_path / "plain.safetensors", tmp_path / "mapped.safetensors"
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(plain), metadata={"upres_level": json.dumps({"off": 0.2})})
+    save_file(state, str(mapped),
+              metadata={"upres_level": json.dumps({"off": 0.2, "map": smap})})
+    assert level.estimator_map(plain) == level.IDENTITY
+    assert level.estimator_map(mapped) == smap
+    monkeypatch.setattr(level, "level_path", lambda s: mapped)
+    level.level_map.cache_clear()
+    try:
+        assert level.level_map(4) == smap
+    finally:
+        level.level_map.cache_clear()
+    # the JPEG quality's level still wins when higher; under off (by either) it is 0
+    assert strength_for(Damage(1.0, 0.0, None, level=0.5, strength=0.6), off=0.3) == 0.6
+    assert strength_for(Damage(1.0, 0.0, None, level=0.2, strength=0.6), off=0.3) == 0.0
+    assert strength_for(Damage(1.0, 0.0, None, level=0.5), off=0.3) == 0.5
 
 
 @pytest.mark.parametrize("s", [2, 4])

@@ -1,6 +1,7 @@
 """scripts/fit_level.py --objective psnr: the loss it trains the estimator with is the dB lost
 against each crop's best strength, read off the measured PSNR curve; ``--kind --init`` from an
-estimator without the kind output keeps its level."""
+estimator without the kind output keeps its level; ``--fit-map`` finds the map from a reading
+to the strength that the crops' curves are best at."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from fit_level import STRENGTHS, curve_at, init_state, regret
+from fit_level import STRENGTHS, curve_at, fit_map, init_state, regret
 
 
 def test_curve_at_interpolates_between_the_measured_strengths():
@@ -58,3 +59,30 @@ def test_init_state_gives_a_kind_estimator_the_level_of_a_plain_one(tmp_path):
     assert torch.equal(kind.state_dict()["head.2.weight"][1], fresh)
     again = LevelNet()  # a plain estimator takes a plain one's weights as they are
     again.load_state_dict(init_state(str(path), again))
+
+
+def test_fit_map_moves_the_strength_to_where_the_curves_peak():
+    """Every crop reads the same (a constant estimator: everyday level 0.4, blind probability
+    0.25, so the identity gives 0.55) and every curve peaks at strength 0.75: the fitted map
+    gives 0.75, gaining over the identity on the fitted and the held-out crops; a threshold
+    over the reading leaves every crop at 0 whatever the map."""
+    from upres.inference.level import IDENTITY, LevelNet, strength_of
+
+    net = LevelNet(kind=True).eval()
+    with torch.no_grad():
+        net.head[-1].weight.zero_()
+        net.head[-1].bias.copy_(torch.tensor([float(np.log(0.4 / 0.6)), float(np.log(1 / 3))]))
+    rng = np.random.default_rng(0)
+    curve = (30.0 - 4.0 * np.abs(STRENGTHS - 0.75)).astype(np.float32)
+    data = [(k, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), 0.75, 1.0, 0.0, False, curve)
+            for k in range(12)]
+    fit, val = np.arange(10), np.arange(10, 12)
+    got = fit_map(net, 0.3, data, fit, val)
+    assert strength_of(0.4, 0.25, IDENTITY) == pytest.approx(0.55)
+    assert strength_of(0.4, 0.25, got["map"]) == pytest.approx(0.75, abs=0.01)
+    for part in ("fit", "held_out"):
+        assert got[part]["gain"] > got[part]["identity_gain"] + 0.05
+        assert got[part]["gain"] == pytest.approx(got[part]["oracle_gain"], abs=0.01)
+    assert got["held_out"]["crops"] == 2
+    none = fit_map(net, 0.6, data, fit, val)  # every crop under off: strength 0, no gain
+    assert none["fit"]["gain"] == none["fit"]["identity_gain"] == 0.0

@@ -151,13 +151,16 @@ def jpeg_quality(path: str | os.PathLike[str]) -> int | None:
 @dataclass(frozen=True)
 class Damage:
     """What :func:`damage` measured: ``noise`` sigma (levels), ``blocking``, JPEG ``quality``
-    from the file's tables (None when not a JPEG), and the damage ``level`` the learned
-    estimator read (None when it was not asked)."""
+    from the file's tables (None when not a JPEG), the damage ``level`` the learned
+    estimator read (None when it was not asked), and the ``strength`` in [0, 1] its map gives
+    that reading once it is over the threshold (:func:`upres.inference.level.strength_of`;
+    None: the level itself)."""
 
     noise: float
     blocking: float
     quality: int | None = None
     level: float | None = None
+    strength: float | None = None
 
 
 def damage(img: np.ndarray, quality: int | None = None, *, legacy: bool = False) -> Damage:
@@ -184,13 +187,17 @@ def jpeg_level(quality: int | None) -> float:
 
 def strength_for(d: Damage, fit: dict[str, float] | None = None, *,
                  off: float = LEVEL_OFF) -> float:
-    """The clean-up strength ``t`` in [0, 1] for measured damage ``d``: its ``level`` (or the
-    file's JPEG quality's, if higher) when the estimator read one, 0 under ``off``; else the
-    fitted map."""
+    """The clean-up strength ``t`` in [0, 1] for measured damage ``d``: when the estimator
+    read a ``level``, 0 if it (or the file's JPEG quality's level, if higher) is under
+    ``off``, else the estimator's ``strength`` for it (or the JPEG quality's level, if
+    higher); without a reading, the fitted formula ``fit``."""
     if d.level is not None:
         level = d.level if math.isfinite(d.level) else 0.0  # NaN pixels: nothing to read
-        t = max(level, jpeg_level(d.quality))
-        return 0.0 if t < off else float(t)
+        q = jpeg_level(d.quality)
+        if max(level, q) < off:
+            return 0.0
+        s = d.strength if d.strength is not None and math.isfinite(d.strength) else level
+        return float(max(s, q))
     f = fit or STRENGTH_FIT
     q = d.quality if d.quality is not None else 100
     pixels = max(0.0, f["a"] + f["b"] * d.noise + f["c"] * d.blocking)
@@ -253,15 +260,16 @@ class PhotoUpscaler:
         off = LEVEL_OFF
         net = None
         if getattr(card, "denoise_level", False):
-            from upres.inference.level import estimate_level, level_net, level_off
+            from upres.inference.level import level_map, level_net, level_off, read_strength
 
             net = level_net(card.scale)
         a = np.asarray(img)
         if net is not None:
             dmg = damage(a, quality)
-            dmg = replace(dmg, level=estimate_level(a, net, noise=dmg.noise,
-                                                    blocking=dmg.blocking))
             off = level_off(card.scale)
+            reading, mapped = read_strength(a, net, -1.0, level_map(card.scale),
+                                            noise=dmg.noise, blocking=dmg.blocking)
+            dmg = replace(dmg, level=reading, strength=mapped)
         else:  # the fitted formula, on the blocking measure it was fitted with
             dmg = damage(a, quality, legacy=True)
         t = strength_for(dmg, getattr(card, "denoise_fit", None) or None, off=off)

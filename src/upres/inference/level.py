@@ -11,7 +11,10 @@ degraded at random levels (at x4 three in ten at the image's own resolution rath
 downscaled), the blind (second-order) kind of damage read as level 1 (``scripts/fit_level.py``;
 the x2 one, since session 36, also says how likely that kind is, and its level moves towards 1
 by that probability: :func:`estimate_level`), and shipped per scale as
-``upres/assets/level_x{s}.safetensors``.
+``upres/assets/level_x{s}.safetensors``. An image read under the threshold ``off`` stored with
+the estimator gets the clean model itself (strength 0); over it, the strength is the reading
+through a small map stored with the estimator too (:func:`strength_of`, the identity if none),
+fitted on the PSNR of training crops at every strength (``scripts/fit_level.py --fit-map``).
 
 An image is read in up to nine 64x64 windows whose corners sit on the 8x8 JPEG grid: those of a
 3x3 grid over the image, with windows of a finer 5x5 grid standing in for any that say nothing
@@ -31,15 +34,17 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FLAT", "WINDOW", "LevelNet", "estimate_level", "estimator_off", "level_net",
-           "level_off", "level_path", "read_damage", "read_estimator", "read_windows", "usable",
-           "windows"]
+__all__ = ["FLAT", "IDENTITY", "WINDOW", "LevelNet", "estimate_level", "estimator_map",
+           "estimator_off", "level_map", "level_net", "level_off", "level_path", "read_damage",
+           "read_estimator", "read_strength", "read_windows", "strength_of", "usable", "windows"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: side of the windows an image is read in (training crops are this size too)
 WINDOW = 64
 #: a window whose luma varies less than this (standard deviation, levels of 255) is flat
 FLAT = 2.0
+#: the map from a reading to a strength when an estimator stores none: the reading itself
+IDENTITY: dict[str, float] = {"a": 1.0, "b": 0.0, "power": 1.0}
 
 
 class LevelNet(nn.Module):
@@ -120,6 +125,20 @@ def estimator_off(p: Path) -> float:
     from upres.inference.denoise import LEVEL_OFF
 
     return float(_meta(p).get("off", LEVEL_OFF))
+
+
+def estimator_map(p: Path) -> dict[str, float]:
+    """The map from a reading to a strength stored with the estimator in ``p`` (``a``, ``b``,
+    ``power``: :func:`strength_of`; fitted by ``scripts/fit_level.py --fit-map`` on the PSNR
+    of training crops at every strength), :data:`IDENTITY` if none."""
+    return {**IDENTITY, **{k: float(v) for k, v in _meta(p).get("map", {}).items()}}
+
+
+@lru_cache(maxsize=4)
+def level_map(scale: int) -> dict[str, float]:
+    """:func:`estimator_map` of the shipped estimator of ``scale`` (identity if none)."""
+    p = level_path(scale)
+    return estimator_map(p) if p.is_file() else dict(IDENTITY)
 
 
 @lru_cache(maxsize=4)
@@ -237,3 +256,27 @@ def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None
     so an estimator without the ``kind`` output gives its level as it is."""
     t, blind = read_damage(img, net, noise=noise, blocking=blocking)
     return t + blind * (1.0 - t)
+
+
+def strength_of(level: float, blind: float, smap: dict[str, float] | None = None) -> float:
+    """The clean-up strength in [0, 1] for a reading of the everyday ``level`` in [0, 1] and
+    the blind kind's probability ``blind`` in [0, 1] (:func:`read_damage`), by the map
+    ``smap`` (default :data:`IDENTITY`): ``clip(a * (level + blind ** power * (1 - level)) +
+    b, 0, 1)``. The identity gives :func:`estimate_level`'s reading; ``power`` under 1 trusts
+    a less than sure blind reading more, ``a`` and ``b`` correct a reading that is low or high
+    on the whole. Whether to clean up at all is decided on :func:`estimate_level`'s reading
+    against the threshold ``off`` (:func:`read_strength`), not on this strength."""
+    m = IDENTITY if smap is None else smap
+    t = level + (blind ** m["power"] if blind > 0 else 0.0) * (1.0 - level)
+    return float(min(1.0, max(0.0, m["a"] * t + m["b"])))
+
+
+def read_strength(img: np.ndarray, net: LevelNet, off: float,
+                  smap: dict[str, float] | None = None, *, noise: float | None = None,
+                  blocking: float | None = None) -> tuple[float, float]:
+    """``(reading, strength)`` of ``img`` (as :func:`read_damage` takes it): the reading of
+    :func:`estimate_level`, and the clean-up strength ``auto`` gives it: 0 when the reading
+    is under ``off`` (the clean model's own output), else :func:`strength_of` by ``smap``."""
+    t, blind = read_damage(img, net, noise=noise, blocking=blocking)
+    reading = t + blind * (1.0 - t)
+    return reading, 0.0 if reading < off else strength_of(t, blind, smap)
