@@ -39,10 +39,11 @@ everyday passes one kind alone), where the default 0 is the earlier ``leveled`` 
 the strength ``auto`` gives (:func:`upres.inference.level.strength_of`: ``clip(a * (level +
 blind ** power * (1 - level)) + b, 0, 1)``, ``power`` only for an estimator with the kind
 output) by a grid search for the largest mean gain in PSNR-Y over strength 0 on
-``--objective psnr``'s crops (``--versions``, ``--seed``, ``--crop``, ``--single``; kept in
-``--curves``), a tenth of their images held out and reported; crops read under ``off`` stay at
-0, as ``auto`` leaves them. The map is stored beside the weights (``map``, and its figures as
-``map_fit``); the threshold ``off`` is still a test on the reading itself.
+``--objective psnr``'s crops (``--versions``, ``--seed``, ``--crop``, ``--single``,
+``--images``; kept in ``--curves``), a tenth of their images held out and reported; crops
+read under ``off`` stay at 0, as ``auto`` leaves them. The map is stored beside the weights
+(``map``, and its figures as ``map_fit``); the threshold ``off`` is still a test on the
+reading itself.
 
 ``--kind`` (session 35) gives the estimator a second output, whether the damage is the blind
 kind (binary cross-entropy on every version), and fits the level on the everyday versions
@@ -125,17 +126,19 @@ def make_versions(s: int, versions: int, seed: int, threads: int, native: float 
 STRENGTHS = np.linspace(0.0, 1.0, 9)
 
 
-def make_curves(s: int, versions: int, seed: int, crop: int, single: float = 0.0
+def make_curves(s: int, versions: int, seed: int, crop: int, single: float = 0.0,
+                images: int | None = None
                 ) -> list[tuple[int, np.ndarray, float, float, float, bool, np.ndarray]]:
     """``(image index, LR uint8, level, noise, blocking, False, PSNR-Y per strength)`` for
     ``versions`` LR crops (``crop`` pixels a side, or the whole image when smaller) of every
     training image, damaged as :func:`make_versions` damages whole images; the curve is the
     PSNR-Y (dB, standard protocol) of ``photo-x{s}`` at :data:`STRENGTHS` on the crop
-    (``single``: :class:`Leveled`'s share of one-kind passes)."""
+    (``single``: :class:`Leveled`'s share of one-kind passes; ``images``: only the first
+    that many training images, in :func:`scan_images`' order)."""
     import upres
     from upres.metrics import psnr_y
 
-    files = scan_images([TRAIN])
+    files = scan_images([TRAIN])[:images]
     pipe = Leveled(s, single=single)
     photo = upres.load(f"photo-x{s}", device="cpu", precision="fp32")
     out = []
@@ -265,6 +268,8 @@ def load_curves(args: argparse.Namespace) -> list:
             "crop": args.crop, "strengths": STRENGTHS.tolist()}
     if getattr(args, "single", 0.0):
         made["single"] = args.single
+    if getattr(args, "images", None):
+        made["images"] = args.images
     if cache is not None and cache.is_file():
         with cache.open("rb") as fh:
             kept = pickle.load(fh)
@@ -273,7 +278,7 @@ def load_curves(args: argparse.Namespace) -> list:
                              "another --curves file")
         return kept["data"]
     data = make_curves(args.scale, args.versions, args.seed, args.crop,
-                       getattr(args, "single", 0.0))
+                       getattr(args, "single", 0.0), getattr(args, "images", None))
     if cache is not None:
         with cache.open("wb") as fh:
             pickle.dump({"made": made, "data": data}, fh)
@@ -303,7 +308,9 @@ def write_map(args: argparse.Namespace, out: Path) -> None:
     val = np.array([i for i, d in enumerate(data) if d[0] in held])
     found = fit_map(read_estimator(out), estimator_off(out), data, fit, val)
     found["curves"] = {"versions": args.versions, "seed": args.seed, "crop": args.crop,
-                       "single": getattr(args, "single", 0.0), "images": len(images)}
+                       "single": getattr(args, "single", 0.0),
+                       "first_images": getattr(args, "images", None),
+                       "images_with_crops": len(images)}
     found["seconds"] = round(time.time() - t0)
     print(json.dumps(found))
     meta["map"] = found.pop("map")
@@ -359,6 +366,8 @@ def main() -> None:
     ap.add_argument("-o", "--out", default=None)
     ap.add_argument("--calibrate", action="store_true",
                     help="keep the written weights; re-measure the held-out figures and 'off'")
+    ap.add_argument("--images", type=int, default=None,
+                    help="--objective psnr, --fit-map: crops of the first N training images only")
     ap.add_argument("--fit-map", action="store_true",
                     help="keep the written weights; fit their map from a reading to a strength "
                          "on --objective psnr's crops (--versions, --seed, --crop, --single; "
