@@ -295,9 +295,14 @@ def write_map(args: argparse.Namespace, out: Path) -> None:
 
     from upres.inference.level import estimator_off, read_estimator
 
+    if not out.is_file():
+        raise SystemExit(f"{out}: no estimator to fit a map for")
     state = load_file(str(out))
     with safe_open(str(out), framework="pt") as fh:
-        meta = json.loads(fh.metadata()["upres_level"])
+        written = (fh.metadata() or {}).get("upres_level")
+    if written is None:
+        raise SystemExit(f"{out}: not an estimator written by scripts/fit_level.py")
+    meta = json.loads(written)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     data = load_curves(args)

@@ -267,6 +267,8 @@ class PhotoUpscaler:
         if net is not None:
             dmg = damage(a, quality)
             off = level_off(card.scale)
+            # off -1: the map's strength for any reading; strength_for tests off itself,
+            # on the reading or the JPEG quality's level, whichever is higher
             reading, mapped = read_strength(a, net, -1.0, level_map(card.scale),
                                             noise=dmg.noise, blocking=dmg.blocking)
             dmg = replace(dmg, level=reading, strength=mapped)
