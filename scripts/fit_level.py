@@ -233,16 +233,15 @@ def fit_map(net: LevelNet, off: float, data: list, fit: np.ndarray, val: np.ndar
     0 on the crops ``fit`` of ``data`` (made by :func:`make_curves`), crops read under ``off``
     left at 0 as ``auto`` leaves them; a grid search. Returns the map and the mean gains
     (dB over strength 0) of it and of the identity on ``fit`` and on the held-out ``val``."""
-    from upres.inference.level import IDENTITY, read_damage
+    from upres.inference.level import IDENTITY, read_damage, strength_of
 
     reads = np.array([read_damage(d[1], net, noise=d[3], blocking=d[4]) for d in data])
     level, blind = reads[:, 0], reads[:, 1]
-    under = level + blind * (1 - level) < off
+    under = strength_of(level, blind) < off
     curves = np.stack([d[6] for d in data])
 
     def gain(m: dict, idx: np.ndarray) -> float:
-        t = level + np.where(blind > 0, blind, 0.0) ** m["power"] * (1 - level)
-        t = np.where(under, 0.0, np.clip(m["a"] * t + m["b"], 0.0, 1.0))
+        t = np.where(under, 0.0, strength_of(level, blind, m))
         return regret(t[idx], curves[idx])[1]
 
     powers = (1.0, 0.75, 0.5, 0.4, 1 / 3, 0.25) if net.kind else (1.0,)

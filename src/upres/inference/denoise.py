@@ -260,18 +260,23 @@ class PhotoUpscaler:
         off = LEVEL_OFF
         net = None
         if getattr(card, "denoise_level", False):
-            from upres.inference.level import level_map, level_net, level_off, read_strength
+            from upres.inference.level import (
+                level_map,
+                level_net,
+                level_off,
+                read_damage,
+                strength_of,
+            )
 
             net = level_net(card.scale)
         a = np.asarray(img)
         if net is not None:
             dmg = damage(a, quality)
             off = level_off(card.scale)
-            # off -1: the map's strength for any reading; strength_for tests off itself,
-            # on the reading or the JPEG quality's level, whichever is higher
-            reading, mapped = read_strength(a, net, -1.0, level_map(card.scale),
-                                            noise=dmg.noise, blocking=dmg.blocking)
-            dmg = replace(dmg, level=reading, strength=mapped)
+            # strength_for tests off on the reading (or the JPEG quality's level, if higher)
+            t, blind = read_damage(a, net, noise=dmg.noise, blocking=dmg.blocking)
+            dmg = replace(dmg, level=strength_of(t, blind),
+                          strength=strength_of(t, blind, level_map(card.scale)))
         else:  # the fitted formula, on the blocking measure it was fitted with
             dmg = damage(a, quality, legacy=True)
         t = strength_for(dmg, getattr(card, "denoise_fit", None) or None, off=off)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -254,21 +255,23 @@ def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None
     """The damage level in [0, 1] of ``img`` (as :func:`read_damage` reads it): the blind
     kind, trained at level 1, weighs in by its probability (``level + blind * (1 - level)``),
     so an estimator without the ``kind`` output gives its level as it is."""
-    t, blind = read_damage(img, net, noise=noise, blocking=blocking)
-    return t + blind * (1.0 - t)
+    return strength_of(*read_damage(img, net, noise=noise, blocking=blocking))
 
 
-def strength_of(level: float, blind: float, smap: dict[str, float] | None = None) -> float:
+def strength_of(level: Any, blind: Any, smap: dict[str, float] | None = None) -> Any:
     """The clean-up strength in [0, 1] for a reading of the everyday ``level`` in [0, 1] and
-    the blind kind's probability ``blind`` in [0, 1] (:func:`read_damage`), by the map
-    ``smap`` (default :data:`IDENTITY`): ``clip(a * (level + blind ** power * (1 - level)) +
-    b, 0, 1)``. The identity gives :func:`estimate_level`'s reading; ``power`` under 1 trusts
-    a less than sure blind reading more, ``a`` and ``b`` correct a reading that is low or high
-    on the whole. Whether to clean up at all is decided on :func:`estimate_level`'s reading
-    against the threshold ``off`` (:func:`read_strength`), not on this strength."""
+    the blind kind's probability ``blind`` in [0, 1] (:func:`read_damage`; floats, or float
+    arrays of one shape for many readings at once), by the map ``smap`` (default
+    :data:`IDENTITY`): ``clip(a * (level + blind ** power * (1 - level)) + b, 0, 1)``, a float
+    (an array for arrays). The identity gives :func:`estimate_level`'s reading; ``power``
+    under 1 trusts a less than sure blind reading more, ``a`` and ``b`` correct a reading that
+    is low or high on the whole. Whether to clean up at all is decided on
+    :func:`estimate_level`'s reading against the threshold ``off`` (:func:`read_strength`),
+    not on this strength."""
     m = IDENTITY if smap is None else smap
-    t = level + (blind ** m["power"] if blind > 0 else 0.0) * (1.0 - level)
-    return float(min(1.0, max(0.0, m["a"] * t + m["b"])))
+    t = level + np.power(blind, m["power"]) * (1.0 - level)
+    t = np.clip(m["a"] * t + m["b"], 0.0, 1.0)
+    return float(t) if np.ndim(t) == 0 else t
 
 
 def read_strength(img: np.ndarray, net: LevelNet, off: float,
@@ -278,5 +281,5 @@ def read_strength(img: np.ndarray, net: LevelNet, off: float,
     :func:`estimate_level`, and the clean-up strength ``auto`` gives it: 0 when the reading
     is under ``off`` (the clean model's own output), else :func:`strength_of` by ``smap``."""
     t, blind = read_damage(img, net, noise=noise, blocking=blocking)
-    reading = t + blind * (1.0 - t)
+    reading = strength_of(t, blind)
     return reading, 0.0 if reading < off else strength_of(t, blind, smap)
