@@ -182,25 +182,11 @@ def regret(net_reads: np.ndarray, curves: np.ndarray) -> tuple[float, float]:
     return float((curves.max(1) - got).mean()), float((got - curves[:, 0]).mean())
 
 
-def measured(data: list, extras: int, threads: int = 1) -> np.ndarray:
-    """The measured features ``(len(data), extras)`` float32 an estimator with ``extras``
-    inputs is given for each version (:func:`upres.inference.level.features`; the noise and
-    blocking kept in ``data``, the coarse noise measured here once)."""
-    from upres.inference.level import features
-
-    def one(d: tuple) -> list[float]:
-        return features(d[1], extras, noise=d[3], blocking=d[4])
-
-    with ThreadPoolExecutor(threads) as pool:
-        return np.array(list(pool.map(one, data)), dtype=np.float32).reshape(len(data), extras)
-
-
-def batch(data: list, feats: np.ndarray, idx: np.ndarray, rng: np.random.Generator,
-          per: int = 2
+def batch(data: list, idx: np.ndarray, rng: np.random.Generator, per: int = 2
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     xs, ex, ys, cs = [], [], [], []
     for i in idx:
-        _, lr, t, _, _, _ = data[int(i)][:6]
+        _, lr, t, noise, block, _ = data[int(i)][:6]
         if len(data[int(i)]) > 6:
             cs.append(data[int(i)][6])
         h, w = lr.shape[:2]
@@ -219,11 +205,11 @@ def batch(data: list, feats: np.ndarray, idx: np.ndarray, rng: np.random.Generat
             if rng.random() < 0.5:
                 win = win[:, ::-1]
             xs.append(win)
-            ex.append(feats[int(i)])
+            ex.append([math.log1p(noise), block])
         ys.append(t)
     x = torch.from_numpy(np.stack(xs).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
     curves = torch.from_numpy(np.stack(cs)) if cs else None
-    return x, torch.from_numpy(np.stack(ex)), torch.tensor(ys, dtype=torch.float32), curves
+    return x, torch.tensor(ex, dtype=torch.float32), torch.tensor(ys, dtype=torch.float32), curves
 
 
 def curves_of(data: list, idx: np.ndarray) -> np.ndarray:
@@ -231,41 +217,25 @@ def curves_of(data: list, idx: np.ndarray) -> np.ndarray:
     return np.stack([data[int(i)][6] for i in idx])
 
 
-def reads_of(net: LevelNet, data: list, feats: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """The estimator's ``(level, blind)`` ``(len(idx), 2)`` of the versions ``idx`` (read as
-    users' images are, their features as measured in ``feats``: :func:`measured`)."""
-    from upres.inference.level import read_damage
-
-    def one(i: int) -> tuple[float, float]:
-        coarse = float(np.expm1(feats[i][2])) if feats.shape[1] > 2 else None
-        return read_damage(data[i][1], net, noise=data[i][3], blocking=data[i][4],
-                           coarse=coarse)
-
-    return np.array([one(int(i)) for i in idx]).reshape(len(idx), 2)
-
-
-def held_out(net: LevelNet, data: list, feats: np.ndarray, idx: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
+def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The estimator's reading of the versions ``idx`` (read as users' images are), and their
     true levels."""
-    from upres.inference.level import strength_of
+    from upres.inference.level import estimate_level
 
-    r = reads_of(net, data, feats, idx)
-    pred = strength_of(r[:, 0], r[:, 1])
+    pred = np.array([estimate_level(data[i][1], net, noise=data[i][3], blocking=data[i][4])
+                     for i in idx])
     return pred, np.array([data[i][2] for i in idx])
 
 
-def fit_map(net: LevelNet, off: float, data: list, fit: np.ndarray, val: np.ndarray,
-            feats: np.ndarray) -> dict:
+def fit_map(net: LevelNet, off: float, data: list, fit: np.ndarray, val: np.ndarray) -> dict:
     """The map from a reading to a strength (:func:`upres.inference.level.strength_of`: ``a``,
     ``b`` and, for an estimator with the kind output, ``power``) that gains most over strength
     0 on the crops ``fit`` of ``data`` (made by :func:`make_curves`), crops read under ``off``
     left at 0 as ``auto`` leaves them; a grid search. Returns the map and the mean gains
-    (dB over strength 0) of it and of the identity on ``fit`` and on the held-out ``val``
-    (``feats``: :func:`measured`)."""
-    from upres.inference.level import IDENTITY, strength_of
+    (dB over strength 0) of it and of the identity on ``fit`` and on the held-out ``val``."""
+    from upres.inference.level import IDENTITY, read_damage, strength_of
 
-    reads = reads_of(net, data, feats, np.arange(len(data)))
+    reads = np.array([read_damage(d[1], net, noise=d[3], blocking=d[4]) for d in data])
     level, blind = reads[:, 0], reads[:, 1]
     under = strength_of(level, blind) < off
     curves = np.stack([d[6] for d in data])
@@ -340,8 +310,7 @@ def write_map(args: argparse.Namespace, out: Path) -> None:
     held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
     fit = np.array([i for i, d in enumerate(data) if d[0] not in held])
     val = np.array([i for i, d in enumerate(data) if d[0] in held])
-    net = read_estimator(out)
-    found = fit_map(net, estimator_off(out), data, fit, val, measured(data, net.extras))
+    found = fit_map(read_estimator(out), estimator_off(out), data, fit, val)
     found["curves"] = {"versions": args.versions, "seed": args.seed, "crop": args.crop,
                        "single": getattr(args, "single", 0.0),
                        "first_images": getattr(args, "images", None),
@@ -356,9 +325,7 @@ def write_map(args: argparse.Namespace, out: Path) -> None:
 
 def init_state(path: str, net: LevelNet) -> dict[str, torch.Tensor]:
     """The weights in ``path`` as ``net`` takes them: an estimator without the kind output
-    given to one with it keeps its level, and the kind output starts as ``net``'s own; one
-    with two extras given to one with three reads the third with zero weights, so it starts
-    reading exactly as the one in ``path``."""
+    given to one with it keeps its level, and the kind output starts as ``net``'s own."""
     from safetensors.torch import load_file
 
     state = load_file(path)
@@ -366,10 +333,6 @@ def init_state(path: str, net: LevelNet) -> dict[str, torch.Tensor]:
     if net.kind and state["head.2.weight"].shape[0] == 1:
         for k in ("head.2.weight", "head.2.bias"):
             state[k] = torch.cat([state[k], mine[k][1:]])
-    short = mine["head.0.weight"].shape[1] - state["head.0.weight"].shape[1]
-    if short > 0:
-        w = state["head.0.weight"]
-        state["head.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], short)], dim=1)
     return state
 
 
@@ -402,10 +365,6 @@ def main() -> None:
     ap.add_argument("--kind-weight", type=float, default=1.0,
                     help="--kind: the weight of the kind's cross-entropy beside the level's "
                          "squared error")
-    ap.add_argument("--coarse", action="store_true",
-                    help="a third measured feature, the coarse noise sigma (noise smoothed by "
-                         "JPEG or blur after it was added; --init from a two-feature estimator "
-                         "starts with its weight at 0)")
     ap.add_argument("--init", default=None, help="start from this estimator's weights")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("-o", "--out", default=None)
@@ -435,8 +394,7 @@ def main() -> None:
     kind = getattr(args, "kind", False)
     if kind and getattr(args, "objective", "level") == "psnr":
         raise SystemExit("--kind fits the level objective only")
-    net = LevelNet(margin=getattr(args, "margin", 0.0), kind=kind,
-                   extras=3 if getattr(args, "coarse", False) else 2)
+    net = LevelNet(margin=getattr(args, "margin", 0.0), kind=kind)
     init = getattr(args, "init", None)
     if state is None and init:
         state = init_state(init, net)
@@ -456,8 +414,6 @@ def main() -> None:
     else:
         data = make_versions(args.scale, args.versions, args.seed, args.threads,
                              getattr(args, "native", 0.0), getattr(args, "single", 0.0))
-    feats = measured(data, net.extras, args.threads)
-    feats = measured(data, net.extras, args.threads)
     images = sorted({d[0] for d in data})
     rng = np.random.default_rng(args.seed)
     held = set(rng.choice(images, size=max(1, len(images) // 10), replace=False).tolist())
@@ -470,7 +426,7 @@ def main() -> None:
     for step in range(0 if args.calibrate else args.steps):
         for g in opt.param_groups:
             g["lr"] = 1e-5 + 0.5 * (peak - 1e-5) * (1 + math.cos(math.pi * step / args.steps))
-        x, ex, y, curves = batch(data, feats, rng.choice(train, size=args.batch), rng)
+        x, ex, y, curves = batch(data, rng.choice(train, size=args.batch), rng)
         read, logit = net.both(x, ex, group=2)
         if curves is not None:  # the dB lost against each crop's best strength
             loss = (curves.max(1).values - curve_at(curves, read)).mean()
@@ -488,7 +444,7 @@ def main() -> None:
         opt.step()
         if (step + 1) % 1000 == 0:
             net.eval()
-            pred, true = held_out(net, data, feats, val[::4])
+            pred, true = held_out(net, data, val[::4])
             net.train()
             lost = (f", held-out regret {regret(pred, curves_of(data, val[::4]))[0]:.4f} dB"
                     if psnr_objective else "")
@@ -496,7 +452,7 @@ def main() -> None:
                   f"{np.abs(pred - true).mean():.4f}, clean read {pred[true == 0].mean():.3f}"
                   f"{lost} ({time.time() - t0:.0f} s)", flush=True)
     net.eval()
-    pred, true = held_out(net, data, feats, val)
+    pred, true = held_out(net, data, val)
     clean = true == 0
     summary = {"scale": args.scale, "versions": len(data), "held_out": len(val),
                "mae": round(float(np.abs(pred - true).mean()), 4),
@@ -504,7 +460,10 @@ def main() -> None:
                "top_mean": round(float(pred[true == 1].mean()), 4),  # the blind kind's reading
                "seconds": trained.get("seconds", round(time.time() - t0))}
     if kind:  # the two outputs apart: the kind's accuracy, the everyday level's error
-        both = reads_of(net, data, feats, val)
+        from upres.inference.level import read_damage
+
+        both = np.array([read_damage(data[i][1], net, noise=data[i][3], blocking=data[i][4])
+                         for i in val])
         blind = true == 1.0
         summary["kind_acc"] = round(float(((both[:, 1] >= 0.5) == blind).mean()), 4)
         summary["kind_acc_blind"] = round(float((both[blind, 1] >= 0.5).mean()), 4)
@@ -522,7 +481,7 @@ def main() -> None:
     summary["off"] = round(off, 3)
     if psnr_objective:  # dB against the best strength per crop, and over strength 0
         curves = curves_of(data, val)
-        before, _ = held_out(first, data, feats, val)
+        before, _ = held_out(first, data, val)
         before_off = max(LEVEL_OFF, float(np.percentile(before[clean], 90)))
         for name, reads, cut in (("", pred, off), ("init_", before, before_off)):
             for tag, r in (("", reads), ("_off", np.where(reads < cut, 0.0, reads))):

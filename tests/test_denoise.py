@@ -20,7 +20,6 @@ from upres.inference.denoise import (
     blockiness,
     blockiness_v1,
     check_denoise,
-    coarse_noise_sigma,
     damage,
     jpeg_quality,
     noise_sigma,
@@ -95,30 +94,6 @@ def test_noise_estimate_tracks_known_noise():
         est.append(noise_sigma(noisy))
     assert all(b > a for a, b in itertools.pairwise(est)), est  # monotonic
     assert est[0] < 3 and 10 < est[-1] < 30, est
-
-
-def test_coarse_noise_reads_smoothed_noise_the_fine_estimate_misses():
-    """White noise reads about the same one octave down as at the pixel scale; noise smoothed
-    after it was added (as JPEG or a blur leaves it: blotches a few pixels wide) has little left
-    at the pixel scale but reads several times higher on the 2x2 means; a clean photo reads
-    low on both; too small an image, or one without an opaque block, reads 0."""
-    from scipy.ndimage import gaussian_filter
-
-    img = _photo().astype(np.float64)
-    rng = np.random.default_rng(3)
-    to8 = lambda a: np.clip(a, 0, 255).round().astype(np.uint8)  # noqa: E731
-    white = to8(img + rng.normal(0, 8, img.shape))
-    assert coarse_noise_sigma(white) == pytest.approx(noise_sigma(white), rel=0.3)
-    assert 3 < coarse_noise_sigma(white) < 8  # (the luma of RGB noise of 8: 5.3)
-    blotches = gaussian_filter(rng.normal(0, 30, img.shape[:2]), 1.2)[:, :, None]
-    smooth = to8(img + blotches)
-    assert coarse_noise_sigma(smooth) > 2.5 * noise_sigma(smooth), (
-        coarse_noise_sigma(smooth), noise_sigma(smooth))
-    assert coarse_noise_sigma(smooth) > 2 * coarse_noise_sigma(to8(img))
-    assert coarse_noise_sigma(to8(img)) < 4
-    assert coarse_noise_sigma(white[:19, :40]) == 0.0
-    clear = np.concatenate([white, np.zeros((*white.shape[:2], 1), np.uint8)], axis=2)
-    assert coarse_noise_sigma(clear) == 0.0  # fully transparent: nothing to measure
 
 
 def test_jpeg_quality_from_tables_and_blocking(tmp_path):

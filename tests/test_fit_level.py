@@ -1,7 +1,6 @@
 """scripts/fit_level.py --objective psnr: the loss it trains the estimator with is the dB lost
 against each crop's best strength, read off the measured PSNR curve; ``--kind --init`` from an
-estimator without the kind output keeps its level, and ``--coarse --init`` from one with two
-measured features reads as it did until trained; ``--fit-map`` finds the map from a reading
+estimator without the kind output keeps its level; ``--fit-map`` finds the map from a reading
 to the strength that the crops' curves are best at."""
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from fit_level import STRENGTHS, curve_at, fit_map, init_state, measured, regret
+from fit_level import STRENGTHS, curve_at, fit_map, init_state, regret
 
 
 def test_curve_at_interpolates_between_the_measured_strengths():
@@ -62,39 +61,6 @@ def test_init_state_gives_a_kind_estimator_the_level_of_a_plain_one(tmp_path):
     again.load_state_dict(init_state(str(path), again))
 
 
-def test_init_state_gives_a_third_feature_zero_weight_so_the_reading_starts_the_same(tmp_path):
-    """``--coarse --init``: an estimator with two measured features given to one with three
-    (the coarse noise) reads exactly as before whatever the third feature says; the features
-    of a version (:func:`measured`) are what ``read_damage`` measures on the image."""
-    from safetensors.torch import save_file
-
-    from upres.inference.level import LevelNet, features, read_damage
-
-    torch.manual_seed(0)
-    two = LevelNet(kind=True).eval()
-    path = tmp_path / "two.safetensors"
-    save_file({k: v.contiguous() for k, v in two.state_dict().items()}, str(path))
-    three = LevelNet(kind=True, extras=3).eval()
-    three.load_state_dict(init_state(str(path), three))
-    x = torch.rand(4, 3, 64, 64)
-    extra = torch.rand(4, 3) * 3
-    with torch.no_grad():
-        for a, b in zip(two.both(x, extra[:, :2], group=2), three.both(x, extra, group=2),
-                        strict=True):
-            torch.testing.assert_close(a, b)
-    rng = np.random.default_rng(1)
-    img = np.clip(128 + rng.normal(0, 6, (96, 128, 3)), 0, 255).astype(np.uint8)
-    data = [(0, img, 0.5, 5.0, 0.25, False)]
-    got = measured(data, 3)
-    assert got.shape == (1, 3) and got.dtype == np.float32
-    want = features(img, 3, noise=5.0, blocking=0.25)
-    assert got[0].tolist() == pytest.approx(want, rel=1e-6)
-    assert read_damage(img, three, noise=5.0, blocking=0.25) == pytest.approx(
-        read_damage(img, two, noise=5.0, blocking=0.25), abs=1e-6)
-    with pytest.raises(ValueError, match="extras"):
-        LevelNet(extras=4)
-
-
 def test_fit_map_moves_the_strength_to_where_the_curves_peak():
     """Every crop reads the same (a constant estimator: everyday level 0.4, blind probability
     0.25, so the identity gives 0.55) and every curve peaks at strength 0.75: the fitted map
@@ -111,13 +77,12 @@ def test_fit_map_moves_the_strength_to_where_the_curves_peak():
     data = [(k, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), 0.75, 1.0, 0.0, False, curve)
             for k in range(12)]
     fit, val = np.arange(10), np.arange(10, 12)
-    feats = measured(data, net.extras)
-    got = fit_map(net, 0.3, data, fit, val, feats)
+    got = fit_map(net, 0.3, data, fit, val)
     assert strength_of(0.4, 0.25, IDENTITY) == pytest.approx(0.55)
     assert strength_of(0.4, 0.25, got["map"]) == pytest.approx(0.75, abs=0.01)
     for part in ("fit", "held_out"):
         assert got[part]["gain"] > got[part]["identity_gain"] + 0.05
         assert got[part]["gain"] == pytest.approx(got[part]["oracle_gain"], abs=0.01)
     assert got["held_out"]["crops"] == 2
-    none = fit_map(net, 0.6, data, fit, val, feats)  # every crop under off: strength 0, no gain
+    none = fit_map(net, 0.6, data, fit, val)  # every crop under off: strength 0, no gain
     assert none["fit"]["gain"] == none["fit"]["identity_gain"] == 0.0

@@ -36,9 +36,8 @@ import torch
 
 from upres.inference.upscaler import _MAX  # the peak value of each integer pixel type
 
-__all__ = ["Damage", "PhotoUpscaler", "blockiness", "blockiness_v1", "check_denoise",
-           "coarse_noise_sigma", "damage", "data_kwargs", "jpeg_level", "jpeg_quality",
-           "noise_sigma", "strength_for"]
+__all__ = ["Damage", "PhotoUpscaler", "blockiness", "blockiness_v1", "check_denoise", "damage",
+           "data_kwargs", "jpeg_level", "jpeg_quality", "noise_sigma", "strength_for"]
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -58,55 +57,25 @@ def noise_sigma(img: np.ndarray) -> float:
     exactly flat (a clipped highlight, a synthetic background, the colour under a transparent
     area) hold no noise to measure and are left out; 0 when nothing else is left. Looks at
     most the middle 1024x1024 pixels."""
-    y, opaque = _middle(img)
-    return _flat_sigma(y, opaque, 16)
+    from scipy.ndimage import convolve
 
-
-def coarse_noise_sigma(img: np.ndarray) -> float:
-    """:func:`noise_sigma` one octave down: measured on the means of 2x2 pixels (in 8x8
-    blocks of those, so the same 16x16 pixels of ``img``), times 2, so that white noise of
-    sigma s reads s here too. Noise that is not white (smoothed by JPEG, blur or resizing
-    after it was added: grainy blotches several pixels wide) has little left at the pixel
-    scale that :func:`noise_sigma` sees and reads several times higher here; an image whose
-    flattest parts hold no such blotches reads about as :func:`noise_sigma` does. Levels of
-    255; 0 for an image under 20 pixels a side or with nothing to measure."""
-    y, opaque = _middle(img)
-    h, w = (n // 2 * 2 for n in y.shape)
-    y = y[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    opaque = opaque[:h, :w].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
-    return 2.0 * _flat_sigma(y, opaque, 8)
-
-
-def _middle(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The luma ``(h, w)`` float64 on 0..255 and opacity ``(h, w)`` bool of at most the middle
-    1024x1024 pixels of ``img``."""
     y, opaque = _luma(img), _opaque(img)
     h, w = y.shape
     if h > 1024 or w > 1024:
         y0, x0 = max(0, (h - 1024) // 2), max(0, (w - 1024) // 2)
         y = y[y0:y0 + 1024, x0:x0 + 1024]
         opaque = opaque[y0:y0 + 1024, x0:x0 + 1024]
-    return y, opaque
-
-
-def _flat_sigma(y: np.ndarray, opaque: np.ndarray, block: int) -> float:
-    """The noise sigma of luma ``y`` (``(H, W)`` float64) from the 10th percentile of the
-    standard deviation of Immerkaer's residual in ``block`` x ``block`` blocks of opaque
-    pixels (:func:`noise_sigma`); 0 when ``y`` is under ``block + 2`` pixels a side."""
-    from scipy.ndimage import convolve
-
-    if min(y.shape) < block + 2:
+    if min(y.shape) < 18:
         return 0.0
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
     r = convolve(y, k, mode="reflect")[1:-1, 1:-1]
-    bh, bw = r.shape[0] // block, r.shape[1] // block
-    n = block
-    blocks = r[: bh * n, : bw * n].reshape(bh, n, bw, n).std(axis=(1, 3))
+    bh, bw = r.shape[0] // 16, r.shape[1] // 16
+    blocks = r[: bh * 16, : bw * 16].reshape(bh, 16, bw, 16).std(axis=(1, 3))
     if not opaque.all():  # the residual of a pixel reads its 8 neighbours too
         from scipy.ndimage import minimum_filter
 
         opaque = minimum_filter(opaque, size=3, mode="nearest")
-    seen = opaque[1:-1, 1:-1][: bh * n, : bw * n].reshape(bh, n, bw, n).all(axis=(1, 3))
+    seen = opaque[1:-1, 1:-1][: bh * 16, : bw * 16].reshape(bh, 16, bw, 16).all(axis=(1, 3))
     blocks = blocks[seen & (blocks > 0.05)]  # (6 x a noise sigma of 0.01 levels; NaN out too)
     return float(np.percentile(blocks, 10) / 6.0) if blocks.size else 0.0
 

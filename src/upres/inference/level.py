@@ -36,9 +36,8 @@ import torch
 from torch import nn
 
 __all__ = ["FLAT", "IDENTITY", "WINDOW", "LevelNet", "estimate_level", "estimator_map",
-           "estimator_off", "features", "level_map", "level_net", "level_off", "level_path",
-           "read_damage", "read_estimator", "read_strength", "read_windows", "strength_of",
-           "usable", "windows"]
+           "estimator_off", "level_map", "level_net", "level_off", "level_path", "read_damage",
+           "read_estimator", "read_strength", "read_windows", "strength_of", "usable", "windows"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: side of the windows an image is read in (training crops are this size too)
@@ -51,8 +50,7 @@ IDENTITY: dict[str, float] = {"a": 1.0, "b": 0.0, "power": 1.0}
 
 class LevelNet(nn.Module):
     """Input: ``x`` float32 ``(N, 3, H, W)`` RGB in [0, 1] (windows of one image or of a batch),
-    ``extra`` float32 ``(N, extras)``: log1p of the noise sigma in levels, the blockiness and,
-    with ``extras`` 3, log1p of the coarse noise sigma (:func:`features`);
+    ``extra`` float32 ``(N, 2)`` (log1p of the noise sigma in levels, blockiness);
     ``group``: how many consecutive windows belong to one image (their features are averaged).
     Output: ``(N / group,)`` float32 level: in [0, 1] with ``margin`` 0 (a sigmoid), else the
     sigmoid stretched to ``[-margin, 1 + margin]``, so that the ends 0 and 1 are reached at
@@ -65,15 +63,11 @@ class LevelNet(nn.Module):
     :func:`estimate_level` moves the level towards 1 by the blind kind's probability (the
     shipped x2 estimator has it since session 36: docs/ladder.md)."""
 
-    def __init__(self, width: int = 32, margin: float = 0.0, kind: bool = False,
-                 extras: int = 2) -> None:
+    def __init__(self, width: int = 32, margin: float = 0.0, kind: bool = False) -> None:
         super().__init__()
         w = width
-        if extras not in (2, 3):
-            raise ValueError(f"extras must be 2 or 3, got {extras}")
         self.margin = float(margin)
         self.kind = bool(kind)
-        self.extras = int(extras)
         self.body = nn.Sequential(
             nn.Conv2d(3, w // 2, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -81,7 +75,7 @@ class LevelNet(nn.Module):
             nn.Conv2d(w, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True),
         )
-        self.head = nn.Sequential(nn.Linear(2 * w + extras, 32), nn.ReLU(inplace=True),
+        self.head = nn.Sequential(nn.Linear(2 * w + 2, 32), nn.ReLU(inplace=True),
                                   nn.Linear(32, 2 if kind else 1))
 
     def both(self, x: torch.Tensor, extra: torch.Tensor, group: int = 1
@@ -161,9 +155,8 @@ def read_estimator(p: Path) -> LevelNet:
 
     state = load_file(str(p))
     margin = float(_meta(p).get("args", {}).get("margin", 0.0))
-    width = 2 * int(state["body.0.weight"].shape[0])
-    net = LevelNet(width=width, margin=margin, kind=int(state["head.2.weight"].shape[0]) == 2,
-                   extras=int(state["head.0.weight"].shape[1]) - 2 * width)
+    net = LevelNet(width=2 * int(state["body.0.weight"].shape[0]), margin=margin,
+                   kind=int(state["head.2.weight"].shape[0]) == 2)
     net.load_state_dict(state)
     return net.eval()
 
@@ -228,44 +221,29 @@ def _rgb01(img: np.ndarray) -> np.ndarray:
     return f[:, :, :3]
 
 
-def features(img: np.ndarray, extras: int = 2, *, noise: float | None = None,
-             blocking: float | None = None, coarse: float | None = None) -> list[float]:
-    """The measured features an estimator with ``extras`` inputs (:class:`LevelNet`) is
-    given beside the pixels of ``img`` (as :func:`read_damage` takes it): log1p of the noise
-    sigma (levels of 255), the blockiness and, with ``extras`` 3, log1p of the coarse noise
-    sigma (:mod:`upres.inference.denoise`); each one given is taken as measured."""
-    from upres.inference.denoise import blockiness, coarse_noise_sigma, noise_sigma
-
-    noise = noise_sigma(img) if noise is None else noise
-    blocking = blockiness(img) if blocking is None else blocking
-    out = [math.log1p(noise), float(blocking)]
-    if extras == 3:
-        out.append(math.log1p(coarse_noise_sigma(img) if coarse is None else coarse))
-    return out
-
-
 @torch.no_grad()
 def read_damage(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
-                blocking: float | None = None, coarse: float | None = None
-                ) -> tuple[float, float]:
+                blocking: float | None = None) -> tuple[float, float]:
     """``(level, blind)`` of ``img`` (``(H, W[, C])``, uint8, uint16 or float in [0, 1]; a 2nd
     or 4th channel is alpha): the level in [0, 1] the estimator reads, and the probability in
     [0, 1] that the damage is the blind kind (0 for an estimator without the ``kind`` output,
     whose level already reads that kind as 1); ``noise``/``blocking``: the measured features
-    when already known (:func:`upres.inference.denoise.damage`), ``coarse`` too (only an
-    estimator with three extras reads it: :func:`features`). Images under 16 pixels a side,
-    and images with no :func:`usable` window, read as clean ``(0, 0)``."""
+    when already known (:func:`upres.inference.denoise.damage`). Images under 16 pixels a
+    side, and images with no :func:`usable` window, read as clean ``(0, 0)``."""
+    from upres.inference.denoise import blockiness, noise_sigma
+
     a = np.asarray(img)
     if min(a.shape[:2]) < 16:
         return 0.0, 0.0
     wins = read_windows(a)  # only the windows are converted, whatever the image's size
     if not wins:
         return 0.0, 0.0
-    extra = torch.tensor([features(a, net.extras, noise=noise, blocking=blocking,
-                                   coarse=coarse)], dtype=torch.float32)
+    noise = noise_sigma(a) if noise is None else noise
+    blocking = blockiness(a) if blocking is None else blocking
     x = torch.from_numpy(np.stack([_rgb01(a[y:y + h, x:x + w]) for y, x, h, w in wins]))
     x = x.permute(0, 3, 1, 2).contiguous()
-    extra = extra.expand(len(wins), extra.shape[1]).contiguous()
+    extra = torch.tensor([[math.log1p(noise), blocking]], dtype=torch.float32)
+    extra = extra.expand(len(wins), 2).contiguous()
     with torch.autocast("cpu", enabled=False):
         y, logit = net.both(x, extra, group=len(wins))
     t = min(1.0, max(0.0, float(y[0])))
@@ -273,11 +251,11 @@ def read_damage(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
 
 
 def estimate_level(img: np.ndarray, net: LevelNet, *, noise: float | None = None,
-                   blocking: float | None = None, coarse: float | None = None) -> float:
+                   blocking: float | None = None) -> float:
     """The damage level in [0, 1] of ``img`` (as :func:`read_damage` reads it): the blind
     kind, trained at level 1, weighs in by its probability (``level + blind * (1 - level)``),
     so an estimator without the ``kind`` output gives its level as it is."""
-    return strength_of(*read_damage(img, net, noise=noise, blocking=blocking, coarse=coarse))
+    return strength_of(*read_damage(img, net, noise=noise, blocking=blocking))
 
 
 def strength_of(level: Any, blind: Any, smap: dict[str, float] | None = None) -> Any:
