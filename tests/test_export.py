@@ -98,6 +98,7 @@ def test_photo_model_exports_the_strength_it_is_given(tmp_path, capsys):
         assert f"clean-up strength {float(t):g}" in capsys.readouterr().out
         _, card = load_onnx(dst)
         assert not card.denoise_base and not card.psnr and f"strength {float(t):g}" in card.notes
+        assert not card.int8_scan  # (photo-x2's own is for its strength-1 weights)
         assert "automatic" not in card.summary and "auto by default" not in card.notes
         ref = upres.load("photo-x2", device="cpu", precision="fp32", denoise=float(t))
         got = upres.load(str(dst)).upscale(img, tile=0)

@@ -712,8 +712,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_strength(args: argparse.Namespace, net: Any, card: Any) -> tuple[Any, Any]:
     """A photo model's network at the clean-up strength ``--denoise`` names (a graph holds one
     set of weights; the file alone is strength 1), its card saying so: no ``denoise_base``
-    (the graph is one network) and no PSNR figures (the card's were at the automatic
-    strength). Other models are returned as they are, and ``--denoise`` is refused for them."""
+    (the graph is one network), no PSNR figures (the card's were at the automatic strength)
+    and no ``int8_scan`` (measured on the strength-1 weights, not the blend). Other models are
+    returned as they are, and ``--denoise`` is refused for them."""
     if not card.denoise_base:
         if args.denoise is not None:
             raise _UsageError(f"--denoise: {args.model} is not a photo model and has no "
@@ -744,7 +745,7 @@ def _export_strength(args: argparse.Namespace, net: Any, card: Any) -> tuple[Any
                "damaged about that much (JPEG, noise, blur)")
     # the card's notes and summary describe the automatic strength: replaced, not kept
     return net, card.with_(denoise_base="", denoise_fit={}, denoise_level=False, psnr={},
-                           ssim={}, notes=note, summary=summary)
+                           ssim={}, int8_scan={}, notes=note, summary=summary)
 
 
 # -- serve -------------------------------------------------------------------------------------
