@@ -217,14 +217,17 @@ def curves_of(data: list, idx: np.ndarray) -> np.ndarray:
     return np.stack([data[int(i)][6] for i in idx])
 
 
-def held_out(net: LevelNet, data: list, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The estimator's reading of the versions ``idx`` (read as users' images are), and their
-    true levels."""
-    from upres.inference.level import estimate_level
+def held_out(net: LevelNet, data: list, idx: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The estimator's reading ``(len(idx),)`` of the versions ``idx`` (read as users' images
+    are: :func:`upres.inference.level.estimate_level`), their true levels ``(len(idx),)``, and
+    the two outputs it is made of ``(len(idx), 2)`` (everyday level, blind probability:
+    :func:`upres.inference.level.read_damage`), each image read once."""
+    from upres.inference.level import read_damage, strength_of
 
-    pred = np.array([estimate_level(data[i][1], net, noise=data[i][3], blocking=data[i][4])
-                     for i in idx])
-    return pred, np.array([data[i][2] for i in idx])
+    both = np.array([read_damage(data[i][1], net, noise=data[i][3], blocking=data[i][4])
+                     for i in idx]).reshape(len(idx), 2)
+    return strength_of(both[:, 0], both[:, 1]), np.array([data[i][2] for i in idx]), both
 
 
 def fit_map(net: LevelNet, off: float, data: list, fit: np.ndarray, val: np.ndarray) -> dict:
@@ -444,7 +447,7 @@ def main() -> None:
         opt.step()
         if (step + 1) % 1000 == 0:
             net.eval()
-            pred, true = held_out(net, data, val[::4])
+            pred, true, _ = held_out(net, data, val[::4])
             net.train()
             lost = (f", held-out regret {regret(pred, curves_of(data, val[::4]))[0]:.4f} dB"
                     if psnr_objective else "")
@@ -452,7 +455,7 @@ def main() -> None:
                   f"{np.abs(pred - true).mean():.4f}, clean read {pred[true == 0].mean():.3f}"
                   f"{lost} ({time.time() - t0:.0f} s)", flush=True)
     net.eval()
-    pred, true = held_out(net, data, val)
+    pred, true, both = held_out(net, data, val)
     clean = true == 0
     summary = {"scale": args.scale, "versions": len(data), "held_out": len(val),
                "mae": round(float(np.abs(pred - true).mean()), 4),
@@ -460,10 +463,6 @@ def main() -> None:
                "top_mean": round(float(pred[true == 1].mean()), 4),  # the blind kind's reading
                "seconds": trained.get("seconds", round(time.time() - t0))}
     if kind:  # the two outputs apart: the kind's accuracy, the everyday level's error
-        from upres.inference.level import read_damage
-
-        both = np.array([read_damage(data[i][1], net, noise=data[i][3], blocking=data[i][4])
-                         for i in val])
         blind = true == 1.0
         summary["kind_acc"] = round(float(((both[:, 1] >= 0.5) == blind).mean()), 4)
         summary["kind_acc_blind"] = round(float((both[blind, 1] >= 0.5).mean()), 4)
@@ -481,7 +480,7 @@ def main() -> None:
     summary["off"] = round(off, 3)
     if psnr_objective:  # dB against the best strength per crop, and over strength 0
         curves = curves_of(data, val)
-        before, _ = held_out(first, data, val)
+        before, _, _ = held_out(first, data, val)
         before_off = max(LEVEL_OFF, float(np.percentile(before[clean], 90)))
         for name, reads, cut in (("", pred, off), ("init_", before, before_off)):
             for tag, r in (("", reads), ("_off", np.where(reads < cut, 0.0, reads))):
