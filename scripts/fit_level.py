@@ -236,11 +236,11 @@ def fit_map(net: LevelNet, off: float, data: list, fit: np.ndarray, val: np.ndar
     0 on the crops ``fit`` of ``data`` (made by :func:`make_curves`), crops read under ``off``
     left at 0 as ``auto`` leaves them; a grid search. Returns the map and the mean gains
     (dB over strength 0) of it and of the identity on ``fit`` and on the held-out ``val``."""
-    from upres.inference.level import IDENTITY, read_damage, strength_of
+    from upres.inference.level import IDENTITY, strength_of
 
-    reads = np.array([read_damage(d[1], net, noise=d[3], blocking=d[4]) for d in data])
+    reading, _, reads = held_out(net, data, np.arange(len(data)))
     level, blind = reads[:, 0], reads[:, 1]
-    under = strength_of(level, blind) < off
+    under = reading < off
     curves = np.stack([d[6] for d in data])
 
     def gain(m: dict, idx: np.ndarray) -> float:
