@@ -675,6 +675,11 @@ def test_denoise_base_trains_every_strength(tiny, tmp_path):
     lr, _, t = s.sample_level(3, np.random.default_rng(4))
     assert t in (0.25, 0.5, 0.75, 1.0) and lr.shape == (3, 3, 16, 16)
     assert len(s._versions) == 1  # every patch of the batch from one version
+    g = np.random.default_rng(5)  # data.min_level: only the versions at that level or above
+    assert {s.sample_level(1, g, 0.75)[2] for _ in range(40)} == {0.75, 1.0}
+    assert {s.sample_level(1, g, 0.6)[2] for _ in range(40)} == {0.75, 1.0}
+    assert {s.sample_level(1, g, 1.0)[2] for _ in range(5)} == {1.0}
+    assert {s.sample_level(1, g)[2] for _ in range(60)} == {0.25, 0.5, 0.75, 1.0}
     with pytest.raises(UpresError, match="leveled"):
         PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=2,
                            patch=16).sample_level(2, np.random.default_rng(0))
@@ -886,6 +891,8 @@ def test_too_small_validation_image_is_refused_at_start(tiny, tmp_path, capsys, 
     ("model.params.channels=0", "model.params"), ("model.params.channels=-2", "model.params"),
     ("model.params.act=gelu", "model.params"), ("model.arch=upnet2", "model.arch"),
     ("gan.weight=-1", "gan.weight"),
+    ("data.min_level=0.5", "data.min_level"),
+    ("data.degradation=leveled|data.variants=4|data.min_level=1.5", "data.min_level"),
     ("gan.weight=0.1|gan.d_params={nf: 8}", "gan.d_params"),
     ("gan.perceptual_layers={conv9_9: 1.0}", "gan.perceptual_layers"),
     ("model.arch=rfdn|model.params={channels: 8, blocks: 1}|data.patch=8", "data.patch"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -220,14 +221,16 @@ class PairedPatchSampler:
         """The damage level of ``version`` (leveled data only)."""
         return (version + 1) / self.variants
 
-    def sample_level(self, batch: int, rng: np.random.Generator
+    def sample_level(self, batch: int, rng: np.random.Generator, min_level: float = 0.0
                      ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """As :meth:`sample`, every patch from the same version of its image, so the batch has
-        one damage level ``t``, returned third (leveled data only)."""
+        one damage level ``t``, returned third (leveled data only); the version is drawn
+        uniformly from those of level ``t >= min_level`` (the highest one at least)."""
         if not self.leveled:
             raise UpresError("a batch of one damage level needs data.degradation: leveled and "
                              "data.variants > 0")
-        v = int(rng.integers(0, self.variants))
+        lo = min(self.variants - 1, max(0, math.ceil(min_level * self.variants - 1e-9) - 1))
+        v = int(rng.integers(lo, self.variants))
         lr, hr = self.sample(batch, rng, version=v)
         return lr, hr, self.level(v)
 

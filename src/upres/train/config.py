@@ -50,6 +50,9 @@ class DataConfig:
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
+    # leveled data only: batches drawn only from the versions of level >= this (0: every level),
+    # e.g. 0.75 for a stage that trains the strengths the blind kind mostly takes
+    min_level: float = 0.0
     # extra copies of every HR image shrunk by these factors (0 < f < 1), e.g. [0.9, 0.8, 0.7, 0.6]
     rescale: tuple[float, ...] = ()
     val: tuple[str, ...] = ("../shared/data/benchmark/Set5",)
@@ -223,6 +226,10 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
+    if not 0.0 <= cfg.data.min_level <= 1.0 or (cfg.data.min_level and not cfg.data.variants):
+        raise UpresError(f"config key 'data.min_level': a level in [0, 1], and only with "
+                         f"data.variants > 0, got {cfg.data.min_level} with "
+                         f"{cfg.data.variants} variants")
     from upres.data.datasets import check_rescale  # the sampler's own rule, checked early
 
     try:

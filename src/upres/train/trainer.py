@@ -700,7 +700,8 @@ class Trainer:
             td = time.time()
             level = 1.0
             if self.base is not None:
-                lr_b, hr_b, level = data.sample_level(cfg.data.batch, self.rng)
+                lr_b, hr_b, level = data.sample_level(cfg.data.batch, self.rng,
+                                                         cfg.data.min_level)
                 lr_b, hr_b = self._convention(lr_b, hr_b)
             elif self.conv.get("color") == "y" or self.conv.get("pre_upsample"):
                 lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
