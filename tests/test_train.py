@@ -679,6 +679,9 @@ def test_denoise_base_trains_every_strength(tiny, tmp_path):
     assert {s.sample_level(1, g, 0.75)[2] for _ in range(40)} == {0.75, 1.0}
     assert {s.sample_level(1, g, 0.6)[2] for _ in range(40)} == {0.75, 1.0}
     assert {s.sample_level(1, g, 1.0)[2] for _ in range(5)} == {1.0}
+    assert {s.sample_level(1, g, 0.3, 0.8)[2] for _ in range(40)} == {0.5, 0.75}
+    with pytest.raises(UpresError, match="no damage level"):
+        s.sample_level(1, g, 0.55, 0.7)
     assert {s.sample_level(1, g)[2] for _ in range(60)} == {0.25, 0.5, 0.75, 1.0}
     with pytest.raises(UpresError, match="leveled"):
         PairedPatchSampler([DATA / "train" / "T91" / "t1.bmp"], scale=2,
@@ -893,6 +896,9 @@ def test_too_small_validation_image_is_refused_at_start(tiny, tmp_path, capsys, 
     ("gan.weight=-1", "gan.weight"),
     ("data.min_level=0.5", "data.min_level"),
     ("data.degradation=leveled|data.variants=4|data.min_level=1.5", "data.min_level"),
+    ("data.degradation=leveled|data.variants=4|data.max_level=-1", "data.max_level"),
+    ("data.degradation=leveled|data.variants=4|data.min_level=0.55|data.max_level=0.7",
+     "data.max_level"),
     ("gan.weight=0.1|gan.d_params={nf: 8}", "gan.d_params"),
     ("gan.perceptual_layers={conv9_9: 1.0}", "gan.perceptual_layers"),
     ("model.arch=rfdn|model.params={channels: 8, blocks: 1}|data.patch=8", "data.patch"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -221,16 +220,20 @@ class PairedPatchSampler:
         """The damage level of ``version`` (leveled data only)."""
         return (version + 1) / self.variants
 
-    def sample_level(self, batch: int, rng: np.random.Generator, min_level: float = 0.0
-                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def sample_level(self, batch: int, rng: np.random.Generator, min_level: float = 0.0,
+                     max_level: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, float]:
         """As :meth:`sample`, every patch from the same version of its image, so the batch has
         one damage level ``t``, returned third (leveled data only); the version is drawn
-        uniformly from those of level ``t >= min_level`` (the highest one at least)."""
+        uniformly from those of level ``min_level <= t <= max_level``."""
         if not self.leveled:
             raise UpresError("a batch of one damage level needs data.degradation: leveled and "
                              "data.variants > 0")
-        lo = min(self.variants - 1, max(0, math.ceil(min_level * self.variants - 1e-9) - 1))
-        v = int(rng.integers(lo, self.variants))
+        ok = [v for v in range(self.variants)
+              if min_level - 1e-9 <= self.level(v) <= max_level + 1e-9]
+        if not ok:
+            raise UpresError(f"no damage level in [{min_level}, {max_level}] among "
+                             f"{self.variants} versions")
+        v = ok[int(rng.integers(len(ok)))]
         lr, hr = self.sample(batch, rng, version=v)
         return lr, hr, self.level(v)
 

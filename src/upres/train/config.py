@@ -50,9 +50,11 @@ class DataConfig:
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
-    # leveled data only: batches drawn only from the versions of level >= this (0: every level),
-    # e.g. 0.75 for a stage that trains the strengths the blind kind mostly takes
+    # leveled data only: batches drawn only from the versions of level in [min_level,
+    # max_level] (default every level), e.g. min_level 0.75 for a stage that trains the
+    # strengths the blind kind mostly takes
     min_level: float = 0.0
+    max_level: float = 1.0
     # extra copies of every HR image shrunk by these factors (0 < f < 1), e.g. [0.9, 0.8, 0.7, 0.6]
     rescale: tuple[float, ...] = ()
     val: tuple[str, ...] = ("../shared/data/benchmark/Set5",)
@@ -226,10 +228,15 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.data.variants < 0 or (cfg.data.variants and cfg.data.degradation == "bicubic"):
         raise UpresError(f"config key 'data.variants': a count >= 0, and only with a blind "
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
-    if not 0.0 <= cfg.data.min_level <= 1.0 or (cfg.data.min_level and not cfg.data.variants):
-        raise UpresError(f"config key 'data.min_level': a level in [0, 1], and only with "
-                         f"data.variants > 0, got {cfg.data.min_level} with "
-                         f"{cfg.data.variants} variants")
+    lo, hi = cfg.data.min_level, cfg.data.max_level
+    for key, value in (("min_level", lo), ("max_level", hi)):
+        if not 0.0 <= value <= 1.0 or ((lo, hi) != (0.0, 1.0) and not cfg.data.variants):
+            raise UpresError(f"config key 'data.{key}': a level in [0, 1], and only with "
+                             f"data.variants > 0, got {value} with {cfg.data.variants} variants")
+    if cfg.data.variants and not any(lo - 1e-9 <= (v + 1) / cfg.data.variants <= hi + 1e-9
+                                     for v in range(cfg.data.variants)):
+        raise UpresError(f"config key 'data.max_level': no version's level (v + 1) / "
+                         f"{cfg.data.variants} lies in [{lo}, {hi}]")
     from upres.data.datasets import check_rescale  # the sampler's own rule, checked early
 
     try:

@@ -701,7 +701,8 @@ class Trainer:
             level = 1.0
             if self.base is not None:
                 lr_b, hr_b, level = data.sample_level(cfg.data.batch, self.rng,
-                                                         cfg.data.min_level)
+                                                         cfg.data.min_level,
+                                                         cfg.data.max_level)
                 lr_b, hr_b = self._convention(lr_b, hr_b)
             elif self.conv.get("color") == "y" or self.conv.get("pre_upsample"):
                 lr_b, hr_b = self._convention(*data.sample(cfg.data.batch, self.rng))
