@@ -895,10 +895,13 @@ def test_too_small_validation_image_is_refused_at_start(tiny, tmp_path, capsys, 
     ("model.params.act=gelu", "model.params"), ("model.arch=upnet2", "model.arch"),
     ("gan.weight=-1", "gan.weight"),
     ("data.min_level=0.5", "data.min_level"),
-    ("data.degradation=leveled|data.variants=4|data.min_level=1.5", "data.min_level"),
-    ("data.degradation=leveled|data.variants=4|data.max_level=-1", "data.max_level"),
-    ("data.degradation=leveled|data.variants=4|data.min_level=0.55|data.max_level=0.7",
-     "data.max_level"),
+    ("data.degradation=leveled|data.variants=4|data.min_level=0.5", "data.min_level"),
+    ("data.degradation=leveled|data.variants=4|model.denoise_base=b.safetensors"
+     "|data.min_level=1.5", "data.min_level"),
+    ("data.degradation=leveled|data.variants=4|model.denoise_base=b.safetensors"
+     "|data.max_level=-1", "data.max_level"),
+    ("data.degradation=leveled|data.variants=4|model.denoise_base=b.safetensors"
+     "|data.min_level=0.55|data.max_level=0.7", "data.max_level"),
     ("gan.weight=0.1|gan.d_params={nf: 8}", "gan.d_params"),
     ("gan.perceptual_layers={conv9_9: 1.0}", "gan.perceptual_layers"),
     ("model.arch=rfdn|model.params={channels: 8, blocks: 1}|data.patch=8", "data.patch"),

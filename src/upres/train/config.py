@@ -50,7 +50,7 @@ class DataConfig:
     # blind only: 0 degrades each HR patch on its own; N > 0 degrades whole images into N seeded
     # versions each (made once, kept in memory) and cuts patches from them, as test sets are made
     variants: int = 0
-    # leveled data only: batches drawn only from the versions of level in [min_level,
+    # with model.denoise_base: batches drawn only from the versions of level in [min_level,
     # max_level] (default every level), e.g. min_level 0.75 for a stage that trains the
     # strengths the blind kind mostly takes
     min_level: float = 0.0
@@ -230,9 +230,9 @@ def _validate(cfg: TrainConfig) -> None:
                          f"degradation, got {cfg.data.variants} with {cfg.data.degradation}")
     lo, hi = cfg.data.min_level, cfg.data.max_level
     for key, value in (("min_level", lo), ("max_level", hi)):
-        if not 0.0 <= value <= 1.0 or ((lo, hi) != (0.0, 1.0) and not cfg.data.variants):
+        if not 0.0 <= value <= 1.0 or ((lo, hi) != (0.0, 1.0) and not cfg.model.denoise_base):
             raise UpresError(f"config key 'data.{key}': a level in [0, 1], and only with "
-                             f"data.variants > 0, got {value} with {cfg.data.variants} variants")
+                             f"model.denoise_base (batches of one level), got {value}")
     if cfg.data.variants and not any(lo - 1e-9 <= (v + 1) / cfg.data.variants <= hi + 1e-9
                                      for v in range(cfg.data.variants)):
         raise UpresError(f"config key 'data.max_level': no version's level (v + 1) / "
