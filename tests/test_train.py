@@ -706,8 +706,13 @@ def test_denoise_base_trains_every_strength(tiny, tmp_path):
     PairedPatchSampler.sample_level = spy
     try:
         final = tr.run()
+        high = Trainer(load_config(tiny, [*sets, "data.min_level=0.6"]), tmp_path / "high",
+                       log=lambda _: None)
+        high.run()  # data.min_level reaches the sampler: only levels 0.75 and 1 are trained
     finally:
         PairedPatchSampler.sample_level = orig
+    levels, high_levels = levels[:4], levels[4:]
+    assert len(high_levels) == 4 and set(high_levels) <= {0.75, 1.0}, high_levels
     assert len(levels) == 4 and all(0 < t <= 1 for t in levels)
     assert all(torch.equal(tr.base[k], base_before[k]) for k in tr.base)  # frozen in training
     trained = load_model(final)[0].state_dict()
